@@ -1,0 +1,44 @@
+# sweeplab: reproducible sweeps. `make help` lists the targets.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+OUT    ?= runs
+PORT   ?= 5000
+SWEEP  ?= cnn
+ARGS   ?=
+export TF_CPP_MIN_LOG_LEVEL = 3
+
+.PHONY: help setup run sweep test test-fast ui lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed  ## create .venv and install sweeplab with its dev tools
+
+run: setup  ## the default sweep: Optuna over a CNN on the embedded digits set (offline)
+	$(PY) -m search.run output_dir=$(OUT) $(ARGS)
+
+sweep: setup  ## a named sweep overlay: make sweep SWEEP=cnn ARGS="search.n_trials=5"
+	$(PY) -m search.run +sweep=$(SWEEP) output_dir=$(OUT) $(ARGS)
+
+test: setup  ## the whole test suite (real training at tiny sizes)
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: setup  ## the test suite without tests marked slow
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+ui: setup  ## the MLflow UI on 127.0.0.1:$(PORT) over the sweeps' store
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(OUT)/mlflow.db \
+		--default-artifact-root $(OUT)/mlartifacts --host 127.0.0.1 --port $(PORT) --workers 1
+
+lint: setup  ## ruff
+	$(VENV)/bin/ruff check .
+
+clean:  ## delete run outputs (MLflow store, Optuna DB, artifacts); keeps .venv
+	rm -rf $(OUT) outputs multirun .pytest_cache

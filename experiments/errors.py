@@ -1,0 +1,17 @@
+"""The one exception type for bad user input.
+
+Everything that a user can get wrong (config values, search spaces, data folders, weights files)
+raises `UserInputError` with a one-paragraph message that names the bad value and what would be
+accepted. The command-line entry points print that message and exit non-zero without a traceback.
+"""
+
+
+class UserInputError(ValueError):
+    """A problem the user can fix by changing a config value, a file or a folder."""
+
+
+class TrialFailed(RuntimeError):
+    """A trial that could not produce a result (NaN loss, a bad combination of parameters).
+
+    The sweep records it as failed with this message as the reason and goes on.
+    """

@@ -1,0 +1,72 @@
+"""Model builders, chosen by `model.name`.
+
+Every model takes raw pixels in [0, 255] and does its own rescaling, so the trained model can be
+exported and called on raw images. Builders get the model config, the input shape and the number
+of classes and return an uncompiled `keras.Model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+from omegaconf import DictConfig
+
+from experiments.errors import UserInputError
+
+Builder = Callable[[DictConfig, tuple[int, int, int], int], keras.Model]
+
+
+def build_cnn(cfg: DictConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """The seed's Sequential CNN: conv blocks, Flatten, Dropout, Dense, softmax."""
+    if int(cfg.conv_blocks) < 1:
+        raise UserInputError(f"model.conv_blocks={cfg.conv_blocks} must be 1 or more.")
+    layers: list[keras.layers.Layer] = [
+        keras.Input(shape=input_shape),
+        keras.layers.Rescaling(1.0 / 255.0),
+    ]
+    size = min(input_shape[:2])
+    for block in range(int(cfg.conv_blocks)):
+        filters = int(int(cfg.filters) * int(cfg.filter_growth) ** block)
+        layers.append(
+            keras.layers.Conv2D(filters, int(cfg.kernel_size), padding="same", activation="relu")
+        )
+        if cfg.batch_norm:
+            layers.append(keras.layers.BatchNormalization())
+        if size >= 2:  # pool while there is something left to pool
+            layers.append(keras.layers.MaxPooling2D(2))
+            size //= 2
+    layers += [
+        keras.layers.Flatten(),
+        keras.layers.Dropout(float(cfg.dropout)),
+        keras.layers.Dense(int(cfg.dense_units), activation="relu"),
+        keras.layers.Dense(num_classes, activation="softmax"),
+    ]
+    return keras.Sequential(layers, name="cnn")
+
+
+BUILDERS: dict[str, Builder] = {"cnn": build_cnn}
+
+
+def build_model(
+    cfg: DictConfig, input_shape: tuple[int, int, int], num_classes: int
+) -> keras.Model:
+    """Build the model that `cfg.name` names."""
+    builder = BUILDERS.get(str(cfg.name))
+    if builder is None:
+        raise UserInputError(
+            f"model.name={cfg.name!r} is not a known model; accepted: {', '.join(sorted(BUILDERS))}."
+        )
+    return builder(cfg, input_shape, num_classes)
+
+
+def build_optimizer(cfg: DictConfig) -> keras.optimizers.Optimizer:
+    """A fresh Keras optimizer from `optimizer.name` and its remaining keys as arguments."""
+    options = {k: v for k, v in cfg.items() if k != "name"}
+    try:
+        return keras.optimizers.get({"class_name": str(cfg.name), "config": options})
+    except (ValueError, TypeError) as err:
+        raise UserInputError(
+            f"optimizer {dict(cfg)} cannot be built: {err}. Accepted names are Keras optimizers "
+            "(adam, sgd, rmsprop, adamw, ...) with their own keyword arguments."
+        ) from err

@@ -1,0 +1,34 @@
+"""Import TensorFlow without its start-up noise.
+
+TensorFlow 2.21 prints absl and oneDNN banners from C++ before `TF_CPP_MIN_LOG_LEVEL` takes
+effect, so the entry points import it once here with file descriptor 2 pointed at /dev/null.
+Python exceptions from the import are unaffected: they are raised after stderr is restored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+
+def quiet_tensorflow() -> None:
+    """Import tensorflow and keras silently and turn down their Python-side warnings."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" not in sys.modules:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+    import keras  # noqa: F401
+
+    for name in ("tensorflow", "absl", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="keras")

@@ -1,0 +1,74 @@
+"""Train and validate one trial: a fresh model from a resolved config.
+
+`run_trial` is the single place where a trial is trained; both search engines and `search.rerun`
+call it, and tracking comes in only as Keras callbacks, so this module never talks to MLflow.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from dataclasses import dataclass
+
+import keras
+from omegaconf import DictConfig
+
+from experiments.data import ImageData
+from experiments.errors import TrialFailed
+from experiments.models import build_model, build_optimizer
+from experiments.pipeline import to_dataset
+
+
+@dataclass
+class TrialResult:
+    """What one trained trial gives back: final validation metrics, curves and the model."""
+
+    metrics: dict[str, float]
+    history: dict[str, list[float]]
+    model: keras.Model
+    seconds: float
+
+    @property
+    def epochs(self) -> int:
+        return len(next(iter(self.history.values()), []))
+
+
+def fresh_session(seed: int) -> None:
+    """Drop the previous trial's graph and state, then seed Python, NumPy and TensorFlow."""
+    keras.backend.clear_session()
+    gc.collect()
+    keras.utils.set_random_seed(seed)
+
+
+def run_trial(
+    cfg: DictConfig, data: ImageData, callbacks: list[keras.callbacks.Callback] | None = None
+) -> TrialResult:
+    """Build, compile and fit the model `cfg` describes; validate on the validation split only.
+
+    Raises `TrialFailed` when the loss becomes NaN or infinite.
+    """
+    started = time.perf_counter()
+    fresh_session(int(cfg.seed))
+    model = build_model(cfg.model, data.image_shape, data.num_classes)
+    model.compile(
+        optimizer=build_optimizer(cfg.optimizer),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    batch_size = int(cfg.train.batch_size)
+    history = model.fit(
+        to_dataset(data.train, batch_size, training=True, seed=int(cfg.seed)),
+        validation_data=to_dataset(data.val, batch_size, training=False, seed=int(cfg.seed)),
+        epochs=int(cfg.train.epochs),
+        shuffle=False,  # the dataset shuffles itself, seeded
+        callbacks=[*(callbacks or []), keras.callbacks.TerminateOnNaN()],
+        verbose=int(cfg.train.verbose),
+    ).history
+    losses = history.get("loss", [])
+    if not losses or not math.isfinite(losses[-1]):
+        raise TrialFailed(
+            f"loss became {losses[-1] if losses else 'undefined'} at epoch {len(losses)}"
+        )
+    final = {name: float(values[-1]) for name, values in history.items() if name.startswith("val_")}
+    return TrialResult(final, history, model, time.perf_counter() - started)

@@ -1,0 +1,169 @@
+"""`python -m search.run`: compose the config with Hydra, run a sweep, summarize it.
+
+python -m search.run                                   # default sweep (digits, CNN, Optuna)
+python -m search.run +sweep=cnn search.n_trials=5 optimizer=sgd
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything imports TensorFlow
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from experiments.errors import UserInputError
+from search.space import parse_space
+from search.study import check_sweep_config, study_name
+
+ENGINES = ("optuna",)
+
+
+@dataclass
+class SweepSummary:
+    """What a finished sweep invocation reports back."""
+
+    study_name: str
+    engine: str
+    parent_run_id: str | None  # None when the study was already complete
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_run_id: str | None
+    finished_trials: int
+
+
+def prepare(cfg: DictConfig) -> DictConfig:
+    """Make paths absolute (so stores do not depend on the cwd) and point Keras at its cache."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.output_dir = str(Path(cfg.output_dir).expanduser().resolve())
+        if cfg.get("keras_home"):
+            cfg.keras_home = str(Path(cfg.keras_home).expanduser().resolve())
+            os.environ["KERAS_HOME"] = cfg.keras_home
+    return cfg
+
+
+def sweep(cfg: DictConfig) -> SweepSummary:
+    """Validate the config, then run the configured engine under one MLflow parent run."""
+    cfg = prepare(cfg)
+    check_sweep_config(cfg)
+    space = parse_space(cfg.space, cfg)
+    engine = str(cfg.search.engine)
+    if engine not in ENGINES:
+        raise UserInputError(
+            f"search.engine={engine!r} is not a search engine; accepted: {', '.join(ENGINES)} "
+            "(choose with search=NAME)."
+        )
+    name = study_name(cfg)
+    # Heavy imports only once the config is known to be good: bad input fails in a second.
+    from experiments.quiet import quiet_tensorflow
+
+    quiet_tensorflow()
+    from search.runner import TrialRunner
+    from tracking.mlflow_tracker import SweepTracker
+
+    search = make_engine(cfg, space, name)
+    done = search.finished()
+    remaining = int(cfg.search.n_trials) - done
+    print(
+        f"sweep {cfg.sweep_name!r}: study {name!r}, engine {engine}, objective "
+        f"{cfg.train.objective}, {done} of {cfg.search.n_trials} trials finished",
+        flush=True,
+    )
+    if remaining <= 0:
+        print(
+            f"the study is complete (search.n_trials={cfg.search.n_trials}): nothing to train. "
+            "Raise search.n_trials to add trials."
+        )
+        best = search.best()
+        return SweepSummary(
+            name,
+            engine,
+            None,
+            best.value if best else None,
+            best.params if best else {},
+            best.run_id if best else None,
+            done,
+        )
+
+    tracker = SweepTracker(cfg.tracking)
+    tags = {
+        "engine": engine,
+        "sampler": cfg.search.get("sampler", ""),
+        "study": name,
+        "sweep_name": cfg.sweep_name,
+    }
+    artifacts = {
+        "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
+        "space.yaml": OmegaConf.to_yaml(cfg.space, resolve=True),
+    }
+    started = time.perf_counter()
+    with tracker.sweep_run(f"sweep-{name}", tags, artifacts) as parent_id:
+        runner = TrialRunner(cfg, tracker, {"study": name, "engine": engine})
+        runner.best = search.best()
+        search.optimize(runner, remaining, cfg.search.get("timeout"))
+        best = search.best()
+        tracker.log_best(
+            str(cfg.train.objective),
+            best.value if best else None,
+            best.params if best else {},
+            best.run_id if best else None,
+        )
+        summary = SweepSummary(
+            name,
+            engine,
+            parent_id,
+            best.value if best else None,
+            best.params if best else {},
+            best.run_id if best else None,
+            search.finished(),
+        )
+    _print_summary(cfg, summary, time.perf_counter() - started)
+    return summary
+
+
+def make_engine(cfg: DictConfig, space: list, name: str):
+    """The search engine `search.engine` names, over an existing or new study."""
+    from search.optuna_backend import OptunaEngine
+
+    return OptunaEngine(cfg, space, name)
+
+
+def _print_summary(cfg: DictConfig, s: SweepSummary, seconds: float) -> None:
+    print(
+        f"\nstudy {s.study_name!r}: {s.finished_trials} finished trials ({seconds:.0f}s this run)"
+    )
+    if s.best_value is not None:
+        print(f"best {cfg.train.objective} = {s.best_value:.4f}  MLflow run {s.best_run_id}")
+        for key, value in s.best_params.items():
+            print(f"  {key} = {value}")
+    print(
+        f"results: {cfg.output_dir}\nopen the MLflow UI: make ui   "
+        f"(or: mlflow ui --backend-store-uri {cfg.tracking.tracking_uri} --host 127.0.0.1 "
+        "--workers 1)"
+    )
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-paragraph error and exit non-zero, without a traceback."""
+    print(f"sweeplab: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        sweep(cfg)
+    except UserInputError as err:
+        fail(str(err))
+
+
+if __name__ == "__main__":
+    main()

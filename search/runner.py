@@ -1,0 +1,134 @@
+"""Run one trial for any engine: sampled params in, tracked result out.
+
+Both engines call `TrialRunner.run`, so the trial config, data, model, MLflow records and the
+terminal line are the same whichever engine sampled the parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.data import ImageData, load_data
+from experiments.errors import TrialFailed
+from experiments.trial import TrialResult, run_trial
+from search.space import apply_params
+from tracking.mlflow_tracker import SweepTracker
+
+
+@dataclass
+class Outcome:
+    """A finished trial: the trained result and the MLflow run that records it."""
+
+    result: TrialResult
+    run_id: str
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.result.metrics
+
+
+@dataclass
+class Best:
+    value: float
+    number: int
+    params: dict[str, Any]
+    run_id: str | None
+
+
+class TrialRunner:
+    """Trains trials of one sweep, caching the data split between trials that share it."""
+
+    def __init__(
+        self,
+        base: DictConfig,
+        tracker: SweepTracker,
+        tags: Mapping[str, Any],
+        is_pruned: Callable[[BaseException], bool] = lambda err: False,
+    ) -> None:
+        self.base, self.tracker, self.tags, self.is_pruned = base, tracker, dict(tags), is_pruned
+        self.objective = str(base.train.objective)
+        self.maximize = base.train.direction == "maximize"
+        self.best: Best | None = None
+        self._data: dict[str, ImageData] = {}
+
+    def data_for(self, cfg: DictConfig) -> ImageData:
+        """The split for this trial's data config, loaded once per distinct data config."""
+        key = OmegaConf.to_yaml(cfg.data, sort_keys=True) + f"seed={cfg.seed}"
+        if key not in self._data:
+            self._data[key] = load_data(cfg.data, int(cfg.seed))
+        return self._data[key]
+
+    def run(
+        self,
+        number: int,
+        params: Mapping[str, Any],
+        callbacks: list[keras.callbacks.Callback] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> Outcome:
+        """Train trial `number` with `params` applied to the base config; record it in MLflow.
+
+        Re-raises what stopped the trial (pruning, failure, interrupt) after recording it, so the
+        engine can set its own state.
+        """
+        cfg = apply_params(self.base, params)
+        data = self.data_for(cfg)
+        with self.tracker.trial_run(
+            f"trial-{number}", params, {**self.tags, "trial_number": number, **(tags or {})}
+        ) as record:
+            record.log_text(OmegaConf.to_yaml(cfg), "trial_config.yaml")
+            record.set_tags({"sweeplab.data_fingerprint": data.fingerprint()})
+            try:
+                result = run_trial(cfg, data, [record.callback(), *(callbacks or [])])
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as err:
+                if self.is_pruned(err):
+                    record.mark("pruned", pruned_at_epoch=_epochs_logged(record))
+                    self._print(number, params, "pruned", None)
+                else:
+                    reason = (
+                        str(err) if isinstance(err, TrialFailed) else f"{type(err).__name__}: {err}"
+                    )
+                    record.mark("failed", reason)
+                    self._print(number, params, f"failed ({reason.splitlines()[0][:120]})", None)
+                raise
+            value = result.metrics.get(self.objective, math.nan)
+            record.log_metrics({"train_seconds": result.seconds, "epochs": result.epochs})
+            record.log_metrics({f"final_{k}": v for k, v in result.metrics.items()})
+            if self.tracker.log_models:
+                record.log_model(result.model, data.val.x[:8])
+            record.mark("complete")
+            self._update_best(value, number, dict(params), record.run_id)
+            self._print(number, params, f"{self.objective}={value:.4f}", result.seconds)
+        return Outcome(result, record.run_id)
+
+    def _update_best(self, value: float, number: int, params: dict, run_id: str) -> None:
+        if math.isnan(value):
+            return
+        if self.best is None or (
+            value > self.best.value if self.maximize else value < self.best.value
+        ):
+            self.best = Best(value, number, params, run_id)
+
+    def _print(
+        self, number: int, params: Mapping[str, Any], outcome: str, seconds: float | None
+    ) -> None:
+        shown = " ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in params.items())
+        timing = f"{seconds:6.1f}s" if seconds is not None else " " * 7
+        best = f"best {self.best.value:.4f} (#{self.best.number})" if self.best else "best -"
+        print(f"trial {number:>3}  {outcome:<24} {timing}  {best}  {shown}", flush=True)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _epochs_logged(record) -> int:
+    history = record.client.get_metric_history(record.run_id, "loss")
+    return len(history)

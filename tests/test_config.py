@@ -1,0 +1,85 @@
+"""Config composition and command-line errors for config keys and groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import TINY, run_cli
+from omegaconf import OmegaConf
+
+
+def test_default_config_composes_every_group(make_config) -> None:
+    cfg = make_config()
+    assert cfg.data.source == "digits"
+    assert cfg.model.name == "cnn"
+    assert cfg.optimizer.name == "adam"
+    assert cfg.search.engine == "optuna"
+    assert str(cfg.tracking.tracking_uri).startswith("sqlite:///")
+    assert "optimizer.learning_rate" in cfg.space
+    assert cfg.sweep_name == "default"
+
+
+def test_sweep_overlay_and_overrides(make_config) -> None:
+    cfg = make_config("+sweep=cnn", "search.n_trials=5", "optimizer=sgd", "model.kernel_size=5")
+    assert cfg.sweep_name == "cnn"
+    assert cfg.search.n_trials == 5
+    assert cfg.optimizer.name == "sgd" and cfg.optimizer.momentum == 0.9
+    assert cfg.model.kernel_size == 5
+    # The storage follows the output dir, wherever it is.
+    assert OmegaConf.select(cfg, "search.storage").endswith("/runs/optuna.db")
+
+
+def _assert_clean_failure(result, *must_mention: str) -> None:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    for text in must_mention:
+        assert text in result.stderr, result.stderr
+
+
+def test_unknown_config_key_fails_clearly(tmp_path: Path) -> None:
+    result = run_cli("search.run", "optimizer.lernin_rate=0.1", f"output_dir={tmp_path}")
+    _assert_clean_failure(result, "lernin_rate")
+
+
+def test_unknown_config_group_option_fails_clearly(tmp_path: Path) -> None:
+    result = run_cli("search.run", "optimizer=adamax_typo", f"output_dir={tmp_path}")
+    _assert_clean_failure(result, "adamax_typo", "adam")
+
+
+def test_unknown_sweep_overlay_fails_clearly(tmp_path: Path) -> None:
+    result = run_cli("search.run", "+sweep=nosuchsweep", f"output_dir={tmp_path}")
+    _assert_clean_failure(result, "nosuchsweep")
+
+
+def test_bad_values_fail_before_any_run(tmp_path: Path) -> None:
+    """Each bad value: exit 2, one paragraph naming it, and no MLflow store touched."""
+    cases = {
+        "search.n_trials=0": "search.n_trials=0",
+        "search.n_trials=-3": "search.n_trials=-3",
+        "train.objective=val_acc": "val_acc",
+        "search.timeout=-1": "search.timeout=-1",
+        "+space.model.filterz={type:int,low:1,high:2}": "model.filterz",
+        "+space.model.kernel_size={type:uniform,low:1,high:5}": "uniform",
+        "+space.model.batch_norm={type:categorical,choices:[]}": "choices",
+    }
+    for override, mention in cases.items():
+        result = run_cli("search.run", override, *TINY, f"output_dir={tmp_path}")
+        _assert_clean_failure(result, "sweeplab: error:", mention)
+        assert result.stderr.count("\n") <= 2, result.stderr  # one paragraph
+        assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_user_space_file_with_bad_bounds_fails_clearly(tmp_path: Path) -> None:
+    """A user's own space file, found through Hydra's search path."""
+    (tmp_path / "space").mkdir()
+    (tmp_path / "space" / "mine.yaml").write_text(
+        "optimizer.learning_rate: {type: float, low: 0.0, high: 0.1, log: true}\n"
+    )
+    result = run_cli(
+        "search.run",
+        f"hydra.searchpath=[file://{tmp_path}]",
+        "space=mine",
+        f"output_dir={tmp_path}/runs",
+    )
+    _assert_clean_failure(result, "optimizer.learning_rate", "log scale", "low > 0")
+    assert not (tmp_path / "runs" / "mlflow.db").exists()

@@ -1,0 +1,218 @@
+"""One MLflow parent run per sweep invocation, one nested child run per trial.
+
+The search code sees three things: `SweepTracker.sweep_run` (a context for the parent run),
+`SweepTracker.trial_run` (a context for a child run) and `TrialRun.callback()` (a Keras callback
+that writes per-epoch curves). Each context ends its run with the right status even when the
+body raises or the user presses Ctrl-C, so no run is left RUNNING by this process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+TAG = "sweeplab."
+
+
+def _model_requirements() -> list[str]:
+    """Fixed requirements for logged models: MLflow would otherwise spend ~10 s inferring them."""
+    import tensorflow as tf
+
+    return [f"keras=={keras.__version__}", f"tensorflow-cpu=={tf.__version__}", "pillow"]
+
+
+def git_commit() -> str:
+    """The checked-out commit of the project, or 'unknown' outside a git work tree."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Writes every epoch's logs (loss, accuracy, val_*) to a run, with step = epoch.
+
+    `epoch_offset` lets a second training phase continue the same epoch axis.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str, epoch_offset: int = 0) -> None:
+        super().__init__()
+        self._client, self._run_id, self.epoch_offset = client, run_id, epoch_offset
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        step = self.epoch_offset + epoch
+        metrics = [
+            Metric(name, float(value), now, step)
+            for name, value in (logs or {}).items()
+            if np.isscalar(value) or np.ndim(value) == 0
+        ]
+        self._client.log_batch(self._run_id, metrics=metrics, synchronous=True)
+
+
+class TrialRun:
+    """The child run of one trial."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+        self.state = "complete"
+        self.tags: dict[str, str] = {}
+
+    def callback(self, epoch_offset: int = 0) -> EpochLogger:
+        return EpochLogger(self.client, self.run_id, epoch_offset)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(
+            self.run_id, tags=[mlflow.entities.RunTag(k, str(v)) for k, v in tags.items()]
+        )
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_model(self, model: keras.Model, sample: np.ndarray) -> str:
+        """Log the trained model as an MLflow Keras model; returns its model URI."""
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(sample, model.predict(sample, verbose=0))
+        with mlflow.start_run(run_id=self.run_id, nested=True):
+            info = mlflow.keras.log_model(
+                model, name="model", signature=signature, pip_requirements=_model_requirements()
+            )
+        self.set_tags({TAG + "model_uri": info.model_uri})
+        return info.model_uri
+
+    def mark(self, state: str, reason: str | None = None, **extra: Any) -> None:
+        """Record how the trial ended: complete, pruned or failed (with a reason)."""
+        self.state = state
+        tags = {TAG + "state": state, **{TAG + k: v for k, v in extra.items()}}
+        if reason:
+            tags[TAG + "failure_reason"] = reason[:5000]
+        self.set_tags(tags)
+
+
+class SweepTracker:
+    """Opens the MLflow store named by `tracking` config and hands out parent and child runs."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        mlflow.set_tracking_uri(str(cfg.tracking_uri))
+        self.client = MlflowClient(str(cfg.tracking_uri))
+        self.log_models = bool(cfg.log_models)
+        name = str(cfg.experiment_name)
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is None:
+            location = cfg.get("artifact_location")
+            if location and "://" not in str(location):
+                location = Path(str(location)).resolve().as_uri()
+            self.experiment_id = self.client.create_experiment(name, artifact_location=location)
+        else:
+            self.experiment_id = experiment.experiment_id
+        self.parent_id: str | None = None
+
+    @contextmanager
+    def sweep_run(
+        self, run_name: str, tags: Mapping[str, Any], artifacts: Mapping[str, str]
+    ) -> Iterator[str]:
+        """The parent run of one sweep invocation; `artifacts` maps file names to text."""
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=run_name,
+            tags={
+                **{TAG + k: str(v) for k, v in tags.items()},
+                TAG + "git_commit": git_commit(),
+                TAG + "kind": "sweep",
+            },
+        )
+        self.parent_id = run.info.run_id
+        for file_name, text in artifacts.items():
+            self.client.log_text(self.parent_id, text, file_name)
+        with _ends_run(self.client, self.parent_id):
+            yield self.parent_id
+
+    @contextmanager
+    def trial_run(
+        self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, Any]
+    ) -> Iterator[TrialRun]:
+        """A child run under the current sweep run, ended FINISHED, FAILED or KILLED."""
+        assert self.parent_id is not None, "trial_run outside sweep_run"
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=run_name,
+            tags={
+                "mlflow.parentRunId": self.parent_id,
+                TAG + "kind": "trial",
+                **{TAG + k: str(v) for k, v in tags.items()},
+            },
+        )
+        trial = TrialRun(self.client, run.info.run_id)
+        if params:
+            self.client.log_batch(
+                trial.run_id,
+                params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()],
+            )
+        with _ends_run(self.client, trial.run_id, lambda: trial.state):
+            yield trial
+
+    def log_best(
+        self, objective: str, value: float | None, params: Mapping[str, Any], best_run: str | None
+    ) -> None:
+        """Summarize the study on the parent run: best value, its params and its child run."""
+        assert self.parent_id is not None
+        if value is not None:
+            self.client.log_metric(self.parent_id, f"best_{objective}", float(value))
+        self.client.log_text(
+            self.parent_id, json.dumps(dict(params), indent=2, default=str), "best_params.json"
+        )
+        tags = {TAG + "best." + k: str(v) for k, v in params.items()}
+        if best_run:
+            tags[TAG + "best_run_id"] = best_run
+        self.client.log_batch(
+            self.parent_id, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()]
+        )
+
+
+@contextmanager
+def _ends_run(client: MlflowClient, run_id: str, state=lambda: "complete") -> Iterator[None]:
+    """End the run FINISHED on success, KILLED on Ctrl-C / SIGTERM, FAILED on any other error."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        client.set_tag(run_id, TAG + "state", "interrupted")
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    else:
+        status = RunStatus.FAILED if state() == "failed" else RunStatus.FINISHED
+        client.set_terminated(run_id, RunStatus.to_string(status))

@@ -8,10 +8,12 @@ finished in all.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
@@ -81,13 +83,24 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
     """An RDB storage; a SQLite file's folder is created first."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return optuna.storages.RDBStorage(url)
-    except Exception as err:  # SQLAlchemy raises many kinds; all mean the URL is unusable
-        raise UserInputError(
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except sqlalchemy.exc.IntegrityError:
+            # Workers starting together race to create the schema; the loser retries and finds it.
+            time.sleep(0.5 * (attempt + 1))
+        except Exception as err:  # SQLAlchemy raises many kinds; all mean the URL is unusable
+            raise _bad_storage(url, err) from err
+    return optuna.storages.RDBStorage(url)
+
+
+def _bad_storage(url: str, err: Exception) -> UserInputError:
+    return UserInputError(
+
             f"search.storage={url!r} cannot be opened ({type(err).__name__}: {err}). Accepted: "
             "sqlite:///path/to/file.db or postgresql+psycopg://user:password@host/database."
-        ) from err
+
+    )
 
 
 def best_of(study: optuna.Study) -> Best | None:
@@ -136,4 +149,26 @@ class OptunaEngine:
             trial.set_user_attr("mlflow_run_id", outcome.run_id)
             return outcome.metrics[runner.objective]
 
-        self.study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,))
+        total = int(self.cfg.search.n_trials)
+        # Other workers sharing the study may be running trials: claim only what is left.
+        n_trials = min(n_trials, total - self.claimed())
+        if n_trials <= 0:
+            print("the remaining trials are running in other workers: nothing to start here.")
+            return
+
+        def stop_at_total(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
+            if self.claimed() >= total:
+                study.stop()
+
+        self.study.optimize(
+            objective,
+            n_trials=n_trials,
+            timeout=timeout,
+            catch=(Exception,),
+            callbacks=[stop_at_total],
+        )
+
+    def claimed(self) -> int:
+        """Finished trials plus those running now (here or in another worker)."""
+        states = (*FINISHED, TrialState.RUNNING)
+        return len(self.study.get_trials(deepcopy=False, states=states))

@@ -131,10 +131,19 @@ class SweepTracker:
         name = str(cfg.experiment_name)
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
-            location = cfg.get("artifact_location")
+            # A tracking server stores artifacts itself; a local store keeps them beside it.
+            is_server = str(cfg.tracking_uri).startswith(("http://", "https://"))
+            location = None if is_server else cfg.get("artifact_location")
             if location and "://" not in str(location):
                 location = Path(str(location)).resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(name, artifact_location=location)
+            try:
+                self.experiment_id = self.client.create_experiment(name, artifact_location=location)
+            except mlflow.exceptions.MlflowException:
+                # Another worker created it a moment ago.
+                experiment = self.client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+                self.experiment_id = experiment.experiment_id
         else:
             self.experiment_id = experiment.experiment_id
         self.parent_id: str | None = None

@@ -1,0 +1,152 @@
+"""Real servers for multi-worker tests: a throwaway PostgreSQL cluster and an MLflow server.
+
+Both listen on 127.0.0.1 only, live in a temporary folder and are stopped after the test.
+PostgreSQL's `initdb` refuses to run as root, so as root the cluster is created and run as the
+`postgres` system user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def postgres_bin() -> Path | None:
+    """The folder holding initdb/pg_ctl: on PATH or Debian's /usr/lib/postgresql/N/bin."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(os.path.realpath(found)).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(candidates[-1]).parent if candidates else None
+
+
+def _as_postgres_user(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Start a PostgreSQL cluster in a fresh temporary folder; yield a SQLAlchemy URL for Optuna."""
+    bindir = postgres_bin()
+    if bindir is None:
+        message = "PostgreSQL server binaries (initdb) are not installed"
+        if os.environ.get("SWEEPLAB_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message + "; CI requires them (.ci/run installs them)")
+        pytest.skip(message)
+    # Its own folder under /tmp: the postgres user must be able to reach it (pytest's tmp_path
+    # sits below folders only root may enter).
+    workdir = Path(tempfile.mkdtemp(prefix="sweeplab-pg-"))
+    data, sockets = workdir / "pgdata", workdir / "sockets"
+    sockets.mkdir(exist_ok=True)
+    if os.geteuid() == 0:
+        shutil.chown(workdir, "postgres")
+        shutil.chown(sockets, "postgres")
+    port = free_port()
+    run = lambda cmd: subprocess.run(_as_postgres_user(cmd), check=True, capture_output=True)  # noqa: E731
+    run([str(bindir / "initdb"), "-D", str(data), "-U", "sweeplab", "--auth=trust", "-E", "UTF8"])
+    run(
+        [
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(workdir / "pg.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {sockets}",
+            "start",
+        ]
+    )
+    try:
+        run(
+            [
+                str(bindir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "sweeplab",
+                "optuna",
+            ]
+        )
+        yield f"postgresql+psycopg://sweeplab@127.0.0.1:{port}/optuna"
+    finally:
+        subprocess.run(
+            _as_postgres_user(
+                [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]
+            ),
+            capture_output=True,
+        )
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def mlflow_server(workdir: Path) -> Iterator[str]:
+    """Start `mlflow server` (SQLite backend, served artifacts); yield its http:// URI."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = open(workdir / "mlflow-server.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{workdir}/server.db",
+            "--artifacts-destination",
+            str(workdir / "artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"mlflow server did not start: {(workdir / 'mlflow-server.log').read_text()[-2000:]}"
+                )
+            time.sleep(0.5)
+        yield uri
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

@@ -96,10 +96,8 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
 
 def _bad_storage(url: str, err: Exception) -> UserInputError:
     return UserInputError(
-
-            f"search.storage={url!r} cannot be opened ({type(err).__name__}: {err}). Accepted: "
-            "sqlite:///path/to/file.db or postgresql+psycopg://user:password@host/database."
-
+        f"search.storage={url!r} cannot be opened ({type(err).__name__}: {err}). Accepted: "
+        "sqlite:///path/to/file.db or postgresql+psycopg://user:password@host/database."
     )
 
 

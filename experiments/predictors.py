@@ -3,7 +3,7 @@
 Forms: a Keras file (.keras), a TF SavedModel folder, a TFLite file (.tflite), or a downloaded
 MLflow model folder (a Keras model or the registered champion, both of which hold a .keras file).
 Each takes raw pixels (N, H, W, C) float32 in [0, 255] and returns class probabilities. Class
-names come from a `class_names.json` inside the model folder or next to the model file.
+names come from a `class_names.json` inside the model folder or next to the model (file or folder).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def load_predictor(path: Path) -> Predictor:
         if (path / "MLmodel").exists():
             found = sorted(path.rglob("*.keras"))
             if found:
-                return _keras(found[0], _class_names(path))
+                return _keras(found[0], _class_names(path, recursive=True))
             raise UserInputError(
                 f"the MLflow model in {str(path)!r} holds no Keras model (.keras file); "
                 "sweeplab predicts with the models its sweeps log and register."
@@ -65,9 +65,16 @@ def load_predictor(path: Path) -> Predictor:
     )
 
 
-def _class_names(folder: Path) -> list[str] | None:
-    found = sorted(folder.rglob("class_names.json")) if folder.is_dir() else []
-    return [str(c) for c in json.loads(found[0].read_text())] if found else None
+def _class_names(*folders: Path, recursive: bool = False) -> list[str] | None:
+    """The first `class_names.json` in the folders (searched below them when recursive)."""
+    for folder in folders:
+        found = (
+            sorted(folder.rglob("class_names.json")) if recursive else [folder / "class_names.json"]
+        )
+        found = [f for f in found if f.is_file()]
+        if found:
+            return [str(c) for c in json.loads(found[0].read_text())]
+    return None
 
 
 def _keras(path: Path, class_names: list[str] | None) -> Predictor:
@@ -104,7 +111,9 @@ def _saved_model(path: Path) -> Predictor:
         return np.concatenate([np.asarray(o) for o in outputs])
 
     _, height, width, channels = spec.shape.as_list()
-    return Predictor(predict, (height, width, channels), _class_names(path), "saved_model")
+    return Predictor(
+        predict, (height, width, channels), _class_names(path, path.parent), "saved_model"
+    )
 
 
 def _tflite(path: Path) -> Predictor:

@@ -1,8 +1,10 @@
 """Export a trained model as a Keras file, a TensorFlow SavedModel and/or a TFLite flatbuffer.
 
-The models rescale (and, for backbones, preprocess) inside themselves, so every export takes raw
-pixels in [0, 255], shape (batch, height, width, channels), float32, and returns class
-probabilities. `class_names.json` (the label of each output index) is written next to them.
+All the preprocessing travels inside: `serving_model` puts a Resizing layer (bilinear, as the
+training images were resized) in front of the trained model, which rescales (and, for backbones,
+preprocesses) itself. So every export takes raw pixels in [0, 255] of any size, float32, shape
+(batch, height, width, channels) with one size per batch, and returns class probabilities.
+`class_names.json` (the label of each output index) is written next to them.
 """
 
 from __future__ import annotations
@@ -33,11 +35,28 @@ def check_formats(formats: list[str]) -> list[str]:
     return [f for f in FORMATS if f in formats]
 
 
+def serving_model(model: keras.Model) -> keras.Model:
+    """`model` behind a Resizing layer to its input size: takes images of any height and width."""
+    import keras
+
+    _, height, width, channels = model.input_shape
+    if height is None or width is None:  # already takes any size
+        return model
+    images = keras.Input((None, None, channels), name="images")
+    resized = keras.layers.Resizing(height, width, interpolation="bilinear", name="resize")(images)
+    # training=False: inference only (dropout and batch-norm updates stay out of the graph).
+    return keras.Model(images, model(resized, training=False), name=f"{model.name}_serving")
+
+
 def export_model(
     model: keras.Model, formats: list[str], out_dir: Path, class_names: list[str]
 ) -> dict[str, Path]:
-    """Write each requested format under `out_dir` (replaced); returns {format: path}."""
+    """Write each requested format of `serving_model(model)` under `out_dir` (replaced).
+
+    Returns {format: path}.
+    """
     formats = check_formats(formats)
+    model = serving_model(model)
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)

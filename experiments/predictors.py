@@ -2,13 +2,15 @@
 
 Forms: a Keras file (.keras), a TF SavedModel folder, a TFLite file (.tflite), or a downloaded
 MLflow model folder (a Keras model or the registered champion, both of which hold a .keras file).
-Each takes raw pixels (N, H, W, C) float32 in [0, 255] and returns class probabilities. Class
+Each takes raw pixels (N, H, W, C) float32 in [0, 255] and returns class probabilities; exports and
+the champion take any height and width (they resize inside), a trial's model its training size. Class
 names come from a `class_names.json` inside the model folder or next to the model (file or folder).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ class Predictor:
     """A loaded model: raw pixels in, probabilities out."""
 
     predict: Callable[[np.ndarray], np.ndarray]
-    input_shape: tuple[int | None, int | None, int]  # (height, width, channels)
+    input_shape: tuple[int | None, int | None, int]  # (height, width, channels); None: any
     class_names: list[str] | None
     kind: str  # keras | saved_model | tflite
 
@@ -120,15 +122,23 @@ def _tflite(path: Path) -> Predictor:
     import tensorflow as tf
 
     try:
-        interpreter = tf.lite.Interpreter(model_path=str(path))
+        with warnings.catch_warnings():  # "use ai_edge_litert": not a dependency here
+            warnings.simplefilter("ignore")
+            interpreter = tf.lite.Interpreter(model_path=str(path))
     except (ValueError, RuntimeError) as err:
         raise UserInputError(f"{str(path)!r} is not a TFLite model ({err}).") from err
     source = interpreter.get_input_details()[0]
-    _, height, width, channels = (int(v) for v in source["shape"])
+    _, height, width, channels = (
+        None if int(v) < 0 else int(v) for v in source.get("shape_signature", source["shape"])
+    )
 
     def predict(x: np.ndarray) -> np.ndarray:
         rows = []
         for image in x:  # one at a time: a fixed batch of 1 is what TFLite runtimes expect
+            if tuple(source["shape"]) != (1, *image.shape):  # dynamic height and width
+                interpreter.resize_tensor_input(source["index"], [1, *image.shape])
+                interpreter.allocate_tensors()
+                source.update(interpreter.get_input_details()[0])
             interpreter.set_tensor(source["index"], image[None].astype(source["dtype"]))
             interpreter.invoke()
             rows.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0])

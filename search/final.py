@@ -69,7 +69,7 @@ def finalize(cfg: DictConfig, runner, tracker, best, study: str) -> FinalResult 
     if final is None or not final.enabled or best is None or best.run_id is None:
         return None
     from experiments.evaluation import evaluate_model
-    from experiments.export import export_model
+    from experiments.export import export_model, serving_model
     from experiments.report_plots import confusion_matrix_figure, misclassified_figure
     from search.space import apply_params
     from tracking.champion import FinalRecorder
@@ -101,11 +101,13 @@ def finalize(cfg: DictConfig, runner, tracker, best, study: str) -> FinalResult 
     if final.register:
         with tempfile.TemporaryDirectory() as tmp:
             keras_file = Path(tmp) / "model.keras"
-            model.save(keras_file)
+            serving = serving_model(model)  # takes raw images of any size, like the exports
+            serving.save(keras_file)
             registered = recorder.register(
                 keras_file,
                 data.class_names,
                 data.test.x[:INPUT_EXAMPLE_IMAGES],
+                tuple(serving.input_shape[1:]),
                 registered_name(cfg),
                 str(final.alias),
                 {

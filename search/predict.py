@@ -5,9 +5,10 @@ python -m search.predict runs:/RUN_ID/model digit.png --top-k 3 --tracking-uri s
 python -m search.predict runs/exports/STUDY/model.keras images/          # or saved_model/, .tflite
 
 MODEL is a registry URI (models:/NAME@ALIAS, models:/NAME/VERSION), a runs:/ URI, a .keras or
-.tflite file, or a SavedModel folder. Images are decoded and resized to the model's input size;
-the model rescales raw pixels itself. One line per image: the path, then the top k classes with
-their probabilities.
+.tflite file, or a SavedModel folder. Images are decoded and, for a model of fixed input size (a
+trial's model), resized to it with PIL; exports and the registered champion resize inside, so they
+get the images as they are. Every model rescales raw pixels itself. One line per image: the path,
+then the top k classes with their probabilities.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
 
 from experiments.errors import UserInputError  # noqa: E402
 
@@ -63,7 +66,7 @@ def predict(argv: list[str] | None = None) -> list[tuple[Path, list[tuple[str, f
     args = parse_args(argv)
     if args.top_k < 1:
         raise UserInputError(f"--top-k={args.top_k} must be 1 or more.")
-    from experiments.image_files import collect_images, load_images
+    from experiments.image_files import collect_images
 
     files = collect_images(args.images)  # bad paths fail before the model is loaded
 
@@ -80,9 +83,7 @@ def predict(argv: list[str] | None = None) -> list[tuple[Path, list[tuple[str, f
         else:
             local = Path(args.model)
         predictor = load_predictor(local)
-        height, width, channels = predictor.input_shape
-        images = load_images(files, (height, width), int(channels))
-        probabilities = predictor.predict(images)
+        probabilities = predict_files(predictor, files)
     labels = predictor.labels(probabilities.shape[1])
     if len(labels) != probabilities.shape[1]:
         raise UserInputError(
@@ -97,6 +98,29 @@ def predict(argv: list[str] | None = None) -> list[tuple[Path, list[tuple[str, f
         results.append((path, top))
         print(f"{path}  " + "  ".join(f"{name} {p:.4f}" for name, p in top), flush=True)
     return results
+
+
+def predict_files(predictor, files: list[Path]) -> np.ndarray:
+    """Class probabilities per file, in order; all files are decoded before any is predicted.
+
+    A model with a fixed input size gets the images resized to it (PIL, bilinear); one that takes
+    any size (exports and the registered champion resize inside) gets them as they are, batched
+    by size.
+    """
+    from experiments.image_files import load_image
+
+    height, width, channels = predictor.input_shape
+    images = [load_image(f, (height, width), int(channels)) for f in files]
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        by_shape.setdefault(image.shape, []).append(i)
+    rows: dict[int, np.ndarray] = {}
+    for indices in by_shape.values():
+        for i, row in zip(
+            indices, predictor.predict(np.stack([images[i] for i in indices])), strict=True
+        ):
+            rows[i] = row
+    return np.stack([rows[i] for i in range(len(images))])
 
 
 def main(argv: list[str] | None = None) -> None:

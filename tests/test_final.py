@@ -99,7 +99,7 @@ def test_registered_champion_loads_as_pyfunc_and_agrees_with_keras(final_sweep) 
     mlflow.set_tracking_uri(summary_uri(cfg))
     champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     (spec,) = champion.metadata.get_input_schema().inputs
-    assert spec.shape == (-1, 8, 8, 1) and spec.type == np.dtype("float32")
+    assert spec.shape == (-1, -1, -1, 1) and spec.type == np.dtype("float32")  # any size
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@champion"))
     example = json.loads((local / "input_example.json").read_text())
     assert np.asarray(example["inputs"] if isinstance(example, dict) else example).shape[1:] == (
@@ -113,6 +113,17 @@ def test_registered_champion_loads_as_pyfunc_and_agrees_with_keras(final_sweep) 
     frame = champion.predict(x)
     assert list(frame["label"]) == [data.class_names[i] for i in expected.argmax(axis=1)]
     np.testing.assert_allclose(np.stack(frame["probabilities"]), expected, rtol=1e-5, atol=1e-6)
+    # Raw images of another size are resized inside the champion, as they were for training.
+    import tensorflow as tf
+
+    larger = tf.image.resize(x, (20, 20), method="bilinear").numpy()
+    back = tf.image.resize(larger, (8, 8), method="bilinear").numpy()
+    np.testing.assert_allclose(
+        np.stack(champion.predict(larger)["probabilities"]),
+        best_keras_probabilities(client, summary, back),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_exports_are_written_and_logged(final_sweep) -> None:

@@ -90,6 +90,7 @@ class FinalRecorder:
         keras_file: Path,
         class_names: list[str],
         sample: np.ndarray,
+        image_shape: tuple[int | None, ...],
         name: str,
         alias: str,
         tags: dict[str, Any],
@@ -105,7 +106,7 @@ class FinalRecorder:
                     name="champion",
                     python_model=str(PYFUNC_CODE),
                     artifacts={"keras_model": str(keras_file), "class_names": str(names_file)},
-                    signature=champion_signature(sample.shape[1:]),
+                    signature=champion_signature(image_shape),
                     input_example=sample.astype("float32"),
                     pip_requirements=_model_requirements(),
                 )
@@ -124,13 +125,15 @@ class FinalRecorder:
         return Registered(name, str(version.version), alias, info.model_uri)
 
 
-def champion_signature(image_shape: tuple[int, ...]):
-    """Raw float32 pixels (N, H, W, C) in; one row per image (see champion_pyfunc) out."""
+def champion_signature(image_shape: tuple[int | None, ...]):
+    """Raw float32 pixels (N, H, W, C) in (None: any size); one row per image out."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, Schema, TensorSpec
 
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype("float32"), (-1, *image_shape))]),
+        inputs=Schema(
+            [TensorSpec(np.dtype("float32"), (-1, *(-1 if d is None else d for d in image_shape)))]
+        ),
         outputs=Schema(
             [
                 ColSpec("string", "label"),

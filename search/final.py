@@ -39,12 +39,7 @@ def check_final_config(cfg: DictConfig) -> None:
     final = cfg.get("final")
     if final is None or not final.enabled:
         return
-    export = final.get("export") or []
-    if not (OmegaConf.is_list(export) or isinstance(export, list)):
-        raise UserInputError(
-            f"final.export={export!r} must be a list of formats, e.g. final.export=[keras,tflite]."
-        )
-    check_formats([str(f) for f in export])
+    check_formats(export_formats(cfg))
     limit = final.get("max_misclassified")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise UserInputError(
@@ -52,6 +47,18 @@ def check_final_config(cfg: DictConfig) -> None:
         )
     if final.register and not str(final.get("alias") or "").strip():
         raise UserInputError("final.alias is empty; give the registry alias, e.g. champion.")
+
+
+def export_formats(cfg: DictConfig) -> list[str]:
+    """`final.export` as a list: [keras,tflite], or a single name / comma-separated text."""
+    export = cfg.final.get("export") or []
+    if isinstance(export, str):
+        return [f.strip() for f in export.split(",") if f.strip()]
+    if not (OmegaConf.is_list(export) or isinstance(export, list)):
+        raise UserInputError(
+            f"final.export={export!r} must be a list of formats, e.g. final.export=[keras,tflite]."
+        )
+    return [str(f) for f in export]
 
 
 def registered_name(cfg: DictConfig) -> str:
@@ -76,6 +83,9 @@ def finalize(cfg: DictConfig, runner, tracker, best, study: str) -> FinalResult 
 
     trial_cfg = apply_params(cfg, best.params)
     data = runner.data_for(trial_cfg)
+    if len(data.test) == 0:
+        print("final: the test split is empty; nothing to evaluate, register or export")
+        return None
     recorder = FinalRecorder(tracker)
     model, source = _final_model(trial_cfg, data, recorder, best.run_id, bool(final.retrain))
 
@@ -93,9 +103,9 @@ def finalize(cfg: DictConfig, runner, tracker, best, study: str) -> FinalResult 
     )
     result = FinalResult(report.metrics, source, None, None, {})
 
-    if final.export:
+    if export_formats(cfg):
         out = Path(cfg.output_dir) / "exports" / study
-        result.exports = export_model(model, [str(f) for f in final.export], out, data.class_names)
+        result.exports = export_model(model, export_formats(cfg), out, data.class_names)
         recorder.log_exports(result.exports)
 
     if final.register:

@@ -20,6 +20,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.errors import UserInputError
+from search.final import check_final_config, finalize
 from search.space import parse_space
 from search.study import check_sweep_config, study_name
 
@@ -37,6 +38,7 @@ class SweepSummary:
     best_params: dict[str, Any]
     best_run_id: str | None
     finished_trials: int
+    final: Any = None  # search.final.FinalResult of the test / registry / export stage
 
 
 def prepare(cfg: DictConfig) -> DictConfig:
@@ -54,6 +56,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     """Validate the config, then run the configured engine under one MLflow parent run."""
     cfg = prepare(cfg)
     check_sweep_config(cfg)
+    check_final_config(cfg)
     space = parse_space(cfg.space, cfg)
     engine = str(cfg.search.engine)
     if engine not in ENGINES:
@@ -125,6 +128,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
             best.run_id if best else None,
             search.finished(),
         )
+        summary.final = finalize(cfg, runner, tracker, best, name)
     _print_summary(cfg, summary, time.perf_counter() - started)
     return summary
 

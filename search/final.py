@@ -1,0 +1,169 @@
+"""The final stage of a sweep: test the best model once, register it, export it.
+
+Runs inside the sweep's parent run after the search. The best trial (by the validation
+objective) is either reloaded from MLflow or, with `final.retrain=true`, its config is retrained
+on train + validation; then it is evaluated on the test split (never read by the search), the
+report and plots go to the parent run, the model is registered with an alias and exported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.errors import UserInputError
+
+INPUT_EXAMPLE_IMAGES = 2
+
+
+@dataclass
+class FinalResult:
+    """What the final stage produced."""
+
+    metrics: dict[str, float]
+    source: str  # trial_model | retrained_train_val | retrained_train
+    registered_uri: str | None  # models:/NAME@ALIAS
+    registered_version: str | None
+    exports: dict[str, Path]
+
+
+def check_final_config(cfg: DictConfig) -> None:
+    """Fail before any training on final.* values that cannot work."""
+    from experiments.export import check_formats
+
+    final = cfg.get("final")
+    if final is None or not final.enabled:
+        return
+    check_formats(export_formats(cfg))
+    limit = final.get("max_misclassified")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise UserInputError(
+            f"final.max_misclassified={limit!r} must be a whole number of 0 or more."
+        )
+    if final.register and not str(final.get("alias") or "").strip():
+        raise UserInputError("final.alias is empty; give the registry alias, e.g. champion.")
+
+
+def export_formats(cfg: DictConfig) -> list[str]:
+    """`final.export` as a list: [keras,tflite], or a single name / comma-separated text."""
+    export = cfg.final.get("export") or []
+    if isinstance(export, str):
+        return [f.strip() for f in export.split(",") if f.strip()]
+    if not (OmegaConf.is_list(export) or isinstance(export, list)):
+        raise UserInputError(
+            f"final.export={export!r} must be a list of formats, e.g. final.export=[keras,tflite]."
+        )
+    return [str(f) for f in export]
+
+
+def registered_name(cfg: DictConfig) -> str:
+    """`final.registered_name`, or sweeplab-<sweep_name>."""
+    return str(cfg.final.get("registered_name") or f"sweeplab-{cfg.sweep_name}")
+
+
+def finalize(cfg: DictConfig, runner, tracker, best, study: str) -> FinalResult | None:
+    """Evaluate, register and export the best trial of the sweep; None when disabled or no best.
+
+    `runner` is the sweep's TrialRunner (its cached data split is reused), `tracker` the
+    SweepTracker with the parent run open, `best` the engine's best trial.
+    """
+    final = cfg.get("final")
+    if final is None or not final.enabled or best is None or best.run_id is None:
+        return None
+    from experiments.evaluation import evaluate_model
+    from experiments.export import export_model, serving_model
+    from experiments.report_plots import confusion_matrix_figure, misclassified_figure
+    from search.space import apply_params
+    from tracking.champion import FinalRecorder
+
+    trial_cfg = apply_params(cfg, best.params)
+    data = runner.data_for(trial_cfg)
+    if len(data.test) == 0:
+        print("final: the test split is empty; nothing to evaluate, register or export")
+        return None
+    recorder = FinalRecorder(tracker)
+    model, source = _final_model(trial_cfg, data, recorder, best.run_id, bool(final.retrain))
+
+    report = evaluate_model(model, data.test.x, data.test.y, data.class_names)
+    figures = {
+        "confusion_matrix.png": confusion_matrix_figure(report, data.class_names),
+        "misclassified.png": misclassified_figure(
+            report, data.test.x, data.class_names, int(final.max_misclassified)
+        ),
+    }
+    recorder.log_test_report(
+        report,
+        figures,
+        {"source": source, "best_run_id": best.run_id, "test_images": len(data.test)},
+    )
+    result = FinalResult(report.metrics, source, None, None, {})
+
+    if export_formats(cfg):
+        out = Path(cfg.output_dir) / "exports" / study
+        result.exports = export_model(model, export_formats(cfg), out, data.class_names)
+        recorder.log_exports(result.exports)
+
+    if final.register:
+        with tempfile.TemporaryDirectory() as tmp:
+            keras_file = Path(tmp) / "model.keras"
+            serving = serving_model(model)  # takes raw images of any size, like the exports
+            serving.save(keras_file)
+            registered = recorder.register(
+                keras_file,
+                data.class_names,
+                data.test.x[:INPUT_EXAMPLE_IMAGES],
+                tuple(serving.input_shape[1:]),
+                registered_name(cfg),
+                str(final.alias),
+                {
+                    "study": study,
+                    "sweep_run_id": tracker.parent_id,
+                    "best_run_id": best.run_id,
+                    "source": source,
+                    cfg.train.objective: f"{best.value:.6g}",
+                    **{k: f"{v:.6g}" for k, v in report.metrics.items()},
+                },
+            )
+        result.registered_uri, result.registered_version = registered.alias_uri, registered.version
+    _print(result, report)
+    return result
+
+
+def _final_model(cfg: DictConfig, data, recorder, run_id: str, retrain: bool):
+    """The model to test: the logged trial model, or a retrain of the best config."""
+    from experiments.trial import run_trial
+
+    if not retrain:
+        model = recorder.trial_model(run_id)
+        if model is not None:
+            return model, "trial_model"
+        # Models were not logged (tracking.log_models=false): the seeded trial is reproduced.
+        print("final: the best trial's model was not logged; retraining its config on train")
+        return run_trial(cfg, data).model, "retrained_train"
+    print("final: retraining the best config on train + validation")
+    merged = dataclasses.replace(
+        data,
+        train=type(data.train)(
+            np.concatenate([data.train.x, data.val.x]), np.concatenate([data.train.y, data.val.y])
+        ),
+    )
+    return run_trial(cfg, merged).model, "retrained_train_val"
+
+
+def _print(result: FinalResult, report) -> None:
+    m = result.metrics
+    print(
+        f"test ({len(report.y_true)} images, {result.source}): accuracy={m['test_accuracy']:.4f} "
+        f"f1_macro={m['test_f1_macro']:.4f} precision_macro={m['test_precision_macro']:.4f} "
+        f"recall_macro={m['test_recall_macro']:.4f}",
+        flush=True,
+    )
+    if result.registered_uri:
+        print(f"registered {result.registered_uri} (version {result.registered_version})")
+    for kind, path in result.exports.items():
+        print(f"exported {kind}: {path}")

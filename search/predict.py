@@ -1,0 +1,135 @@
+"""`python -m search.predict MODEL IMAGE...`: top-k classes for image files and folders.
+
+python -m search.predict models:/sweeplab-default@champion photo.jpg folder/
+python -m search.predict runs:/RUN_ID/model digit.png --top-k 3 --tracking-uri sqlite:///runs/mlflow.db
+python -m search.predict runs/exports/STUDY/model.keras images/          # or saved_model/, .tflite
+
+MODEL is a registry URI (models:/NAME@ALIAS, models:/NAME/VERSION), a runs:/ URI, a .keras or
+.tflite file, or a SavedModel folder. Images are decoded and, for a model of fixed input size (a
+trial's model), resized to it with PIL; exports and the registered champion resize inside, so they
+get the images as they are. Every model rescales raw pixels itself. One line per image: the path,
+then the top k classes with their probabilities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from experiments.errors import UserInputError  # noqa: E402
+
+URI_SCHEMES = ("models:/", "runs:/")
+DEFAULT_STORE = "runs/mlflow.db"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m search.predict",
+        description="Print the top-k classes with probabilities for each image.",
+    )
+    parser.add_argument("model", help="models:/NAME@ALIAS, runs:/RUN_ID/model, or a model path")
+    parser.add_argument("images", nargs="+", help="image files and/or folders of images")
+    parser.add_argument("--top-k", type=int, default=3, help="classes to print per image (3)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store for models:/ and runs:/ URIs (default: $MLFLOW_TRACKING_URI, else "
+        f"sqlite:///{DEFAULT_STORE} under the current folder)",
+    )
+    return parser.parse_args(argv)
+
+
+def tracking_uri(explicit: str | None) -> str:
+    """The store to resolve model URIs against; a missing SQLite file is an error, not created."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE}"
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
+        if not path.is_file():
+            raise UserInputError(
+                f"there is no MLflow store at {path} (tracking URI {uri!r}); pass the store of "
+                "your sweeps with --tracking-uri sqlite:///OUTPUT_DIR/mlflow.db, or run a sweep "
+                "first."
+            )
+        uri = f"sqlite:///{path}"
+    return uri
+
+
+def predict(argv: list[str] | None = None) -> list[tuple[Path, list[tuple[str, float]]]]:
+    """Load the model and images, predict, print; returns [(image, [(class, probability)])]."""
+    args = parse_args(argv)
+    if args.top_k < 1:
+        raise UserInputError(f"--top-k={args.top_k} must be 1 or more.")
+    from experiments.image_files import collect_images
+
+    files = collect_images(args.images)  # bad paths fail before the model is loaded
+
+    from experiments.quiet import quiet_tensorflow
+
+    quiet_tensorflow()
+    from experiments.predictors import load_predictor
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.model.startswith(URI_SCHEMES):
+            from tracking.champion import fetch_model
+
+            local = fetch_model(args.model, tracking_uri(args.tracking_uri), Path(tmp))
+        else:
+            local = Path(args.model)
+        predictor = load_predictor(local)
+        probabilities = predict_files(predictor, files)
+    labels = predictor.labels(probabilities.shape[1])
+    if len(labels) != probabilities.shape[1]:
+        raise UserInputError(
+            f"the model's class_names.json names {len(labels)} classes but the model has "
+            f"{probabilities.shape[1]} outputs; the file belongs to another model."
+        )
+    k = min(args.top_k, len(labels))
+    results = []
+    for path, row in zip(files, probabilities, strict=True):
+        order = row.argsort()[::-1][:k]
+        top = [(labels[i], float(row[i])) for i in order]
+        results.append((path, top))
+        print(f"{path}  " + "  ".join(f"{name} {p:.4f}" for name, p in top), flush=True)
+    return results
+
+
+def predict_files(predictor, files: list[Path]) -> np.ndarray:
+    """Class probabilities per file, in order; all files are decoded before any is predicted.
+
+    A model with a fixed input size gets the images resized to it (PIL, bilinear); one that takes
+    any size (exports and the registered champion resize inside) gets them as they are, batched
+    by size.
+    """
+    from experiments.image_files import load_image
+
+    height, width, channels = predictor.input_shape
+    images = [load_image(f, (height, width), int(channels)) for f in files]
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        by_shape.setdefault(image.shape, []).append(i)
+    rows: dict[int, np.ndarray] = {}
+    for indices in by_shape.values():
+        for i, row in zip(
+            indices, predictor.predict(np.stack([images[i] for i in indices])), strict=True
+        ):
+            rows[i] = row
+    return np.stack([rows[i] for i in range(len(images))])
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        predict(argv)
+    except UserInputError as err:
+        print(f"sweeplab: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""The final stage after a real sweep: test report on the parent run, registry, exports, serving."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from conftest import compose_config
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from experiments.data import load_data
+from experiments.errors import UserInputError
+from search.predict import main as predict_main
+from search.run import sweep
+
+
+@pytest.fixture(scope="module")
+def final_sweep(tmp_path_factory):
+    """One 2-trial sweep on digits with every export; returns (cfg, summary, client, data)."""
+    out = tmp_path_factory.mktemp("final") / "runs"
+    cfg = compose_config(["search.n_trials=2", "final.export=[keras,saved_model,tflite]"], out)
+    summary = sweep(cfg)
+    cfg.output_dir = str(out)  # as sweep() resolved it
+    client = MlflowClient(summary_uri(cfg))
+    return cfg, summary, client, load_data(cfg.data, int(cfg.seed))
+
+
+def summary_uri(cfg) -> str:
+    return f"sqlite:///{Path(cfg.output_dir) / 'mlflow.db'}"
+
+
+def best_keras_probabilities(client, summary, x: np.ndarray) -> np.ndarray:
+    """What the best trial's own logged Keras model predicts."""
+    uri = client.get_run(summary.best_run_id).data.tags["sweeplab.model_uri"]
+    return mlflow.keras.load_model(uri).predict(x, verbose=0)
+
+
+def test_parent_run_holds_test_metrics_report_and_plots(final_sweep, tmp_path) -> None:
+    cfg, summary, client, data = final_sweep
+    parent = client.get_run(summary.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["sweeplab.final.source"] == "trial_model"
+    assert parent.data.tags["sweeplab.final.best_run_id"] == summary.best_run_id
+    metrics = parent.data.metrics
+    for name in ("precision", "recall", "f1"):
+        for average in ("macro", "weighted"):
+            assert 0.0 <= metrics[f"test_{name}_{average}"] <= 1.0
+    # The logged test accuracy is the best trial's model scored on the untouched test split.
+    predicted = best_keras_probabilities(client, summary, data.test.x).argmax(axis=1)
+    assert metrics["test_accuracy"] == pytest.approx(float((predicted == data.test.y).mean()))
+    assert metrics["test_accuracy"] > 0.3  # 2 epochs on real digits: well above chance (0.1)
+
+    artifacts = {a.path for a in client.list_artifacts(summary.parent_run_id, "test")}
+    assert {
+        "test/confusion_matrix.png",
+        "test/misclassified.png",
+        "test/classification_report.txt",
+        "test/classification_report.json",
+    } <= artifacts
+    for png in ("confusion_matrix.png", "misclassified.png"):
+        local = client.download_artifacts(summary.parent_run_id, f"test/{png}", str(tmp_path))
+        with Image.open(local) as image:
+            assert image.format == "PNG" and image.width > 200 and image.height > 200
+    report = json.loads(
+        Path(
+            client.download_artifacts(
+                summary.parent_run_id, "test/classification_report.json", str(tmp_path)
+            )
+        ).read_text()
+    )
+    assert [report[c]["support"] for c in data.class_names] == list(np.bincount(data.test.y))
+    confusion = json.loads(
+        Path(
+            client.download_artifacts(summary.parent_run_id, "test/confusion.json", str(tmp_path))
+        ).read_text()
+    )["confusion_matrix"]
+    assert np.trace(confusion) == int((predicted == data.test.y).sum())
+
+
+def test_registered_champion_loads_as_pyfunc_and_agrees_with_keras(final_sweep) -> None:
+    cfg, summary, client, data = final_sweep
+    name = "sweeplab-default"
+    version = client.get_model_version_by_alias(name, "champion")
+    assert json.loads(version.tags["sweeplab.class_names"]) == data.class_names
+    assert version.tags["sweeplab.best_run_id"] == summary.best_run_id
+    assert summary.final.registered_uri == f"models:/{name}@champion"
+
+    mlflow.set_tracking_uri(summary_uri(cfg))
+    champion = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    (spec,) = champion.metadata.get_input_schema().inputs
+    assert spec.shape == (-1, -1, -1, 1) and spec.type == np.dtype("float32")  # any size
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@champion"))
+    example = json.loads((local / "input_example.json").read_text())
+    assert np.asarray(example["inputs"] if isinstance(example, dict) else example).shape[1:] == (
+        8,
+        8,
+        1,
+    )
+
+    x = data.test.x[:40]
+    expected = best_keras_probabilities(client, summary, x)
+    frame = champion.predict(x)
+    assert list(frame["label"]) == [data.class_names[i] for i in expected.argmax(axis=1)]
+    np.testing.assert_allclose(np.stack(frame["probabilities"]), expected, rtol=1e-5, atol=1e-6)
+    # Raw images of another size are resized inside the champion, as they were for training.
+    import tensorflow as tf
+
+    larger = tf.image.resize(x, (20, 20), method="bilinear").numpy()
+    back = tf.image.resize(larger, (8, 8), method="bilinear").numpy()
+    np.testing.assert_allclose(
+        np.stack(champion.predict(larger)["probabilities"]),
+        best_keras_probabilities(client, summary, back),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_exports_are_written_and_logged(final_sweep) -> None:
+    cfg, summary, client, data = final_sweep
+    exports = summary.final.exports
+    assert set(exports) == {"keras", "saved_model", "tflite"}
+    assert exports["keras"].parent == Path(cfg.output_dir) / "exports" / summary.study_name
+    assert (exports["saved_model"] / "saved_model.pb").exists()
+    assert exports["tflite"].stat().st_size > 1000
+    assert json.loads((exports["keras"].parent / "class_names.json").read_text()) == (
+        data.class_names
+    )
+    logged = {a.path for a in client.list_artifacts(summary.parent_run_id, "exports")}
+    assert {
+        "exports/model.keras",
+        "exports/saved_model",
+        "exports/model.tflite",
+        "exports/class_names.json",
+    } <= logged
+
+
+def test_predict_unknown_model_name_or_alias_fails_clearly(final_sweep, tmp_path, capsys) -> None:
+    cfg, _, _, data = final_sweep
+    image = tmp_path / "digit.png"
+    Image.fromarray(data.test.x[0, ..., 0].astype("uint8"), "L").save(image)
+    store = summary_uri(cfg)
+    for uri, named in (
+        ("models:/sweeplab-nosuch@champion", "sweeplab-nosuch"),
+        ("models:/sweeplab-default@nosuchalias", "nosuchalias"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            predict_main([uri, str(image), "--tracking-uri", store])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert named in err and "sweeplab-default (aliases: champion)" in err
+        assert "Traceback" not in err
+    # And the champion itself answers for the same image.
+    predict_main(["models:/sweeplab-default@champion", str(image), "--tracking-uri", store])
+    assert capsys.readouterr().out.startswith(str(image))
+
+
+def test_predict_refuses_a_missing_store_without_creating_it(tmp_path, capsys) -> None:
+    missing = tmp_path / "nowhere" / "mlflow.db"
+    image = tmp_path / "x.png"
+    Image.new("L", (8, 8)).save(image)
+    with pytest.raises(SystemExit):
+        predict_main(["models:/m@champion", str(image), "--tracking-uri", f"sqlite:///{missing}"])
+    assert "no MLflow store" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_with_the_right_classes(final_sweep) -> None:
+    cfg, summary, client, data = final_sweep
+    port, bin_dir = free_port(), Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": summary_uri(cfg),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # uvicorn lives there
+    }
+    command = [
+        str(bin_dir / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        "models:/sweeplab-default@champion",
+    ]
+    command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the kill below reaches uvicorn too
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the model server did not come up in 120 s"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        x = data.test.x[:12]
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": x.tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            predictions = json.loads(response.read())["predictions"]
+    finally:
+        os.killpg(server.pid, 15)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, 9)
+            server.wait()
+    expected = best_keras_probabilities(client, summary, x).argmax(axis=1)
+    assert [p["label"] for p in predictions] == [data.class_names[i] for i in expected]
+    assert [p["class_index"] for p in predictions] == expected.tolist()
+
+
+def test_retrain_on_train_and_validation_then_test(make_config) -> None:
+    cfg = make_config("search.n_trials=1", "final.retrain=true", "final.register=false")
+    summary = sweep(cfg)
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    parent = client.get_run(summary.parent_run_id)
+    assert parent.data.tags["sweeplab.final.source"] == "retrained_train_val"
+    assert 0.3 < parent.data.metrics["test_accuracy"] <= 1.0
+    assert "sweeplab.final.registered_model" not in parent.data.tags
+    assert client.search_registered_models() == []
+    assert summary.final.registered_uri is None
+
+
+def test_unknown_export_format_fails_before_training(make_config) -> None:
+    cfg = make_config("final.export=[keras,onnx]")
+    with pytest.raises(UserInputError, match=r"onnx.*keras, saved_model, tflite"):
+        sweep(cfg)
+    assert not (Path(cfg.output_dir) / "mlflow.db").exists()

@@ -1,0 +1,197 @@
+"""MLflow side of the final stage: the test report on the parent run, the registry, model fetch.
+
+`FinalRecorder` writes to the sweep's parent run (test metrics, report, plots, exports) and
+registers the champion; `fetch_model` resolves a models:/ or runs:/ URI to a local folder for
+`search.predict`, turning "no such model or alias" into a UserInputError that lists what exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from experiments.errors import UserInputError
+from tracking.mlflow_tracker import TAG, SweepTracker, _model_requirements
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+PYFUNC_CODE = Path(__file__).with_name("champion_pyfunc.py")
+TAG_LIMIT = 5000  # MLflow's longest tag value
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A registered model version and the URI that loads it through its alias."""
+
+    name: str
+    version: str
+    alias: str
+    model_uri: str  # the logged model (models:/m-...)
+
+    @property
+    def alias_uri(self) -> str:
+        return f"models:/{self.name}@{self.alias}"
+
+
+class FinalRecorder:
+    """Records the final stage on the sweep's parent run (which must be open)."""
+
+    def __init__(self, tracker: SweepTracker) -> None:
+        assert tracker.parent_id is not None, "FinalRecorder outside sweep_run"
+        self.client: MlflowClient = tracker.client
+        self.run_id: str = tracker.parent_id
+
+    def trial_model(self, trial_run_id: str):
+        """The Keras model the trial logged, or None when models were not logged."""
+        uri = self.client.get_run(trial_run_id).data.tags.get(TAG + "model_uri")
+        return mlflow.keras.load_model(uri) if uri else None
+
+    def log_test_report(self, report, figures: dict[str, Any], tags: dict[str, Any]) -> None:
+        """Test metrics, the per-class report (text and JSON) and the figures under test/."""
+        self.client.log_batch(
+            self.run_id,
+            metrics=[
+                mlflow.entities.Metric(k, float(v), _now(), 0) for k, v in report.metrics.items()
+            ],
+            tags=[mlflow.entities.RunTag(TAG + "final." + k, str(v)) for k, v in tags.items()],
+        )
+        self.client.log_text(self.run_id, report.report_text, "test/classification_report.txt")
+        self.client.log_dict(self.run_id, report.report, "test/classification_report.json")
+        self.client.log_dict(
+            self.run_id, {"confusion_matrix": report.confusion.tolist()}, "test/confusion.json"
+        )
+        for file_name, figure in figures.items():
+            self.client.log_figure(self.run_id, figure, f"test/{file_name}")
+
+    def log_exports(self, paths: dict[str, Path]) -> None:
+        """Each exported file or folder under exports/ on the parent run."""
+        for path in paths.values():
+            if path.is_dir():
+                self.client.log_artifacts(self.run_id, str(path), f"exports/{path.name}")
+            else:
+                self.client.log_artifact(self.run_id, str(path), "exports")
+        folders = {p.parent for p in paths.values()}
+        for folder in folders:
+            names = folder / "class_names.json"
+            if names.exists():
+                self.client.log_artifact(self.run_id, str(names), "exports")
+
+    def register(
+        self,
+        keras_file: Path,
+        class_names: list[str],
+        sample: np.ndarray,
+        image_shape: tuple[int | None, ...],
+        name: str,
+        alias: str,
+        tags: dict[str, Any],
+    ) -> Registered:
+        """Log the champion pyfunc on the parent run, register it and point `alias` at it."""
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            # MLflow warns about type hints and integer columns: neither applies to tensors.
+            warnings.simplefilter("ignore")
+            names_file = Path(tmp) / "class_names.json"
+            names_file.write_text(json.dumps(list(class_names)))
+            with mlflow.start_run(run_id=self.run_id, nested=True):
+                info = mlflow.pyfunc.log_model(
+                    name="champion",
+                    python_model=str(PYFUNC_CODE),
+                    artifacts={"keras_model": str(keras_file), "class_names": str(names_file)},
+                    signature=champion_signature(image_shape),
+                    input_example=sample.astype("float32"),
+                    pip_requirements=_model_requirements(),
+                )
+        version = mlflow.register_model(
+            info.model_uri, name, tags=_registry_tags(tags, class_names)
+        )
+        self.client.set_registered_model_alias(name, alias, version.version)
+        self.client.log_batch(
+            self.run_id,
+            tags=[
+                mlflow.entities.RunTag(TAG + "final.registered_model", name),
+                mlflow.entities.RunTag(TAG + "final.registered_version", str(version.version)),
+                mlflow.entities.RunTag(TAG + "final.model_uri", info.model_uri),
+            ],
+        )
+        return Registered(name, str(version.version), alias, info.model_uri)
+
+
+def champion_signature(image_shape: tuple[int | None, ...]):
+    """Raw float32 pixels (N, H, W, C) in (None: any size); one row per image out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema(
+            [TensorSpec(np.dtype("float32"), (-1, *(-1 if d is None else d for d in image_shape)))]
+        ),
+        outputs=Schema(
+            [
+                ColSpec("string", "label"),
+                ColSpec("long", "class_index"),
+                ColSpec("double", "probability"),
+                ColSpec(Array("double"), "probabilities"),
+            ]
+        ),
+    )
+
+
+def _registry_tags(tags: dict[str, Any], class_names: list[str]) -> dict[str, str]:
+    out = {TAG + k: str(v) for k, v in tags.items()}
+    names = json.dumps(list(class_names))
+    out[TAG + "num_classes"] = str(len(class_names))
+    if len(names) <= TAG_LIMIT:  # the full list is always in the model's class_names.json
+        out[TAG + "class_names"] = names
+    return out
+
+
+def _now() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def fetch_model(uri: str, tracking_uri: str, dst: Path) -> Path:
+    """Download the model a models:/ or runs:/ URI names into `dst`; returns its folder."""
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    except MlflowException as err:
+        raise UserInputError(
+            f"model {uri!r} cannot be found in the MLflow store {tracking_uri} "
+            f"({_first_line(err.message)}). {_known_models(tracking_uri, uri)}"
+        ) from err
+    except OSError as err:
+        raise UserInputError(
+            f"model {uri!r} names no artifacts that can be read ({err}); a runs:/ URI needs the "
+            "artifact path too, e.g. runs:/RUN_ID/model."
+        ) from err
+
+
+def _known_models(tracking_uri: str, uri: str) -> str:
+    """One sentence on what the registry holds, to put next to a lookup failure."""
+    if not uri.startswith("models:/"):
+        return "A runs:/ URI is runs:/RUN_ID/ARTIFACT_PATH, e.g. runs:/RUN_ID/model."
+    try:
+        models = MlflowClient(tracking_uri).search_registered_models(max_results=50)
+    except MlflowException:
+        return ""
+    if not models:
+        return "The registry holds no models yet: run a sweep with final.register=true."
+    known = ", ".join(
+        f"{m.name} (aliases: {', '.join(sorted(m.aliases)) or 'none'})" for m in models
+    )
+    return f"Registered models: {known}. Accepted forms: models:/NAME@ALIAS, models:/NAME/VERSION."
+
+
+def _first_line(text: str) -> str:
+    return str(text).strip().splitlines()[0] if str(text).strip() else "not found"

@@ -20,6 +20,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.errors import UserInputError
+from search.precheck import check_models
 from search.space import parse_space
 from search.study import check_sweep_config, study_name
 
@@ -55,6 +56,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     cfg = prepare(cfg)
     check_sweep_config(cfg)
     space = parse_space(cfg.space, cfg)
+    check_models(cfg, space)
     engine = str(cfg.search.engine)
     if engine not in ENGINES:
         raise UserInputError(

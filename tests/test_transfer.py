@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import run_cli, shared_data
 from omegaconf import OmegaConf
-from transfer_helpers import (  # noqa: F401  (fixtures)
+from transfer_helpers import (
     WEIGHTS_FILE,
-    keras_home,
-    offline,
+    make_keras_home,
+    offline,  # noqa: F401  (a fixture, used by name)
     transfer_config,
 )
 
@@ -57,18 +57,22 @@ def test_each_backbone_builds_at_a_small_size_without_weights(name: str) -> None
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_imagenet_weights_load_from_keras_home_without_network(keras_home, offline) -> None:
+@pytest.mark.usefixtures("offline")
+def test_imagenet_weights_load_from_keras_home_without_network(tmp_path, monkeypatch) -> None:
+    keras_home = make_keras_home(tmp_path, monkeypatch)
     model = build_transfer(model_cfg(input_size=32), (16, 16, 1), 10)
     backbone = model.get_layer("backbone")
     with h5py.File(keras_home / "models" / WEIGHTS_FILE) as stored:
         for layer in ("conv1", "conv_dw_7", "conv_pw_13", "conv_pw_13_bn"):
             saved = [np.asarray(stored[layer][layer][n]) for n in stored[layer][layer]]
-            loaded = sorted(backbone.get_layer(layer).get_weights(), key=lambda w: w.shape)
+            loaded = backbone.get_layer(layer).get_weights()
+            assert len(saved) == len(loaded) > 0
             for value in saved:  # h5 order is alphabetical; match by value
                 assert any(v.shape == value.shape and np.array_equal(v, value) for v in loaded)
 
 
-def test_missing_weights_file_names_the_file_and_the_folder(tmp_path, monkeypatch, offline) -> None:
+@pytest.mark.usefixtures("offline")
+def test_missing_weights_file_names_the_file_and_the_folder(tmp_path, monkeypatch) -> None:
     empty = tmp_path / "empty_keras_home"
     monkeypatch.setenv("KERAS_HOME", str(empty))
     cfg = transfer_config(tmp_path, f"keras_home={empty}")
@@ -83,9 +87,9 @@ def test_missing_weights_file_names_the_file_and_the_folder(tmp_path, monkeypatc
         build_transfer(model_cfg(input_size=128), (16, 16, 1), 10)
 
 
-def test_every_backbone_the_space_can_sample_is_checked_up_front(
-    tmp_path, keras_home, offline
-) -> None:
+@pytest.mark.usefixtures("offline")
+def test_every_backbone_the_space_can_sample_is_checked_up_front(tmp_path, monkeypatch) -> None:
+    keras_home = make_keras_home(tmp_path, monkeypatch)
     # Only MobileNet alpha=0.25 is cached; the all-backbones space samples others first.
     cfg = transfer_config(tmp_path, "space=transfer_backbones", f"keras_home={keras_home}")
     with pytest.raises(UserInputError, match=r"model\.alpha=0\.5.*mobilenet_5_0_224_tf_no_top\.h5"):

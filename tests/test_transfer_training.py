@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-from transfer_helpers import (  # noqa: F401  (fixtures)
+from transfer_helpers import (
     copy_sign_language_subsample,
-    keras_home,
-    offline,
+    make_keras_home,
+    offline,  # noqa: F401  (a fixture, used by name)
     sign_language_subsample,
     transfer_config,
 )
@@ -30,7 +30,7 @@ class BackboneSnapshots(keras.callbacks.Callback):
     def _take(self) -> None:
         backbone = self.model.get_layer("backbone")
         self.snapshots.append(
-            {l.name: [np.array(w) for w in l.get_weights()] for l in backbone.layers}
+            {layer.name: [np.array(w) for w in layer.get_weights()] for layer in backbone.layers}
         )
 
     def on_train_begin(self, logs=None) -> None:
@@ -44,9 +44,11 @@ def changed(before: dict, after: dict, name: str) -> bool:
     return any(not np.array_equal(a, b) for a, b in zip(before[name], after[name], strict=True))
 
 
+@pytest.mark.usefixtures("offline")
 def test_phase_1_freezes_the_backbone_and_phase_2_trains_only_the_top_layers(
-    tmp_path, keras_home, offline
+    tmp_path, monkeypatch
 ) -> None:
+    keras_home = make_keras_home(tmp_path, monkeypatch)
     top = 12
     cfg = transfer_config(
         tmp_path,
@@ -73,7 +75,9 @@ def test_phase_1_freezes_the_backbone_and_phase_2_trains_only_the_top_layers(
 
     # Phase 2: BatchNormalization layers unchanged (gamma, beta and moving statistics), layers
     # below the top N unchanged, and every other weighted layer in the top N changed.
-    is_bn = {l.name: isinstance(l, keras.layers.BatchNormalization) for l in backbone.layers}
+    is_bn = {
+        layer.name: isinstance(layer, keras.layers.BatchNormalization) for layer in backbone.layers
+    }
     top_names = set(names[-top:])
     moved = {n for n in weighted if changed(begin_2, end_2, n)}
     assert not {n for n in moved if is_bn[n]}
@@ -111,10 +115,11 @@ def _check_two_phase_sweep(cfg, summary, chance: float) -> None:
     assert summary.best_value > 4 * chance  # far above chance
 
 
-def test_two_trial_transfer_sweep_on_sign_language_photos(
-    tmp_path, keras_home, offline, monkeypatch
-) -> None:
+@pytest.mark.slow
+@pytest.mark.usefixtures("offline")
+def test_two_trial_transfer_sweep_on_sign_language_photos(tmp_path, monkeypatch) -> None:
     """Real photos (a PIL-loaded subsample) through the real sweep, MLflow store and study."""
+    keras_home = make_keras_home(tmp_path, monkeypatch)
     data = sign_language_subsample(per_class=40, size=96)
     monkeypatch.setattr(search.runner, "load_data", lambda cfg, seed: data)
     cfg = transfer_config(
@@ -133,7 +138,10 @@ def test_two_trial_transfer_sweep_on_sign_language_photos(
 
 
 @pytest.mark.skipif("directory" not in SOURCES, reason="data=directory is not merged yet")
-def test_two_trial_transfer_sweep_on_sign_language_folder(tmp_path, keras_home, offline) -> None:
+@pytest.mark.slow
+@pytest.mark.usefixtures("offline")
+def test_two_trial_transfer_sweep_on_sign_language_folder(tmp_path, monkeypatch) -> None:
+    keras_home = make_keras_home(tmp_path, monkeypatch)
     folder = copy_sign_language_subsample(tmp_path / "sign", per_class=40)
     cfg = transfer_config(
         tmp_path,

@@ -33,8 +33,7 @@ def transfer_config(tmp_path: Path, *overrides: str) -> DictConfig:
         )
 
 
-@pytest.fixture
-def keras_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def make_keras_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh KERAS_HOME whose models/ holds the real MobileNet(alpha=0.25) ImageNet file."""
     home = tmp_path / "keras_home"
     (home / "models").mkdir(parents=True)

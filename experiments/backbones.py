@@ -22,7 +22,7 @@ from experiments.errors import UserInputError
 # Config keys that decide whether a backbone can be built at all: the sweep checks every
 # combination of their categorical choices in the search space before training.
 TRANSFER_KEYS = ("model.backbone", "model.alpha", "model.weights", "model.input_size")
-HEAD_POOLINGS = ("avg", "max")
+HEAD_POOLINGS = ("avg", "max")  # global average / max pooling
 KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
 

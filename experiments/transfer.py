@@ -22,8 +22,14 @@ from experiments.backbones import (
 from experiments.errors import UserInputError
 from experiments.schedule import BACKBONE_LAYER
 
-POOLINGS = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
-assert set(POOLINGS) == set(HEAD_POOLINGS)
+# The head's global pooling; its names are HEAD_POOLINGS, which the up-front check (no Keras) uses.
+POOLINGS = dict(
+    zip(
+        HEAD_POOLINGS,
+        (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D),
+        strict=True,
+    )
+)
 
 
 def preprocess_layer(backbone: Backbone) -> keras.layers.Layer | None:
@@ -81,7 +87,7 @@ def build_transfer(
         x = keras.layers.Resizing(size, size, name="resize")(x)
     if input_shape[-1] == 1:
         x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
-    preprocess = preprocess_layer(check_backbone(cfg, size))
+    preprocess = preprocess_layer(check_backbone(cfg, size))  # cheap: no Keras, no files
     if preprocess is not None:
         x = preprocess(x)
     x = backbone(x)

@@ -177,6 +177,9 @@ def resolve_weights(model_cfg, size: int, *, download: bool = True) -> str | Non
     if (folder / file_name).is_file():
         return str(folder / file_name)
     if download:
+        from experiments.quiet import quiet_tensorflow
+
+        quiet_tensorflow()  # the first Keras import of a sweep that checks before loading it
         import keras
 
         try:

@@ -12,7 +12,9 @@ from collections.abc import Callable
 import keras
 from omegaconf import DictConfig
 
+from experiments.branched import build_branched
 from experiments.errors import UserInputError
+from experiments.transfer import build_transfer
 
 Builder = Callable[[DictConfig, tuple[int, int, int], int], keras.Model]
 
@@ -45,7 +47,11 @@ def build_cnn(cfg: DictConfig, input_shape: tuple[int, int, int], num_classes: i
     return keras.Sequential(layers, name="cnn")
 
 
-BUILDERS: dict[str, Builder] = {"cnn": build_cnn}
+BUILDERS: dict[str, Builder] = {
+    "cnn": build_cnn,
+    "branched": build_branched,
+    "transfer": build_transfer,
+}
 
 
 def build_model(
@@ -58,6 +64,16 @@ def build_model(
             f"model.name={cfg.name!r} is not a known model; accepted: {', '.join(sorted(BUILDERS))}."
         )
     return builder(cfg, input_shape, num_classes)
+
+
+def compile_model(
+    model: keras.Model, lr_multiplier: float = 1.0, *, optimizer_cfg: DictConfig
+) -> None:
+    """Compile for sparse labels with a fresh optimizer at its learning rate times a multiplier."""
+    optimizer = build_optimizer(optimizer_cfg)
+    if lr_multiplier != 1.0:
+        optimizer.learning_rate = float(optimizer.learning_rate) * float(lr_multiplier)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
 def build_optimizer(cfg: DictConfig) -> keras.optimizers.Optimizer:

@@ -10,14 +10,16 @@ import gc
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import keras
 from omegaconf import DictConfig
 
 from experiments.data import ImageData
 from experiments.errors import TrialFailed
-from experiments.models import build_model, build_optimizer
+from experiments.models import build_model, compile_model
 from experiments.pipeline import to_dataset
+from experiments.schedule import fit_two_phase, is_two_phase
 
 
 @dataclass
@@ -51,20 +53,21 @@ def run_trial(
     started = time.perf_counter()
     fresh_session(int(cfg.seed))
     model = build_model(cfg.model, data.image_shape, data.num_classes)
-    model.compile(
-        optimizer=build_optimizer(cfg.optimizer),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
     batch_size = int(cfg.train.batch_size)
-    history = model.fit(
+    fit = partial(
+        model.fit,
         to_dataset(data.train, batch_size, training=True, seed=int(cfg.seed)),
         validation_data=to_dataset(data.val, batch_size, training=False, seed=int(cfg.seed)),
-        epochs=int(cfg.train.epochs),
         shuffle=False,  # the dataset shuffles itself, seeded
-        callbacks=[*(callbacks or []), keras.callbacks.TerminateOnNaN()],
         verbose=int(cfg.train.verbose),
-    ).history
+    )
+    callbacks = [*(callbacks or []), keras.callbacks.TerminateOnNaN()]
+    if is_two_phase(cfg.model):  # pretrained backbone: frozen, then partly unfrozen
+        compile_ = partial(compile_model, optimizer_cfg=cfg.optimizer)
+        history = fit_two_phase(model, cfg, fit, compile_, callbacks)
+    else:
+        compile_model(model, optimizer_cfg=cfg.optimizer)
+        history = fit(epochs=int(cfg.train.epochs), callbacks=callbacks).history
     losses = history.get("loss", [])
     if not losses or not math.isfinite(losses[-1]):
         raise TrialFailed(

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.errors import UserInputError
 from search.final import check_final_config, finalize
+from search.precheck import check_models
 from search.space import parse_space
 from search.study import check_sweep_config, study_name
 
@@ -58,6 +59,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     check_sweep_config(cfg)
     check_final_config(cfg)
     space = parse_space(cfg.space, cfg)
+    check_models(cfg, space)
     engine = str(cfg.search.engine)
     if engine not in ENGINES:
         raise UserInputError(

@@ -1,0 +1,123 @@
+"""The two-phase fine-tuning schedule of models with a pretrained backbone.
+
+Phase 1 trains the head with the backbone frozen, at `optimizer.learning_rate`, for
+`model.fine_tune.head_epochs` epochs. Phase 2 unfreezes the backbone's top layers
+(`unfreeze_layers`, or `unfreeze_fraction` of them when set) while every BatchNormalization layer
+stays frozen (in inference mode, so its statistics are not overwritten by small batches), compiles
+again at the learning rate times `lr_multiplier`, and trains on up to `train.epochs` in all.
+
+Phase 2 calls `fit` with `initial_epoch`, so every callback (MLflow's per-epoch logger, pruning)
+sees one continuous epoch axis. A callback placed first adds `phase`, `trainable_params` and
+`frozen_params` to each epoch's logs, so the trackers record them like any other metric.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import keras
+import numpy as np
+from omegaconf import DictConfig
+
+from experiments.errors import UserInputError
+
+BACKBONE_LAYER = "backbone"
+
+Fit = Callable[..., keras.callbacks.History]
+Compile = Callable[[keras.Model, float], None]
+
+
+def is_two_phase(model_cfg: DictConfig) -> bool:
+    """True for models that configure a fine-tune schedule (model.fine_tune)."""
+    return model_cfg.get("fine_tune") is not None
+
+
+def unfreeze_count(fine_tune: DictConfig, n_layers: int) -> int:
+    """How many of the backbone's top layers phase 2 unfreezes."""
+    fraction = fine_tune.get("unfreeze_fraction")
+    if fraction is not None:
+        if not 0.0 <= float(fraction) <= 1.0:
+            raise UserInputError(
+                f"model.fine_tune.unfreeze_fraction={fraction} must be between 0 and 1 (the "
+                "share of the backbone's layers, counted from the top, that phase 2 trains)."
+            )
+        return round(float(fraction) * n_layers)
+    count = int(fine_tune.unfreeze_layers)
+    if count < 0:
+        raise UserInputError(
+            f"model.fine_tune.unfreeze_layers={count} must be 0 or more (the number of the "
+            "backbone's top layers that phase 2 trains)."
+        )
+    return min(count, n_layers)
+
+
+def unfreeze_top(backbone: keras.Model, count: int) -> list[str]:
+    """Make the top `count` layers trainable, BatchNormalization excepted; returns their names."""
+    backbone.trainable = True
+    unfrozen = []
+    for index, layer in enumerate(backbone.layers):
+        on_top = index >= len(backbone.layers) - count
+        layer.trainable = on_top and not isinstance(layer, keras.layers.BatchNormalization)
+        if layer.trainable and layer.weights:
+            unfrozen.append(layer.name)
+    return unfrozen
+
+
+def param_counts(model: keras.Model) -> tuple[int, int]:
+    """(trainable, frozen) parameter counts; frozen includes BatchNormalization statistics."""
+
+    def count(weights: list) -> int:
+        return int(sum(np.prod(w.shape) for w in weights))
+
+    return count(model.trainable_weights), count(model.non_trainable_weights)
+
+
+class PhaseMarker(keras.callbacks.Callback):
+    """Adds the current phase and parameter counts to each epoch's logs (place it first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.phase = 1
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None:
+            return
+        trainable, frozen = param_counts(self.model)
+        logs.update(phase=self.phase, trainable_params=trainable, frozen_params=frozen)
+
+
+def fit_two_phase(
+    model: keras.Model,
+    cfg: DictConfig,
+    fit: Fit,
+    compile_model: Compile,
+    callbacks: list[keras.callbacks.Callback],
+) -> dict[str, list[float]]:
+    """Run both phases on one epoch axis; returns the merged history."""
+    fine_tune = cfg.model.fine_tune
+    total = int(cfg.train.epochs)
+    head_epochs = min(int(fine_tune.head_epochs), total)
+    if head_epochs < 0:
+        raise UserInputError(f"model.fine_tune.head_epochs={head_epochs} must be 0 or more.")
+    backbone = model.get_layer(BACKBONE_LAYER)
+    marker = PhaseMarker()
+    callbacks = [marker, *callbacks]
+    history: dict[str, list[float]] = {}
+    if head_epochs > 0:
+        backbone.trainable = False
+        compile_model(model, 1.0)
+        _extend(history, fit(epochs=head_epochs, initial_epoch=0, callbacks=callbacks).history)
+        if not math.isfinite(history.get("loss", [math.nan])[-1]):
+            return history
+    if total > head_epochs:
+        unfreeze_top(backbone, unfreeze_count(fine_tune, len(backbone.layers)))
+        compile_model(model, float(fine_tune.lr_multiplier))
+        marker.phase = 2
+        _extend(history, fit(epochs=total, initial_epoch=head_epochs, callbacks=callbacks).history)
+    return history
+
+
+def _extend(history: dict[str, list[float]], more: dict[str, list[float]]) -> None:
+    for name, values in more.items():
+        history.setdefault(name, []).extend(values)

@@ -350,6 +350,8 @@ class KerasTunerEngine:
             try:
                 metrics = self.tuner.run_trial(trial, runner)
             except Exception as err:  # the runner has marked the MLflow run failed, with reason
+                if _interrupted(err):  # Ctrl-C inside TensorFlow can surface as another error
+                    raise KeyboardInterrupt from err  # the trial stays ongoing: retried on resume
                 trial.status, trial.message = TrialStatus.FAILED, f"{type(err).__name__}: {err}"
                 failures.append(trial.message)
             else:
@@ -377,6 +379,18 @@ def _check_same_space(tuner: SweepTuner, declared: kt.HyperParameters) -> None:
             "than the configured one. Set search.project_name (or search.study_name) to a new "
             "name to search this space, or restore the space to continue that project."
         )
+
+
+def _interrupted(err: BaseException) -> bool:
+    """Whether `err` was raised while handling a KeyboardInterrupt."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__context__
+    return False
 
 
 def _read_json(path: Path) -> dict[str, str]:

@@ -25,7 +25,7 @@ from search.precheck import check_models
 from search.space import parse_space
 from search.study import check_sweep_config, study_name
 
-ENGINES = ("optuna",)
+ENGINES = ("optuna", "keras_tuner")
 
 
 @dataclass
@@ -104,6 +104,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
         "sampler": cfg.search.get("sampler", ""),
         "study": name,
         "sweep_name": cfg.sweep_name,
+        **getattr(search, "tags", {}),  # engine-specific, e.g. the Keras Tuner tuner kind
     }
     artifacts = {
         "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
@@ -137,6 +138,10 @@ def sweep(cfg: DictConfig) -> SweepSummary:
 
 def make_engine(cfg: DictConfig, space: list, name: str):
     """The search engine `search.engine` names, over an existing or new study."""
+    if str(cfg.search.engine) == "keras_tuner":
+        from search.keras_tuner_backend import KerasTunerEngine
+
+        return KerasTunerEngine(cfg, space, name)
     from search.optuna_backend import OptunaEngine
 
     return OptunaEngine(cfg, space, name)

@@ -70,13 +70,16 @@ class TrialRunner:
         params: Mapping[str, Any],
         callbacks: list[keras.callbacks.Callback] | None = None,
         tags: Mapping[str, Any] | None = None,
+        overrides: Mapping[str, Any] | None = None,
     ) -> Outcome:
         """Train trial `number` with `params` applied to the base config; record it in MLflow.
 
-        Re-raises what stopped the trial (pruning, failure, interrupt) after recording it, so the
-        engine can set its own state.
+        `overrides` are config values the engine sets without sampling them (Hyperband's epochs
+        for one round): they reach the trial config, not the MLflow params, so every engine logs
+        exactly the space keys. Re-raises what stopped the trial (pruning, failure, interrupt)
+        after recording it, so the engine can set its own state.
         """
-        cfg = apply_params(self.base, params)
+        cfg = apply_params(self.base, {**params, **(overrides or {})})
         data = self.data_for(cfg)
         with self.tracker.trial_run(
             f"trial-{number}", params, {**self.tags, "trial_number": number, **(tags or {})}

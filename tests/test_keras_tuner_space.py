@@ -60,12 +60,15 @@ def _compose(overrides: list[str]):
 
 def space_of(name: str) -> list[Param]:
     """Parse conf/space/NAME.yaml against a config that has its keys: a sweep overlay that
-    selects it (its model may differ from the default) or the default config with space=NAME."""
+    selects it (its model may differ from the default) or any model group with space=NAME."""
     candidates = [
         [f"+sweep={sweep.stem}"]
         for sweep in sorted((CONF_DIR / "sweep").glob("*.yaml"))
         if re.search(rf"/space:\s*{re.escape(name)}\s*$", sweep.read_text(), re.MULTILINE)
-    ] + [[f"space={name}"]]
+    ] + [
+        [f"model={model.stem}", f"space={name}"]
+        for model in sorted((CONF_DIR / "model").glob("*.yaml"))
+    ]
     errors = []
     for overrides in candidates:
         cfg = _compose(overrides)

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import keras
 from omegaconf import DictConfig
 
+from experiments.augment import with_augmentation
 from experiments.data import ImageData
 from experiments.errors import TrialFailed
 from experiments.models import build_model, build_optimizer
-from experiments.pipeline import to_dataset
 
 
 @dataclass
@@ -56,10 +56,19 @@ def run_trial(
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    batch_size = int(cfg.train.batch_size)
-    history = model.fit(
-        to_dataset(data.train, batch_size, training=True, seed=int(cfg.seed)),
-        validation_data=to_dataset(data.val, batch_size, training=False, seed=int(cfg.seed)),
+    # Augmentation wraps the model for training only; the trained inner model is what is returned.
+    trainee = with_augmentation(model, cfg.data.get("augmentation"), int(cfg.seed))
+    if trainee is not model:
+        trainee.compile(
+            optimizer=build_optimizer(cfg.optimizer),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    batch_size, seed = int(cfg.train.batch_size), int(cfg.seed)
+    history = trainee.fit(
+        data.dataset("train", batch_size, training=True, seed=seed),
+        validation_data=data.dataset("val", batch_size, training=False, seed=seed),
+        class_weight=data.class_weight() if cfg.data.get("class_weights") else None,
         epochs=int(cfg.train.epochs),
         shuffle=False,  # the dataset shuffles itself, seeded
         callbacks=[*(callbacks or []), keras.callbacks.TerminateOnNaN()],

@@ -44,6 +44,8 @@ def prepare(cfg: DictConfig) -> DictConfig:
     cfg = cfg.copy()
     with open_dict(cfg):
         cfg.output_dir = str(Path(cfg.output_dir).expanduser().resolve())
+        if cfg.data.get("path"):  # data=directory: a folder relative to where the user ran it
+            cfg.data.path = str(Path(str(cfg.data.path)).expanduser().resolve())
         if cfg.get("keras_home"):
             cfg.keras_home = str(Path(cfg.keras_home).expanduser().resolve())
             os.environ["KERAS_HOME"] = cfg.keras_home
@@ -94,6 +96,8 @@ def sweep(cfg: DictConfig) -> SweepSummary:
         )
 
     tracker = SweepTracker(cfg.tracking)
+    runner = TrialRunner(cfg, tracker, {"study": name, "engine": engine})
+    runner.data_for(cfg)  # bad data fails here, before any MLflow run or Optuna trial exists
     tags = {
         "engine": engine,
         "sampler": cfg.search.get("sampler", ""),
@@ -106,7 +110,6 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     }
     started = time.perf_counter()
     with tracker.sweep_run(f"sweep-{name}", tags, artifacts) as parent_id:
-        runner = TrialRunner(cfg, tracker, {"study": name, "engine": engine})
         runner.best = search.best()
         search.optimize(runner, remaining, cfg.search.get("timeout"))
         best = search.best()

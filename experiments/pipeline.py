@@ -4,13 +4,17 @@ Three ways the pixels can be held (`data.cache`):
 - memory: an array in RAM, sliced by tf.data itself (the fastest: no Python per batch);
 - file: a read-only `np.memmap` of decoded images on disk, for sets larger than memory; batches
   of shuffled indices are gathered from it in one Python call per batch;
-- none: file paths, decoded every epoch by a parallel, order-keeping `map`.
+- none: file paths, decoded every epoch: a parallel, order-keeping `map` over batches of paths,
+  each batch decoded by a thread pool.
 Every pipeline is deterministic under its seed: the shuffle is seeded and maps keep their order.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
@@ -78,18 +82,24 @@ def _decoded_dataset(
     seed: int,
     decoder: Callable[[str], np.ndarray],
 ) -> tf.data.Dataset:
-    def decode(path: bytes) -> np.ndarray:
-        return decoder(path.decode()).astype(np.float32)
+    def decode(paths: np.ndarray) -> np.ndarray:
+        return np.stack(list(_pool().map(lambda p: decoder(p.decode()), paths))).astype(np.float32)
 
     ds = tf.data.Dataset.from_tensor_slices((list(split.files), split.y.astype(np.int32)))
     if training:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(
-        lambda path, y: (tf.numpy_function(decode, [path], tf.float32, stateful=False), y),
+    ds = ds.batch(batch_size).map(  # one Python call per batch, its images decoded in threads
+        lambda paths, y: (tf.numpy_function(decode, [paths], tf.float32, stateful=False), y),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    return ds.batch(batch_size).map(_shaped(shape)).prefetch(tf.data.AUTOTUNE)
+    return ds.map(_shaped(shape)).prefetch(tf.data.AUTOTUNE)
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    """Threads that decode images (PIL releases the GIL while decoding)."""
+    return ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 2))
 
 
 def _shaped(shape: tuple[int, int, int]) -> Callable:

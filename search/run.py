@@ -68,6 +68,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     from experiments.quiet import quiet_tensorflow
 
     quiet_tensorflow()
+    from experiments.data import load_data
     from search.runner import TrialRunner
     from tracking.mlflow_tracker import SweepTracker
 
@@ -95,9 +96,9 @@ def sweep(cfg: DictConfig) -> SweepSummary:
             done,
         )
 
+    data = load_data(cfg.data, int(cfg.seed))  # bad data fails here, before anything is recorded
     tracker = SweepTracker(cfg.tracking)
-    runner = TrialRunner(cfg, tracker, {"study": name, "engine": engine})
-    runner.data_for(cfg)  # bad data fails here, before any MLflow run or Optuna trial exists
+    runner = TrialRunner(cfg, tracker, {"study": name, "engine": engine}, data=data)
     tags = {
         "engine": engine,
         "sampler": cfg.search.get("sampler", ""),

@@ -50,12 +50,15 @@ class TrialRunner:
         tracker: SweepTracker,
         tags: Mapping[str, Any],
         is_pruned: Callable[[BaseException], bool] = lambda err: False,
+        data: ImageData | None = None,
     ) -> None:
         self.base, self.tracker, self.tags, self.is_pruned = base, tracker, dict(tags), is_pruned
         self.objective = str(base.train.objective)
         self.maximize = base.train.direction == "maximize"
         self.best: Best | None = None
         self._data: dict[str, ImageData] = {}
+        if data is not None:  # already loaded (and checked) for the base config
+            self._data[loading_key(base.data, int(base.seed))] = data
 
     def data_for(self, cfg: DictConfig) -> ImageData:
         """The split for this trial's data config, loaded once per distinct data config."""

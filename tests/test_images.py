@@ -254,3 +254,4 @@ def test_bad_data_on_the_command_line_is_one_paragraph_and_exit_2(tmp_path) -> N
     assert result.returncode == 2
     assert result.stderr.startswith("sweeplab: error: data.path=")
     assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "runs" / "mlflow.db").exists()  # failed before anything was recorded

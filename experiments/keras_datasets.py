@@ -228,8 +228,13 @@ def _download(name: str, item: Download, home: Path, allowed: bool) -> None:
 def load_keras(cfg: DictConfig, seed: int) -> ImageData:
     """A keras dataset, converted to the configured size and channels, split train/val/test."""
     name = str(cfg.get("name"))
-    (x_train, y_train, x_test, y_test), class_names = fetch(name, bool(cfg.get("download", True)))
     limit = cfg.get("max_per_class")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 2):
+        raise UserInputError(
+            f"data.max_per_class={limit!r} must be a whole number of 2 or more, or null for every "
+            "image."
+        )
+    (x_train, y_train, x_test, y_test), class_names = fetch(name, bool(cfg.get("download", True)))
     rng = np.random.default_rng(seed)
     x_train, y_train = _limit(x_train, y_train.reshape(-1), limit, rng)
     x_test, y_test = _limit(x_test, y_test.reshape(-1), limit, rng)

@@ -1,7 +1,7 @@
 """tf.data input pipelines for one split: shuffle (seeded), batch, cast, prefetch.
 
 Three ways the pixels can be held (`data.cache`):
-- memory: an array in RAM, sliced by tf.data itself (the fastest: no Python per batch);
+- memory: an array in RAM, gathered a batch at a time inside tf.data (no Python per batch);
 - file: a read-only `np.memmap` of decoded images on disk, for sets larger than memory; batches
   of shuffled indices are gathered from it in one Python call per batch;
 - none: file paths, decoded every epoch: a parallel, order-keeping `map` over batches of paths,
@@ -40,18 +40,21 @@ def split_dataset(
 
 
 def to_dataset(split: Split, batch_size: int, *, training: bool, seed: int) -> tf.data.Dataset:
-    """From an in-memory split: slices are shuffled, batched, then cast to float32 per batch."""
-    ds = tf.data.Dataset.from_tensor_slices((split.x, split.y.astype(np.int32)))
+    """From an in-memory split: shuffled indices, batched, then one gather + cast per batch.
+
+    Gathering a whole batch at once keeps tf.data's per-image overhead out of the loop: measured
+    as fast as slicing float32 arrays, with the pixels held as uint8 (a quarter of the memory).
+    """
+    images, labels = tf.constant(split.x), tf.constant(split.y.astype(np.int32))
+
+    def gather(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.cast(tf.gather(images, index), tf.float32), tf.gather(labels, index)
+
+    ds = tf.data.Dataset.range(len(split))
     if training:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if split.x.dtype != np.float32:  # type: ignore[union-attr]
-        ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def _to_float(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    return tf.cast(x, tf.float32), y
 
 
 def _memmap_dataset(

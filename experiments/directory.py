@@ -105,6 +105,7 @@ def load_directory(cfg: DictConfig, seed: int) -> ImageData:
     else:
         pixels, digests, bad = _decode(plan, opts, keep=opts.cache == "memory")
     total = sum(len(files) for files in plan.values())
+    bad = sorted(bad)
     _handle_bad(bad, total, opts.on_corrupt)
     bad_paths = {path for path, _ in bad}
     splits: dict[str, Split] = {}

@@ -1,29 +1,45 @@
-"""Image data as arrays of raw pixels, split once per sweep into train / validation / test.
+"""Image data split once per sweep into train / validation / test, and the source dispatcher.
 
-Pixels stay in [0, 255] as float32: rescaling lives inside the model (a `Rescaling` layer) so that
+Pixels stay raw in [0, 255] (uint8 where the source has integers, float32 otherwise) and reach
+the model as float32 in [0, 255]: rescaling lives inside the model (a `Rescaling` layer) so that
 an exported model takes raw pixels. The split is stratified and seeded, so every trial of a sweep,
-and a re-run of any trial, sees exactly the same images in each split.
+and a re-run of any trial, sees exactly the same images in each split. The test split is kept for
+one final evaluation: nothing in the search reads it.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserInputError
 
-SOURCES = ("digits",)
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+SOURCES = ("digits", "directory", "keras")
+SPLITS = ("train", "val", "test")
+# Data keys that shape a trial's training but not the loaded images: trials that differ only in
+# these share one loaded dataset.
+TRAINING_ONLY_KEYS = ("augmentation", "class_weights")
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split: images (N, H, W, C) float32 in [0, 255] and integer labels (N,)."""
+    """One split: raw pixels (N, H, W, C) and integer labels (N,).
 
-    x: np.ndarray
+    `x` is an in-memory array, a read-only `np.memmap` (data.cache=file), or None when images are
+    decoded from `files` every epoch (data.cache=none).
+    """
+
+    x: np.ndarray | None
     y: np.ndarray
+    files: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.y)
@@ -38,52 +54,114 @@ class ImageData:
     test: Split
     class_names: list[str]
     source: str
-    info: dict = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    shape: tuple[int, int, int] | None = None
+    decoder: Callable[[str], np.ndarray] | None = None  # for splits without pixels in memory
+    digest: str | None = None  # content fingerprint computed at load time, when known
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.x.shape[1:])  # type: ignore[return-value]
+        if self.shape is not None:
+            return self.shape
+        return tuple(self.train.x.shape[1:])  # type: ignore[union-attr,return-value]
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def split(self, name: str) -> Split:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; one of {SPLITS}")
+        return getattr(self, name)
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per class per split, for the record."""
         return {
-            name: {c: int((split.y == i).sum()) for i, c in enumerate(self.class_names)}
-            for name, split in (("train", self.train), ("val", self.val), ("test", self.test))
+            name: {c: int((self.split(name).y == i).sum()) for i, c in enumerate(self.class_names)}
+            for name in SPLITS
         }
 
     def fingerprint(self) -> str:
         """A short content hash of every split's pixels and labels."""
+        if self.digest is not None:
+            return self.digest
         digest = hashlib.sha256()
-        for split in (self.train, self.val, self.test):
+        for name in SPLITS:
+            split = self.split(name)
             digest.update(np.ascontiguousarray(split.x).tobytes())
             digest.update(np.ascontiguousarray(split.y).tobytes())
         return digest.hexdigest()[:16]
 
+    def sample(self, n: int, split: str = "val") -> np.ndarray:
+        """The first `n` images of a split as float32 raw pixels (a model signature's example)."""
+        part = self.split(split)
+        if part.x is not None:
+            return np.asarray(part.x[:n], dtype=np.float32)
+        assert self.decoder is not None
+        return np.stack([self.decoder(f) for f in part.files[:n]]).astype(np.float32)
+
+    def dataset(self, split: str, batch_size: int, *, training: bool, seed: int) -> tf.data.Dataset:
+        """Batches of (float32 raw images, int32 labels); shuffled each epoch (seeded) if training."""
+        from experiments.pipeline import split_dataset
+
+        return split_dataset(
+            self.split(split), self.image_shape, batch_size, training, seed, self.decoder
+        )
+
+    def class_weight(self) -> dict[int, float]:
+        """Balanced class weights from the training split: n / (classes * count of the class)."""
+        counts = np.bincount(self.train.y, minlength=self.num_classes).astype(float)
+        total = counts.sum()
+        return {
+            i: float(total / (self.num_classes * c)) if c else 0.0 for i, c in enumerate(counts)
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """What the run records about the data: source, shape, classes, counts, fingerprint."""
+        return {
+            "source": self.source,
+            **self.info,
+            "image_shape": list(self.image_shape),
+            "class_names": list(self.class_names),
+            "counts": self.counts(),
+            "sizes": {name: len(self.split(name)) for name in SPLITS},
+            "fingerprint": self.fingerprint(),
+        }
+
+
+def loading_key(cfg: DictConfig, seed: int) -> str:
+    """What decides the loaded images: the data config minus training-only keys, and the seed."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    kept = {k: v for k, v in container.items() if k not in TRAINING_ONLY_KEYS}
+    return OmegaConf.to_yaml(OmegaConf.create(kept), sort_keys=True) + f"seed={seed}"
+
 
 def load_data(cfg: DictConfig, seed: int) -> ImageData:
     """Load the configured source and split it (stratified, seeded)."""
-    if cfg.source == "digits":
+    source = cfg.get("source")
+    if source == "digits":
         x, y, class_names = _load_digits(int(cfg.image_size))
-    else:
-        raise UserInputError(
-            f"data.source={cfg.source!r} is not a known data source; accepted: {', '.join(SOURCES)}."
+        train, val, test = stratified_split(
+            x, y, float(cfg.val_fraction), float(cfg.test_fraction), seed
         )
-    train, val, test = stratified_split(
-        x, y, float(cfg.val_fraction), float(cfg.test_fraction), seed
+        return ImageData(train, val, test, class_names, source="digits")
+    if source == "directory":
+        from experiments.directory import load_directory
+
+        return load_directory(cfg, seed)
+    if source == "keras":
+        from experiments.keras_datasets import load_keras
+
+        return load_keras(cfg, seed)
+    raise UserInputError(
+        f"data.source={source!r} is not a known data source; accepted: {', '.join(SOURCES)} "
+        "(choose with data=NAME)."
     )
-    return ImageData(train, val, test, class_names, source=str(cfg.source))
 
 
-def stratified_split(
-    x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int
-) -> tuple[Split, Split, Split]:
-    """Split into train / validation / test with the class balance kept in each."""
-    from sklearn.model_selection import train_test_split
-
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Both fractions in (0, 1) with room left for training images."""
     for name, value in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
         if not 0.0 < value < 1.0:
             raise UserInputError(f"{name}={value} must be a fraction strictly between 0 and 1.")
@@ -92,17 +170,35 @@ def stratified_split(
             f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} leaves no "
             "training images; their sum must be below 1."
         )
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        x, y, test_size=test_fraction, stratify=y, random_state=seed
-    )
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest,
-        y_rest,
-        test_size=val_fraction / (1.0 - test_fraction),
-        stratify=y_rest,
-        random_state=seed,
+
+
+def stratified_split(
+    x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[Split, Split, Split]:
+    """Split into train / validation / test with the class balance kept in each."""
+    check_fractions(val_fraction, test_fraction)
+    x_rest, x_test, y_rest, y_test = holdout(x, y, test_fraction, seed, "data.test_fraction")
+    x_train, x_val, y_train, y_val = holdout(
+        x_rest, y_rest, val_fraction / (1.0 - test_fraction), seed, "data.val_fraction"
     )
     return Split(x_train, y_train), Split(x_val, y_val), Split(x_test, y_test)
+
+
+def holdout(
+    x: np.ndarray, y: np.ndarray, fraction: float, seed: int, name: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One stratified cut: (x_keep, x_held, y_keep, y_held); too few images is a user error."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(x, y, test_size=fraction, stratify=y, random_state=seed)
+    except ValueError as err:
+        counts = np.bincount(np.asarray(y).astype(int))
+        raise UserInputError(
+            f"cannot hold out {name}={fraction:.3g} of {len(y)} images with every class in both "
+            f"parts (smallest class: {counts[counts > 0].min()} images): {err}. Add images, "
+            "lower the fraction, or raise data.max_per_class."
+        ) from err
 
 
 def _load_digits(image_size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:

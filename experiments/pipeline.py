@@ -1,15 +1,115 @@
-"""tf.data input pipelines from in-memory splits."""
+"""tf.data input pipelines for one split: shuffle (seeded), batch, cast, prefetch.
+
+Three ways the pixels can be held (`data.cache`):
+- memory: an array in RAM, gathered a batch at a time inside tf.data (no Python per batch);
+- file: a read-only `np.memmap` of decoded images on disk, for sets larger than memory; batches
+  of shuffled indices are gathered from it in one Python call per batch;
+- none: file paths, decoded every epoch: a parallel, order-keeping `map` over batches of paths,
+  each batch decoded by a thread pool.
+Every pipeline is deterministic under its seed: the shuffle is seeded and maps keep their order.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 import tensorflow as tf
 
 from experiments.data import Split
 
 
+def split_dataset(
+    split: Split,
+    shape: tuple[int, int, int],
+    batch_size: int,
+    training: bool,
+    seed: int,
+    decoder: Callable[[str], np.ndarray] | None = None,
+) -> tf.data.Dataset:
+    """Batches of (float32 images in [0, 255], int32 labels) from a split however it is held."""
+    if split.x is None:
+        assert decoder is not None, "a split without pixels needs a decoder"
+        return _decoded_dataset(split, shape, batch_size, training, seed, decoder)
+    if isinstance(split.x, np.memmap):
+        return _memmap_dataset(split, shape, batch_size, training, seed)
+    return to_dataset(split, batch_size, training=training, seed=seed)
+
+
 def to_dataset(split: Split, batch_size: int, *, training: bool, seed: int) -> tf.data.Dataset:
-    """Batches of (images, labels); shuffled each epoch (seeded) when training."""
-    ds = tf.data.Dataset.from_tensor_slices((split.x, split.y))
+    """From an in-memory split: shuffled indices, batched, then one gather + cast per batch.
+
+    Gathering a whole batch at once keeps tf.data's per-image overhead out of the loop: measured
+    as fast as slicing float32 arrays, with the pixels held as uint8 (a quarter of the memory).
+    """
+    images, labels = tf.constant(split.x), tf.constant(split.y.astype(np.int32))
+
+    def gather(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.cast(tf.gather(images, index), tf.float32), tf.gather(labels, index)
+
+    ds = tf.data.Dataset.range(len(split))
     if training:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _memmap_dataset(
+    split: Split, shape: tuple[int, int, int], batch_size: int, training: bool, seed: int
+) -> tf.data.Dataset:
+    images, labels = split.x, split.y.astype(np.int32)
+
+    def gather(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        order = np.sort(index)  # sequential reads from the file; the batch order does not matter
+        return np.asarray(images[order], dtype=np.float32), labels[order]
+
+    ds = tf.data.Dataset.range(len(split))
+    if training:
+        ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(
+        lambda idx: tf.numpy_function(gather, [idx], (tf.float32, tf.int32), stateful=False),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    return ds.map(_shaped(shape)).prefetch(tf.data.AUTOTUNE)
+
+
+def _decoded_dataset(
+    split: Split,
+    shape: tuple[int, int, int],
+    batch_size: int,
+    training: bool,
+    seed: int,
+    decoder: Callable[[str], np.ndarray],
+) -> tf.data.Dataset:
+    def decode(paths: np.ndarray) -> np.ndarray:
+        return np.stack(list(_pool().map(lambda p: decoder(p.decode()), paths))).astype(np.float32)
+
+    ds = tf.data.Dataset.from_tensor_slices((list(split.files), split.y.astype(np.int32)))
+    if training:
+        ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(  # one Python call per batch, its images decoded in threads
+        lambda paths, y: (tf.numpy_function(decode, [paths], tf.float32, stateful=False), y),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    return ds.map(_shaped(shape)).prefetch(tf.data.AUTOTUNE)
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    """Threads that decode images (PIL releases the GIL while decoding)."""
+    return ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 2))
+
+
+def _shaped(shape: tuple[int, int, int]) -> Callable:
+    """numpy_function forgets static shapes; Keras needs them back."""
+
+    def set_shape(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x = tf.ensure_shape(x, (None, *shape))
+        return x, tf.ensure_shape(y, (None,))
+
+    return set_shape

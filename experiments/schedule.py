@@ -25,7 +25,7 @@ from experiments.errors import UserInputError
 BACKBONE_LAYER = "backbone"
 
 Fit = Callable[..., keras.callbacks.History]
-Compile = Callable[[keras.Model, float], None]
+Compile = Callable[[float], None]  # (re)compile what `fit` trains, at lr x multiplier
 
 
 def is_two_phase(model_cfg: DictConfig) -> bool:
@@ -106,13 +106,13 @@ def fit_two_phase(
     history: dict[str, list[float]] = {}
     if head_epochs > 0:
         backbone.trainable = False
-        compile_model(model, 1.0)
+        compile_model(1.0)
         _extend(history, fit(epochs=head_epochs, initial_epoch=0, callbacks=callbacks).history)
         if not math.isfinite(history.get("loss", [math.nan])[-1]):
             return history
     if total > head_epochs:
         unfreeze_top(backbone, unfreeze_count(fine_tune, len(backbone.layers)))
-        compile_model(model, float(fine_tune.lr_multiplier))
+        compile_model(float(fine_tune.lr_multiplier))
         marker.phase = 2
         _extend(history, fit(epochs=total, initial_epoch=head_epochs, callbacks=callbacks).history)
     return history

@@ -15,10 +15,10 @@ from functools import partial
 import keras
 from omegaconf import DictConfig
 
+from experiments.augment import with_augmentation
 from experiments.data import ImageData
 from experiments.errors import TrialFailed
 from experiments.models import build_model, compile_model
-from experiments.pipeline import to_dataset
 from experiments.schedule import fit_two_phase, is_two_phase
 
 
@@ -53,20 +53,26 @@ def run_trial(
     started = time.perf_counter()
     fresh_session(int(cfg.seed))
     model = build_model(cfg.model, data.image_shape, data.num_classes)
-    batch_size = int(cfg.train.batch_size)
+    # Augmentation wraps the model for training only; the trained inner model is what is returned.
+    trainee = with_augmentation(model, cfg.data.get("augmentation"), int(cfg.seed))
+    batch_size, seed = int(cfg.train.batch_size), int(cfg.seed)
     fit = partial(
-        model.fit,
-        to_dataset(data.train, batch_size, training=True, seed=int(cfg.seed)),
-        validation_data=to_dataset(data.val, batch_size, training=False, seed=int(cfg.seed)),
+        trainee.fit,
+        data.dataset("train", batch_size, training=True, seed=seed),
+        validation_data=data.dataset("val", batch_size, training=False, seed=seed),
+        class_weight=data.class_weight() if cfg.data.get("class_weights") else None,
         shuffle=False,  # the dataset shuffles itself, seeded
         verbose=int(cfg.train.verbose),
     )
+
+    def compile_(lr_multiplier: float = 1.0) -> None:
+        compile_model(trainee, lr_multiplier, optimizer_cfg=cfg.optimizer)
+
     callbacks = [*(callbacks or []), keras.callbacks.TerminateOnNaN()]
     if is_two_phase(cfg.model):  # pretrained backbone: frozen, then partly unfrozen
-        compile_ = partial(compile_model, optimizer_cfg=cfg.optimizer)
         history = fit_two_phase(model, cfg, fit, compile_, callbacks)
     else:
-        compile_model(model, optimizer_cfg=cfg.optimizer)
+        compile_()
         history = fit(epochs=int(cfg.train.epochs), callbacks=callbacks).history
     losses = history.get("loss", [])
     if not losses or not math.isfinite(losses[-1]):

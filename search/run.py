@@ -47,6 +47,8 @@ def prepare(cfg: DictConfig) -> DictConfig:
     cfg = cfg.copy()
     with open_dict(cfg):
         cfg.output_dir = str(Path(cfg.output_dir).expanduser().resolve())
+        if cfg.data.get("path"):  # data=directory: a folder relative to where the user ran it
+            cfg.data.path = str(Path(str(cfg.data.path)).expanduser().resolve())
         if cfg.get("keras_home"):
             cfg.keras_home = str(Path(cfg.keras_home).expanduser().resolve())
             os.environ["KERAS_HOME"] = cfg.keras_home
@@ -71,6 +73,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     from experiments.quiet import quiet_tensorflow
 
     quiet_tensorflow()
+    from experiments.data import load_data
     from search.runner import TrialRunner
     from tracking.mlflow_tracker import SweepTracker
 
@@ -98,7 +101,9 @@ def sweep(cfg: DictConfig) -> SweepSummary:
             done,
         )
 
+    data = load_data(cfg.data, int(cfg.seed))  # bad data fails here, before anything is recorded
     tracker = SweepTracker(cfg.tracking)
+    runner = TrialRunner(cfg, tracker, {"study": name, "engine": engine}, data=data)
     tags = {
         "engine": engine,
         "sampler": cfg.search.get("sampler", ""),
@@ -112,7 +117,6 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     }
     started = time.perf_counter()
     with tracker.sweep_run(f"sweep-{name}", tags, artifacts) as parent_id:
-        runner = TrialRunner(cfg, tracker, {"study": name, "engine": engine})
         runner.best = search.best()
         search.optimize(runner, remaining, cfg.search.get("timeout"))
         best = search.best()

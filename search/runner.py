@@ -14,7 +14,7 @@ from typing import Any
 import keras
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.data import ImageData, load_data
+from experiments.data import ImageData, load_data, loading_key
 from experiments.errors import TrialFailed
 from experiments.trial import TrialResult, run_trial
 from search.space import apply_params
@@ -50,16 +50,19 @@ class TrialRunner:
         tracker: SweepTracker,
         tags: Mapping[str, Any],
         is_pruned: Callable[[BaseException], bool] = lambda err: False,
+        data: ImageData | None = None,
     ) -> None:
         self.base, self.tracker, self.tags, self.is_pruned = base, tracker, dict(tags), is_pruned
         self.objective = str(base.train.objective)
         self.maximize = base.train.direction == "maximize"
         self.best: Best | None = None
         self._data: dict[str, ImageData] = {}
+        if data is not None:  # already loaded (and checked) for the base config
+            self._data[loading_key(base.data, int(base.seed))] = data
 
     def data_for(self, cfg: DictConfig) -> ImageData:
         """The split for this trial's data config, loaded once per distinct data config."""
-        key = OmegaConf.to_yaml(cfg.data, sort_keys=True) + f"seed={cfg.seed}"
+        key = loading_key(cfg.data, int(cfg.seed))  # augmentation, class weights: same images
         if key not in self._data:
             self._data[key] = load_data(cfg.data, int(cfg.seed))
         return self._data[key]
@@ -86,6 +89,7 @@ class TrialRunner:
         ) as record:
             record.log_text(OmegaConf.to_yaml(cfg), "trial_config.yaml")
             record.set_tags({"sweeplab.data_fingerprint": data.fingerprint()})
+            record.log_dataset(data.describe())
             try:
                 result = run_trial(cfg, data, [record.callback(), *(callbacks or [])])
             except (KeyboardInterrupt, SystemExit):
@@ -105,7 +109,7 @@ class TrialRunner:
             record.log_metrics({"train_seconds": result.seconds, "epochs": result.epochs})
             record.log_metrics({f"final_{k}": v for k, v in result.metrics.items()})
             if self.tracker.log_models:
-                record.log_model(result.model, data.val.x[:8])
+                record.log_model(result.model, data.sample(8))
             record.mark("complete")
             self._update_best(value, number, dict(params), record.run_id)
             self._print(number, params, f"{self.objective}={value:.4f}", result.seconds)

@@ -12,6 +12,7 @@ import json
 import logging
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,6 +98,53 @@ class TrialRun:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_dataset(self, info: Mapping[str, Any]) -> None:
+        """Record the data a trial used (`ImageData.describe()`).
+
+        As MLflow dataset inputs (one per split, context train / validation / test, digest = the
+        content fingerprint, so the UI shows which runs shared data), as tags for search and
+        filtering, and as `dataset.json` with class names, counts per class per split and any
+        skipped files.
+        """
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.types import Schema, TensorSpec
+
+        where = info.get("path")
+        if where:
+            with warnings.catch_warnings():  # "can be interpreted in multiple ways": both local
+                warnings.simplefilter("ignore")
+                source = resolve_dataset_source(str(where))
+        else:
+            source = CodeDatasetSource({"sweeplab.source": str(info.get("source"))})
+        name = str(info.get("name") or info.get("source"))
+        if where and info.get("source") == "directory":
+            name = Path(str(where)).name
+        schema = Schema([TensorSpec(np.dtype("float32"), (-1, *info["image_shape"]), "image")])
+        contexts = {"train": "train", "val": "validation", "test": "test"}
+        inputs = [
+            DatasetInput(
+                MetaDataset(
+                    source, f"{name}-{split}", str(info["fingerprint"]), schema
+                )._to_mlflow_entity(),
+                [InputTag("mlflow.data.context", context)],
+            )
+            for split, context in contexts.items()
+        ]
+        self.client.log_inputs(self.run_id, datasets=inputs)
+        self.set_tags(
+            {
+                TAG + "data_source": info.get("source"),
+                TAG + "data_path": where or "",
+                TAG + "data_sizes": json.dumps(info.get("sizes", {})),
+                TAG + "class_names": json.dumps(info.get("class_names", []))[:5000],
+                TAG + "data_skipped": info.get("skipped_count", 0),
+            }
+        )
+        self.log_text(json.dumps(dict(info), indent=2, default=str), "dataset.json")
 
     def log_model(self, model: keras.Model, sample: np.ndarray) -> str:
         """Log the trained model as an MLflow Keras model; returns its model URI."""

@@ -1,0 +1,157 @@
+"""Sweeps on real image folders and keras datasets, with what MLflow records about the data."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from experiments import keras_datasets
+from experiments.data import load_data
+from experiments.errors import UserInputError
+from search.run import sweep
+from tests.conftest import shared_data
+from tests.test_sweep import runs_of
+
+
+def check_dataset_records(cfg, data_name: str, classes: list[str]) -> list:
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    children = runs_of(cfg, "trial")
+    for child in children:
+        assert child.info.status == "FINISHED"
+        tags = child.data.tags
+        assert json.loads(tags["sweeplab.class_names"]) == classes
+        info = json.loads(
+            Path(client.download_artifacts(child.info.run_id, "dataset.json")).read_text()
+        )
+        assert info["fingerprint"] == tags["sweeplab.data_fingerprint"]
+        assert set(info["counts"]) == {"train", "val", "test"}
+        assert all(set(per_class) == set(classes) for per_class in info["counts"].values())
+        assert all(min(per_class.values()) >= 1 for per_class in info["counts"].values())
+        inputs = client.get_run(child.info.run_id).inputs.dataset_inputs
+        contexts = {i.tags[0].value: i.dataset for i in inputs}
+        assert set(contexts) == {"train", "validation", "test"}
+        assert {d.digest for d in contexts.values()} == {info["fingerprint"]}
+        assert contexts["train"].name == f"{data_name}-train"
+    return children
+
+
+@pytest.mark.slow
+def test_sweep_on_sign_language_photos(make_config, tmp_path) -> None:
+    folder = shared_data("sign-language-digits")
+    cfg = make_config(
+        "data=directory",
+        f"data.path={folder}",
+        "data.image_size=16",
+        "data.max_per_class=12",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "search.n_trials=2",
+    )
+    summary = sweep(cfg)
+    assert summary.finished_trials == 2 and summary.best_value is not None
+    children = check_dataset_records(cfg, "sign-language-digits", [str(i) for i in range(10)])
+    info = json.loads(
+        Path(
+            MlflowClient(cfg.tracking.tracking_uri).download_artifacts(
+                children[0].info.run_id, "dataset.json"
+            )
+        ).read_text()
+    )
+    assert info["source"] == "directory" and info["path"] == str(folder)
+    assert info["image_shape"] == [16, 16, 3] and sum(info["sizes"].values()) == 120
+    assert all(c.data.tags.get("sweeplab.model_uri") for c in children)
+
+
+def test_sweep_on_fashion_mnist_pngs_searching_augmentation(make_config, tmp_path) -> None:
+    folder = shared_data("fashion-mnist-test")
+    cfg = make_config(
+        "data=directory",
+        f"data.path={folder}",
+        "data.image_size=16",
+        "data.channels=1",
+        "data.max_per_class=10",
+        "data.cache=file",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "+space.data.augmentation.rotation={type:float,low:0.0,high:0.1}",
+        "+space.data.augmentation.flip={type:categorical,choices:[none,horizontal]}",
+        "search.n_trials=2",
+        "tracking.log_models=false",
+    )
+    summary = sweep(cfg)
+    assert summary.finished_trials == 2
+    children = check_dataset_records(cfg, "fashion-mnist-test", [str(i) for i in range(10)])
+    for child in children:
+        assert "data.augmentation.rotation" in child.data.params
+    assert len(list((tmp_path / "cache").iterdir())) == 1  # decoded once, shared by the trials
+
+
+def write_mnist_npz(home: Path) -> None:
+    """A Keras-cache mnist.npz made of the real MNIST test images (the train file is not here)."""
+    raw = shared_data("mnist")
+    with gzip.open(raw / "t10k-images-idx3-ubyte.gz") as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(raw / "t10k-labels-idx1-ubyte.gz") as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8)
+    (home / "datasets").mkdir(parents=True)
+    np.savez(
+        home / "datasets" / "mnist.npz",
+        x_train=x[:8000],
+        y_train=y[:8000],
+        x_test=x[8000:],
+        y_test=y[8000:],
+    )
+
+
+def test_keras_mnist_from_the_keras_cache(make_config, tmp_path, monkeypatch) -> None:
+    home = tmp_path / "keras"
+    write_mnist_npz(home)
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    cfg = make_config(
+        "data=keras",
+        "data.name=mnist",
+        "data.max_per_class=15",
+        f"keras_home={home}",
+        "search.n_trials=1",
+        "tracking.log_models=false",
+    )
+    summary = sweep(cfg)
+    assert summary.finished_trials == 1
+    check_dataset_records(cfg, "mnist", [str(i) for i in range(10)])
+    data = load_data(
+        make_config(
+            "data=keras", "data.channels=3", "data.image_size=12", "data.max_per_class=20"
+        ).data,
+        0,
+    )
+    assert data.image_shape == (12, 12, 3) and len(data.test) == 200
+    assert data.train.x.dtype == np.uint8 and data.train.x.max() > 200
+
+
+def test_keras_offline_without_a_cached_file_names_it(make_config, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    cfg = make_config("data=keras", "data.name=mnist", "data.download=false")
+    expected = str(tmp_path / "keras" / "datasets" / "mnist.npz")
+    with pytest.raises(UserInputError, match="download=false") as err:
+        load_data(cfg.data, 0)
+    assert expected in str(err.value) and "storage.googleapis.com" in str(err.value)
+
+    # A download that cannot connect (as offline) gives the same kind of message.
+    unreachable = dataclasses.replace(
+        keras_datasets.SETS["mnist"].downloads[0], origin="http://127.0.0.1:9/mnist.npz"
+    )
+    spec = dataclasses.replace(keras_datasets.SETS["mnist"], downloads=(unreachable,))
+    monkeypatch.setitem(keras_datasets.SETS, "mnist", spec)
+    with pytest.raises(UserInputError, match="downloading it failed") as err:
+        load_data(make_config("data=keras", "data.name=mnist").data, 0)
+    assert expected in str(err.value) and "offline" in str(err.value)
+
+    cifar = make_config("data=keras", "data.name=cifar10", "data.download=false")
+    with pytest.raises(UserInputError, match="cifar-10-batches-py-target_archive"):
+        load_data(cifar.data, 0)
+    with pytest.raises(UserInputError, match="data.name='svhn'"):
+        load_data(make_config("data=keras", "data.name=svhn").data, 0)

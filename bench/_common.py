@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+# SWEEPLAB_BENCH_RESULTS: somewhere else for results (the smoke test writes to a temp dir).
+RESULTS = Path(os.environ.get("SWEEPLAB_BENCH_RESULTS", ROOT / "bench" / "results"))
 SHARED_DATA = Path(os.environ.get("SWEEPLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 if str(ROOT) not in sys.path:
     sys.path.insert(1, str(ROOT))
@@ -64,7 +65,7 @@ def write_result(name: str, payload: dict[str, Any], quick: bool) -> Path:
     path = RESULTS / f"{name}.json"
     body = {"benchmark": name, "quick": quick, "machine": machine(), **payload}
     path.write_text(json.dumps(body, indent=2, default=_jsonable) + "\n")
-    print(f"\nwrote {path.relative_to(ROOT)}")
+    print(f"\nwrote {path}")
     return path
 
 

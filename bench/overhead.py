@@ -98,6 +98,12 @@ CONFIGS: list[dict[str, Any]] = [
 ]
 FULL = {"image_size": 32, "epochs": 5, "repeats": 3}
 QUICK = {"image_size": 16, "epochs": 2, "repeats": 1}
+SMOKE = {
+    "image_size": 8,
+    "epochs": 1,
+    "repeats": 1,
+    "trials": 2,
+}  # the test suite's check that it runs
 
 
 # --------------------------------------------------------------------------- parent
@@ -106,9 +112,12 @@ QUICK = {"image_size": 16, "epochs": 2, "repeats": 1}
 def main() -> None:
     args = parse_args(
         __doc__.splitlines()[0],
-        [("--repeats", {"type": int, "default": None, "help": "interleaved repeats"})],
+        [
+            ("--repeats", {"type": int, "default": None, "help": "interleaved repeats"}),
+            ("--smoke", {"action": "store_true", "help": "2 tiny trials: does it run at all"}),
+        ],
     )
-    size = dict(QUICK if args.quick else FULL)
+    size = dict(SMOKE if args.smoke else QUICK if args.quick else FULL)
     if args.repeats:
         size["repeats"] = args.repeats
     overrides = [
@@ -118,14 +127,11 @@ def main() -> None:
         f"seed={SEED}",
         "tracking.log_models=true",
     ]
-    spec = {
-        "seed": SEED,
-        "epochs": size["epochs"],
-        "overrides": overrides,
-        **trial_specs(overrides),
-    }
+    configs = CONFIGS[: size.get("trials", len(CONFIGS))]
+    spec = {"seed": SEED, "epochs": size["epochs"], "overrides": overrides}
+    spec.update(trial_specs(overrides, configs))
     print(
-        f"overhead: {len(CONFIGS)} fixed trials, digits {size['image_size']}x{size['image_size']}, "
+        f"overhead: {len(configs)} fixed trials, digits {size['image_size']}x{size['image_size']}, "
         f"{size['epochs']} epochs, {size['repeats']} interleaved repeat(s) of {', '.join(ARMS)}",
         flush=True,
     )
@@ -139,15 +145,17 @@ def main() -> None:
                 run = launch(arm, {**spec, "out_dir": str(out)}, out)
                 run["repeat"] = repeat
                 runs.append(run)
+                wall, cpu = run["wall"], run["cpu"]
                 print(
-                    f"  repeat {repeat} {arm:<14} {run['wall_s']:7.1f}s  "
-                    f"(start-up {run['startup_s']:.1f}s, trials {run['loop_s']:.1f}s)",
+                    f"  repeat {repeat} {arm:<14} {wall['total_s']:7.1f}s wall "
+                    f"(start-up {wall['startup_s']:.1f}s, trials {wall['loop_s']:.1f}s), "
+                    f"{cpu['total_s']:7.1f}s CPU",
                     flush=True,
                 )
-    report(runs, size, args.quick)
+    report(runs, size, args.quick or args.smoke, configs)
 
 
-def trial_specs(overrides: list[str]) -> dict[str, Any]:
+def trial_specs(overrides: list[str], configs: list[dict[str, Any]]) -> dict[str, Any]:
     """Resolve each fixed trial into the model / optimizer / data configs every arm builds from."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
@@ -157,7 +165,7 @@ def trial_specs(overrides: list[str]) -> dict[str, Any]:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         base = compose("config", overrides=[*overrides, "output_dir=unused"])
     trials = []
-    for params in CONFIGS:
+    for params in configs:
         cfg = apply_params(base, params)
         trials.append(
             {
@@ -174,130 +182,170 @@ def trial_specs(overrides: list[str]) -> dict[str, Any]:
 
 
 def launch(arm: str, spec: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Run one arm in a fresh process; return its timings (wall clock, seconds)."""
+    """Run one arm in a fresh process; return its parts in wall-clock and CPU seconds."""
     spec_path, result_path = out / "spec.json", out / "timings.json"
     spec_path.write_text(json.dumps(spec))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
-    launched = time.time()
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", arm, str(spec_path), str(result_path)],
-        capture_output=True,
-        text=True,
-        cwd=out,
-        env=env,
-    )
-    wall = time.perf_counter() - started
-    ended = time.time()
-    if proc.returncode != 0 or not result_path.exists():
-        sys.exit(
-            f"overhead: arm {arm} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    with open(out / "output.txt", "w") as log:
+        launched = time.time()
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", arm, str(spec_path), str(result_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=out,
+            env=env,
         )
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        ended = time.time()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0 or not result_path.exists():
+        output = (out / "output.txt").read_text()[-5000:]
+        sys.exit(f"overhead: arm {arm} failed (exit {proc.returncode}):\n{output}")
     rec = json.loads(result_path.read_text())
+    cpu = usage.ru_utime + usage.ru_stime
     trials = rec["trials"]
-    first, last = trials[0]["start"], trials[-1]["end"]
-    setup = rec.get("setup_excluded_s", 0.0)
-    train = sum(t["train_s"] - t.get("epoch_log_s", 0.0) for t in trials)
-    epoch_log = sum(t.get("epoch_log_s", 0.0) for t in trials)
-    model_log = sum(t.get("model_log_s", 0.0) for t in trials)
-    loop = last - first
     return {
         "arm": arm,
-        "wall_s": wall - setup,
+        "wall": parts(rec, 0, launched, ended, wall),
+        "cpu": parts(rec, 1, 0.0, cpu, cpu),
+        "val_accuracy": [t.get("val_accuracy") for t in trials],
+        "trial_train_s": [t["train_s"][0] for t in trials],
+    }
+
+
+def parts(rec: dict[str, Any], k: int, launched: float, ended: float, total: float) -> dict:
+    """Split one process's time on clock k (0 wall, 1 CPU) into start-up, trials, exit."""
+    trials = rec["trials"]
+
+    def get(mapping: dict, key: str) -> float:
+        value = mapping.get(key)
+        return 0.0 if value is None else value[k]
+
+    first, last, done = trials[0]["start"][k], trials[-1]["end"][k], rec["done"][k]
+    setup = get(rec, "setup_excluded_s")
+    epoch_log = sum(get(t, "epoch_log_s") for t in trials)
+    model_log = sum(get(t, "model_log_s") for t in trials)
+    train = sum(get(t, "train_s") for t in trials) - epoch_log
+    loop = last - first
+    return {
+        "total_s": total - setup,
         "setup_excluded_s": setup,
         "startup_s": first - launched - setup,
-        "imports_s": rec.get("imports_s", float("nan")),
-        "data_load_s": rec.get("data_load_s", float("nan")),
-        "store_open_s": rec.get("store_open_s", 0.0),
+        "imports_s": get(rec, "imports_s"),
+        "store_open_s": get(rec, "store_open_s"),
+        "data_load_s": get(rec, "data_load_s"),
         "loop_s": loop,
         "train_s": train,
         "epoch_log_s": epoch_log,
         "model_log_s": model_log,
         "other_in_loop_s": loop - train - epoch_log - model_log,
-        "shutdown_s": ended - last,
-        "val_accuracy": [t.get("val_accuracy") for t in trials],
-        "trial_train_s": [t["train_s"] for t in trials],
+        "finish_s": done - last,
+        "exit_s": ended - done,
     }
 
 
-def report(runs: list[dict[str, Any]], size: dict[str, Any], quick: bool) -> None:
-    """Per-arm medians, paired ratios against bare, and where sweeplab's extra time goes."""
+def summarize(runs: list[dict[str, Any]], clock: str) -> dict[str, dict[str, Any]]:
+    """Per arm: median of each part over repeats, and ratios paired per repeat against bare."""
     by_repeat: dict[int, dict[str, dict]] = {}
     for run in runs:
-        by_repeat.setdefault(run["repeat"], {})[run["arm"]] = run
-    keys = ("wall_s", "startup_s", "loop_s", "train_s", "epoch_log_s", "model_log_s",
-            "other_in_loop_s", "shutdown_s", "imports_s", "data_load_s", "store_open_s")  # fmt: skip
+        by_repeat.setdefault(run["repeat"], {})[run["arm"]] = run[clock]
     arms: dict[str, dict[str, Any]] = {}
     for arm in ARMS:
         mine = [r[arm] for r in by_repeat.values()]
-        ratios = [r[arm]["wall_s"] / r["bare"]["wall_s"] for r in by_repeat.values()]
+        ratios = [r[arm]["total_s"] / r["bare"]["total_s"] for r in by_repeat.values()]
         loop_ratios = [r[arm]["loop_s"] / r["bare"]["loop_s"] for r in by_repeat.values()]
         arms[arm] = {
-            **{k: median([m[k] for m in mine]) for k in keys},
+            **{key: median([m[key] for m in mine]) for key in mine[0]},
             "ratio_vs_bare": median(ratios),
             "ratio_vs_bare_each_repeat": ratios,
             "trials_ratio_vs_bare": median(loop_ratios),
         }
-    print_table(
-        f"Wall time per arm ({len(CONFIGS)} trials, median of {len(by_repeat)} interleaved repeat(s); "
-        "ratio = paired per repeat against bare)",
-        [
-            "arm",
-            "wall s",
-            "x bare",
-            "trials-only x bare",
-            "start-up s",
-            "train s",
-            "epoch log s",
-            "model save s",
-            "other s",
-            "exit s",
-        ],  # fmt: skip
-        [
-            [
-                a,
-                s["wall_s"],
-                s["ratio_vs_bare"],
-                s["trials_ratio_vs_bare"],
-                s["startup_s"],
-                s["train_s"],
-                s["epoch_log_s"],
-                s["model_log_s"],
-                s["other_in_loop_s"],
-                s["shutdown_s"],
-            ]
-            for a, s in arms.items()
-        ],  # fmt: skip
-    )
-    sl, bare = arms["sweeplab"], arms["bare"]
-    parts = [
-        ("start-up: imports (MLflow, Optuna, Hydra on top of TF)", sl["imports_s"] - bare["imports_s"]),
-        ("start-up: MLflow store + Optuna study open", sl["store_open_s"]),
-        ("start-up: data loading (sweeplab - bare)", sl["data_load_s"] - bare["data_load_s"]),
-        ("start-up: the rest (Hydra compose, config checks, parent run)",
-         sl["startup_s"] - bare["startup_s"] - (sl["imports_s"] - bare["imports_s"])
-         - sl["store_open_s"] - (sl["data_load_s"] - bare["data_load_s"])),
+    return arms
+
+
+def breakdown(sl: dict[str, float], bare: dict[str, float]) -> list[tuple[str, float]]:
+    """sweeplab minus bare, part by part; the parts add up to the difference of the totals."""
+    imports = sl["imports_s"] - bare["imports_s"]
+    data = sl["data_load_s"] - bare["data_load_s"]
+    rest = sl["startup_s"] - bare["startup_s"] - imports - sl["store_open_s"] - data
+    return [
+        ("start-up: imports (MLflow, Optuna, Hydra on top of TF)", imports),
+        ("start-up: open MLflow store + Optuna study", sl["store_open_s"]),
+        ("start-up: data loading", data),
+        ("start-up: the rest (Hydra compose, checks, parent run)", rest),
         ("per-epoch logging (curves to MLflow)", sl["epoch_log_s"]),
         ("model artifact saving (mlflow.keras.log_model)", sl["model_log_s"]),
-        ("other per-trial tracking + Optuna bookkeeping",
-         sl["other_in_loop_s"] - bare["other_in_loop_s"]),
-        ("training itself (sweeplab - bare; noise)", sl["train_s"] - bare["train_s"]),
-        ("exit (sweeplab - bare)", sl["shutdown_s"] - bare["shutdown_s"]),
-    ]  # fmt: skip
-    total = sl["wall_s"] - bare["wall_s"]
-    print_table(
-        "Where sweeplab's extra time goes (medians; seconds per run, per trial, share of bare wall)",
-        ["part", "s per run", "s per trial", "% of bare"],
-        [[name, s, s / len(CONFIGS), 100 * s / bare["wall_s"]] for name, s in parts]
-        + [
+        (
+            "per-trial tracking + Optuna bookkeeping",
+            sl["other_in_loop_s"] - bare["other_in_loop_s"],
+        ),
+        ("training itself (should be ~0: same models)", sl["train_s"] - bare["train_s"]),
+        ("after the last trial (best run, summary)", sl["finish_s"] - bare["finish_s"]),
+        ("interpreter exit", sl["exit_s"] - bare["exit_s"]),
+    ]
+
+
+def report(
+    runs: list[dict[str, Any]], size: dict[str, Any], quick: bool, configs: list[dict]
+) -> None:
+    """Tables for both clocks, where sweeplab's extra time goes, the target verdict, JSON."""
+    n, repeats = len(configs), size["repeats"]
+    clocks = {clock: summarize(runs, clock) for clock in ("wall", "cpu")}
+    for clock, arms in clocks.items():
+        print_table(
+            f"{'Wall-clock' if clock == 'wall' else 'CPU'} seconds per arm ({n} trials, median of "
+            f"{repeats} interleaved repeat(s); x bare = paired per repeat)",
             [
-                "total (sweeplab wall - bare wall)",
-                total,
-                total / len(CONFIGS),
-                100 * total / bare["wall_s"],
-            ]
-        ],
+                "arm",
+                "total",
+                "x bare",
+                "trials only x bare",
+                "start-up",
+                "train",
+                "epoch log",
+                "model save",
+                "other in loop",
+                "after loop",
+                "exit",
+            ],  # fmt: skip
+            [
+                [
+                    a,
+                    s["total_s"],
+                    s["ratio_vs_bare"],
+                    s["trials_ratio_vs_bare"],
+                    s["startup_s"],
+                    s["train_s"],
+                    s["epoch_log_s"],
+                    s["model_log_s"],
+                    s["other_in_loop_s"],
+                    s["finish_s"],
+                    s["exit_s"],
+                ]
+                for a, s in arms.items()
+            ],  # fmt: skip
+        )
+    split = {clock: breakdown(arms["sweeplab"], arms["bare"]) for clock, arms in clocks.items()}
+    bare_total = {clock: arms["bare"]["total_s"] for clock, arms in clocks.items()}
+    rows = [
+        [name, wall, wall / n, 100 * wall / bare_total["wall"], cpu, 100 * cpu / bare_total["cpu"]]
+        for (name, wall), (_, cpu) in zip(split["wall"], split["cpu"], strict=True)
+    ]
+    extra = {c: clocks[c]["sweeplab"]["total_s"] - bare_total[c] for c in clocks}
+    rows.append(
+        ["total: sweeplab - bare", extra["wall"], extra["wall"] / n,
+         100 * extra["wall"] / bare_total["wall"], extra["cpu"], 100 * extra["cpu"] / bare_total["cpu"]]
+    )  # fmt: skip
+    print_table(
+        "Where sweeplab's extra time goes (sweeplab - bare, medians)",
+        ["part", "wall s", "wall s/trial", "% of bare wall", "CPU s", "% of bare CPU"],
+        rows,
     )
+    by_repeat: dict[int, dict[str, dict]] = {}
+    for run in runs:
+        by_repeat.setdefault(run["repeat"], {})[run["arm"]] = run
     diffs = [
         abs(a - b)
         for r in by_repeat.values()
@@ -305,20 +353,29 @@ def report(runs: list[dict[str, Any]], size: dict[str, Any], quick: bool) -> Non
         if a is not None and b is not None
     ]
     same_work = max(diffs) if diffs else float("nan")
-    met = sl["ratio_vs_bare"] <= TARGET
+    wall_ratio = clocks["wall"]["sweeplab"]["ratio_vs_bare"]
+    cpu_ratio = clocks["cpu"]["sweeplab"]["ratio_vs_bare"]
     print(
-        f"\nsame work check: max |val_accuracy(sweeplab) - val_accuracy(bare)| over trials = "
-        f"{same_work:.4f}\ntarget sweeplab <= {TARGET} x bare: {sl['ratio_vs_bare']:.3f} x  "
-        f"{verdict(met)} (trials only, without process start-up: "
-        f"{sl['trials_ratio_vs_bare']:.3f} x)"
+        f"\nsame work: max |val_accuracy(sweeplab) - val_accuracy(bare)| over trials = "
+        f"{same_work:.4f}\ntarget sweeplab <= {TARGET} x bare: wall {wall_ratio:.3f} x "
+        f"{verdict(wall_ratio <= TARGET)}, CPU {cpu_ratio:.3f} x {verdict(cpu_ratio <= TARGET)} "
+        f"(trials only, without start-up and exit: wall "
+        f"{clocks['wall']['sweeplab']['trials_ratio_vs_bare']:.3f} x, CPU "
+        f"{clocks['cpu']['sweeplab']['trials_ratio_vs_bare']:.3f} x)"
     )
     write_result(
         "overhead",
         {
-            "settings": {**size, "trials": len(CONFIGS), "configs": CONFIGS, "seed": SEED},
-            "target": {"sweeplab_vs_bare_max": TARGET, "value": sl["ratio_vs_bare"], "met": met},
-            "arms": arms,
-            "sweeplab_extra_breakdown_s": dict(parts),
+            "settings": {**size, "trials": n, "configs": configs, "seed": SEED},
+            "target": {
+                "sweeplab_vs_bare_max": TARGET,
+                "wall_ratio": wall_ratio,
+                "cpu_ratio": cpu_ratio,
+                "met_wall": wall_ratio <= TARGET,
+                "met_cpu": cpu_ratio <= TARGET,
+            },
+            "arms": clocks,
+            "sweeplab_extra_breakdown_s": {c: dict(split[c]) for c in split},
             "max_val_accuracy_diff_sweeplab_vs_bare": same_work,
             "runs": runs,
         },
@@ -327,22 +384,40 @@ def report(runs: list[dict[str, Any]], size: dict[str, Any], quick: bool) -> Non
 
 
 # --------------------------------------------------------------------------- workers
-# Each worker runs in its own process and writes its timings (time.time(), seconds) to JSON.
+# Each worker runs in its own process and writes its timings to JSON. Every time is a pair
+# [wall clock, CPU time of this process (all threads)], so that a shared machine's contention can
+# be told apart from work done: the CPU column hardly moves when other processes compete.
+
+Clock = list[float]  # [time.time(), time.process_time()]
+
+
+def now() -> Clock:
+    return [time.time(), time.process_time()]
+
+
+def since(t0: Clock) -> Clock:
+    t1 = now()
+    return [t1[0] - t0[0], t1[1] - t0[1]]
+
+
+def plus(a: Clock | None, b: Clock) -> Clock:
+    return [b[0], b[1]] if a is None else [a[0] + b[0], a[1] + b[1]]
 
 
 def worker(arm: str, spec_path: str, result_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     rec: dict[str, Any] = {"trials": []}
-    started = time.time()
+    started = now()
     from experiments.quiet import quiet_tensorflow
 
     quiet_tensorflow()
     {"sweeplab": arm_sweeplab, "bare": arm_bare, "keras_tuner": arm_keras_tuner,
      "optuna_mlflow": arm_optuna_mlflow}[arm](spec, rec, started)  # fmt: skip
+    rec["done"] = now()
     Path(result_path).write_text(json.dumps(rec))
 
 
-def arm_sweeplab(spec: dict, rec: dict, started: float) -> None:
+def arm_sweeplab(spec: dict, rec: dict, started: Clock) -> None:
     """`python -m search.run` (run in this process via runpy) with timing hooks around its parts."""
     import runpy
 
@@ -353,50 +428,50 @@ def arm_sweeplab(spec: dict, rec: dict, started: float) -> None:
     import search.runner as runner
     import tracking.mlflow_tracker as tracker
 
-    rec["imports_s"] = time.time() - started
+    rec["imports_s"] = since(started)
     storage = f"sqlite:///{spec['out_dir']}/optuna.db"
-    t = time.time()
+    t = now()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
     for trial in spec["trials"]:
         study.enqueue_trial(trial["params"])
     del study
-    rec["setup_excluded_s"] = time.time() - t
+    rec["setup_excluded_s"] = since(t)
     trials = rec["trials"]
-    rec["store_open_s"] = 0.0
+    rec["store_open_s"] = [0.0, 0.0]
 
     def timed(owner: Any, name: str, on_time) -> None:
         original = getattr(owner, name)
 
         def wrapper(*args, **kwargs):
-            t0 = time.time()
+            t0 = now()
             try:
                 return original(*args, **kwargs)
             finally:
-                on_time(t0, time.time())
+                on_time(since(t0))
 
         setattr(owner, name, wrapper)
 
     def add(key: str):
-        def on_time(t0: float, t1: float) -> None:
-            rec[key] = rec.get(key, 0.0) + t1 - t0
+        def on_time(spent: Clock) -> None:
+            rec[key] = plus(rec.get(key), spent)
 
         return on_time
 
     def add_trial(key: str):
-        def on_time(t0: float, t1: float) -> None:
-            trials[-1][key] = trials[-1].get(key, 0.0) + t1 - t0
+        def on_time(spent: Clock) -> None:
+            trials[-1][key] = plus(trials[-1].get(key), spent)
 
         return on_time
 
     original_run = runner.TrialRunner.run
 
     def run(self, number, params, callbacks=None, tags=None):
-        trials.append({"number": number, "start": time.time()})
+        trials.append({"number": number, "start": now()})
         try:
             outcome = original_run(self, number, params, callbacks, tags)
         finally:
-            trials[-1]["end"] = time.time()
+            trials[-1]["end"] = now()
         trials[-1]["val_accuracy"] = outcome.metrics.get("val_accuracy")
         return outcome
 
@@ -418,7 +493,7 @@ def arm_sweeplab(spec: dict, rec: dict, started: float) -> None:
     runpy.run_module("search.run", run_name="__main__", alter_sys=True)
 
 
-def arm_bare(spec: dict, rec: dict, started: float) -> None:
+def arm_bare(spec: dict, rec: dict, started: Clock) -> None:
     """What a user writes without any platform: load, then build / compile / fit per config."""
     import keras
     from omegaconf import OmegaConf
@@ -427,13 +502,13 @@ def arm_bare(spec: dict, rec: dict, started: float) -> None:
     from experiments.models import build_model, build_optimizer
     from experiments.pipeline import to_dataset
 
-    rec["imports_s"] = time.time() - started
-    t = time.time()
+    rec["imports_s"] = since(started)
+    t = now()
     data = load_data(OmegaConf.create(spec["data"]), spec["seed"])
-    rec["data_load_s"] = time.time() - t
+    rec["data_load_s"] = since(t)
     seed, batch = spec["seed"], spec["batch_size"]
     for trial in spec["trials"]:
-        start = time.time()
+        start = now()
         keras.backend.clear_session()
         keras.utils.set_random_seed(seed)
         model = build_model(OmegaConf.create(trial["model"]), data.image_shape, data.num_classes)
@@ -448,18 +523,18 @@ def arm_bare(spec: dict, rec: dict, started: float) -> None:
             epochs=spec["epochs"],
             verbose=0,
         ).history
-        end = time.time()
+        end = now()
         rec["trials"].append(
             {
                 "start": start,
                 "end": end,
-                "train_s": end - start,
+                "train_s": [end[0] - start[0], end[1] - start[1]],
                 "val_accuracy": history["val_accuracy"][-1],
             }  # fmt: skip
         )
 
 
-def arm_keras_tuner(spec: dict, rec: dict, started: float) -> None:
+def arm_keras_tuner(spec: dict, rec: dict, started: Clock) -> None:
     """A plain Keras Tuner random search with its defaults; the oracle hands out the fixed configs."""
     import keras
     import keras_tuner as kt
@@ -469,10 +544,10 @@ def arm_keras_tuner(spec: dict, rec: dict, started: float) -> None:
     from experiments.models import build_model, build_optimizer
     from experiments.pipeline import to_dataset
 
-    rec["imports_s"] = time.time() - started
-    t = time.time()
+    rec["imports_s"] = since(started)
+    t = now()
     data = load_data(OmegaConf.create(spec["data"]), spec["seed"])
-    rec["data_load_s"] = time.time() - t
+    rec["data_load_s"] = since(t)
     seed, batch, configs = spec["seed"], spec["batch_size"], spec["trials"]
     trials = rec["trials"]
 
@@ -498,10 +573,10 @@ def arm_keras_tuner(spec: dict, rec: dict, started: float) -> None:
 
     class FitTimer(keras.callbacks.Callback):  # Keras Tuner deep-copies callbacks: state is global
         def on_train_begin(self, logs=None):
-            trials[-1]["fit_start"] = time.time()
+            trials[-1]["fit_start"] = now()
 
         def on_train_end(self, logs=None):
-            trials[-1]["train_s"] = time.time() - trials[-1]["fit_start"]
+            trials[-1]["train_s"] = since(trials[-1]["fit_start"])
 
     tuner = kt.Tuner(
         oracle=FixedOrderOracle(objective="val_accuracy", max_trials=len(configs), seed=seed),
@@ -513,12 +588,12 @@ def arm_keras_tuner(spec: dict, rec: dict, started: float) -> None:
     begin, end = tuner.on_trial_begin, tuner.on_trial_end
 
     def on_trial_begin(trial):
-        trials.append({"start": time.time()})
+        trials.append({"start": now()})
         begin(trial)
 
     def on_trial_end(trial):
         end(trial)
-        trials[-1]["end"] = time.time()
+        trials[-1]["end"] = now()
         # Keras Tuner scores a trial by its best epoch (the others report the last epoch).
         trials[-1]["val_accuracy"] = tuner.oracle.get_trial(trial.trial_id).score
 
@@ -532,7 +607,7 @@ def arm_keras_tuner(spec: dict, rec: dict, started: float) -> None:
     )
 
 
-def arm_optuna_mlflow(spec: dict, rec: dict, started: float) -> None:
+def arm_optuna_mlflow(spec: dict, rec: dict, started: Clock) -> None:
     """The loop a user writes by hand with Optuna and MLflow: nested runs, curves, logged model."""
     import keras
     import mlflow
@@ -545,35 +620,35 @@ def arm_optuna_mlflow(spec: dict, rec: dict, started: float) -> None:
     from experiments.models import build_model, build_optimizer
     from experiments.pipeline import to_dataset
 
-    rec["imports_s"] = time.time() - started
+    rec["imports_s"] = since(started)
     out, seed, batch, configs = spec["out_dir"], spec["seed"], spec["batch_size"], spec["trials"]
-    t = time.time()
+    t = now()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = f"sqlite:///{out}/optuna.db"
     study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize")
     for trial in configs:
         study.enqueue_trial(trial["params"])
-    rec["setup_excluded_s"] = time.time() - t
-    t = time.time()
+    rec["setup_excluded_s"] = since(t)
+    t = now()
     mlflow.set_tracking_uri(f"sqlite:///{out}/mlflow.db")
     mlflow.create_experiment("handwritten", artifact_location=Path(out, "mlartifacts").as_uri())
     mlflow.set_experiment("handwritten")
-    rec["store_open_s"] = time.time() - t
-    t = time.time()
+    rec["store_open_s"] = since(t)
+    t = now()
     data = load_data(OmegaConf.create(spec["data"]), seed)
-    rec["data_load_s"] = time.time() - t
+    rec["data_load_s"] = since(t)
     base_model, base_optimizer = configs[0]["model"], configs[0]["optimizer"]
     trials = rec["trials"]
     requirements = [f"keras=={keras.__version__}", f"tensorflow-cpu=={tf.__version__}"]
 
     class Curves(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            t0 = time.time()
+            t0 = now()
             mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch)
-            trials[-1]["epoch_log_s"] += time.time() - t0
+            trials[-1]["epoch_log_s"] = plus(trials[-1]["epoch_log_s"], since(t0))
 
     def objective(trial: optuna.Trial) -> float:
-        trials.append({"start": time.time(), "epoch_log_s": 0.0})
+        trials.append({"start": now(), "epoch_log_s": [0.0, 0.0]})
         lr = trial.suggest_float("optimizer.learning_rate", 0.0003, 0.01, log=True)
         model_cfg = {
             **base_model,
@@ -584,7 +659,7 @@ def arm_optuna_mlflow(spec: dict, rec: dict, started: float) -> None:
         }
         with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
             mlflow.log_params(trial.params)
-            t0 = time.time()
+            t0 = now()
             keras.backend.clear_session()
             keras.utils.set_random_seed(seed)
             model = build_model(OmegaConf.create(model_cfg), data.image_shape, data.num_classes)
@@ -602,17 +677,17 @@ def arm_optuna_mlflow(spec: dict, rec: dict, started: float) -> None:
                 callbacks=[Curves()],
                 verbose=0,
             ).history
-            trials[-1]["train_s"] = time.time() - t0
+            trials[-1]["train_s"] = since(t0)
             value = float(history["val_accuracy"][-1])
             mlflow.log_metric("final_val_accuracy", value)
-            t0 = time.time()
+            t0 = now()
             sample = data.val.x[:8]
             signature = infer_signature(sample, model.predict(sample, verbose=0))
             mlflow.keras.log_model(
                 model, name="model", signature=signature, pip_requirements=requirements
             )
-            trials[-1]["model_log_s"] = time.time() - t0
-        trials[-1].update(end=time.time(), val_accuracy=value)
+            trials[-1]["model_log_s"] = since(t0)
+        trials[-1].update(end=now(), val_accuracy=value)
         return value
 
     with mlflow.start_run(run_name="sweep"):

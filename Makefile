@@ -37,8 +37,8 @@ ui: setup  ## the MLflow UI on 127.0.0.1:$(PORT) over the sweeps' store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(OUT)/mlflow.db \
 		--default-artifact-root $(OUT)/mlartifacts --host 127.0.0.1 --port $(PORT) --workers 1
 
-bench: setup  ## benchmarks (bench/*.py) -> bench/results/*.json; QUICK=1 for a few-minute run
-	$(PY) bench/run_all.py $(if $(QUICK),--quick)
+bench: setup  ## benchmarks -> bench/results/*.json; QUICK=1: minutes; ARGS="overhead": only that
+	$(PY) bench/run_all.py $(if $(QUICK),--quick) $(ARGS)
 
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check .

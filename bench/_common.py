@@ -49,13 +49,18 @@ def machine() -> dict[str, Any]:
         "git_dirty": bool(_git("status", "--porcelain")),
         "taken_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    for name in ("tensorflow", "keras", "optuna", "mlflow", "keras_tuner"):
-        try:
-            from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-            info[name] = version(name.replace("_", "-"))
-        except Exception:  # a missing package is reported, not fatal
-            info[name] = None
+    for name, dists in (("tensorflow", ("tensorflow-cpu", "tensorflow")), ("keras", ("keras",)),
+                        ("optuna", ("optuna",)), ("mlflow", ("mlflow",)),
+                        ("keras_tuner", ("keras-tuner",))):  # fmt: skip
+        info[name] = None  # a missing package is reported, not fatal
+        for dist in dists:
+            try:
+                info[name] = version(dist)
+                break
+            except PackageNotFoundError:
+                continue
     return info
 
 

@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark script in order; skip, with the reason, the ones not here.
 
-    python bench/run_all.py [--quick]
+    python bench/run_all.py [--quick] [NAME ...]      # NAMEs: only those benchmarks
 
 Each benchmark is `bench/NAME.py [--quick]`, prints its own table and writes
 bench/results/NAME.json. A script that is missing (its feature not merged yet) is skipped with a
@@ -26,9 +26,15 @@ BENCHMARKS = (
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    known = [name for name, _, _ in BENCHMARKS]
+    args = parse_args(
+        __doc__.splitlines()[0],
+        [("names", {"nargs": "*", "choices": [[], *known], "help": "only these benchmarks"})],
+    )
     outcomes: list[tuple[str, str, float]] = []
     for name, what, issue in BENCHMARKS:
+        if args.names and name not in args.names:
+            continue
         script = ROOT / "bench" / f"{name}.py"
         print(f"\n=== {name}: {what}", flush=True)
         if not script.exists():

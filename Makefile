@@ -41,6 +41,9 @@ postgres:  ## install PostgreSQL server binaries (Debian, as root) for the multi
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
+bench: setup  ## benchmarks -> bench/results/*.json; QUICK=1: minutes; ARGS="overhead": only that
+	$(PY) bench/run_all.py $(if $(QUICK),--quick) $(ARGS)
+
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check .
 

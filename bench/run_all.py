@@ -1,0 +1,60 @@
+"""`make bench`: run every benchmark script in order; skip, with the reason, the ones not here.
+
+    python bench/run_all.py [--quick] [NAME ...]      # NAMEs: only those benchmarks
+
+Each benchmark is `bench/NAME.py [--quick]`, prints its own table and writes
+bench/results/NAME.json. A script that is missing (its feature not merged yet) is skipped with a
+printed reason, not a failure; a script that fails makes this exit non-zero after the others ran.
+A missed target is a figure, not a failure.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from _common import ROOT, parse_args
+
+# (script, what it measures, the issue that brings it)
+BENCHMARKS = (
+    ("overhead", "wall time vs bare Keras, Keras Tuner, Optuna + MLflow by hand", "#8"),
+    ("input_pipeline", "images/s, folder pipeline vs in-memory arrays", "#3"),
+    ("search_efficiency", "best val accuracy vs wall time per search method", "#8"),
+    ("memory", "resident memory across 50 short trials", "#7"),
+)
+
+
+def main() -> None:
+    known = [name for name, _, _ in BENCHMARKS]
+    args = parse_args(
+        __doc__.splitlines()[0],
+        [("names", {"nargs": "*", "choices": [[], *known], "help": "only these benchmarks"})],
+    )
+    outcomes: list[tuple[str, str, float]] = []
+    for name, what, issue in BENCHMARKS:
+        if args.names and name not in args.names:
+            continue
+        script = ROOT / "bench" / f"{name}.py"
+        print(f"\n=== {name}: {what}", flush=True)
+        if not script.exists():
+            print(
+                f"skip {name}: bench/{name}.py is not in this checkout (comes with issue {issue})"
+            )
+            outcomes.append((name, "skipped (script not here)", 0.0))
+            continue
+        started = time.perf_counter()
+        code = subprocess.call(
+            [sys.executable, str(script), *(["--quick"] if args.quick else [])], cwd=ROOT
+        )
+        seconds = time.perf_counter() - started
+        outcomes.append((name, "ok" if code == 0 else f"FAILED (exit {code})", seconds))
+    print("\n=== make bench" + (" QUICK=1" if args.quick else ""))
+    for name, outcome, seconds in outcomes:
+        print(f"{name:<20} {outcome:<28} {seconds:7.0f}s")
+    print("results: bench/results/*.json; figures and how to read them: docs/benchmarks.md")
+    sys.exit(1 if any(o.startswith("FAILED") for _, o, _ in outcomes) else 0)
+
+
+if __name__ == "__main__":
+    main()

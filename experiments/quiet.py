@@ -32,3 +32,5 @@ def quiet_tensorflow() -> None:
     for name in ("tensorflow", "absl", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="keras")
+    # MLflow asks pyfunc models for type hints it cannot use for image tensors.
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")

@@ -7,6 +7,8 @@ registers the champion; `fetch_model` resolves a models:/ or runs:/ URI to a loc
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import tempfile
@@ -110,9 +112,11 @@ class FinalRecorder:
                     input_example=sample.astype("float32"),
                     pip_requirements=_model_requirements(),
                 )
-        version = mlflow.register_model(
-            info.model_uri, name, tags=_registry_tags(tags, class_names)
-        )
+        # register_model prints "Successfully registered..." itself; the sweep prints its own line.
+        with contextlib.redirect_stderr(io.StringIO()):
+            version = mlflow.register_model(
+                info.model_uri, name, tags=_registry_tags(tags, class_names)
+            )
         self.client.set_registered_model_alias(name, alias, version.version)
         self.client.log_batch(
             self.run_id,

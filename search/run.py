@@ -66,10 +66,13 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     from experiments.quiet import quiet_tensorflow
 
     quiet_tensorflow()
+    from search.resume import print_interrupted, recover
     from search.runner import TrialRunner
     from tracking.mlflow_tracker import SweepTracker
 
     search = make_engine(cfg, space, name)
+    tracker = SweepTracker(cfg.tracking)
+    recover(search, tracker, name)
     done = search.finished()
     remaining = int(cfg.search.n_trials) - done
     print(
@@ -93,7 +96,6 @@ def sweep(cfg: DictConfig) -> SweepSummary:
             done,
         )
 
-    tracker = SweepTracker(cfg.tracking)
     tags = {
         "engine": engine,
         "sampler": cfg.search.get("sampler", ""),
@@ -106,9 +108,14 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     }
     started = time.perf_counter()
     with tracker.sweep_run(f"sweep-{name}", tags, artifacts) as parent_id:
-        runner = TrialRunner(cfg, tracker, {"study": name, "engine": engine})
+        is_pruned = getattr(search, "is_pruned", lambda err: False)
+        runner = TrialRunner(cfg, tracker, {"study": name, "engine": engine}, is_pruned)
         runner.best = search.best()
-        search.optimize(runner, remaining, cfg.search.get("timeout"))
+        try:
+            search.optimize(runner, remaining, cfg.search.get("timeout"))
+        except KeyboardInterrupt:
+            print_interrupted(cfg, name, search)
+            raise
         best = search.best()
         tracker.log_best(
             str(cfg.train.objective),
@@ -159,10 +166,18 @@ def fail(message: str, code: int = 2) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from search.resume import sigterm_as_interrupt
+    from search.runner import TooManyFailures
+
     try:
-        sweep(cfg)
+        with sigterm_as_interrupt():
+            sweep(cfg)
     except UserInputError as err:
         fail(str(err))
+    except TooManyFailures as err:
+        fail(str(err), code=3)
+    except KeyboardInterrupt:
+        sys.exit(130)  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 if __name__ == "__main__":

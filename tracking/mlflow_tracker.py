@@ -129,6 +129,7 @@ class SweepTracker:
         logging.getLogger("alembic").setLevel(logging.WARNING)
         mlflow.set_tracking_uri(str(cfg.tracking_uri))
         self.client = MlflowClient(str(cfg.tracking_uri))
+        self.tracking_uri = str(cfg.tracking_uri)
         self.log_models = bool(cfg.log_models)
         name = str(cfg.experiment_name)
         experiment = self.client.get_experiment_by_name(name)

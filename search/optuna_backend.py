@@ -199,7 +199,7 @@ class OptunaEngine:
     name = "optuna"
 
     def __init__(self, cfg: DictConfig, space: list[Param], study_name: str) -> None:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures: our own line
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         self.cfg, self.space, self.study_name = cfg, space, study_name
         self.interrupted: list[int] = []  # trials of this process cut short by Ctrl-C / SIGTERM

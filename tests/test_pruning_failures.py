@@ -101,7 +101,11 @@ def test_nan_and_raising_trials_are_failed_and_the_sweep_completes(make_config) 
 
     study = optuna.load_study(study_name=summary.study_name, storage=prepare(cfg).search.storage)
     nan, raising, good = study.trials
-    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
+    assert [t.state for t in study.trials] == [
+        TrialState.FAIL,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+    ]
     assert "loss became nan" in nan.user_attrs["failure_reason"]
     assert raising.user_attrs["failure_reason"].startswith("ValueError")
     assert "kernel_size" in raising.user_attrs["failure_reason"]
@@ -127,7 +131,9 @@ def test_consecutive_failures_stop_the_sweep(make_config) -> None:
     queue(cfg, *[{**GOOD, "optimizer.learning_rate": 1e9}] * 3)
     with pytest.raises(TooManyFailures, match=r"2 trials failed in a row .*loss became nan"):
         sweep(cfg)
-    study = optuna.load_study(study_name=study_name(prepare(cfg)), storage=prepare(cfg).search.storage)
+    study = optuna.load_study(
+        study_name=study_name(prepare(cfg)), storage=prepare(cfg).search.storage
+    )
     assert [t.state for t in study.trials if t.state != TrialState.WAITING] == [TrialState.FAIL] * 2
     assert len(trial_runs(cfg)) == 2
 

@@ -150,7 +150,12 @@ def test_a_misspelled_monitor_cannot_switch_pruning_off(make_config) -> None:
 
 @pytest.mark.parametrize(
     "override",
-    ["search.pruner=patience", "+search.pruners.median.warmup=3", "search.heartbeat_interval=0"],
+    [
+        "search.pruner=patience",
+        "+search.pruners.median.warmup=3",
+        "search.heartbeat_interval=0",
+        "search.max_consecutive_failures=0",
+    ],
 )
 def test_bad_pruning_and_heartbeat_settings_fail_before_training(make_config, override) -> None:
     cfg = make_config(override)

@@ -104,6 +104,7 @@ class TrialRunner:
         Re-raises what stopped the trial (pruning, failure, interrupt) after recording it, so the
         engine can set its own state.
         """
+        self.last_run_id = None
         cfg = apply_params(self.base, params)
         data = self.data_for(cfg)
         with self.tracker.trial_run(

@@ -23,8 +23,8 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import KerasPruningCallback
 
-from experiments.errors import UserInputError
-from search.runner import Best, TooManyFailures, TrialRunner, failure_reason
+from experiments.errors import TooManyFailures, UserInputError
+from search.runner import Best, TrialRunner, failure_reason
 from search.space import Param
 from tracking.liveness import is_alive, this_worker
 

@@ -166,8 +166,8 @@ def fail(message: str, code: int = 2) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from search.resume import sigterm_as_interrupt
-    from search.runner import TooManyFailures
+    from experiments.errors import TooManyFailures
+    from search.resume import sigterm_as_interrupt  # light: no TensorFlow before the checks
 
     try:
         with sigterm_as_interrupt():

@@ -33,10 +33,6 @@ class Outcome:
         return self.result.metrics
 
 
-class TooManyFailures(RuntimeError):
-    """`search.max_consecutive_failures` trials failed in a row: the sweep stops."""
-
-
 def failure_reason(err: BaseException) -> str:
     """One line or paragraph saying why a trial failed, as recorded in Optuna and MLflow."""
     return str(err) if isinstance(err, TrialFailed) else f"{type(err).__name__}: {err}"

@@ -10,10 +10,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from experiments.errors import UserInputError
+from experiments.errors import TooManyFailures, UserInputError
 from search.optuna_backend import MonitorMissing, ObjectivePruning
 from search.run import prepare, sweep
-from search.runner import TooManyFailures
 from search.study import study_name
 
 GOOD = {

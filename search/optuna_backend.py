@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -292,9 +293,11 @@ class OptunaEngine:
                 raise
             except KeyboardInterrupt:
                 self.interrupted.append(trial.number)
-                trial.set_user_attr("interrupted", "Ctrl-C or SIGTERM")
-                trial.set_user_attr("mlflow_run_id", runner.last_run_id)
-                self._requeue(self.study, trial.number, params)
+                # Best effort: if the storage write fails, the next start re-queues it (pid gone).
+                with suppress(Exception):
+                    trial.set_user_attr("interrupted", "Ctrl-C or SIGTERM")
+                    trial.set_user_attr("mlflow_run_id", runner.last_run_id)
+                    self._requeue(self.study, trial.number, params)
                 raise
             except MonitorMissing:
                 raise

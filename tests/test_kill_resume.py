@@ -28,7 +28,7 @@ from tracking.recovery import close_orphaned_runs
 SWEEP = [
     "search.n_trials=3",
     "data.image_size=16",
-    "train.epochs=5",
+    "train.epochs=20",  # long enough that the kill lands mid-trial even on an idle CPU
     "search.pruner=none",
     "tracking.log_models=false",
 ]
@@ -90,7 +90,7 @@ def test_killed_sweep_resumes_to_exactly_n_trials(tmp_path: Path, how: str) -> N
         if not how.endswith("elsewhere"):
             assert engine.recover() == []
             assert close_orphaned_runs(tracker, name, engine.trial_alive) == []
-        time.sleep(1.0)  # inside the trial's training
+        time.sleep(0.5)  # inside the trial's training (20 epochs)
         proc.send_signal(getattr(signal, how.split("-")[0]))
         stdout, stderr = proc.communicate(timeout=120)
     finally:

@@ -13,7 +13,7 @@ import logging
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -219,14 +219,19 @@ def _ends_run(client: MlflowClient, run_id: str, state=lambda: "complete") -> It
     try:
         yield
     except (KeyboardInterrupt, SystemExit):
-        client.log_batch(
-            run_id,
-            tags=[
-                mlflow.entities.RunTag(TAG + "state", "interrupted"),
-                mlflow.entities.RunTag(TAG + "failure_reason", "interrupted (Ctrl-C or SIGTERM)"),
-            ],
-        )
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        # Best effort: the interrupt may have cut a store write short; if closing fails here,
+        # the next start closes the run (its process is gone), and Ctrl-C stays Ctrl-C.
+        with suppress(Exception):
+            client.log_batch(
+                run_id,
+                tags=[
+                    mlflow.entities.RunTag(TAG + "state", "interrupted"),
+                    mlflow.entities.RunTag(
+                        TAG + "failure_reason", "interrupted (Ctrl-C or SIGTERM)"
+                    ),
+                ],
+            )
+            client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException:
         status = RunStatus.FINISHED if state() == "pruned" else RunStatus.FAILED

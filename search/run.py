@@ -167,7 +167,7 @@ def fail(message: str, code: int = 2) -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from experiments.errors import TooManyFailures
-    from search.resume import sigterm_as_interrupt  # light: no TensorFlow before the checks
+    from search.resume import resume_command, sigterm_as_interrupt  # light: no TensorFlow
 
     try:
         with sigterm_as_interrupt():
@@ -178,6 +178,15 @@ def main(cfg: DictConfig) -> None:
         fail(str(err), code=3)
     except KeyboardInterrupt:
         sys.exit(130)  # 128 + SIGINT, as a shell reports Ctrl-C
+    except Exception as err:
+        if not isinstance(err.__context__, KeyboardInterrupt):
+            raise
+        # A store write cut short by the interrupt failed while cleaning up: still Ctrl-C.
+        print(
+            f"interrupted; the next start cleans up. resume with: {resume_command()}",
+            file=sys.stderr,
+        )
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -15,3 +15,7 @@ class TrialFailed(RuntimeError):
 
     The sweep records it as failed with this message as the reason and goes on.
     """
+
+
+class TooManyFailures(RuntimeError):
+    """`search.max_consecutive_failures` trials failed in a row: the sweep stops (exit status 3)."""

@@ -3,27 +3,99 @@
 The study lives in `search.storage` (SQLite by default, PostgreSQL for many workers) and is
 loaded if it exists, so the same command continues it until `search.n_trials` trials have
 finished in all.
+
+A trial ends COMPLETE, PRUNED (the pruner stopped it; fed every epoch by `ObjectivePruning`) or
+FAIL. A FAIL with user attr `failure_reason` is a genuine failure (NaN loss, an exception) and
+counts as finished; a FAIL with `interrupted` (Ctrl-C, SIGTERM) or one failed later because its
+process died (SIGKILL: pid gone on this host, or no heartbeat for `search.grace_period`) does not
+count, and its parameters are queued again (user attr `retry_of` on the new trial).
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy.exc
 from omegaconf import DictConfig
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
+from optuna_integration import KerasPruningCallback
 
-from experiments.errors import UserInputError
-from search.runner import Best, TrialRunner
+from experiments.errors import TooManyFailures, UserInputError
+from search.runner import Best, TrialRunner, failure_reason
 from search.space import Param
+from tracking.liveness import is_alive, this_worker
 
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
-# Trials that count toward search.n_trials.
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
+    "none": optuna.pruners.NopPruner,
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+}
+
+
+def counts_as_finished(trial: FrozenTrial) -> bool:
+    """Complete, pruned, or genuinely failed; not a trial cut short by a kill or Ctrl-C."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and "failure_reason" in trial.user_attrs
+
+
+class MonitorMissing(UserInputError):
+    """The objective is not among the metrics training reports: pruning could not work."""
+
+
+class _Failed(Exception):
+    """A genuinely failed trial, re-raised so that Optuna records FAIL and the sweep goes on."""
+
+
+class ObjectivePruning(KerasPruningCallback):
+    """Optuna's Keras pruning callback, but loud when the monitored metric is missing.
+
+    `KerasPruningCallback` only warns and skips a metric it cannot find, which would switch
+    pruning off silently; this one stops the sweep. Epochs whose loss is NaN are not reported,
+    so a diverging trial ends FAIL (with its reason), not PRUNED.
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        logs = logs or {}
+        if self._monitor not in logs:
+            raise MonitorMissing(
+                f"train.objective={self._monitor!r} is not among the metrics training reports "
+                f"({', '.join(sorted(logs))}), so the pruner would get nothing; use one of the "
+                "val_* metrics listed."
+            )
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            return
+        super().on_epoch_end(epoch, logs)
+
+
+def make_pruner(search: DictConfig) -> optuna.pruners.BasePruner:
+    """The pruner `search.pruner` names, with its keyword arguments from `search.pruners.NAME`."""
+    name = str(search.get("pruner") or "none")
+    if name not in PRUNERS:
+        raise UserInputError(
+            f"search.pruner={name!r} is not a pruner sweeplab knows; accepted: "
+            f"{', '.join(PRUNERS)}."
+        )
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    options = dict((search.get("pruners") or {}).get(name) or {})
+    try:
+        return PRUNERS[name](**options)
+    except (TypeError, ValueError) as err:
+        raise UserInputError(
+            f"search.pruners.{name}={options} cannot configure Optuna's {PRUNERS[name].__name__}: "
+            f"{err}. Use that class's keyword arguments (see conf/search/optuna.yaml)."
+        ) from err
 
 
 def suggest(trial: optuna.Trial, space: list[Param]) -> dict[str, Any]:
@@ -79,26 +151,40 @@ def grid_of(space: list[Param]) -> dict[str, list[Any]]:
     return grid
 
 
-def make_storage(url: str) -> optuna.storages.RDBStorage:
-    """An RDB storage; a SQLite file's folder is created first."""
+def make_storage(
+    url: str,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    on_stale: Any = None,
+) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats; a SQLite file's folder is created first."""
+    for key, value in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise UserInputError(
+                f"search.{key}={value!r} must be a whole number of seconds (1 or more), or null."
+            )
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    storage_options = dict(
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period if heartbeat_interval else None,
+        heartbeat_stale_trial_callback=on_stale if heartbeat_interval else None,
+    )
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url)
+            return optuna.storages.RDBStorage(url, **storage_options)
         except sqlalchemy.exc.IntegrityError:
             # Workers starting together race to create the schema; the loser retries and finds it.
             time.sleep(0.5 * (attempt + 1))
         except Exception as err:  # SQLAlchemy raises many kinds; all mean the URL is unusable
-            raise _bad_storage(url, err) from err
-    return optuna.storages.RDBStorage(url)
-
-
-def _bad_storage(url: str, err: Exception) -> UserInputError:
-    return UserInputError(
-        f"search.storage={url!r} cannot be opened ({type(err).__name__}: {err}). Accepted: "
-        "sqlite:///path/to/file.db or postgresql+psycopg://user:password@host/database."
-    )
+            raise UserInputError(
+                f"search.storage={url!r} cannot be opened ({type(err).__name__}: {err}). "
+                "Accepted: sqlite:///path/to/file.db or "
+                "postgresql+psycopg://user:password@host/database."
+            ) from err
+    return optuna.storages.RDBStorage(url, **storage_options)
 
 
 def best_of(study: optuna.Study) -> Best | None:
@@ -113,7 +199,7 @@ def best_of(study: optuna.Study) -> Best | None:
 
 
 def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    return sum(counts_as_finished(t) for t in study.get_trials(deepcopy=False))
 
 
 class OptunaEngine:
@@ -122,12 +208,21 @@ class OptunaEngine:
     name = "optuna"
 
     def __init__(self, cfg: DictConfig, space: list[Param], study_name: str) -> None:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures: our own line
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         self.cfg, self.space, self.study_name = cfg, space, study_name
+        self.interrupted: list[int] = []  # trials of this process cut short by Ctrl-C / SIGTERM
+        self.recovered: list[int] = []  # trials of dead processes failed and queued again
         self.study = optuna.create_study(
             study_name=study_name,
-            storage=make_storage(str(cfg.search.storage)),
+            storage=make_storage(
+                str(cfg.search.storage),
+                cfg.search.get("heartbeat_interval"),
+                cfg.search.get("grace_period"),
+                self._on_stale,
+            ),
             sampler=make_sampler(cfg.search, space),
+            pruner=make_pruner(cfg.search),
             direction=str(cfg.train.direction),
             load_if_exists=True,
         )
@@ -138,35 +233,112 @@ class OptunaEngine:
     def best(self) -> Best | None:
         return best_of(self.study)
 
+    def recover(self) -> list[int]:
+        """Fail the RUNNING trials of dead processes and queue their parameters again.
+
+        A dead process of this host is found by its pid at once; one of another host when its
+        heartbeat is older than search.grace_period (Optuna's fail_stale_trials).
+        """
+        storage = self.study._storage
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if is_alive(trial.user_attrs.get("worker")) is not False:
+                continue
+            try:
+                storage.set_trial_user_attr(trial._trial_id, "interrupted", "process gone")
+                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker recovered it first
+            self._on_stale(self.study, trial)
+        optuna.storages.fail_stale_trials(self.study)
+        return list(self.recovered)
+
+    def trial_alive(self, run: Any) -> bool | None:
+        """Whether the Optuna trial an MLflow run records is still RUNNING (for tracking)."""
+        number = run.data.tags.get("sweeplab.optuna_trial")
+        if run.data.tags.get("sweeplab.optuna_study") != self.study_name or number is None:
+            return None
+        trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        trial = trials.get(int(number))
+        return None if trial is None else trial.state == TrialState.RUNNING
+
+    @staticmethod
+    def is_pruned(err: BaseException) -> bool:
+        return isinstance(err, optuna.TrialPruned)
+
+    def _on_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Queue a dead trial's parameters again, once, so the interrupted work is redone."""
+        self.recovered.append(trial.number)
+        self._requeue(study, trial.number, trial.params)
+
+    @staticmethod
+    def _requeue(study: optuna.Study, number: int, params: dict[str, Any]) -> None:
+        if not params:
+            return  # killed before sampling: nothing to redo
+        for other in study.get_trials(deepcopy=False):
+            if other.user_attrs.get("retry_of") == number:
+                return
+        study.enqueue_trial(params, user_attrs={"retry_of": number})
+
     def optimize(self, runner: TrialRunner, n_trials: int, timeout: float | None) -> None:
-        """Run up to `n_trials` more trials (or until `timeout` seconds have passed)."""
+        """Run trials until the study has search.n_trials finished ones (or `timeout` passed).
+
+        The stop rule counts the study's finished trials in the storage (not this call's, so
+        `n_trials`, this call's share when it started, is only informative): the total stays
+        exact across resumes, re-queued trials and several workers sharing the study.
+        """
+        total = int(self.cfg.search.n_trials)
+        study_name = self.study_name
 
         def objective(trial: optuna.Trial) -> float:
+            trial.set_user_attr("worker", this_worker())
             params = suggest(trial, self.space)
-            outcome = runner.run(trial.number, params, tags={"optuna_study": self.study_name})
+            pruning = ObjectivePruning(trial, runner.objective)
+            tags = {"optuna_study": study_name, "optuna_trial": trial.number}
+            try:
+                outcome = runner.run(trial.number, params, [pruning], tags=tags)
+            except optuna.TrialPruned:
+                trial.set_user_attr("mlflow_run_id", runner.last_run_id)
+                raise
+            except KeyboardInterrupt:
+                self.interrupted.append(trial.number)
+                # Best effort: if the storage write fails, the next start re-queues it (pid gone).
+                with suppress(Exception):
+                    trial.set_user_attr("interrupted", "Ctrl-C or SIGTERM")
+                    trial.set_user_attr("mlflow_run_id", runner.last_run_id)
+                    self._requeue(self.study, trial.number, params)
+                raise
+            except MonitorMissing:
+                raise
+            except Exception as err:
+                trial.set_user_attr("failure_reason", failure_reason(err)[:2000])
+                trial.set_user_attr("mlflow_run_id", runner.last_run_id)
+                raise _Failed(failure_reason(err)) from err
             trial.set_user_attr("mlflow_run_id", outcome.run_id)
             return outcome.metrics[runner.objective]
 
-        total = int(self.cfg.search.n_trials)
         # Other workers sharing the study may be running trials: claim only what is left.
-        n_trials = min(n_trials, total - self.claimed())
-        if n_trials <= 0:
+        if total - self.claimed() <= 0:
             print("the remaining trials are running in other workers: nothing to start here.")
             return
 
-        def stop_at_total(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
-            if self.claimed() >= total:
+        def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
+            if runner.stop_reason or self.claimed() >= total:
                 study.stop()
 
         self.study.optimize(
             objective,
-            n_trials=n_trials,
+            n_trials=None,
             timeout=timeout,
-            catch=(Exception,),
-            callbacks=[stop_at_total],
+            catch=(_Failed,),
+            callbacks=[stop_when_done],
         )
+        if runner.stop_reason:
+            raise TooManyFailures(runner.stop_reason)
 
     def claimed(self) -> int:
-        """Finished trials plus those running now (here or in another worker)."""
-        states = (*FINISHED, TrialState.RUNNING)
-        return len(self.study.get_trials(deepcopy=False, states=states))
+        """Trials that count toward n_trials plus those running now (here or in other workers).
+
+        Counting running trials keeps workers sharing a study from overshooting the total.
+        """
+        trials = self.study.get_trials(deepcopy=False)
+        return sum(counts_as_finished(t) or t.state == TrialState.RUNNING for t in trials)

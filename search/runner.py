@@ -33,6 +33,25 @@ class Outcome:
         return self.result.metrics
 
 
+def failure_reason(err: BaseException) -> str:
+    """One line or paragraph saying why a trial failed, as recorded in Optuna and MLflow."""
+    return str(err) if isinstance(err, TrialFailed) else f"{type(err).__name__}: {err}"
+
+
+def resident_mb() -> float:
+    """This process's resident memory (RSS) in MiB, logged per trial to watch for leaks."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak, where no /proc
+
+
 @dataclass
 class Best:
     value: float
@@ -59,6 +78,11 @@ class TrialRunner:
         self._data: dict[str, ImageData] = {}
         if data is not None:  # already loaded (and checked) for the base config
             self._data[loading_key(base.data, int(base.seed))] = data
+        limit = base.search.get("max_consecutive_failures")
+        self.max_consecutive_failures: int | None = int(limit) if limit else None
+        self.consecutive_failures = 0
+        self.stop_reason: str | None = None  # set when the sweep must stop; engines check it
+        self.last_run_id: str | None = None  # the MLflow run of the trial started last
 
     def data_for(self, cfg: DictConfig) -> ImageData:
         """The split for this trial's data config, loaded once per distinct data config."""
@@ -82,11 +106,13 @@ class TrialRunner:
         exactly the space keys. Re-raises what stopped the trial (pruning, failure, interrupt)
         after recording it, so the engine can set its own state.
         """
+        self.last_run_id = None
         cfg = apply_params(self.base, {**params, **(overrides or {})})
         data = self.data_for(cfg)
         with self.tracker.trial_run(
             f"trial-{number}", params, {**self.tags, "trial_number": number, **(tags or {})}
         ) as record:
+            self.last_run_id = record.run_id
             record.log_text(OmegaConf.to_yaml(cfg), "trial_config.yaml")
             record.set_tags({"sweeplab.data_fingerprint": data.fingerprint()})
             record.log_dataset(data.describe())
@@ -96,17 +122,21 @@ class TrialRunner:
                 raise
             except BaseException as err:
                 if self.is_pruned(err):
-                    record.mark("pruned", pruned_at_epoch=_epochs_logged(record))
-                    self._print(number, params, "pruned", None)
+                    epochs = _epochs_logged(record)
+                    record.mark("pruned", pruned_at_epoch=epochs - 1, epochs_trained=epochs)
+                    self.consecutive_failures = 0
+                    self._print(number, params, f"pruned at epoch {epochs - 1}", None)
                 else:
-                    reason = (
-                        str(err) if isinstance(err, TrialFailed) else f"{type(err).__name__}: {err}"
-                    )
+                    reason = failure_reason(err)
                     record.mark("failed", reason)
                     self._print(number, params, f"failed ({reason.splitlines()[0][:120]})", None)
+                    self._count_failure(reason)
                 raise
             value = result.metrics.get(self.objective, math.nan)
-            record.log_metrics({"train_seconds": result.seconds, "epochs": result.epochs})
+            self.consecutive_failures = 0
+            record.log_metrics(
+                {"train_seconds": result.seconds, "epochs": result.epochs, "rss_mb": resident_mb()}
+            )
             record.log_metrics({f"final_{k}": v for k, v in result.metrics.items()})
             if self.tracker.log_models:
                 record.log_model(result.model, data.sample(8))
@@ -114,6 +144,18 @@ class TrialRunner:
             self._update_best(value, number, dict(params), record.run_id)
             self._print(number, params, f"{self.objective}={value:.4f}", result.seconds)
         return Outcome(result, record.run_id)
+
+    def _count_failure(self, reason: str) -> None:
+        self.consecutive_failures += 1
+        limit = self.max_consecutive_failures
+        if limit and self.consecutive_failures >= limit:
+            self.stop_reason = (
+                f"{self.consecutive_failures} trials failed in a row "
+                f"(search.max_consecutive_failures={limit}); the last one: {reason.splitlines()[0]}. "
+                "Check the search space and fixed settings (a learning rate that diverges, a "
+                "model too big for memory), or raise search.max_consecutive_failures "
+                "(null: never stop)."
+            )
 
     def _update_best(self, value: float, number: int, params: dict, run_id: str) -> None:
         if math.isnan(value):

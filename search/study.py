@@ -46,6 +46,12 @@ def check_sweep_config(cfg: DictConfig) -> None:
         raise UserInputError(
             f"search.timeout={timeout!r} must be a positive number of seconds, or null for no limit."
         )
+    limit = cfg.search.get("max_consecutive_failures")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UserInputError(
+            f"search.max_consecutive_failures={limit!r} must be a whole number of 1 or more "
+            "(failed trials in a row that stop the sweep), or null to never stop."
+        )
     if cfg.train.objective not in OBJECTIVES:
         raise UserInputError(
             f"train.objective={cfg.train.objective!r} is not a validation metric that training "

@@ -14,7 +14,7 @@ import subprocess
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ import numpy as np
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
+
+from tracking.liveness import this_worker
 
 TAG = "sweeplab."
 
@@ -175,6 +177,7 @@ class SweepTracker:
         logging.getLogger("alembic").setLevel(logging.WARNING)
         mlflow.set_tracking_uri(str(cfg.tracking_uri))
         self.client = MlflowClient(str(cfg.tracking_uri))
+        self.tracking_uri = str(cfg.tracking_uri)
         self.log_models = bool(cfg.log_models)
         name = str(cfg.experiment_name)
         experiment = self.client.get_experiment_by_name(name)
@@ -208,6 +211,7 @@ class SweepTracker:
                 **{TAG + k: str(v) for k, v in tags.items()},
                 TAG + "git_commit": git_commit(),
                 TAG + "kind": "sweep",
+                **{TAG + k: v for k, v in this_worker().items()},
             },
         )
         self.parent_id = run.info.run_id
@@ -220,14 +224,18 @@ class SweepTracker:
     def trial_run(
         self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, Any]
     ) -> Iterator[TrialRun]:
-        """A child run under the current sweep run, ended FINISHED, FAILED or KILLED."""
-        assert self.parent_id is not None, "trial_run outside sweep_run"
+        """A child run under the current sweep run, ended FINISHED, FAILED or KILLED.
+
+        Outside a sweep run (`search.rerun`) it is a top-level run.
+        """
+        parent = {"mlflow.parentRunId": self.parent_id} if self.parent_id else {}
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,
             tags={
-                "mlflow.parentRunId": self.parent_id,
+                **parent,
                 TAG + "kind": "trial",
+                **{TAG + k: v for k, v in this_worker().items()},
                 **{TAG + k: str(v) for k, v in tags.items()},
             },
         )
@@ -260,15 +268,31 @@ class SweepTracker:
 
 @contextmanager
 def _ends_run(client: MlflowClient, run_id: str, state=lambda: "complete") -> Iterator[None]:
-    """End the run FINISHED on success, KILLED on Ctrl-C / SIGTERM, FAILED on any other error."""
+    """End the run FINISHED on success, KILLED on Ctrl-C / SIGTERM, FAILED on any other error.
+
+    A pruned trial raises out of training but ends FINISHED (tag sweeplab.state=pruned): its
+    curve up to the pruning epoch is a valid, deliberately short result.
+    """
     try:
         yield
     except (KeyboardInterrupt, SystemExit):
-        client.set_tag(run_id, TAG + "state", "interrupted")
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        # Best effort: the interrupt may have cut a store write short; if closing fails here,
+        # the next start closes the run (its process is gone), and Ctrl-C stays Ctrl-C.
+        with suppress(Exception):
+            client.log_batch(
+                run_id,
+                tags=[
+                    mlflow.entities.RunTag(TAG + "state", "interrupted"),
+                    mlflow.entities.RunTag(
+                        TAG + "failure_reason", "interrupted (Ctrl-C or SIGTERM)"
+                    ),
+                ],
+            )
+            client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException:
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        status = RunStatus.FINISHED if state() == "pruned" else RunStatus.FAILED
+        client.set_terminated(run_id, RunStatus.to_string(status))
         raise
     else:
         status = RunStatus.FAILED if state() == "failed" else RunStatus.FINISHED

@@ -1,0 +1,151 @@
+"""Kill a real sweep process mid-trial (SIGINT, SIGTERM, SIGKILL), run the same command again,
+and check the Optuna study and the MLflow store: every completed trial kept, the interrupted one
+failed in both and redone with the same parameters, exactly n_trials finished, nothing RUNNING."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from search.optuna_backend import OptunaEngine, counts_as_finished
+from search.run import prepare
+from search.space import parse_space
+from search.study import study_name
+from tests.conftest import ROOT, TINY, compose_config, run_cli
+from tracking.mlflow_tracker import SweepTracker
+from tracking.recovery import close_orphaned_runs
+
+# Trials of a few seconds each, so that a kill lands inside one.
+SWEEP = [
+    "search.n_trials=3",
+    "data.image_size=16",
+    "train.epochs=20",  # long enough that the kill lands mid-trial even on an idle CPU
+    "search.pruner=none",
+    "tracking.log_models=false",
+]
+ELSEWHERE = ["search.heartbeat_interval=1", "search.grace_period=5"]
+
+
+def wait_for_running_trial(cfg, number: int, proc: subprocess.Popen, timeout: float = 240):
+    """Block until trial `number` is training (RUNNING with its parameters sampled)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        # The MLflow store is created after the study: reading earlier could race its schema.
+        if (Path(cfg.output_dir) / "mlflow.db").exists():
+            study = optuna.load_study(study_name=study_name(cfg), storage=cfg.search.storage)
+            trials = study.get_trials(deepcopy=False)
+            if (
+                len(trials) > number
+                and trials[number].state == TrialState.RUNNING
+                and trials[number].params
+            ):
+                return trials[number]
+        time.sleep(0.2)
+    raise AssertionError(f"trial {number} never started")
+
+
+def pretend_other_host(cfg, trial, tracker: SweepTracker) -> None:
+    """Rewrite the killed worker's host, so only the heartbeat can tell that it is dead."""
+    study = optuna.load_study(study_name=study_name(cfg), storage=cfg.search.storage)
+    study._storage.set_trial_user_attr(
+        trial._trial_id, "worker", {**trial.user_attrs["worker"], "host": "elsewhere"}
+    )
+    experiment = tracker.client.get_experiment_by_name(cfg.tracking.experiment_name)
+    for run in tracker.client.search_runs([experiment.experiment_id]):
+        tracker.client.set_tag(run.info.run_id, "sweeplab.host", "elsewhere")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGKILL", "SIGKILL-elsewhere"])
+def test_killed_sweep_resumes_to_exactly_n_trials(tmp_path: Path, how: str) -> None:
+    out = tmp_path / "runs"
+    overrides = [*SWEEP, *(ELSEWHERE if how.endswith("elsewhere") else [])]
+    args = [*TINY, f"output_dir={out}", *overrides]
+    cfg = prepare(compose_config(overrides, out))
+    name = study_name(cfg)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "search.run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    try:
+        killed = wait_for_running_trial(cfg, 1, proc)
+        # A live worker's trial and runs are not touched by another start's recovery (its pid
+        # lives; the "elsewhere" case's 5 s grace period is too short to judge it on a busy CPU).
+        engine = OptunaEngine(cfg, parse_space(cfg.space, cfg), name)
+        tracker = SweepTracker(cfg.tracking)
+        if not how.endswith("elsewhere"):
+            assert engine.recover() == []
+            assert close_orphaned_runs(tracker, name, engine.trial_alive) == []
+        time.sleep(0.5)  # inside the trial's training (20 epochs)
+        proc.send_signal(getattr(signal, how.split("-")[0]))
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if how in ("SIGINT", "SIGTERM"):
+        assert proc.returncode == 130, stderr
+        assert "interrupted: study" in stderr and "keeps 1 of 3 finished trials" in stderr
+        assert "trial(s) #1 cut short" in stderr
+        assert f"resume with: python -m search.run {' '.join(args[:2])}" in stderr
+    else:
+        assert proc.returncode == -signal.SIGKILL
+        if how.endswith("elsewhere"):
+            pretend_other_host(cfg, killed, tracker)
+            time.sleep(6)  # past search.grace_period since the last heartbeat
+
+    resumed = run_cli("search.run", *args)
+    assert resumed.returncode == 0, resumed.stderr
+    if how.startswith("SIGKILL"):
+        assert "recovered from a killed run: trial(s) #1 marked failed" in resumed.stdout
+
+    study = optuna.load_study(study_name=name, storage=cfg.search.storage)
+    trials = study.get_trials()
+    assert sum(counts_as_finished(t) for t in trials) == 3
+    assert [t.state for t in trials] == [
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+    ]
+    interrupted = trials[1]
+    assert "failure_reason" not in interrupted.user_attrs
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == 1)
+    assert retry.params == interrupted.params == killed.params
+
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    assert [r for r in runs if r.info.status == "RUNNING"] == []
+    sweeps = sorted(
+        (r for r in runs if r.data.tags["sweeplab.kind"] == "sweep"),
+        key=lambda r: r.info.start_time,
+    )
+    assert [r.info.status for r in sweeps] == ["KILLED", "FINISHED"]
+    by_trial = {
+        int(r.data.tags["sweeplab.optuna_trial"]): r
+        for r in runs
+        if r.data.tags["sweeplab.kind"] == "trial"
+    }
+    assert sorted(by_trial) == [0, 1, 2, 3]
+    assert by_trial[1].info.status == "KILLED"
+    assert by_trial[1].data.tags["sweeplab.state"] == "interrupted"
+    for number in (0, 2, 3):
+        assert by_trial[number].info.status == "FINISHED"
+        assert by_trial[number].data.tags["sweeplab.state"] == "complete"
+        assert trials[number].user_attrs["mlflow_run_id"] == by_trial[number].info.run_id
+    # The completed trial of the killed run is kept, under the killed sweep's parent run.
+    assert by_trial[0].data.tags["mlflow.parentRunId"] == sweeps[0].info.run_id

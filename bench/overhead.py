@@ -126,6 +126,8 @@ def main() -> None:
         "train.batch_size=64",
         f"seed={SEED}",
         "tracking.log_models=true",
+        "search.pruner=none",  # every arm trains every epoch of the same fixed trials
+        "final.enabled=false",  # the test report and registry are not trial work (timed apart)
     ]
     configs = CONFIGS[: size.get("trials", len(CONFIGS))]
     spec = {"seed": SEED, "epochs": size["epochs"], "overrides": overrides}

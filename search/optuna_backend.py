@@ -117,7 +117,14 @@ def make_sampler(cfg: DictConfig, space: list[Param]) -> optuna.samplers.BaseSam
     """The sampler `search.sampler` names, seeded with `search.seed`."""
     name, seed = str(cfg.sampler), cfg.get("seed")
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        options = dict(cfg.get("samplers", {}).get("tpe") or {})
+        try:
+            return optuna.samplers.TPESampler(seed=seed, **options)
+        except TypeError as err:
+            raise UserInputError(
+                f"search.samplers.tpe={options} has an argument TPESampler does not take ({err}); "
+                "accepted: TPESampler's keyword arguments, e.g. n_startup_trials, multivariate."
+            ) from err
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":

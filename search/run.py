@@ -81,32 +81,22 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     from tracking.mlflow_tracker import SweepTracker
 
     search = make_engine(cfg, space, name)
-    tracker = SweepTracker(cfg.tracking)
-    recover(search, tracker, name)
-    done = search.finished()
-    remaining = int(cfg.search.n_trials) - done
+    done = search.finished()  # trials cut short by a kill never count, so recovery can wait
     print(
         f"sweep {cfg.sweep_name!r}: study {name!r}, engine {engine}, objective "
         f"{cfg.train.objective}, {done} of {cfg.search.n_trials} trials finished",
         flush=True,
     )
-    if remaining <= 0:
+    if done >= int(cfg.search.n_trials):
         print(
             f"the study is complete (search.n_trials={cfg.search.n_trials}): nothing to train. "
             "Raise search.n_trials to add trials."
         )
-        best = search.best()
-        return SweepSummary(
-            name,
-            engine,
-            None,
-            best.value if best else None,
-            best.params if best else {},
-            best.run_id if best else None,
-            done,
-        )
+        return _summary(name, engine, None, search.best(), done)
 
     data = load_data(cfg.data, int(cfg.seed))  # bad data fails here, before anything is recorded
+    tracker = SweepTracker(cfg.tracking)
+    recover(search, tracker, name)
     is_pruned = getattr(search, "is_pruned", lambda err: False)
     runner = TrialRunner(cfg, tracker, {"study": name, "engine": engine}, is_pruned, data=data)
     # Everything alive now (TensorFlow, MLflow, the data) lives for the whole sweep: freezing it
@@ -127,7 +117,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     with tracker.sweep_run(f"sweep-{name}", tags, artifacts) as parent_id:
         runner.best = search.best()
         try:
-            search.optimize(runner, remaining, cfg.search.get("timeout"))
+            search.optimize(runner, int(cfg.search.n_trials) - done, cfg.search.get("timeout"))
         except KeyboardInterrupt:
             print_interrupted(cfg, name, search)
             raise
@@ -138,18 +128,16 @@ def sweep(cfg: DictConfig) -> SweepSummary:
             best.params if best else {},
             best.run_id if best else None,
         )
-        summary = SweepSummary(
-            name,
-            engine,
-            parent_id,
-            best.value if best else None,
-            best.params if best else {},
-            best.run_id if best else None,
-            search.finished(),
-        )
+        summary = _summary(name, engine, parent_id, best, search.finished())
         summary.final = finalize(cfg, runner, tracker, best, name)
     _print_summary(cfg, summary, time.perf_counter() - started)
     return summary
+
+
+def _summary(name: str, engine: str, parent_id: str | None, best, finished: int) -> SweepSummary:
+    if best is None:
+        return SweepSummary(name, engine, parent_id, None, {}, None, finished)
+    return SweepSummary(name, engine, parent_id, best.value, best.params, best.run_id, finished)
 
 
 def make_engine(cfg: DictConfig, space: list, name: str):

@@ -62,9 +62,11 @@ def check_layout(cfg, summary, tuner: str, n_children: int, optuna_child: dict) 
         assert child.data.tags["sweeplab.tuner"] == tuner
         assert set(child.data.params) == optuna_child["params"] == set(cfg.space)
         assert optuna_child["metrics"] <= set(child.data.metrics)
-        assert optuna_child["tags"] - {"sweeplab.optuna_study", "mlflow.runName"} <= set(
-            child.data.tags
-        )
+        assert optuna_child["tags"] - {
+            "sweeplab.optuna_study",
+            "sweeplab.optuna_trial",
+            "mlflow.runName",
+        } <= set(child.data.tags)
         epochs = int(child.data.metrics["epochs"])
         curve = client.get_metric_history(child.info.run_id, "val_accuracy")
         assert [m.step for m in curve] == list(range(epochs))

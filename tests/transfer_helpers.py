@@ -6,13 +6,10 @@ import shutil
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import CONF_DIR, shared_data
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
-
-from experiments.data import ImageData, stratified_split
 
 WEIGHTS_FILE = "mobilenet_2_5_224_tf_no_top.h5"
 
@@ -53,26 +50,6 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
-
-
-def sign_language_subsample(per_class: int, size: int, seed: int = 42) -> ImageData:
-    """Real photos from ../shared/data/sign-language-digits, `per_class` per digit, RGB,
-    resized to size x size with PIL (a local loader, independent of data=directory)."""
-    from PIL import Image
-
-    root = shared_data("sign-language-digits")
-    images, labels = [], []
-    class_names = sorted(p.name for p in root.iterdir() if p.is_dir())
-    for label, name in enumerate(class_names):
-        files = sorted(f for f in (root / name).iterdir() if f.stat().st_size < 200_000)
-        for file in files[:per_class]:
-            with Image.open(file) as image:
-                resized = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            images.append(np.asarray(resized, dtype="float32"))
-            labels.append(label)
-    x, y = np.stack(images), np.asarray(labels, dtype="int32")
-    train, val, test = stratified_split(x, y, 0.2, 0.1, seed)
-    return ImageData(train, val, test, class_names, source="sign-language-subsample")
 
 
 def copy_sign_language_subsample(target: Path, per_class: int) -> Path:

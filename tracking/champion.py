@@ -103,7 +103,10 @@ class FinalRecorder:
             warnings.simplefilter("ignore")
             names_file = Path(tmp) / "class_names.json"
             names_file.write_text(json.dumps(list(class_names)))
-            with mlflow.start_run(run_id=self.run_id, nested=True):
+            # MLflow re-enables its "add type hints to predict" warning inside log_model
+            # (simplefilter "once"); image tensors have no such hints, the signature says it all.
+            quiet = contextlib.redirect_stderr(io.StringIO())
+            with mlflow.start_run(run_id=self.run_id, nested=True), quiet:
                 info = mlflow.pyfunc.log_model(
                     name="champion",
                     python_model=str(PYFUNC_CODE),

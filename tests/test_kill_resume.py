@@ -47,7 +47,8 @@ def wait_for_running_trial(cfg, number: int, proc: subprocess.Popen, timeout: fl
             if (
                 len(trials) > number
                 and trials[number].state == TrialState.RUNNING
-                and trials[number].params
+                # every parameter sampled (Optuna stores them one suggest call at a time)
+                and set(trials[number].params) == set(cfg.space)
             ):
                 return trials[number]
         time.sleep(0.2)

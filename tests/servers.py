@@ -78,18 +78,9 @@ def postgres_server() -> Iterator[str]:
         ]
     )
     try:
-        run(
-            [
-                str(bindir / "createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                "sweeplab",
-                "optuna",
-            ]
-        )
+        createdb = [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "sweeplab"]
+        for database in ("optuna", "mlflow"):  # one for Optuna's study, one for an MLflow server
+            run([*createdb, database])
         yield f"postgresql+psycopg://sweeplab@127.0.0.1:{port}/optuna"
     finally:
         subprocess.run(
@@ -102,8 +93,11 @@ def postgres_server() -> Iterator[str]:
 
 
 @contextmanager
-def mlflow_server(workdir: Path) -> Iterator[str]:
-    """Start `mlflow server` (SQLite backend, served artifacts); yield its http:// URI."""
+def mlflow_server(workdir: Path, backend_store_uri: str | None = None) -> Iterator[str]:
+    """Start `mlflow server` (served artifacts; SQLite backend unless given one); yield its URI.
+
+    Several workers writing at once want a real database behind it: SQLite can answer
+    "database is locked" under concurrent writes."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = open(workdir / "mlflow-server.log", "w")  # noqa: SIM115
@@ -120,7 +114,7 @@ def mlflow_server(workdir: Path) -> Iterator[str]:
             "--workers",
             "1",
             "--backend-store-uri",
-            f"sqlite:///{workdir}/server.db",
+            backend_store_uri or f"sqlite:///{workdir}/server.db",
             "--artifacts-destination",
             str(workdir / "artifacts"),
         ],

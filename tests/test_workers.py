@@ -15,7 +15,12 @@ from servers import mlflow_server, postgres_server
 
 @pytest.mark.slow
 def test_two_workers_share_one_study_and_stop_at_the_total(tmp_path) -> None:
-    with postgres_server() as storage, mlflow_server(tmp_path / "mlflow") as tracking_uri:
+    with (
+        postgres_server() as storage,
+        mlflow_server(
+            tmp_path / "mlflow", backend_store_uri=storage.replace("/optuna", "/mlflow")
+        ) as tracking_uri,
+    ):
         args = [
             *TINY,
             "search.n_trials=4",
@@ -40,7 +45,8 @@ def test_two_workers_share_one_study_and_stop_at_the_total(tmp_path) -> None:
 
         study = optuna.load_study(study_name="shared", storage=storage)
         states = [t.state for t in study.trials]
-        assert states.count(optuna.trial.TrialState.COMPLETE) == 4, states
+        why = [(t.state.name, t.user_attrs) for t in study.trials]
+        assert states.count(optuna.trial.TrialState.COMPLETE) == 4, (why, outputs)
         assert len(states) == 4, states  # the total holds across workers, nothing overshoots
 
         client = MlflowClient(tracking_uri)

@@ -6,7 +6,7 @@
 Both sides train the project's CNN, one model per cache mode, with the same batch size on the
 same training images:
 - arrays: `model.fit(x, y)` on float32 NumPy arrays held in memory (Keras's own array input);
-- folder: `model.fit(ImageData.dataset("train", ...))`, the tf.data pipeline that trials use,
+- folder: `model.fit(dataset(data, "train", ...))`, the tf.data pipeline that trials use,
   for each `data.cache` mode asked for.
 After one warm-up epoch per side (graph tracing; for cache=file, the page cache), timed epochs
 alternate between the sides (arrays first, then folder first, ...) so that both see the same load
@@ -40,9 +40,11 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from experiments.data import ImageData, load_data  # noqa: E402
-from experiments.models import build_model  # noqa: E402
-from experiments.trial import fresh_session  # noqa: E402
+from experiments.data.load import load_data  # noqa: E402
+from experiments.data.pipeline import dataset  # noqa: E402
+from experiments.data.splits import ImageData  # noqa: E402
+from experiments.models.build import build_model  # noqa: E402
+from experiments.training.trial import fresh_session  # noqa: E402
 
 TARGET = 0.95
 warnings.filterwarnings("ignore", category=UserWarning)
@@ -108,7 +110,7 @@ def measure(data: ImageData, batch_size: int, rounds: int) -> dict:
     model_cfg = OmegaConf.load(ROOT / "conf/model/cnn.yaml")
     model = build_model(model_cfg, data.image_shape, data.num_classes)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    folder_ds = data.dataset("train", batch_size, training=True, seed=0)
+    folder_ds = dataset(data, "train", batch_size, training=True, seed=0)
     t_arrays, t_folder = alternate(
         lambda: epoch_seconds(model, (x, y), batch_size),
         lambda: epoch_seconds(model, folder_ds, batch_size),

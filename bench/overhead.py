@@ -500,9 +500,9 @@ def arm_bare(spec: dict, rec: dict, started: Clock) -> None:
     import keras
     from omegaconf import OmegaConf
 
-    from experiments.data import load_data
-    from experiments.models import build_model, build_optimizer
-    from experiments.pipeline import to_dataset
+    from experiments.data.load import load_data
+    from experiments.data.pipeline import to_dataset
+    from experiments.models.build import build_model, build_optimizer
 
     rec["imports_s"] = since(started)
     t = now()
@@ -542,9 +542,9 @@ def arm_keras_tuner(spec: dict, rec: dict, started: Clock) -> None:
     import keras_tuner as kt
     from omegaconf import OmegaConf
 
-    from experiments.data import load_data
-    from experiments.models import build_model, build_optimizer
-    from experiments.pipeline import to_dataset
+    from experiments.data.load import load_data
+    from experiments.data.pipeline import to_dataset
+    from experiments.models.build import build_model, build_optimizer
 
     rec["imports_s"] = since(started)
     t = now()
@@ -618,9 +618,9 @@ def arm_optuna_mlflow(spec: dict, rec: dict, started: Clock) -> None:
     from mlflow.models import infer_signature
     from omegaconf import OmegaConf
 
-    from experiments.data import load_data
-    from experiments.models import build_model, build_optimizer
-    from experiments.pipeline import to_dataset
+    from experiments.data.load import load_data
+    from experiments.data.pipeline import to_dataset
+    from experiments.models.build import build_model, build_optimizer
 
     rec["imports_s"] = since(started)
     out, seed, batch, configs = spec["out_dir"], spec["seed"], spec["batch_size"], spec["trials"]

@@ -131,7 +131,7 @@ def folder_loader(folder: Path):
     import numpy as np
     from PIL import Image
 
-    from experiments.data import ImageData, stratified_split
+    from experiments.data.splits import ImageData, stratified_split
 
     cache: dict[int, ImageData] = {}
 
@@ -261,8 +261,8 @@ def plain_hyperband(out: Path, data_overrides: list[str], subset: Path, size: di
     import keras
     import keras_tuner as kt
 
-    from experiments.models import build_model, build_optimizer
-    from experiments.pipeline import to_dataset
+    from experiments.data.pipeline import to_dataset
+    from experiments.models.build import build_model, build_optimizer
     from search.runner import load_data
     from search.space import apply_params, parse_space
 

@@ -34,7 +34,7 @@ class FinalResult:
 
 def check_final_config(cfg: DictConfig) -> None:
     """Fail before any training on final.* values that cannot work."""
-    from experiments.export import check_formats
+    from experiments.serving.export import check_formats
 
     final = cfg.get("final")
     if final is None or not final.enabled:
@@ -75,9 +75,9 @@ def finalize(cfg: DictConfig, runner, tracker, best, study: str) -> FinalResult 
     final = cfg.get("final")
     if final is None or not final.enabled or best is None or best.run_id is None:
         return None
-    from experiments.evaluation import evaluate_model
-    from experiments.export import export_model, serving_model
-    from experiments.report_plots import confusion_matrix_figure, misclassified_figure
+    from experiments.evaluation.metrics import evaluate_model
+    from experiments.evaluation.plots import confusion_matrix_figure, misclassified_figure
+    from experiments.serving.export import export_model, serving_model
     from search.space import apply_params
     from tracking.champion import FinalRecorder
 
@@ -136,7 +136,7 @@ def finalize(cfg: DictConfig, runner, tracker, best, study: str) -> FinalResult 
 
 def _final_model(cfg: DictConfig, data, recorder, run_id: str, retrain: bool):
     """The model to test: the logged trial model, or a retrain of the best config."""
-    from experiments.trial import run_trial
+    from experiments.training.trial import run_trial
 
     if not retrain:
         model = recorder.trial_model(run_id)

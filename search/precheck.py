@@ -14,8 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from experiments.backbones import TRANSFER_KEYS, check_transfer_config
 from experiments.errors import UserInputError
+from experiments.models.backbones import TRANSFER_KEYS, check_transfer_config
 from search.space import Param, apply_params
 
 MODEL_CHECKS: dict[str, tuple[Callable[[DictConfig], None], tuple[str, ...]]] = {

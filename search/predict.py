@@ -66,14 +66,14 @@ def predict(argv: list[str] | None = None) -> list[tuple[Path, list[tuple[str, f
     args = parse_args(argv)
     if args.top_k < 1:
         raise UserInputError(f"--top-k={args.top_k} must be 1 or more.")
-    from experiments.image_files import collect_images
+    from experiments.serving.image_files import collect_images
 
     files = collect_images(args.images)  # bad paths fail before the model is loaded
 
     from experiments.quiet import quiet_tensorflow
 
     quiet_tensorflow()
-    from experiments.predictors import load_predictor
+    from experiments.serving.predictors import load_predictor
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.model.startswith(URI_SCHEMES):
@@ -107,7 +107,7 @@ def predict_files(predictor, files: list[Path]) -> np.ndarray:
     any size (exports and the registered champion resize inside) gets them as they are, batched
     by size.
     """
-    from experiments.image_files import load_image
+    from experiments.serving.image_files import load_image
 
     height, width, channels = predictor.input_shape
     images = [load_image(f, (height, width), int(channels)) for f in files]

@@ -75,7 +75,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     from experiments.quiet import quiet_tensorflow
 
     quiet_tensorflow()
-    from experiments.data import load_data
+    from experiments.data.load import load_data
     from search.resume import print_interrupted, recover
     from search.runner import TrialRunner
     from tracking.mlflow_tracker import SweepTracker

@@ -14,9 +14,10 @@ from typing import Any
 import keras
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.data import ImageData, load_data, loading_key
+from experiments.data.load import load_data, loading_key
+from experiments.data.splits import ImageData
 from experiments.errors import TrialFailed
-from experiments.trial import TrialResult, run_trial
+from experiments.training.trial import TrialResult, run_trial
 from search.space import apply_params
 from tracking.mlflow_tracker import SweepTracker
 

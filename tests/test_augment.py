@@ -6,11 +6,11 @@ import keras
 import numpy as np
 import pytest
 
-from experiments.augment import augmentation_layers, with_augmentation
-from experiments.data import load_data
+from experiments.data.augment import augmentation_layers, with_augmentation
+from experiments.data.load import load_data
 from experiments.errors import UserInputError
-from experiments.models import build_model
-from experiments.trial import fresh_session, run_trial
+from experiments.models.build import build_model
+from experiments.training.trial import fresh_session, run_trial
 
 EVERYTHING = {
     "flip": "horizontal_and_vertical",

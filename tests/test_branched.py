@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments.branched import build_branched
 from experiments.errors import UserInputError
+from experiments.models.branched import build_branched
 from search.run import sweep
 
 

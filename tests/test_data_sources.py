@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments import keras_datasets
-from experiments.data import load_data
+from experiments.data import keras_datasets
+from experiments.data.load import load_data
 from experiments.errors import UserInputError
 from search.run import sweep
 from tests.conftest import shared_data

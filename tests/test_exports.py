@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from conftest import compose_config, run_cli, shared_data
 
-from experiments.data import ImageData, Split
-from experiments.export import export_model
-from experiments.image_files import collect_images, load_images
-from experiments.predictors import load_predictor
-from experiments.trial import run_trial
+from experiments.data.splits import ImageData, Split
+from experiments.serving.export import export_model
+from experiments.serving.image_files import collect_images, load_images
+from experiments.serving.predictors import load_predictor
+from experiments.training.trial import run_trial
 
 SIZE = (32, 32)
 TRAIN_PER_CLASS, HELD_OUT_PER_CLASS = 16, 4

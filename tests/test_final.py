@@ -19,7 +19,7 @@ from conftest import compose_config
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from experiments.data import load_data
+from experiments.data.load import load_data
 from experiments.errors import UserInputError
 from search.predict import main as predict_main
 from search.run import sweep

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments.data import load_data
+from experiments.data.images import decode_file
+from experiments.data.load import load_data
+from experiments.data.pipeline import dataset
 from experiments.errors import UserInputError
-from experiments.images import decode_file
 from tests.conftest import run_cli
 
 
@@ -62,7 +63,7 @@ def test_reads_class_folders_in_order_with_a_stratified_split(load, tmp_path) ->
     assert sum(len(data.split(s)) for s in ("train", "val", "test")) == 30
     train = set(data.train.files)
     assert not train & set(data.val.files) and not train & set(data.test.files)
-    x, y = next(iter(data.dataset("train", 64, training=False, seed=0)))
+    x, y = next(iter(dataset(data, "train", 64, training=False, seed=0)))
     assert (
         x.dtype.name == "float32"
         and x.shape == (len(data.train), 12, 12, 3)
@@ -187,7 +188,7 @@ def test_on_corrupt_skip_counts_warns_and_records(load, tmp_path, cache) -> None
     assert sum(info["sizes"].values()) == 16
     every = [f for s in ("train", "val", "test") for f in data.split(s).files]
     assert not any(Path(f).name in ("truncated.png", "garbage.jpg", "empty.bmp") for f in every)
-    x, _ = next(iter(data.dataset("train", 64, training=False, seed=0)))
+    x, _ = next(iter(dataset(data, "train", 64, training=False, seed=0)))
     assert x.shape[0] == len(data.train)
 
 
@@ -215,7 +216,7 @@ def test_cache_modes_give_the_same_images_and_are_deterministic(load, tmp_path) 
     for cache in ("memory", "file", "none"):
         data = load(root, f"data.cache={cache}")
         for run in range(2):
-            ds = data.dataset("train", 64, training=True, seed=3)
+            ds = dataset(data, "train", 64, training=True, seed=3)
             x, y = next(iter(ds))
             order = np.lexsort(x.numpy().reshape(len(y), -1).T)  # file mode sorts inside a batch
             batches[cache, run] = (x.numpy()[order], y.numpy()[order], data.fingerprint())
@@ -226,9 +227,9 @@ def test_cache_modes_give_the_same_images_and_are_deterministic(load, tmp_path) 
         assert fingerprint == reference[2]
     # the same seed gives the same order on a fresh pipeline; another seed a different one
     data = load(root)
-    first = [y.numpy() for _, y in data.dataset("train", 4, training=True, seed=3)]
-    again = [y.numpy() for _, y in data.dataset("train", 4, training=True, seed=3)]
-    other = [y.numpy() for _, y in data.dataset("train", 4, training=True, seed=4)]
+    first = [y.numpy() for _, y in dataset(data, "train", 4, training=True, seed=3)]
+    again = [y.numpy() for _, y in dataset(data, "train", 4, training=True, seed=3)]
+    other = [y.numpy() for _, y in dataset(data, "train", 4, training=True, seed=4)]
     np.testing.assert_array_equal(np.concatenate(first), np.concatenate(again))
     assert not np.array_equal(np.concatenate(first), np.concatenate(other))
 

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from experiments.models import build_cnn
+from experiments.models.cnn import build_cnn
 from search.predict import main as predict_main
 
 

@@ -7,7 +7,7 @@ import re
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiments.data import load_data
+from experiments.data.load import load_data
 from experiments.errors import UserInputError
 from search.rerun import rerun
 from search.run import prepare, sweep

@@ -18,9 +18,9 @@ from transfer_helpers import (
     transfer_config,
 )
 
-from experiments.backbones import BACKBONES
 from experiments.errors import UserInputError
-from experiments.transfer import build_transfer, preprocess_layer
+from experiments.models.backbones import BACKBONES
+from experiments.models.transfer import build_transfer, preprocess_layer
 from search.run import sweep
 
 SMALL = {

@@ -13,8 +13,8 @@ from transfer_helpers import (
     transfer_config,
 )
 
-from experiments.data import load_data
-from experiments.trial import run_trial
+from experiments.data.load import load_data
+from experiments.training.trial import run_trial
 from search.run import sweep
 
 

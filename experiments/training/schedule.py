@@ -21,8 +21,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from experiments.errors import UserInputError
-
-BACKBONE_LAYER = "backbone"
+from experiments.models.transfer import BACKBONE_LAYER
 
 Fit = Callable[..., keras.callbacks.History]
 Compile = Callable[[float], None]  # (re)compile what `fit` trains, at lr x multiplier

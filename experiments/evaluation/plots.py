@@ -11,7 +11,7 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from experiments.evaluation import TestReport
+from experiments.evaluation.metrics import TestReport
 
 
 def confusion_matrix_figure(report: TestReport, class_names: list[str]) -> Figure:

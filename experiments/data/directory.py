@@ -23,9 +23,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from experiments.data import ImageData, Split, check_fractions, holdout
-from experiments.errors import UserInputError
-from experiments.images import (
+from experiments.data.images import (
     RESIZE_POLICIES,
     FolderScan,
     decode_all,
@@ -33,6 +31,8 @@ from experiments.images import (
     image_hw,
     scan_folder,
 )
+from experiments.data.splits import ImageData, Split, check_fractions, holdout
+from experiments.errors import UserInputError
 
 CACHES = ("memory", "file", "none")
 ON_CORRUPT = ("fail", "skip")

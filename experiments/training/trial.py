@@ -15,11 +15,12 @@ from functools import partial
 import keras
 from omegaconf import DictConfig
 
-from experiments.augment import with_augmentation
-from experiments.data import ImageData
+from experiments.data.augment import with_augmentation
+from experiments.data.pipeline import dataset
+from experiments.data.splits import ImageData
 from experiments.errors import TrialFailed
-from experiments.models import build_model, compile_model
-from experiments.schedule import fit_two_phase, is_two_phase
+from experiments.models.build import build_model, compile_model
+from experiments.training.schedule import fit_two_phase, is_two_phase
 
 
 @dataclass
@@ -58,8 +59,8 @@ def run_trial(
     batch_size, seed = int(cfg.train.batch_size), int(cfg.seed)
     fit = partial(
         trainee.fit,
-        data.dataset("train", batch_size, training=True, seed=seed),
-        validation_data=data.dataset("val", batch_size, training=False, seed=seed),
+        dataset(data, "train", batch_size, training=True, seed=seed),
+        validation_data=dataset(data, "val", batch_size, training=False, seed=seed),
         class_weight=data.class_weight() if cfg.data.get("class_weights") else None,
         shuffle=False,  # the dataset shuffles itself, seeded
         verbose=int(cfg.train.verbose),

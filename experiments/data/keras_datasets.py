@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from experiments.data import ImageData, Split, holdout
+from experiments.data.images import image_hw
+from experiments.data.splits import ImageData, Split, holdout
 from experiments.errors import UserInputError
-from experiments.images import image_hw
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_test, y_test
 GOOGLE = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"

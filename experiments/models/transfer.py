@@ -3,7 +3,7 @@
 The model takes raw [0, 255] pixels of any size and channel count, like every sweeplab model:
 resizing to `model.input_size`, grayscale to 3 channels and the backbone's own `preprocess_input`
 are layers inside it, so an exported model is called on raw images. The backbone is one nested
-layer named `backbone`, which the two-phase schedule (experiments/schedule.py) freezes and
+layer named `backbone`, which the two-phase schedule (experiments/training/schedule.py) freezes and
 partly unfreezes.
 """
 
@@ -12,15 +12,16 @@ from __future__ import annotations
 import keras
 from omegaconf import DictConfig
 
-from experiments.backbones import (
+from experiments.errors import UserInputError
+from experiments.models.backbones import (
     HEAD_POOLINGS,
     Backbone,
     check_backbone,
     input_size,
     resolve_weights,
 )
-from experiments.errors import UserInputError
-from experiments.schedule import BACKBONE_LAYER
+
+BACKBONE_LAYER = "backbone"  # the nested backbone's name, which the schedule looks up
 
 # The head's global pooling; its names are HEAD_POOLINGS, which the up-front check (no Keras) uses.
 POOLINGS = dict(

@@ -1,4 +1,4 @@
-"""Image data split once per sweep into train / validation / test, and the source dispatcher.
+"""Image data split once per sweep into train / validation / test: the types every source returns.
 
 Pixels stay raw in [0, 255] (uint8 where the source has integers, float32 otherwise) and reach
 the model as float32 in [0, 255]: rescaling lives inside the model (a `Rescaling` layer) so that
@@ -12,17 +12,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserInputError
 
-if TYPE_CHECKING:
-    import tensorflow as tf
-
-SOURCES = ("digits", "directory", "keras")
 SPLITS = ("train", "val", "test")
 # Data keys that shape a trial's training but not the loaded images: trials that differ only in
 # these share one loaded dataset.
@@ -100,14 +95,6 @@ class ImageData:
         assert self.decoder is not None
         return np.stack([self.decoder(f) for f in part.files[:n]]).astype(np.float32)
 
-    def dataset(self, split: str, batch_size: int, *, training: bool, seed: int) -> tf.data.Dataset:
-        """Batches of (float32 raw images, int32 labels); shuffled each epoch (seeded) if training."""
-        from experiments.pipeline import split_dataset
-
-        return split_dataset(
-            self.split(split), self.image_shape, batch_size, training, seed, self.decoder
-        )
-
     def class_weight(self) -> dict[int, float]:
         """Balanced class weights from the training split: n / (classes * count of the class)."""
         counts = np.bincount(self.train.y, minlength=self.num_classes).astype(float)
@@ -127,37 +114,6 @@ class ImageData:
             "sizes": {name: len(self.split(name)) for name in SPLITS},
             "fingerprint": self.fingerprint(),
         }
-
-
-def loading_key(cfg: DictConfig, seed: int) -> str:
-    """What decides the loaded images: the data config minus training-only keys, and the seed."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    kept = {k: v for k, v in container.items() if k not in TRAINING_ONLY_KEYS}
-    return OmegaConf.to_yaml(OmegaConf.create(kept), sort_keys=True) + f"seed={seed}"
-
-
-def load_data(cfg: DictConfig, seed: int) -> ImageData:
-    """Load the configured source and split it (stratified, seeded)."""
-    source = cfg.get("source")
-    if source == "digits":
-        x, y, class_names = _load_digits(int(cfg.image_size))
-        train, val, test = stratified_split(
-            x, y, float(cfg.val_fraction), float(cfg.test_fraction), seed
-        )
-        return ImageData(train, val, test, class_names, source="digits")
-    if source == "directory":
-        from experiments.directory import load_directory
-
-        return load_directory(cfg, seed)
-    if source == "keras":
-        from experiments.keras_datasets import load_keras
-
-        return load_keras(cfg, seed)
-    raise UserInputError(
-        f"data.source={source!r} is not a known data source; accepted: {', '.join(SOURCES)} "
-        "(choose with data=NAME)."
-    )
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
@@ -199,18 +155,3 @@ def holdout(
             f"parts (smallest class: {counts[counts > 0].min()} images): {err}. Add images, "
             "lower the fraction, or raise data.max_per_class."
         ) from err
-
-
-def _load_digits(image_size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """scikit-learn's 8x8 digits (values 0..16) as [0, 255] images of image_size x image_size."""
-    import tensorflow as tf
-    from sklearn.datasets import load_digits
-
-    if image_size < 8:
-        raise UserInputError(f"data.image_size={image_size} is too small; use 8 or more.")
-    digits = load_digits()
-    images = (digits.images.astype("float32") * (255.0 / 16.0))[..., None]
-    if image_size != 8:
-        images = tf.image.resize(images, (image_size, image_size), method="bilinear").numpy()
-    class_names = [str(i) for i in range(10)]
-    return images.astype("float32"), digits.target.astype("int32"), class_names

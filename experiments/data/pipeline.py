@@ -19,7 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import tensorflow as tf
 
-from experiments.data import Split
+from experiments.data.splits import ImageData, Split
+
+
+def dataset(
+    data: ImageData, split: str, batch_size: int, *, training: bool, seed: int
+) -> tf.data.Dataset:
+    """Batches of (float32 raw images, int32 labels) of one split; shuffled each epoch if training."""
+    return split_dataset(
+        data.split(split), data.image_shape, batch_size, training, seed, data.decoder
+    )
 
 
 def split_dataset(

@@ -1,0 +1,1 @@
+"""The once-only test report of the best model and its plots."""

@@ -1,0 +1,3 @@
+"""What happens to a trained model after the sweep: exports, predictors, image decoding
+for prediction.
+"""

@@ -1,0 +1,1 @@
+"""One trial: build, compile, fit (one phase, or freeze-then-fine-tune), evaluate on validation."""

@@ -62,7 +62,9 @@ def test_sweep_on_sign_language_photos(make_config, tmp_path) -> None:
             )
         ).read_text()
     )
-    assert info["source"] == "directory" and info["path"] == str(folder)
+    # The recorded path is the resolved folder: the same data however it is reached (links).
+    assert info["source"] == "directory" and Path(info["path"]) == folder.resolve()
+    assert Path(info["path"]).is_absolute() and Path(info["path"]).resolve() == Path(info["path"])
     assert info["image_shape"] == [16, 16, 3] and sum(info["sizes"].values()) == 120
     assert all(c.data.tags.get("sweeplab.model_uri") for c in children)
 

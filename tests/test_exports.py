@@ -10,7 +10,7 @@ from conftest import compose_config, run_cli, shared_data
 
 from experiments.data.splits import ImageData, Split
 from experiments.serving.export import export_model
-from experiments.serving.image_files import collect_images, load_images
+from experiments.serving.predict import collect_images, load_images
 from experiments.serving.predictors import load_predictor
 from experiments.training.trial import run_trial
 

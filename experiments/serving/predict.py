@@ -78,20 +78,6 @@ def load_image(path: Path, size: tuple[int | None, int | None], channels: int) -
     return array[..., None] if array.ndim == 2 else array
 
 
-def load_images(
-    files: list[Path], size: tuple[int | None, int | None], channels: int
-) -> np.ndarray:
-    """A batch (N, height, width, channels) of the files, all decoded before any is predicted."""
-    images = [load_image(f, size, channels) for f in files]
-    shapes = {i.shape for i in images}
-    if len(shapes) > 1:
-        raise UserInputError(
-            f"the images have different sizes {sorted(shapes)} and the model has no fixed input "
-            "size to resize them to; pass images of one size."
-        )
-    return np.stack(images)
-
-
 def predict_files(predictor: Predictor, files: list[Path]) -> np.ndarray:
     """Class probabilities per file, in order; all files are decoded before any is predicted.
 

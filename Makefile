@@ -44,8 +44,9 @@ postgres:  ## install PostgreSQL server binaries (Debian, as root) for the multi
 bench: setup  ## benchmarks -> bench/results/*.json; QUICK=1: minutes; ARGS="overhead": only that
 	$(PY) bench/run_all.py $(if $(QUICK),--quick) $(ARGS)
 
-lint: setup  ## ruff
+lint: setup  ## ruff, then the import contracts of pyproject's [tool.importlinter] (lint-imports)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 clean:  ## delete run outputs (MLflow store, Optuna DB, artifacts); keeps .venv
 	rm -rf $(OUT) outputs multirun .pytest_cache

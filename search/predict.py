@@ -8,7 +8,8 @@ MODEL is a registry URI (models:/NAME@ALIAS, models:/NAME/VERSION), a runs:/ URI
 .tflite file, or a SavedModel folder. Images are decoded and, for a model of fixed input size (a
 trial's model), resized to it with PIL; exports and the registered champion resize inside, so they
 get the images as they are. Every model rescales raw pixels itself. One line per image: the path,
-then the top k classes with their probabilities.
+then the top k classes with their probabilities. This module is the command line (arguments, the
+MLflow store, fetching a URI); finding, decoding and ranking is experiments/serving/predict.py.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import numpy as np  # noqa: E402
 
 from experiments.errors import UserInputError  # noqa: E402
 
@@ -66,13 +65,14 @@ def predict(argv: list[str] | None = None) -> list[tuple[Path, list[tuple[str, f
     args = parse_args(argv)
     if args.top_k < 1:
         raise UserInputError(f"--top-k={args.top_k} must be 1 or more.")
-    from experiments.serving.image_files import collect_images
+    from experiments.serving.predict import collect_images
 
     files = collect_images(args.images)  # bad paths fail before the model is loaded
 
     from experiments.quiet import quiet_tensorflow
 
     quiet_tensorflow()
+    from experiments.serving.predict import format_line, top_k
     from experiments.serving.predictors import load_predictor
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,45 +82,10 @@ def predict(argv: list[str] | None = None) -> list[tuple[Path, list[tuple[str, f
             local = fetch_model(args.model, tracking_uri(args.tracking_uri), Path(tmp))
         else:
             local = Path(args.model)
-        predictor = load_predictor(local)
-        probabilities = predict_files(predictor, files)
-    labels = predictor.labels(probabilities.shape[1])
-    if len(labels) != probabilities.shape[1]:
-        raise UserInputError(
-            f"the model's class_names.json names {len(labels)} classes but the model has "
-            f"{probabilities.shape[1]} outputs; the file belongs to another model."
-        )
-    k = min(args.top_k, len(labels))
-    results = []
-    for path, row in zip(files, probabilities, strict=True):
-        order = row.argsort()[::-1][:k]
-        top = [(labels[i], float(row[i])) for i in order]
-        results.append((path, top))
-        print(f"{path}  " + "  ".join(f"{name} {p:.4f}" for name, p in top), flush=True)
+        results = top_k(load_predictor(local), files, args.top_k)
+    for path, ranked in results:
+        print(format_line(path, ranked), flush=True)
     return results
-
-
-def predict_files(predictor, files: list[Path]) -> np.ndarray:
-    """Class probabilities per file, in order; all files are decoded before any is predicted.
-
-    A model with a fixed input size gets the images resized to it (PIL, bilinear); one that takes
-    any size (exports and the registered champion resize inside) gets them as they are, batched
-    by size.
-    """
-    from experiments.serving.image_files import load_image
-
-    height, width, channels = predictor.input_shape
-    images = [load_image(f, (height, width), int(channels)) for f in files]
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, image in enumerate(images):
-        by_shape.setdefault(image.shape, []).append(i)
-    rows: dict[int, np.ndarray] = {}
-    for indices in by_shape.values():
-        for i, row in zip(
-            indices, predictor.predict(np.stack([images[i] for i in indices])), strict=True
-        ):
-            rows[i] = row
-    return np.stack([rows[i] for i in range(len(images))])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from experiments.data import keras_datasets
 from experiments.data.load import load_data
 from experiments.errors import UserInputError
+from experiments.keras_home import keras_home
 from search.run import sweep
 from tests.conftest import shared_data
 from tests.test_sweep import runs_of
@@ -62,7 +65,9 @@ def test_sweep_on_sign_language_photos(make_config, tmp_path) -> None:
             )
         ).read_text()
     )
-    assert info["source"] == "directory" and info["path"] == str(folder)
+    # The recorded path is the resolved folder: the same data however it is reached (links).
+    assert info["source"] == "directory" and Path(info["path"]) == folder.resolve()
+    assert Path(info["path"]).is_absolute() and Path(info["path"]).resolve() == Path(info["path"])
     assert info["image_shape"] == [16, 16, 3] and sum(info["sizes"].values()) == 120
     assert all(c.data.tags.get("sweeplab.model_uri") for c in children)
 
@@ -155,3 +160,22 @@ def test_keras_offline_without_a_cached_file_names_it(make_config, tmp_path, mon
         load_data(cifar.data, 0)
     with pytest.raises(UserInputError, match="data.name='svhn'"):
         load_data(make_config("data=keras", "data.name=svhn").data, 0)
+
+
+@pytest.mark.parametrize("keras_home_set", [True, False])
+def test_keras_home_is_where_keras_itself_caches(tmp_path, monkeypatch, keras_home_set) -> None:
+    """One resolver for datasets and backbone weights, agreeing with a fresh Keras process."""
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    (tmp_path / "user").mkdir()
+    if keras_home_set:
+        monkeypatch.setenv("KERAS_HOME", str(tmp_path / "elsewhere"))
+    else:
+        monkeypatch.delenv("KERAS_HOME", raising=False)
+    asked = subprocess.run(
+        [sys.executable, "-c", "from keras.src.backend import config; print(config.keras_home())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    expected = tmp_path / ("elsewhere" if keras_home_set else "user/.keras")
+    assert Path(asked.stdout.strip()) == expected == keras_home()

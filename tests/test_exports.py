@@ -10,11 +10,18 @@ from conftest import compose_config, run_cli, shared_data
 
 from experiments.data.splits import ImageData, Split
 from experiments.serving.export import export_model
-from experiments.serving.image_files import collect_images, load_images
+from experiments.serving.predict import collect_images, load_image
 from experiments.serving.predictors import load_predictor
 from experiments.training.trial import run_trial
 
 SIZE = (32, 32)
+
+
+def load_images(files: list[Path], size: tuple[int | None, int | None], channels: int):
+    """The photos as one float32 batch, decoded as `search.predict` decodes them."""
+    return np.stack([load_image(f, size, channels) for f in files])
+
+
 TRAIN_PER_CLASS, HELD_OUT_PER_CLASS = 16, 4
 
 

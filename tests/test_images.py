@@ -12,6 +12,7 @@ from experiments.data.images import decode_file
 from experiments.data.load import load_data
 from experiments.data.pipeline import dataset
 from experiments.errors import UserInputError
+from experiments.serving.predict import collect_images, load_image
 from tests.conftest import run_cli
 
 
@@ -256,3 +257,25 @@ def test_bad_data_on_the_command_line_is_one_paragraph_and_exit_2(tmp_path) -> N
     assert result.stderr.startswith("sweeplab: error: data.path=")
     assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "runs" / "mlflow.db").exists()  # failed before anything was recorded
+
+
+def test_training_and_prediction_read_images_the_same_way(load, tmp_path) -> None:
+    """One decoder, one extension list: WebP and TIFF train too, and predict's pixels equal
+    training's (a 16-bit PNG used to be clipped by predict and scaled by training)."""
+    root = make_folder(tmp_path / "formats", per_class=6)
+    write_image(root / "cat" / "extra.webp", seed=11)
+    write_image(root / "dog" / "extra.tiff", seed=12)
+    data = load(root)
+    every = [Path(f).suffix for s in ("train", "val", "test") for f in data.split(s).files]
+    assert sum(len(data.split(s)) for s in ("train", "val", "test")) == 14
+    assert {".webp", ".tiff"} <= set(every) and data.describe()["ignored_files"] == 0
+    assert collect_images([root]) == sorted(
+        p for p in root.rglob("*") if p.suffix in (".png", ".webp", ".tiff")
+    )
+    deep = write_image(tmp_path / "deep.png", size=(15, 9), mode="I;16", seed=3)
+    for path in (deep, root / "cat" / "extra.webp", root / "dog" / "extra.tiff"):
+        channels = 1 if path == deep else 3
+        trained = decode_file(str(path), (10, 14), channels, "stretch").astype(np.float32)
+        predicted = load_image(path, (10, 14), channels)
+        np.testing.assert_array_equal(predicted, trained)
+    assert len(np.unique(load_image(deep, (10, 14), 1))) > 50  # scaled to 8 bits, not clipped

@@ -21,6 +21,7 @@ from transfer_helpers import (
 from experiments.errors import UserInputError
 from experiments.models.backbones import BACKBONES
 from experiments.models.transfer import build_transfer, preprocess_layer
+from experiments.training.schedule import unfreeze_count, unfreeze_top
 from search.run import sweep
 
 SMALL = {
@@ -55,6 +56,42 @@ def test_each_backbone_builds_at_a_small_size_without_weights(name: str) -> None
     layer = preprocess_layer(BACKBONES[name])
     got = rgb if layer is None else keras.ops.convert_to_numpy(layer(rgb))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_unfreeze_layers_counts_weighted_layers_and_keeps_batch_norm_frozen() -> None:
+    """`unfreeze_layers=N` opens exactly N weighted, non-BatchNormalization layers: the top N."""
+    cfg = model_cfg(backbone="mobilenet", weights=None, input_size=32, alpha=0.25)
+    backbone = build_transfer(cfg, (32, 32, 3), 3).get_layer("backbone")
+    tunable = [
+        layer.name
+        for layer in backbone.layers
+        if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    opened = unfreeze_top(backbone, 5)
+    trainable = [layer.name for layer in backbone.layers if layer.trainable and layer.weights]
+    assert opened == trainable == tunable[-5:]
+    assert not [
+        layer.name
+        for layer in backbone.layers
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+    ]
+    assert unfreeze_count(OmegaConf.create({"unfreeze_layers": 10_000}), len(tunable)) == len(
+        tunable
+    )
+
+
+def test_frozen_efficientnet_backbone_runs_without_dropout_in_training_mode() -> None:
+    """EfficientNet's internal dropout stays off: the backbone is called with training=False."""
+    cfg = model_cfg(backbone="efficientnetb0", weights=None, input_size=32, dropout=0.0)
+    model = build_transfer(cfg, (32, 32, 3), 3)
+    model.get_layer("backbone").trainable = False
+    features = keras.Model(model.inputs, model.get_layer("pool").output)
+    # 8 images: EfficientNet drops whole residual branches per image, so with 8 a pass without
+    # one dropped branch that differs between the passes is practically impossible.
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    first = keras.ops.convert_to_numpy(features(images, training=True))
+    second = keras.ops.convert_to_numpy(features(images, training=True))
+    np.testing.assert_array_equal(first, second)
 
 
 @pytest.mark.usefixtures("offline")

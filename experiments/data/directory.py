@@ -23,15 +23,16 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from experiments.data.images import (
-    RESIZE_POLICIES,
-    FolderScan,
-    decode_all,
-    decode_file,
-    image_hw,
-    scan_folder,
+from experiments.data.folders import FolderScan, scan_folder
+from experiments.data.images import RESIZE_POLICIES, decode_all, decode_file, image_hw
+from experiments.data.splits import (
+    ImageData,
+    Split,
+    check_fractions,
+    check_max_per_class,
+    holdout,
+    per_class_sample,
 )
-from experiments.data.splits import ImageData, Split, check_fractions, holdout
 from experiments.errors import UserInputError
 
 CACHES = ("memory", "file", "none")
@@ -69,14 +70,7 @@ def options(cfg: DictConfig) -> Options:
     for key, allowed in choices.items():
         if picked[key] not in allowed:
             raise UserInputError(f"data.{key}={picked[key]!r}; accepted: {', '.join(allowed)}.")
-    max_per_class = cfg.get("max_per_class")
-    if max_per_class is not None and (
-        isinstance(max_per_class, bool) or not isinstance(max_per_class, int) or max_per_class < 2
-    ):
-        raise UserInputError(
-            f"data.max_per_class={max_per_class!r} must be a whole number of 2 or more, or null "
-            "for every image."
-        )
+    max_per_class = check_max_per_class(cfg.get("max_per_class"))
     cache_dir = cfg.get("cache_dir") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", "~/.cache"), "sweeplab"
     )
@@ -171,12 +165,7 @@ def _subsample(
     """At most `limit` files per class, a seeded random choice kept in file order."""
     if limit is None:
         return files
-    keep: list[int] = []
-    labels = np.array([label for _, label in files])
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        keep.extend(rng.choice(members, size=min(limit, len(members)), replace=False).tolist())
-    return [files[i] for i in sorted(keep)]
+    return [files[i] for i in per_class_sample(np.array([label for _, label in files]), limit, rng)]
 
 
 def _decode(

@@ -1,4 +1,8 @@
-"""Reading a folder of class subfolders: scan, validate, decode and resize with PIL.
+"""Decoding image files with PIL: the one place that says what an image file is and how it reads.
+
+Training folders (experiments/data/folders.py, directory.py) and prediction
+(experiments/serving/predict.py) use the same extension list, the same opening (big JPEGs decoded
+at a reduced scale with `draft`) and the same conversion of every PIL mode to 1 or 3 channels.
 
 PIL rather than `tf.io.decode_image` because it reads every mode users bring (L, RGB, RGBA, P,
 CMYK, 16-bit), takes the first frame of a GIF, decodes big JPEGs at a reduced scale (`draft`),
@@ -13,7 +17,7 @@ import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,30 +25,19 @@ from PIL import Image, ImageOps
 
 from experiments.errors import UserInputError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 RESIZE_POLICIES = ("stretch", "crop", "pad")
-SPLIT_FOLDERS = {
-    "train": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "test": "test",
-}
+# Channels of a PIL mode as a model would see it before any conversion (palette images are
+# expanded first); prediction refuses an image whose count differs from the model's.
+MODE_CHANNELS = {"L": 1, "I": 1, "F": 1, "I;16": 1, "LA": 2, "RGB": 3, "YCbCr": 3, "CMYK": 3}
+MODE_CHANNELS |= {"RGBA": 4, "PA": 4}
+_SIXTEEN_BIT = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 _CHUNK = 512  # images decoded per thread-pool round: bounds memory held by out-of-order results
 
 
-@dataclass
-class FolderScan:
-    """What a data folder holds: class names in label order and the image files found.
-
-    `files[split]` lists (path, label) per fixed split (`train`, `val`, `test` subfolders), or
-    under the single key `all` when the folder is not split.
-    """
-
-    root: Path
-    class_names: list[str]
-    files: dict[str, list[tuple[str, int]]]
-    ignored: list[str] = field(default_factory=list)  # non-image files, left out
+def is_image_name(name: str) -> bool:
+    """A file name with an image extension, not hidden (.DS_Store, ._photo.jpg)."""
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
 @dataclass
@@ -54,124 +47,6 @@ class Decoded:
     ok: np.ndarray
     digests: list[str]
     bad: list[tuple[str, str]]  # (path, reason)
-
-
-def check_folder(path: str | None) -> Path:
-    """The data folder as an absolute path, or a UserInputError saying what is wrong with it."""
-    if path is None or str(path).strip() == "":
-        raise UserInputError(
-            "data=directory needs a folder: set data.path=FOLDER, a folder with one subfolder of "
-            "images per class (optionally inside train/, val/ and test/ subfolders)."
-        )
-    folder = Path(str(path)).expanduser().resolve()
-    if not folder.exists():
-        raise UserInputError(
-            f"data.path={path!r} does not exist (resolved to {folder}); give a folder with one "
-            "subfolder of images per class."
-        )
-    if not folder.is_dir():
-        raise UserInputError(
-            f"data.path={path!r} is a file, not a folder; give the folder that holds one subfolder "
-            "of images per class (e.g. photos/cat/*.jpg, photos/dog/*.jpg)."
-        )
-    return folder
-
-
-def scan_folder(path: str | None) -> FolderScan:
-    """Find the classes and image files under `path`; non-image files are ignored and counted."""
-    root = check_folder(path)
-    subdirs = _subdirs(root)
-    split_dirs = {
-        SPLIT_FOLDERS[d.name.lower()]: d for d in subdirs if d.name.lower() in SPLIT_FOLDERS
-    }
-    if split_dirs and len(split_dirs) == len(subdirs):
-        if "train" not in split_dirs:
-            raise UserInputError(
-                f"data.path={str(root)!r} has split folders {sorted(d.name for d in subdirs)} but "
-                "no train/ folder; a fixed split needs train/ (val/ and test/ are optional)."
-            )
-        per_split = {split: _class_files(d) for split, d in split_dirs.items()}
-        class_names = sorted({name for found in per_split.values() for name in found[0]})
-        ignored = [f for found in per_split.values() for f in found[1]]
-        _check_classes(root, class_names, {n: [] for n in class_names}, per_split)
-        files = {
-            split: [(p, class_names.index(name)) for name, paths in found[0].items() for p in paths]
-            for split, found in per_split.items()
-        }
-        return FolderScan(root, class_names, files, ignored)
-    by_class, ignored = _class_files(root)
-    class_names = sorted(by_class)
-    _check_classes(root, class_names, by_class, None)
-    files = {"all": [(p, i) for i, name in enumerate(class_names) for p in by_class[name]]}
-    return FolderScan(root, class_names, files, ignored)
-
-
-def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _class_files(folder: Path) -> tuple[dict[str, list[str]], list[str]]:
-    """Image files per class subfolder (searched recursively), and the non-image files seen."""
-    by_class: dict[str, list[str]] = {}
-    ignored: list[str] = []
-    for class_dir in _subdirs(folder):
-        images: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(class_dir):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                full = os.path.join(dirpath, name)
-                if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
-                    images.append(full)
-                else:
-                    ignored.append(full)
-        by_class[class_dir.name] = images
-    return by_class, ignored
-
-
-def _check_classes(
-    root: Path,
-    class_names: list[str],
-    by_class: dict[str, list[str]],
-    per_split: dict[str, tuple[dict[str, list[str]], list[str]]] | None,
-) -> None:
-    where = f"data.path={str(root)!r}"
-    if not class_names:
-        loose = [
-            p for p in root.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS)
-        ]
-        hint = (
-            f" It holds {len(loose)} image file(s) directly: move them into one subfolder per class."
-            if loose
-            else ""
-        )
-        raise UserInputError(
-            f"{where} has no class subfolders.{hint} Expected one subfolder of images per class, "
-            "e.g. FOLDER/cat/*.jpg and FOLDER/dog/*.jpg."
-        )
-    if len(class_names) < 2:
-        raise UserInputError(
-            f"{where} has only one class folder ({class_names[0]!r}); a classifier needs at least "
-            "two classes, one subfolder each."
-        )
-    if per_split is None:
-        empty = [name for name in class_names if not by_class[name]]
-    else:
-        totals = {
-            n: sum(len(found[0].get(n, [])) for found in per_split.values()) for n in class_names
-        }
-        empty = [name for name in class_names if totals[name] == 0]
-        if not empty:
-            missing = [n for n in class_names if not per_split["train"][0].get(n)]
-            if missing:
-                raise UserInputError(
-                    f"{where}: class folder(s) {missing} have no images under train/; every class "
-                    "must have training images."
-                )
-    if empty:
-        raise UserInputError(
-            f"{where}: class folder(s) {empty} contain no images ({', '.join(IMAGE_EXTENSIONS)}); "
-            "add images or remove those folders."
-        )
 
 
 def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -193,26 +68,28 @@ def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
     return h, w
 
 
-def decode_file(path: str, hw: tuple[int, int], channels: int, policy: str) -> np.ndarray:
-    """One image file as uint8 (height, width, channels), resized by `policy`. Raises on bad files."""
-    h, w = hw
+def open_image(path: str | Path, size: tuple[int, int] | None = None) -> Image.Image:
+    """The fully decoded image; a JPEG larger than `size` (height, width) is decoded smaller.
+
+    Raises PIL's own errors (UnidentifiedImageError, OSError, ...) for files it cannot read.
+    """
     with Image.open(path) as img:
-        if img.format == "JPEG":
-            img.draft(None, (w, h))  # decode big JPEGs at 1/2..1/8 scale, never below (w, h)
+        if size is not None and img.format == "JPEG":
+            img.draft(None, (size[1], size[0]))  # decode at 1/2..1/8 scale, never below size
         img.load()  # the full decode: truncated or corrupt data raises here
-        img = _to_channels(img, channels)
-    if policy == "crop":
-        img = ImageOps.fit(img, (w, h), Image.Resampling.BILINEAR)
-    elif policy == "pad":
-        img = ImageOps.pad(img, (w, h), Image.Resampling.BILINEAR, color=0)
-    elif img.size != (w, h):
-        img = img.resize((w, h), Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.uint8).reshape(h, w, channels)
+    return img  # leaving `with` closes only the file: the decoded pixels stay
 
 
-def _to_channels(img: Image.Image, channels: int) -> Image.Image:
+def mode_channels(img: Image.Image) -> int:
+    """How many channels the image has in its own mode (a palette counts as what it stands for)."""
+    if img.mode == "P":
+        return 4 if "transparency" in img.info else 3
+    return MODE_CHANNELS.get(img.mode, len(img.getbands()))
+
+
+def to_channels(img: Image.Image, channels: int) -> Image.Image:
     """Any PIL mode to L (1 channel) or RGB (3); transparency is composited onto white."""
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if img.mode in _SIXTEEN_BIT:
         arr = np.asarray(img, dtype=np.float64)
         peak = arr.max() if arr.size else 0.0
         scale = 255.0 / 65535.0 if peak > 255 else 1.0
@@ -221,6 +98,22 @@ def _to_channels(img: Image.Image, channels: int) -> Image.Image:
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     return img.convert("L" if channels == 1 else "RGB")
+
+
+def fit(img: Image.Image, hw: tuple[int, int], policy: str) -> Image.Image:
+    """Resize to (height, width): stretch, crop (centre, keep aspect) or pad (black borders)."""
+    h, w = hw
+    if policy == "crop":
+        return ImageOps.fit(img, (w, h), Image.Resampling.BILINEAR)
+    if policy == "pad":
+        return ImageOps.pad(img, (w, h), Image.Resampling.BILINEAR, color=0)
+    return img if img.size == (w, h) else img.resize((w, h), Image.Resampling.BILINEAR)
+
+
+def decode_file(path: str, hw: tuple[int, int], channels: int, policy: str) -> np.ndarray:
+    """One image file as uint8 (height, width, channels), resized by `policy`. Raises on bad files."""
+    img = fit(to_channels(open_image(path, hw), channels), hw, policy)
+    return np.asarray(img, dtype=np.uint8).reshape(*hw, channels)
 
 
 def decode_all(

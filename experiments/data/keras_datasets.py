@@ -1,8 +1,9 @@
 """`data=keras`: MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 through Keras's own download cache.
 
 Files live where `keras.datasets` puts them (`$KERAS_HOME/datasets/...`, KERAS_HOME set from the
-root `keras_home` key, else `~/.keras`). A cached file is read directly; a missing one is fetched
-with `keras.utils.get_file` (the same URL and hash Keras uses). Offline without a cached copy, the
+root `keras_home` key, else `~/.keras`; experiments/keras_home.py resolves it). A cached file is
+read directly; a missing one is fetched with `keras.utils.get_file` (the same URL and hash Keras
+uses). Offline without a cached copy, the
 error names the file, where to put it and where to get it, instead of Keras's URL-fetch trace.
 The official test split is kept as the test split; validation is cut from the training set.
 """
@@ -10,7 +11,6 @@ The official test split is kept as the test split; validation is cut from the tr
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import socket
 from collections.abc import Callable
@@ -21,8 +21,15 @@ import numpy as np
 from omegaconf import DictConfig
 
 from experiments.data.images import image_hw
-from experiments.data.splits import ImageData, Split, holdout
+from experiments.data.splits import (
+    ImageData,
+    Split,
+    check_max_per_class,
+    holdout,
+    per_class_sample,
+)
 from experiments.errors import UserInputError
+from experiments.keras_home import download_dir, keras_home
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_test, y_test
 GOOGLE = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -155,15 +162,6 @@ SETS: dict[str, KerasSet] = {
 }
 
 
-def keras_home() -> Path:
-    """Where keras.datasets caches files: $KERAS_HOME, else Keras's own default."""
-    if os.environ.get("KERAS_HOME"):
-        return Path(os.environ["KERAS_HOME"]).expanduser().resolve()
-    from keras.src.backend import config
-
-    return Path(config.keras_home()).expanduser().resolve()
-
-
 def fetch(name: str, download: bool, home: Path | None = None) -> tuple[Arrays, list[str]]:
     """The arrays and class names of a keras dataset, downloading missing files when allowed."""
     spec = SETS.get(name)
@@ -211,7 +209,7 @@ def _download(name: str, item: Download, home: Path, allowed: bool) -> None:
             origin=item.origin,
             file_hash=item.file_hash,
             cache_subdir=item.subdir,
-            cache_dir=str(home),
+            cache_dir=download_dir(home),
             extract=item.extract,
         )
     except Exception as err:  # keras raises a bare Exception for URL failures
@@ -228,16 +226,15 @@ def _download(name: str, item: Download, home: Path, allowed: bool) -> None:
 def load_keras(cfg: DictConfig, seed: int) -> ImageData:
     """A keras dataset, converted to the configured size and channels, split train/val/test."""
     name = str(cfg.get("name"))
-    limit = cfg.get("max_per_class")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 2):
-        raise UserInputError(
-            f"data.max_per_class={limit!r} must be a whole number of 2 or more, or null for every "
-            "image."
-        )
+    limit = check_max_per_class(cfg.get("max_per_class"))
     (x_train, y_train, x_test, y_test), class_names = fetch(name, bool(cfg.get("download", True)))
     rng = np.random.default_rng(seed)
-    x_train, y_train = _limit(x_train, y_train.reshape(-1), limit, rng)
-    x_test, y_test = _limit(x_test, y_test.reshape(-1), limit, rng)
+    y_train, y_test = y_train.reshape(-1), y_test.reshape(-1)
+    if limit is not None:
+        keep_train = per_class_sample(y_train, limit, rng)
+        x_train, y_train = x_train[keep_train], y_train[keep_train]
+        keep_test = per_class_sample(y_test, limit, rng)
+        x_test, y_test = x_test[keep_test], y_test[keep_test]
     x_train, x_test = (_convert(x, cfg) for x in (x_train, x_test))
     x_train, x_val, y_train, y_val = holdout(
         x_train, y_train.astype(np.int32), float(cfg.val_fraction), seed, "data.val_fraction"
@@ -248,24 +245,8 @@ def load_keras(cfg: DictConfig, seed: int) -> ImageData:
         Split(x_test, y_test.astype(np.int32)),
         class_names,
         source="keras",
-        info={"name": name, "path": str(keras_home() / "datasets")},
+        info={"name": name, "path": str(keras_home().resolve() / "datasets")},
     )
-
-
-def _limit(
-    x: np.ndarray, y: np.ndarray, limit: int | None, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    if limit is None:
-        return x, y
-    keep = np.sort(
-        np.concatenate(
-            [
-                rng.choice(idx, size=min(int(limit), len(idx)), replace=False)
-                for idx in (np.flatnonzero(y == c) for c in np.unique(y))
-            ]
-        )
-    )
-    return x[keep], y[keep]
 
 
 def _convert(x: np.ndarray, cfg: DictConfig) -> np.ndarray:

@@ -128,6 +128,28 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
         )
 
 
+def check_max_per_class(value: object) -> int | None:
+    """`data.max_per_class`: a whole number of 2 or more (a class needs images in two splits)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
+        raise UserInputError(
+            f"data.max_per_class={value!r} must be a whole number of 2 or more, or null for every "
+            "image."
+        )
+    return value
+
+
+def per_class_sample(labels: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of at most `limit` items per class, a seeded random choice, in ascending order.
+
+    Classes are drawn in label order, so one seed picks the same items for every source.
+    """
+    keep = [
+        rng.choice(members, size=min(int(limit), len(members)), replace=False)
+        for members in (np.flatnonzero(labels == label) for label in np.unique(labels))
+    ]
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+
+
 def stratified_split(
     x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int
 ) -> tuple[Split, Split, Split]:

@@ -4,20 +4,18 @@ This module imports no Keras (except to download a missing file), so a sweep can
 backbone, size, alpha and weights file a search space can reach before it loads data or trains.
 
 Weights: `imagenet` resolves to the exact file Keras would download, looked up in
-`$KERAS_HOME/models/` (Keras's own cache, `~/.keras/models/` by default) and handed to the
-`keras.applications` constructor as a path. Keras reads `KERAS_HOME` once, at import; reading it
-here at build time lets `keras_home=...` (which `search.run` exports) take effect in the same
-process. A file that is not cached is downloaded with `keras.utils.get_file` into that folder; when
+`$KERAS_HOME/models/` (Keras's own cache, `~/.keras/models/` by default; experiments/keras_home.py
+resolves it at build time) and handed to the `keras.applications` constructor as a path. A file that is not cached is downloaded with `keras.utils.get_file` into that folder; when
 that fails (offline) the error names the file and the folder to put it in.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.errors import UserInputError
+from experiments.keras_home import download_dir, keras_home
 
 # Config keys that decide whether a backbone can be built at all: the sweep checks every
 # combination of their categorical choices in the search space before training.
@@ -118,15 +116,6 @@ def get_backbone(name: str) -> Backbone:
     return backbone
 
 
-def keras_cache_dir() -> Path:
-    """Keras's cache folder as a fresh process would resolve it: $KERAS_HOME, else ~/.keras."""
-    home = os.environ.get("KERAS_HOME")
-    if home:
-        return Path(home).expanduser()
-    base = Path("~").expanduser()
-    return (base if os.access(base, os.W_OK) else Path("/tmp")) / ".keras"
-
-
 def input_size(model_cfg, data_image_size: int) -> int:
     """The square size the backbone sees: `model.input_size`, or the data's own size if null."""
     size = model_cfg.get("input_size")
@@ -158,7 +147,7 @@ def check_backbone(model_cfg, size: int) -> Backbone:
     if weights not in (None, "imagenet") and not Path(str(weights)).expanduser().is_file():
         raise UserInputError(
             f"model.weights={weights!r} is not a file. Accepted: imagenet (Keras's cache in "
-            f"{keras_cache_dir() / 'models'}), null (random initialization) or the path to a "
+            f"{keras_home() / 'models'}), null (random initialization) or the path to a "
             f"no-top weights file for {backbone.name}."
         )
     return backbone
@@ -173,7 +162,7 @@ def resolve_weights(model_cfg, size: int, *, download: bool = True) -> str | Non
     if weights != "imagenet":
         return str(Path(str(weights)).expanduser().resolve())
     file_name = backbone.weights_file(model_cfg.get("alpha"), size)
-    folder = keras_cache_dir() / "models"
+    folder = keras_home() / "models"
     if (folder / file_name).is_file():
         return str(folder / file_name)
     if download:
@@ -187,7 +176,7 @@ def resolve_weights(model_cfg, size: int, *, download: bool = True) -> str | Non
                 file_name,
                 backbone.url_folder + file_name,
                 cache_subdir="models",
-                cache_dir=str(keras_cache_dir()),
+                cache_dir=download_dir(),
                 file_hash=backbone.file_hash,
             )
         except Exception as err:  # urllib and Keras raise plain Exception on a failed fetch

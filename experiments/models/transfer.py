@@ -51,7 +51,7 @@ def build_backbone(cfg: DictConfig, size: int) -> keras.Model:
     constructor = getattr(keras.applications, backbone.constructor)
     options: dict = {"alpha": float(cfg.alpha)} if backbone.alphas else {}
     try:
-        return constructor(
+        model = constructor(
             input_shape=(size, size, 3),
             include_top=False,
             weights=weights,
@@ -63,6 +63,22 @@ def build_backbone(cfg: DictConfig, size: int) -> keras.Model:
             f"model.weights={cfg.weights!r} ({weights}) does not load into "
             f"{backbone.name} at {size}x{size} with its settings: {err}"
         ) from err
+    _without_dropout(model)
+    return model
+
+
+def _without_dropout(backbone: keras.Model) -> None:
+    """Turn the backbone's own dropout (EfficientNet's stochastic depth) off for good.
+
+    `backbone(x, training=False)` alone does not do it in Keras 3: a Functional model passes the
+    `training=True` of `fit` to every layer it runs, overriding the value given when the graph
+    was built (keras-team/keras#20285). BatchNormalization is safe anyway (Keras 3 runs a frozen
+    BN layer in inference mode, and the schedule keeps BN frozen in both phases); dropout is not,
+    so its rate is set to 0, which is also what the saved model records.
+    """
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0
 
 
 def build_transfer(
@@ -91,7 +107,10 @@ def build_transfer(
     preprocess = preprocess_layer(check_backbone(cfg, size))  # cheap: no Keras, no files
     if preprocess is not None:
         x = preprocess(x)
-    x = backbone(x)
+    # training=False, as in the keras-io fine-tuning guide: the backbone runs in inference mode
+    # (BN keeps its ImageNet statistics, no dropout) in both phases. Keras 3 lets `fit` override
+    # this inside a Functional model, hence also `_without_dropout` in `build_backbone`.
+    x = backbone(x, training=False)
     x = pooling(name="pool")(x)
     if cfg.get("dense_units"):
         x = keras.layers.Dense(int(cfg.dense_units), activation="relu", name="head_dense")(x)

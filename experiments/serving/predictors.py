@@ -29,7 +29,6 @@ class Predictor:
     predict: Callable[[np.ndarray], np.ndarray]
     input_shape: tuple[int | None, int | None, int]  # (height, width, channels); None: any
     class_names: list[str] | None
-    kind: str  # keras | saved_model | tflite
 
     def labels(self, count: int) -> list[str]:
         """Class names, or the output indices as text when the model came without them."""
@@ -93,7 +92,7 @@ def _keras(path: Path, class_names: list[str] | None) -> Predictor:
     def predict(x: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(x, batch_size=BATCH, verbose=0))
 
-    return Predictor(predict, (height, width, channels), class_names, "keras")
+    return Predictor(predict, (height, width, channels), class_names)
 
 
 def _saved_model(path: Path) -> Predictor:
@@ -113,9 +112,7 @@ def _saved_model(path: Path) -> Predictor:
         return np.concatenate([np.asarray(o) for o in outputs])
 
     _, height, width, channels = spec.shape.as_list()
-    return Predictor(
-        predict, (height, width, channels), _class_names(path, path.parent), "saved_model"
-    )
+    return Predictor(predict, (height, width, channels), _class_names(path, path.parent))
 
 
 def _tflite(path: Path) -> Predictor:
@@ -145,4 +142,4 @@ def _tflite(path: Path) -> Predictor:
         return np.stack(rows)
 
     interpreter.allocate_tensors()
-    return Predictor(predict, (height, width, channels), _class_names(path.parent), "tflite")
+    return Predictor(predict, (height, width, channels), _class_names(path.parent))

@@ -1,9 +1,10 @@
 """The two-phase fine-tuning schedule of models with a pretrained backbone.
 
 Phase 1 trains the head with the backbone frozen, at `optimizer.learning_rate`, for
-`model.fine_tune.head_epochs` epochs. Phase 2 unfreezes the backbone's top layers
-(`unfreeze_layers`, or `unfreeze_fraction` of them when set) while every BatchNormalization layer
-stays frozen (in inference mode, so its statistics are not overwritten by small batches), compiles
+`model.fine_tune.head_epochs` epochs. Phase 2 unfreezes the backbone's top `unfreeze_layers`
+layers that have weights (or `unfreeze_fraction` of them when set), BatchNormalization not counted
+and kept frozen (the backbone runs in inference mode, so its statistics are not overwritten by
+small batches and its internal dropout is off: experiments/models/transfer.py), compiles
 again at the learning rate times `lr_multiplier`, and trains on up to `train.epochs` in all.
 
 Phase 2 calls `fit` with `initial_epoch`, so every callback (MLflow's per-epoch logger, pruning)
@@ -33,34 +34,47 @@ def is_two_phase(model_cfg: DictConfig) -> bool:
 
 
 def unfreeze_count(fine_tune: DictConfig, n_layers: int) -> int:
-    """How many of the backbone's top layers phase 2 unfreezes."""
+    """How many of the backbone's top tunable layers (see `tunable_layers`) phase 2 unfreezes."""
     fraction = fine_tune.get("unfreeze_fraction")
     if fraction is not None:
         if not 0.0 <= float(fraction) <= 1.0:
             raise UserInputError(
                 f"model.fine_tune.unfreeze_fraction={fraction} must be between 0 and 1 (the "
-                "share of the backbone's layers, counted from the top, that phase 2 trains)."
+                "share of the backbone's layers with weights, counted from the top, that phase 2 "
+                "trains)."
             )
         return round(float(fraction) * n_layers)
     count = int(fine_tune.unfreeze_layers)
     if count < 0:
         raise UserInputError(
             f"model.fine_tune.unfreeze_layers={count} must be 0 or more (the number of the "
-            "backbone's top layers that phase 2 trains)."
+            "backbone's top layers with weights that phase 2 trains)."
         )
     return min(count, n_layers)
 
 
+def tunable_layers(backbone: keras.Model) -> list[keras.layers.Layer]:
+    """The layers `unfreeze_layers` counts, bottom to top: those with weights, except BN.
+
+    Activations, padding, pooling and additions have nothing to train, and BatchNormalization
+    stays frozen in both phases, so counting them would open fewer layers than the number says
+    (a MobileNet block is conv, BN, ReLU: N=3 used to open one convolution).
+    """
+    return [
+        layer
+        for layer in backbone.layers
+        if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
 def unfreeze_top(backbone: keras.Model, count: int) -> list[str]:
-    """Make the top `count` layers trainable, BatchNormalization excepted; returns their names."""
+    """Make exactly the top `count` tunable layers trainable, all others frozen; their names."""
     backbone.trainable = True
-    unfrozen = []
-    for index, layer in enumerate(backbone.layers):
-        on_top = index >= len(backbone.layers) - count
-        layer.trainable = on_top and not isinstance(layer, keras.layers.BatchNormalization)
-        if layer.trainable and layer.weights:
-            unfrozen.append(layer.name)
-    return unfrozen
+    tunable = tunable_layers(backbone)
+    opened = {id(layer) for layer in tunable[len(tunable) - count :]} if count > 0 else set()
+    for layer in backbone.layers:
+        layer.trainable = id(layer) in opened
+    return [layer.name for layer in tunable if id(layer) in opened]
 
 
 def param_counts(model: keras.Model) -> tuple[int, int]:
@@ -110,7 +124,7 @@ def fit_two_phase(
         if not math.isfinite(history.get("loss", [math.nan])[-1]):
             return history
     if total > head_epochs:
-        unfreeze_top(backbone, unfreeze_count(fine_tune, len(backbone.layers)))
+        unfreeze_top(backbone, unfreeze_count(fine_tune, len(tunable_layers(backbone))))
         compile_model(float(fine_tune.lr_multiplier))
         marker.phase = 2
         _extend(history, fit(epochs=total, initial_epoch=head_epochs, callbacks=callbacks).history)

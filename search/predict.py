@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -124,11 +123,10 @@ def predict_files(predictor, files: list[Path]) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
+    from search.cli import exit_codes
+
+    with exit_codes():
         predict(argv)
-    except UserInputError as err:
-        print(f"sweeplab: error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

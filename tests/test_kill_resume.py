@@ -16,10 +16,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from search.optuna_backend import OptunaEngine, counts_as_finished
-from search.run import prepare
+from search.engines.optuna_engine import OptunaEngine, counts_as_finished
 from search.space import parse_space
 from search.study import study_name
+from search.sweep import prepare
 from tests.conftest import ROOT, TINY, compose_config, run_cli
 from tracking.mlflow_tracker import SweepTracker
 from tracking.recovery import close_orphaned_runs

@@ -21,7 +21,7 @@ from transfer_helpers import (
 from experiments.errors import UserInputError
 from experiments.models.backbones import BACKBONES
 from experiments.models.transfer import build_transfer, preprocess_layer
-from search.run import sweep
+from search.sweep import sweep
 
 SMALL = {
     "mobilenet": 32,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import mlflow
 from mlflow.entities import Run, RunStatus
 
+from experiments.outcome import TrialOutcome
 from tracking.liveness import is_alive
 from tracking.mlflow_tracker import TAG, SweepTracker
 
@@ -60,7 +61,7 @@ def _close(client: mlflow.MlflowClient, run: Run, reason: str) -> None:
     client.log_batch(
         run.info.run_id,
         tags=[
-            mlflow.entities.RunTag(TAG + "state", "interrupted"),
+            mlflow.entities.RunTag(TAG + "state", TrialOutcome.INTERRUPTED.value),
             mlflow.entities.RunTag(TAG + "failure_reason", reason),
         ],
     )

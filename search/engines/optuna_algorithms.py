@@ -13,6 +13,7 @@ one, and the grid sampler gets its grid from the space.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 from typing import Any
@@ -72,18 +73,26 @@ def _chosen(search: DictConfig, key: str, group: str) -> tuple[str, DictConfig]:
 def _class_of(where: str, node: Any, base: type, kind: str) -> type:
     target = node.get("_target_") if isinstance(node, DictConfig) else None
     try:
-        cls = hydra.utils.get_class(str(target)) if target else None
-    except Exception as err:  # Hydra raises ImportError, ValueError or its own errors
+        cls = _locate(str(target)) if target else None
+    except (ImportError, AttributeError, ValueError) as err:
         raise UserInputError(
-            f"{where}._target_={target!r} cannot be imported ({err}). Give the full path of an "
-            f"Optuna {kind} class, e.g. optuna.{kind}s.{_example(kind)}."
+            f"{where}._target_={target!r} cannot be imported ({type(err).__name__}: {err}). "
+            f"Give the full path of an Optuna {kind} class, e.g. optuna.{kind}s.{_example(kind)}."
         ) from err
-    if cls is None or not issubclass(cls, base):
+    if not (isinstance(cls, type) and issubclass(cls, base)):
         raise UserInputError(
             f"{where}._target_={target!r} is not an Optuna {kind}; give the full path of a "
             f"subclass of {base.__module__}.{base.__name__}, e.g. optuna.{kind}s.{_example(kind)}."
         )
     return cls
+
+
+def _locate(path: str) -> object:
+    """The object at dotted `path` (Hydra's `get_class` would log its own multi-line error)."""
+    module, _, name = path.rpartition(".")
+    if not module:
+        raise ValueError("not a dotted path module.Class")
+    return getattr(importlib.import_module(module), name)
 
 
 def _build(where: str, node: DictConfig, cls: type, extra: dict[str, Any]) -> Any:

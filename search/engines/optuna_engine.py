@@ -162,6 +162,8 @@ class OptunaEngine:
             "sampler": describe(cfg.search, "sampler"),
             "pruner": describe(cfg.search, "pruner"),
         }
+        # Sampler and pruner first: a bad one fails before the storage file is created.
+        sampler, pruner = make_sampler(cfg.search, space), make_pruner(cfg.search)
         self.study = optuna.create_study(
             study_name=study_name,
             storage=make_storage(
@@ -170,8 +172,8 @@ class OptunaEngine:
                 cfg.search.get("grace_period"),
                 self._on_stale,
             ),
-            sampler=make_sampler(cfg.search, space),
-            pruner=make_pruner(cfg.search),
+            sampler=sampler,
+            pruner=pruner,
             direction=str(cfg.train.direction),
             load_if_exists=True,
         )

@@ -3,21 +3,17 @@
 python -m search.run                                   # default sweep (digits, CNN, Optuna)
 python -m search.run +sweep=cnn search.n_trials=5 optimizer=sgd
 
-The sweep itself is `search.sweep.sweep`; this module is only the command line around it.
+The sweep itself is `search.sweep.sweep`; this module is only the command line around it (the
+environment is set in `search/__init__.py`, before anything imports TensorFlow).
 """
 
 from __future__ import annotations
 
-import os
+import hydra
+from omegaconf import DictConfig
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before anything imports TensorFlow
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no background threads in sweeps
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from search.cli import exit_codes  # noqa: E402
-from search.resume import resume_command, sigterm_as_interrupt  # noqa: E402  (light)
+from search.cli import exit_codes
+from search.resume import resume_command, sigterm_as_interrupt  # light: no TensorFlow
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -7,7 +7,7 @@ engine means one class that satisfies this protocol plus a line in `make_engine`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from omegaconf import DictConfig
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 ENGINES = ("optuna", "keras_tuner")
 
 
+@runtime_checkable
 class Engine(Protocol):
     """A persistent study continued by the same command until `search.n_trials` have finished."""
 

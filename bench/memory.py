@@ -31,7 +31,7 @@ quiet_tensorflow()
 from hydra import compose, initialize_config_dir  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from search.run import sweep  # noqa: E402
+from search.sweep import sweep  # noqa: E402
 
 SMALL = [
     "data.image_size=8",

@@ -425,7 +425,7 @@ def arm_sweeplab(spec: dict, rec: dict, started: Clock) -> None:
 
     import optuna
 
-    import search.optuna_backend as backend
+    import search.engines.optuna_engine as backend
     import search.run  # noqa: F401  (imported here so the import time is counted as imports)
     import search.runner as runner
     import tracking.mlflow_tracker as tracker

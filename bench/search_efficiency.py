@@ -198,7 +198,7 @@ def sweeplab_method(extra: list[str]):
     """A method that is one sweeplab sweep with these overrides; its curve read from MLflow."""
 
     def run(out: Path, data_overrides: list[str], subset: Path, size: dict, seed: int) -> dict:
-        from search.run import sweep
+        from search.sweep import sweep
 
         name = "-".join(o.split("=")[-1] for o in extra) + f"-seed{seed}"
         cfg = compose(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -89,11 +88,10 @@ def predict(argv: list[str] | None = None) -> list[tuple[Path, list[tuple[str, f
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
+    from search.cli import exit_codes
+
+    with exit_codes():
         predict(argv)
-    except UserInputError as err:
-        print(f"sweeplab: error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

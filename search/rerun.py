@@ -22,8 +22,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
-from experiments.errors import UserInputError  # noqa: E402
-
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
@@ -127,13 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         help="enable TensorFlow op determinism (changes CPU numerics; see README)",
     )
     args = parser.parse_args(argv)
-    try:
+    from search.cli import exit_codes
+
+    with exit_codes():
         result = rerun(
             args.run_id, args.output_dir, args.tracking_uri, not args.no_model, args.deterministic
         )
-    except UserInputError as err:
-        print(f"sweeplab: error: {err}", file=sys.stderr, flush=True)
-        return 2
     source = "unknown" if result.source_value is None else f"{result.source_value:.6f}"
     print(f"source run {result.source_run_id}: {result.objective} = {source}")
     print(f"rerun  run {result.run_id}: {result.objective} = {result.value:.6f}")

@@ -1,10 +1,10 @@
 """Kill and resume: clean up after dead processes, turn SIGTERM into Ctrl-C, tell how to resume.
 
-Engine-neutral: an engine may offer `recover() -> list[int]` (fail its trials left RUNNING by
-dead processes and queue their parameters again), `trial_alive(run) -> bool | None` (whether the
-trial an MLflow run records is still running) and `interrupted: list[int]` (trials this process
-cut short). The MLflow side (`tracking.recovery`) then closes the runs those processes left
-RUNNING.
+Engine-neutral, through `search.engines.Engine`: `recover()` fails the trials dead processes
+left running and queues their parameters again, `trial_alive(run)` says whether the trial an
+MLflow run records still runs, `interrupted` lists the trials this process cut short and `store`
+names where the study lives. The MLflow side (`tracking.recovery`) then closes the runs those
+processes left RUNNING.
 """
 
 from __future__ import annotations
@@ -14,17 +14,21 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
+if TYPE_CHECKING:
+    from search.engines import Engine
+    from tracking.mlflow_tracker import SweepTracker
 
-def recover(search: Any, tracker: Any, study: str) -> None:
+
+def recover(search: Engine, tracker: SweepTracker, study: str) -> None:
     """Before the first trial: fail and re-queue dead trials, close their MLflow runs as KILLED."""
     from tracking.recovery import close_orphaned_runs
 
-    recovered = search.recover() if hasattr(search, "recover") else []
-    closed = close_orphaned_runs(tracker, study, getattr(search, "trial_alive", lambda run: None))
+    recovered = search.recover()
+    closed = close_orphaned_runs(tracker, study, search.trial_alive)
     if recovered or closed:
         trials = ", ".join(f"#{n}" for n in recovered) or "none"
         print(
@@ -53,7 +57,7 @@ def resume_command() -> str:
     return "python -m search.run " + shlex.join(sys.argv[1:])
 
 
-def print_interrupted(cfg: DictConfig, study: str, search: Any) -> None:
+def print_interrupted(cfg: DictConfig, study: str, search: Engine) -> None:
     """What Ctrl-C / SIGTERM left behind, and the command that resumes."""
     try:
         done = search.finished()
@@ -61,13 +65,12 @@ def print_interrupted(cfg: DictConfig, study: str, search: Any) -> None:
         done = "?"
     lines = [
         f"\ninterrupted: study {study!r} keeps {done} of {cfg.search.n_trials} finished trials "
-        f"(Optuna: {cfg.search.storage}; MLflow: {cfg.tracking.tracking_uri}).",
+        f"({search.store}; MLflow: {cfg.tracking.tracking_uri}).",
     ]
-    cut = getattr(search, "interrupted", [])
-    if cut:
+    if search.interrupted:
         lines.append(
-            "trial(s) " + ", ".join(f"#{n}" for n in cut) + " cut short: marked failed in "
-            "the study and KILLED in MLflow, parameters queued again."
+            "trial(s) " + ", ".join(f"#{n}" for n in search.interrupted) + " cut short: KILLED "
+            "in MLflow, redone with the same parameters on resume."
         )
     lines.append(f"resume with: {resume_command()}")
     print("\n".join(lines), file=sys.stderr, flush=True)

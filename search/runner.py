@@ -16,9 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.data.load import load_data, loading_key
 from experiments.data.splits import ImageData
-from experiments.errors import TrialFailed
+from experiments.outcome import TrialOutcome
 from experiments.training.trial import TrialResult, run_trial
 from search.space import apply_params
+from search.trials import FailureStreak, failure_reason, was_interrupted
 from tracking.mlflow_tracker import SweepTracker
 
 
@@ -32,11 +33,6 @@ class Outcome:
     @property
     def metrics(self) -> dict[str, float]:
         return self.result.metrics
-
-
-def failure_reason(err: BaseException) -> str:
-    """One line or paragraph saying why a trial failed, as recorded in Optuna and MLflow."""
-    return str(err) if isinstance(err, TrialFailed) else f"{type(err).__name__}: {err}"
 
 
 def resident_mb() -> float:
@@ -80,9 +76,8 @@ class TrialRunner:
         if data is not None:  # already loaded (and checked) for the base config
             self._data[loading_key(base.data, int(base.seed))] = data
         limit = base.search.get("max_consecutive_failures")
-        self.max_consecutive_failures: int | None = int(limit) if limit else None
-        self.consecutive_failures = 0
-        self.stop_reason: str | None = None  # set when the sweep must stop; engines check it
+        # Engines check it after each trial: `failures.raise_if_exceeded()`.
+        self.failures = FailureStreak(None if limit is None else int(limit))
         self.last_run_id: str | None = None  # the MLflow run of the trial started last
 
     def data_for(self, cfg: DictConfig) -> ImageData:
@@ -105,7 +100,8 @@ class TrialRunner:
         `overrides` are config values the engine sets without sampling them (Hyperband's epochs
         for one round): they reach the trial config, not the MLflow params, so every engine logs
         exactly the space keys. Re-raises what stopped the trial (pruning, failure, interrupt)
-        after recording it, so the engine can set its own state.
+        after recording it, so the engine can set its own state; an error caused by Ctrl-C is
+        re-raised as KeyboardInterrupt, and failures are counted in `failures`.
         """
         self.last_run_id = None
         cfg = apply_params(self.base, {**params, **(overrides or {})})
@@ -122,41 +118,33 @@ class TrialRunner:
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as err:
+                if was_interrupted(err):  # Ctrl-C inside TensorFlow can surface as another error
+                    raise KeyboardInterrupt(str(err)) from err  # KILLED, redone on resume
                 if self.is_pruned(err):
                     epochs = _epochs_logged(record)
-                    record.mark("pruned", pruned_at_epoch=epochs - 1, epochs_trained=epochs)
-                    self.consecutive_failures = 0
+                    record.mark(
+                        TrialOutcome.PRUNED, pruned_at_epoch=epochs - 1, epochs_trained=epochs
+                    )
+                    self.failures.record(TrialOutcome.PRUNED)
                     self._print(number, params, f"pruned at epoch {epochs - 1}", None)
                 else:
                     reason = failure_reason(err)
-                    record.mark("failed", reason)
+                    record.mark(TrialOutcome.FAILED, reason)
                     self._print(number, params, f"failed ({reason.splitlines()[0][:120]})", None)
-                    self._count_failure(reason)
+                    self.failures.record(TrialOutcome.FAILED, reason)
                 raise
             value = result.metrics.get(self.objective, math.nan)
-            self.consecutive_failures = 0
+            self.failures.record(TrialOutcome.COMPLETE)
             record.log_metrics(
                 {"train_seconds": result.seconds, "epochs": result.epochs, "rss_mb": resident_mb()}
             )
             record.log_metrics({f"final_{k}": v for k, v in result.metrics.items()})
             if self.tracker.log_models:
                 record.log_model(result.model, data.sample(8))
-            record.mark("complete")
+            record.mark(TrialOutcome.COMPLETE)
             self._update_best(value, number, dict(params), record.run_id)
             self._print(number, params, f"{self.objective}={value:.4f}", result.seconds)
         return Outcome(result, record.run_id)
-
-    def _count_failure(self, reason: str) -> None:
-        self.consecutive_failures += 1
-        limit = self.max_consecutive_failures
-        if limit and self.consecutive_failures >= limit:
-            self.stop_reason = (
-                f"{self.consecutive_failures} trials failed in a row "
-                f"(search.max_consecutive_failures={limit}); the last one: {reason.splitlines()[0]}. "
-                "Check the search space and fixed settings (a learning rate that diverges, a "
-                "model too big for memory), or raise search.max_consecutive_failures "
-                "(null: never stop)."
-            )
 
     def _update_best(self, value: float, number: int, params: dict, run_id: str) -> None:
         if math.isnan(value):

@@ -7,7 +7,7 @@ import pytest
 
 from experiments.errors import UserInputError
 from experiments.models.branched import build_branched
-from search.run import sweep
+from search.sweep import sweep
 
 
 def test_branches_run_in_parallel_with_their_kernel_sizes(make_config) -> None:

@@ -17,7 +17,7 @@ from experiments.data import keras_datasets
 from experiments.data.load import load_data
 from experiments.errors import UserInputError
 from experiments.keras_home import keras_home
-from search.run import sweep
+from search.sweep import sweep
 from tests.conftest import shared_data
 from tests.test_sweep import runs_of
 

@@ -22,7 +22,7 @@ from PIL import Image
 from experiments.data.load import load_data
 from experiments.errors import UserInputError
 from search.predict import main as predict_main
-from search.run import sweep
+from search.sweep import sweep
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,12 @@ from omegaconf import open_dict
 from test_sweep import runs_of
 
 from experiments.errors import UserInputError
-from search.keras_tuner_backend import KerasTunerEngine
-from search.run import prepare, sweep
+from search.cli import exit_codes
+from search.engines import Engine, make_engine
+from search.engines.keras_tuner import KerasTunerEngine
 from search.space import parse_space
 from search.study import study_name
+from search.sweep import prepare, sweep
 
 NO_MODELS = "tracking.log_models=false"
 
@@ -174,27 +176,65 @@ def test_rerun_continues_the_keras_tuner_project(make_config, capsys, tuner, ext
     assert all(r.info.status == "FINISHED" for r in runs_of(cfg))
 
 
-def test_failed_trials_are_recorded_and_stop_the_search(make_config) -> None:
-    cfg = kt_config(
-        make_config, "random", "search.n_trials=5", "search.max_consecutive_failures=2", NO_MODELS
-    )
-    with open_dict(cfg):  # every trial builds a model with no conv block: a UserInputError
+def no_conv_block(cfg):
+    """Every trial builds a model with no conv block: each one fails (a UserInputError)."""
+    with open_dict(cfg):
         cfg.space["model.conv_blocks"] = {"type": "categorical", "choices": [0]}
-    with pytest.raises(UserInputError, match=r"2 trials in a row failed.*conv_blocks=0"):
+    return cfg
+
+
+@pytest.mark.parametrize("engine", ["keras_tuner", "optuna"])
+def test_failed_trials_stop_the_search_the_same_way_in_both_engines(
+    make_config, capsys, engine
+) -> None:
+    overrides = ("search.n_trials=5", "search.max_consecutive_failures=2", NO_MODELS)
+    if engine == "keras_tuner":
+        cfg = no_conv_block(kt_config(make_config, "random", *overrides))
+    else:
+        cfg = no_conv_block(make_config("search.pruner=none", *overrides))
+    with pytest.raises(SystemExit) as stopped, exit_codes():  # what `python -m search.run` does
         sweep(cfg)
+    assert stopped.value.code == 3
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "sweeplab: error: 2 trials failed in a row (search.max_consecutive_failures=2); "
+        "the last one: UserInputError: "
+    ), err
+    assert "model.conv_blocks=0" in err and "Traceback" not in err
     runs = runs_of(cfg)
     assert not [r for r in runs if r.info.status == "RUNNING"]
     children = runs_of(cfg, "trial")
     assert len(children) == 2
     for child in children:
         assert child.info.status == "FAILED"
+        assert child.data.tags["sweeplab.state"] == "failed"
         assert "model.conv_blocks=0" in child.data.tags["sweeplab.failure_reason"]
     assert runs_of(cfg, "sweep")[0].info.status == "FAILED"
-    # The oracle was saved with both trials failed: reloading it finds them, none finished.
+    # The study was saved with both trials failed: reloading finds them, and genuine failures
+    # count as finished in both engines. Both implement every member of the Engine protocol.
     cfg = prepare(cfg)
-    engine = KerasTunerEngine(cfg, parse_space(cfg.space, cfg), study_name(cfg))
-    statuses = [t.status for t in engine.oracle.trials.values()]
-    assert statuses == [kt.engine.trial.TrialStatus.FAILED] * 2 and engine.finished() == 0
+    reloaded = make_engine(cfg, parse_space(cfg.space, cfg), study_name(cfg))
+    assert isinstance(reloaded, Engine) and reloaded.finished() == 2
+    if engine == "keras_tuner":
+        assert isinstance(reloaded, KerasTunerEngine)
+        statuses = [t.status for t in reloaded.oracle.trials.values()]
+        assert statuses == [kt.engine.trial.TrialStatus.FAILED] * 2
+
+
+def test_keras_tuner_accepts_null_max_consecutive_failures(make_config) -> None:
+    cfg = no_conv_block(
+        kt_config(
+            make_config,
+            "random",
+            "search.n_trials=3",
+            "search.max_consecutive_failures=null",  # never stop, as with Optuna
+            NO_MODELS,
+        )
+    )
+    summary = sweep(cfg)
+    assert summary.finished_trials == 3 and summary.best_value is None
+    children = runs_of(cfg, "trial")
+    assert [c.info.status for c in children] == ["FAILED"] * 3
 
 
 def test_timeout_stops_between_trials(make_config, capsys) -> None:

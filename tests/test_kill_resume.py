@@ -16,10 +16,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from search.optuna_backend import OptunaEngine, counts_as_finished
-from search.run import prepare
+from search.engines.optuna_engine import OptunaEngine, counts_as_finished
 from search.space import parse_space
 from search.study import study_name
+from search.sweep import prepare
 from tests.conftest import ROOT, TINY, compose_config, run_cli
 from tracking.mlflow_tracker import SweepTracker
 from tracking.recovery import close_orphaned_runs
@@ -150,3 +150,90 @@ def test_killed_sweep_resumes_to_exactly_n_trials(tmp_path: Path, how: str) -> N
         assert trials[number].user_attrs["mlflow_run_id"] == by_trial[number].info.run_id
     # The completed trial of the killed run is kept, under the killed sweep's parent run.
     assert by_trial[0].data.tags["mlflow.parentRunId"] == sweeps[0].info.run_id
+
+
+def wait_for_running_kt_trial(cfg, number: int, proc: subprocess.Popen, timeout: float = 240):
+    """Block until the MLflow run of Keras Tuner trial `number` is RUNNING; returns it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if (Path(cfg.output_dir) / "mlflow.db").exists():
+            try:
+                client = MlflowClient(cfg.tracking.tracking_uri)
+                experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
+                runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            except Exception:  # the other process may still be creating the schema
+                runs = []
+            for run in runs:
+                tags = run.data.tags
+                if (
+                    tags.get("sweeplab.kind") == "trial"
+                    and tags.get("sweeplab.trial_number") == str(number)
+                    and run.info.status == "RUNNING"
+                ):
+                    return run
+        time.sleep(0.2)
+    raise AssertionError(f"trial {number} never started")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_interrupted_keras_tuner_sweep_ends_killed_and_resumes(tmp_path: Path, how: str) -> None:
+    """Ctrl-C / SIGTERM during `search=keras_tuner`: exit 130, the parent and the cut trial
+    KILLED, the resume command printed; resuming redoes the trial with the same values."""
+    out = tmp_path / "runs"
+    overrides = ["search=keras_tuner", "search.tuner=random", *SWEEP]
+    overrides.remove("search.pruner=none")  # Keras Tuner has no pruner setting
+    args = [*TINY, f"output_dir={out}", *overrides]
+    cfg = prepare(compose_config(overrides, out))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "search.run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    try:
+        killed = wait_for_running_kt_trial(cfg, 1, proc)
+        time.sleep(0.5)  # inside the trial's training (20 epochs)
+        proc.send_signal(getattr(signal, how))
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "interrupted: study" in stderr and "keeps 1 of 3 finished trials" in stderr
+    assert "Keras Tuner project" in stderr and "Traceback" not in stderr
+    assert "trial(s) #1 cut short" in stderr
+    assert f"resume with: python -m search.run {' '.join(args[:2])}" in stderr
+
+    resumed = run_cli("search.run", *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "3 finished trials" in resumed.stdout
+
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    assert [r for r in runs if r.info.status == "RUNNING"] == []
+    sweeps = sorted(
+        (r for r in runs if r.data.tags["sweeplab.kind"] == "sweep"),
+        key=lambda r: r.info.start_time,
+    )
+    assert [r.info.status for r in sweeps] == ["KILLED", "FINISHED"]
+    trials = sorted(
+        (r for r in runs if r.data.tags["sweeplab.kind"] == "trial"),
+        key=lambda r: r.info.start_time,
+    )
+    assert [
+        (r.data.tags["sweeplab.trial_number"], r.info.status, r.data.tags["sweeplab.state"])
+        for r in trials
+    ] == [
+        ("0", "FINISHED", "complete"),
+        ("1", "KILLED", "interrupted"),
+        ("1", "FINISHED", "complete"),  # the same trial, redone on resume
+        ("2", "FINISHED", "complete"),
+    ]
+    assert trials[1].info.run_id == killed.info.run_id
+    assert trials[2].data.params == killed.data.params
+    assert trials[0].data.tags["mlflow.parentRunId"] == sweeps[0].info.run_id

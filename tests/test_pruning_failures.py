@@ -11,9 +11,9 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from experiments.errors import TooManyFailures, UserInputError
-from search.optuna_backend import MonitorMissing, ObjectivePruning
-from search.run import prepare, sweep
+from search.engines.optuna_engine import MonitorMissing, ObjectivePruning
 from search.study import study_name
+from search.sweep import prepare, sweep
 
 GOOD = {
     "optimizer.learning_rate": 0.01,

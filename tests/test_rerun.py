@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from experiments.data.load import load_data
 from experiments.errors import UserInputError
 from search.rerun import rerun
-from search.run import prepare, sweep
+from search.sweep import prepare, sweep
 from tests.conftest import run_cli
 
 

@@ -10,8 +10,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from search.run import sweep
 from search.study import study_name
+from search.sweep import sweep
 from tracking.mlflow_tracker import TrialRun
 
 

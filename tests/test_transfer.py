@@ -22,7 +22,7 @@ from experiments.errors import UserInputError
 from experiments.models.backbones import BACKBONES
 from experiments.models.transfer import build_transfer, preprocess_layer
 from experiments.training.schedule import unfreeze_count, unfreeze_top
-from search.run import sweep
+from search.sweep import sweep
 
 SMALL = {
     "mobilenet": 32,

@@ -15,7 +15,7 @@ from transfer_helpers import (
 
 from experiments.data.load import load_data
 from experiments.training.trial import run_trial
-from search.run import sweep
+from search.sweep import sweep
 
 
 class BackboneSnapshots(keras.callbacks.Callback):

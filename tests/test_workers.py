@@ -12,7 +12,7 @@ from conftest import ROOT, TINY
 from mlflow.tracking import MlflowClient
 from servers import mlflow_server, postgres_server
 
-from search.optuna_backend import counts_as_finished
+from search.engines.optuna_engine import counts_as_finished
 
 
 @pytest.mark.slow

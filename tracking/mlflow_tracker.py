@@ -13,7 +13,7 @@ import logging
 import subprocess
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from experiments.outcome import TrialOutcome
 from tracking.liveness import this_worker
 
 TAG = "sweeplab."
@@ -55,20 +56,20 @@ def git_commit() -> str:
 class EpochLogger(keras.callbacks.Callback):
     """Writes every epoch's logs (loss, accuracy, val_*) to a run, with step = epoch.
 
-    `epoch_offset` lets a second training phase continue the same epoch axis.
+    A second training phase (fine-tuning) passes `initial_epoch` to `fit`, so Keras numbers its
+    epochs on from the first phase and the curve stays one axis.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str, epoch_offset: int = 0) -> None:
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
         super().__init__()
-        self._client, self._run_id, self.epoch_offset = client, run_id, epoch_offset
+        self._client, self._run_id = client, run_id
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        step = self.epoch_offset + epoch
         metrics = [
-            Metric(name, float(value), now, step)
+            Metric(name, float(value), now, epoch)
             for name, value in (logs or {}).items()
             if np.isscalar(value) or np.ndim(value) == 0
         ]
@@ -80,11 +81,11 @@ class TrialRun:
 
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client, self.run_id = client, run_id
-        self.state = "complete"
+        self.state = TrialOutcome.COMPLETE
         self.tags: dict[str, str] = {}
 
-    def callback(self, epoch_offset: int = 0) -> EpochLogger:
-        return EpochLogger(self.client, self.run_id, epoch_offset)
+    def callback(self) -> EpochLogger:
+        return EpochLogger(self.client, self.run_id)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -160,10 +161,10 @@ class TrialRun:
         self.set_tags({TAG + "model_uri": info.model_uri})
         return info.model_uri
 
-    def mark(self, state: str, reason: str | None = None, **extra: Any) -> None:
+    def mark(self, state: TrialOutcome, reason: str | None = None, **extra: Any) -> None:
         """Record how the trial ended: complete, pruned or failed (with a reason)."""
         self.state = state
-        tags = {TAG + "state": state, **{TAG + k: v for k, v in extra.items()}}
+        tags = {TAG + "state": state.value, **{TAG + k: v for k, v in extra.items()}}
         if reason:
             tags[TAG + "failure_reason"] = reason[:5000]
         self.set_tags(tags)
@@ -267,7 +268,11 @@ class SweepTracker:
 
 
 @contextmanager
-def _ends_run(client: MlflowClient, run_id: str, state=lambda: "complete") -> Iterator[None]:
+def _ends_run(
+    client: MlflowClient,
+    run_id: str,
+    state: Callable[[], TrialOutcome] = lambda: TrialOutcome.COMPLETE,
+) -> Iterator[None]:
     """End the run FINISHED on success, KILLED on Ctrl-C / SIGTERM, FAILED on any other error.
 
     A pruned trial raises out of training but ends FINISHED (tag sweeplab.state=pruned): its
@@ -282,7 +287,7 @@ def _ends_run(client: MlflowClient, run_id: str, state=lambda: "complete") -> It
             client.log_batch(
                 run_id,
                 tags=[
-                    mlflow.entities.RunTag(TAG + "state", "interrupted"),
+                    mlflow.entities.RunTag(TAG + "state", TrialOutcome.INTERRUPTED.value),
                     mlflow.entities.RunTag(
                         TAG + "failure_reason", "interrupted (Ctrl-C or SIGTERM)"
                     ),
@@ -291,9 +296,9 @@ def _ends_run(client: MlflowClient, run_id: str, state=lambda: "complete") -> It
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException:
-        status = RunStatus.FINISHED if state() == "pruned" else RunStatus.FAILED
+        status = RunStatus.FINISHED if state() is TrialOutcome.PRUNED else RunStatus.FAILED
         client.set_terminated(run_id, RunStatus.to_string(status))
         raise
     else:
-        status = RunStatus.FAILED if state() == "failed" else RunStatus.FINISHED
+        status = RunStatus.FAILED if state() is TrialOutcome.FAILED else RunStatus.FINISHED
         client.set_terminated(run_id, RunStatus.to_string(status))

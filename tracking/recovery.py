@@ -10,16 +10,17 @@ that had such a trial. Runs of live workers sharing the study are left alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import mlflow
 from mlflow.entities import Run, RunStatus
 
+from experiments.outcome import TrialOutcome
 from tracking.liveness import is_alive
 from tracking.mlflow_tracker import TAG, SweepTracker
 
 # Given a RUNNING trial run, is its engine trial still running? None: the engine cannot tell.
-TrialAlive = Callable[[Run], bool | None]
+TrialAlive = Callable[[Mapping[str, str]], bool | None]  # a trial run's tags -> alive?
 
 
 def _worker(run: Run) -> dict[str, str]:
@@ -28,7 +29,7 @@ def _worker(run: Run) -> dict[str, str]:
 
 
 def close_orphaned_runs(
-    tracker: SweepTracker, study: str, trial_alive: TrialAlive = lambda run: None
+    tracker: SweepTracker, study: str, trial_alive: TrialAlive = lambda tags: None
 ) -> list[Run]:
     """End as KILLED every RUNNING run of `study` whose process is gone; returns those runs."""
     client = tracker.client
@@ -43,7 +44,7 @@ def close_orphaned_runs(
     for run in trials:
         alive = is_alive(_worker(run))
         if alive is None:
-            alive = trial_alive(run)
+            alive = trial_alive(run.data.tags)
         if alive is False:
             _close(client, run, "its process is gone (killed); closed by the next start")
             closed.append(run)
@@ -60,7 +61,7 @@ def _close(client: mlflow.MlflowClient, run: Run, reason: str) -> None:
     client.log_batch(
         run.info.run_id,
         tags=[
-            mlflow.entities.RunTag(TAG + "state", "interrupted"),
+            mlflow.entities.RunTag(TAG + "state", TrialOutcome.INTERRUPTED.value),
             mlflow.entities.RunTag(TAG + "failure_reason", reason),
         ],
     )

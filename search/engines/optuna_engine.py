@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -26,26 +27,34 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import KerasPruningCallback
 
-from experiments.errors import TooManyFailures, UserInputError
-from search.runner import Best, TrialRunner, failure_reason
+from experiments.errors import UserInputError
+from experiments.outcome import TrialOutcome
+from search.engines.optuna_algorithms import describe, make_pruner, make_sampler
+from search.runner import Best, TrialRunner
 from search.space import Param
+from search.trials import failure_reason, is_finished
 from tracking.liveness import is_alive, this_worker
 
-SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
-PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
-    "none": optuna.pruners.NopPruner,
-    "median": optuna.pruners.MedianPruner,
-    "percentile": optuna.pruners.PercentilePruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-}
+
+def outcome_of(trial: FrozenTrial) -> TrialOutcome | None:
+    """The shared outcome of an Optuna trial; None while it runs or waits.
+
+    Optuna's FAIL is two outcomes: a genuine failure carries user attr `failure_reason`; any
+    other FAIL was cut short (Ctrl-C, SIGTERM, a dead process) and is redone.
+    """
+    if trial.state == TrialState.COMPLETE:
+        return TrialOutcome.COMPLETE
+    if trial.state == TrialState.PRUNED:
+        return TrialOutcome.PRUNED
+    if trial.state == TrialState.FAIL:
+        failed = "failure_reason" in trial.user_attrs
+        return TrialOutcome.FAILED if failed else TrialOutcome.INTERRUPTED
+    return None
 
 
 def counts_as_finished(trial: FrozenTrial) -> bool:
     """Complete, pruned, or genuinely failed; not a trial cut short by a kill or Ctrl-C."""
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return True
-    return trial.state == TrialState.FAIL and "failure_reason" in trial.user_attrs
+    return is_finished(outcome_of(trial))
 
 
 class MonitorMissing(UserInputError):
@@ -78,26 +87,6 @@ class ObjectivePruning(KerasPruningCallback):
         super().on_epoch_end(epoch, logs)
 
 
-def make_pruner(search: DictConfig) -> optuna.pruners.BasePruner:
-    """The pruner `search.pruner` names, with its keyword arguments from `search.pruners.NAME`."""
-    name = str(search.get("pruner") or "none")
-    if name not in PRUNERS:
-        raise UserInputError(
-            f"search.pruner={name!r} is not a pruner sweeplab knows; accepted: "
-            f"{', '.join(PRUNERS)}."
-        )
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    options = dict((search.get("pruners") or {}).get(name) or {})
-    try:
-        return PRUNERS[name](**options)
-    except (TypeError, ValueError) as err:
-        raise UserInputError(
-            f"search.pruners.{name}={options} cannot configure Optuna's {PRUNERS[name].__name__}: "
-            f"{err}. Use that class's keyword arguments (see conf/search/optuna.yaml)."
-        ) from err
-
-
 def suggest(trial: optuna.Trial, space: list[Param]) -> dict[str, Any]:
     """Sample every active parameter (parents first), returning {dotted key: value}."""
     sampled: dict[str, Any] = {}
@@ -111,51 +100,6 @@ def suggest(trial: optuna.Trial, space: list[Param]) -> dict[str, Any]:
         else:
             sampled[p.name] = trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log)
     return sampled
-
-
-def make_sampler(cfg: DictConfig, space: list[Param]) -> optuna.samplers.BaseSampler:
-    """The sampler `search.sampler` names, seeded with `search.seed`."""
-    name, seed = str(cfg.sampler), cfg.get("seed")
-    if name == "tpe":
-        options = dict(cfg.get("samplers", {}).get("tpe") or {})
-        try:
-            return optuna.samplers.TPESampler(seed=seed, **options)
-        except TypeError as err:
-            raise UserInputError(
-                f"search.samplers.tpe={options} has an argument TPESampler does not take ({err}); "
-                "accepted: TPESampler's keyword arguments, e.g. n_startup_trials, multivariate."
-            ) from err
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
-    if name == "grid":
-        return optuna.samplers.GridSampler(grid_of(space), seed=seed)
-    raise UserInputError(
-        f"search.sampler={name!r} is not an Optuna sampler sweeplab knows; accepted: "
-        f"{', '.join(SAMPLERS)}."
-    )
-
-
-def grid_of(space: list[Param]) -> dict[str, list[Any]]:
-    """Every value of every parameter, for the grid sampler (floats need a step)."""
-    grid: dict[str, list[Any]] = {}
-    for p in space:
-        if p.kind == "categorical":
-            grid[p.name] = list(p.choices)
-        elif p.step is None or p.log:
-            raise UserInputError(
-                f"search.sampler=grid needs a finite grid, but space entry {p.name!r} is a "
-                f"continuous {p.kind} range; give it a `step` (without log) or use another sampler."
-            )
-        else:
-            count = int(math.floor((p.high - p.low) / p.step + 1e-9)) + 1
-            grid[p.name] = [p.low + i * p.step for i in range(count)]
-            if p.kind == "float":
-                grid[p.name] = [round(v, 12) for v in grid[p.name]]
-    return grid
 
 
 def make_storage(
@@ -205,14 +149,8 @@ def best_of(study: optuna.Study) -> Best | None:
     )
 
 
-def finished_count(study: optuna.Study) -> int:
-    return sum(counts_as_finished(t) for t in study.get_trials(deepcopy=False))
-
-
 class OptunaEngine:
     """A persistent Optuna study, continued until search.n_trials trials have finished in all."""
-
-    name = "optuna"
 
     def __init__(self, cfg: DictConfig, space: list[Param], study_name: str) -> None:
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures: our own line
@@ -220,6 +158,13 @@ class OptunaEngine:
         self.cfg, self.space, self.study_name = cfg, space, study_name
         self.interrupted: list[int] = []  # trials of this process cut short by Ctrl-C / SIGTERM
         self.recovered: list[int] = []  # trials of dead processes failed and queued again
+        self.store = f"Optuna study in {cfg.search.storage}"
+        self.tags = {
+            "sampler": describe(cfg.search, "sampler"),
+            "pruner": describe(cfg.search, "pruner"),
+        }
+        # Sampler and pruner first: a bad one fails before the storage file is created.
+        sampler, pruner = make_sampler(cfg.search, space), make_pruner(cfg.search)
         self.study = optuna.create_study(
             study_name=study_name,
             storage=make_storage(
@@ -228,14 +173,14 @@ class OptunaEngine:
                 cfg.search.get("grace_period"),
                 self._on_stale,
             ),
-            sampler=make_sampler(cfg.search, space),
-            pruner=make_pruner(cfg.search),
+            sampler=sampler,
+            pruner=pruner,
             direction=str(cfg.train.direction),
             load_if_exists=True,
         )
 
     def finished(self) -> int:
-        return finished_count(self.study)
+        return sum(counts_as_finished(t) for t in self.study.get_trials(deepcopy=False))
 
     def best(self) -> Best | None:
         return best_of(self.study)
@@ -259,17 +204,16 @@ class OptunaEngine:
         optuna.storages.fail_stale_trials(self.study)
         return list(self.recovered)
 
-    def trial_alive(self, run: Any) -> bool | None:
-        """Whether the Optuna trial an MLflow run records is still RUNNING (for tracking)."""
-        number = run.data.tags.get("sweeplab.optuna_trial")
-        if run.data.tags.get("sweeplab.optuna_study") != self.study_name or number is None:
+    def trial_alive(self, tags: Mapping[str, str]) -> bool | None:
+        """Whether the Optuna trial a trial run's tags name is still RUNNING (for tracking)."""
+        number = tags.get("sweeplab.optuna_trial")
+        if tags.get("sweeplab.optuna_study") != self.study_name or number is None:
             return None
         trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
         trial = trials.get(int(number))
         return None if trial is None else trial.state == TrialState.RUNNING
 
-    @staticmethod
-    def is_pruned(err: BaseException) -> bool:
+    def is_pruned(self, err: BaseException) -> bool:
         return isinstance(err, optuna.TrialPruned)
 
     def _on_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -329,7 +273,7 @@ class OptunaEngine:
             return
 
         def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
-            if runner.stop_reason or self.claimed() >= total:
+            if runner.failures.stop_reason or self.claimed() >= total:
                 study.stop()
 
         self.study.optimize(
@@ -339,8 +283,7 @@ class OptunaEngine:
             catch=(_Failed,),
             callbacks=[stop_when_done],
         )
-        if runner.stop_reason:
-            raise TooManyFailures(runner.stop_reason)
+        runner.failures.raise_if_exceeded()
 
     def claimed(self) -> int:
         """Trials that count toward n_trials plus those running now (here or in other workers).

@@ -1,0 +1,85 @@
+"""The seam between a sweep and its search engine.
+
+`search.sweep` and `search.resume` call an engine only through `Engine`; each engine module
+(the only modules that import optuna or keras_tuner) implements every member, so adding an
+engine means one class that satisfies this protocol plus a line in `make_engine`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from omegaconf import DictConfig
+
+from experiments.errors import UserInputError
+
+if TYPE_CHECKING:
+    from search.runner import Best, TrialRunner
+    from search.space import Param
+
+ENGINES = ("optuna", "keras_tuner")
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A persistent study continued by the same command until `search.n_trials` have finished."""
+
+    tags: dict[str, str]  # engine-specific tags of the sweep run (sampler, tuner kind, project)
+    store: str  # where the study lives, as the interrupt message names it
+    interrupted: list[int]  # trials of this process cut short by Ctrl-C / SIGTERM
+
+    def finished(self) -> int:
+        """Trials that count toward n_trials (`search.trials.is_finished`), over all runs."""
+        ...
+
+    def best(self) -> Best | None:
+        """The best complete trial so far, or None."""
+        ...
+
+    def optimize(self, runner: TrialRunner, n_trials: int, timeout: float | None) -> None:
+        """Run trials through `runner` until the study is complete or `timeout` passed.
+
+        Raises `TooManyFailures` when `runner.failures` says so, KeyboardInterrupt on Ctrl-C
+        after noting the cut trial in `interrupted`.
+        """
+        ...
+
+    def recover(self) -> list[int]:
+        """Before the first trial: fail and queue again the trials of dead processes."""
+        ...
+
+    def trial_alive(self, tags: Mapping[str, str]) -> bool | None:
+        """Whether the engine trial that a trial run's tags name still runs; None: cannot tell."""
+        ...
+
+    def is_pruned(self, err: BaseException) -> bool:
+        """Whether `err` is this engine's signal that the pruner stopped the trial."""
+        ...
+
+
+def make_engine(cfg: DictConfig, space: list[Param], name: str) -> Engine:
+    """The search engine `search.engine` names, over an existing or new study `name`."""
+    engine = str(cfg.search.engine)
+    if engine == "keras_tuner":
+        from search.engines.keras_tuner import KerasTunerEngine
+
+        return KerasTunerEngine(cfg, space, name)
+    if engine == "optuna":
+        from search.engines.optuna_engine import OptunaEngine
+
+        return OptunaEngine(cfg, space, name)
+    raise _unknown(engine)
+
+
+def check_engine(cfg: DictConfig) -> None:
+    """Fail on an unknown `search.engine` before anything heavy is imported."""
+    if str(cfg.search.engine) not in ENGINES:
+        raise _unknown(str(cfg.search.engine))
+
+
+def _unknown(engine: str) -> UserInputError:
+    return UserInputError(
+        f"search.engine={engine!r} is not a search engine; accepted: {', '.join(ENGINES)} "
+        "(choose with search=NAME)."
+    )

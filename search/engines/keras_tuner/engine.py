@@ -1,0 +1,229 @@
+"""The Keras Tuner engine: the same space, trial code and MLflow records as the Optuna engine.
+
+Keras Tuner's oracles (random, Bayesian, Hyperband) propose the values; every trial runs through
+the shared `TrialRunner`, so model, data and tracking code are the ones the Optuna engine uses.
+
+The loop here replaces `Tuner.search()` because `search()` hides failures (a crashed trial becomes
+a status plus a traceback in trial.json), has no time budget, counts failed trials toward
+`max_trials` and aborts in the middle of `end_trial` after too many failures, before the oracle
+is saved. Here a failed trial is marked failed in MLflow with its reason, the oracle is saved
+after every trial, `search.timeout` is checked between trials, and what counts toward
+`search.n_trials` and what stops the sweep are the shared rules of `search.trials`: complete and
+genuinely failed trials count, `search.max_consecutive_failures` failures in a row raise
+`TooManyFailures` (exit 3), an interrupted trial stays ongoing in the oracle and is redone.
+
+The project directory `search.directory/<project>` holds the oracle; its name comes from the
+study name, the tuner kind and the tuner's settings, so re-running the same command reloads it
+(`overwrite=False`) and continues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import keras_tuner as kt
+from keras_tuner.engine.base_tuner import BaseTuner
+from keras_tuner.engine.trial import Trial, TrialStatus
+from omegaconf import DictConfig
+
+from experiments.errors import UserInputError
+from experiments.outcome import TrialOutcome
+from search.engines.keras_tuner.settings import check_settings, make_oracle
+from search.engines.keras_tuner.translation import params_of, to_hyperparameters
+from search.runner import Best, TrialRunner
+from search.space import Param
+from search.trials import failure_reason, is_finished
+
+# Keras Tuner's statuses as the shared outcomes; RUNNING and IDLE are not ended yet.
+_OUTCOMES = {
+    TrialStatus.COMPLETED: TrialOutcome.COMPLETE,
+    TrialStatus.FAILED: TrialOutcome.FAILED,
+    TrialStatus.INVALID: TrialOutcome.FAILED,
+    TrialStatus.STOPPED: TrialOutcome.INTERRUPTED,
+}
+
+
+def outcome_of(trial: Trial) -> TrialOutcome | None:
+    """The shared outcome of a Keras Tuner trial; None while it runs or waits."""
+    return _OUTCOMES.get(trial.status)
+
+
+class SweepTuner(BaseTuner):
+    """A Keras Tuner project whose trials are sweeplab trials.
+
+    `BaseTuner` gives the project directory, save and reload; `run_trial` hands the trial's
+    values to the shared `TrialRunner` and returns the objective for the oracle.
+    """
+
+    def __init__(self, oracle: kt.Oracle, space: list[Param], kind: str, **kwargs: Any) -> None:
+        super().__init__(oracle=oracle, hypermodel=None, overwrite=False, **kwargs)
+        self.space, self.kind = space, kind
+        self.run_ids: dict[str, str] = _read_json(self._run_ids_path())
+
+    def run_trial(self, trial: Any, runner: TrialRunner) -> dict[str, float]:
+        values = trial.hyperparameters.values
+        params = params_of(values, self.space)
+        tags: dict[str, Any] = {
+            "tuner": self.kind,
+            "keras_tuner_project": self.project_name,
+            "keras_tuner_trial_id": trial.trial_id,
+        }
+        overrides: dict[str, Any] = {}
+        if "tuner/epochs" in values:
+            # Each Hyperband round trains a fresh model for the round's epochs (no checkpoint
+            # carried over: every trial goes through the one training function).
+            overrides["train.epochs"] = int(values["tuner/epochs"])
+            tags.update(
+                {
+                    "hyperband_bracket": values["tuner/bracket"],
+                    "hyperband_round": values["tuner/round"],
+                    "hyperband_epochs": values["tuner/epochs"],
+                    "hyperband_initial_epoch": values["tuner/initial_epoch"],
+                }
+            )
+            if "tuner/trial_id" in values:
+                tags["hyperband_promoted_from"] = values["tuner/trial_id"]
+        outcome = runner.run(int(trial.trial_id), params, tags=tags, overrides=overrides)
+        self.run_ids[trial.trial_id] = outcome.run_id
+        return {runner.objective: outcome.metrics[runner.objective]}
+
+    def save(self) -> None:
+        super().save()
+        self._run_ids_path().write_text(json.dumps(self.run_ids, indent=1))
+
+    def _run_ids_path(self) -> Path:
+        return Path(self.project_dir) / "sweeplab_run_ids.json"
+
+
+class KerasTunerEngine:
+    """A persistent Keras Tuner project, continued until search.n_trials trials completed."""
+
+    def __init__(self, cfg: DictConfig, space: list[Param], study_name: str) -> None:
+        self.settings = check_settings(cfg.search)
+        self.space, self.objective = space, str(cfg.train.objective)
+        self.project = str(cfg.search.get("project_name") or self.settings.project_name(study_name))
+        self.tags = {
+            "tuner": self.settings.kind,
+            "sampler": self.settings.kind,
+            "keras_tuner_project": self.project,
+        }
+        self.store = f"Keras Tuner project {self.settings.directory / self.project}"
+        self.interrupted: list[int] = []  # trials of this process cut short by Ctrl-C / SIGTERM
+        declared = to_hyperparameters(space)
+        oracle = make_oracle(self.settings, declared, self.objective, str(cfg.train.direction))
+        self.tuner = self._open(oracle)
+        self.oracle.verbose = 0  # sweeplab prints its own line per trial
+        _check_same_space(self.tuner, declared)
+        self.tuner.save()
+
+    def _open(self, oracle: kt.Oracle) -> SweepTuner:
+        """Create the project, or reload it when it exists (Keras Tuner prints nothing here)."""
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                return SweepTuner(
+                    oracle,
+                    self.space,
+                    self.settings.kind,
+                    directory=str(self.settings.directory),
+                    project_name=self.project,
+                )
+        except (
+            KeyError,
+            ValueError,
+            RuntimeError,
+            TypeError,
+        ) as err:  # json errors are ValueErrors
+            raise UserInputError(
+                f"the Keras Tuner project {self.settings.directory / self.project} exists but "
+                f"cannot be reloaded ({type(err).__name__}: {err}). Delete that folder to start "
+                "over, or set search.project_name=NEW_NAME to search in a new one."
+            ) from err
+
+    @property
+    def oracle(self) -> kt.Oracle:
+        return self.tuner.oracle
+
+    def finished(self) -> int:
+        return sum(is_finished(outcome_of(t)) for t in self.oracle.trials.values())
+
+    def recover(self) -> list[int]:
+        """Nothing to fail: a trial cut short stays ongoing in the saved oracle, which hands it
+        out again to the next `create_trial` of this tuner id, with the same values."""
+        return []
+
+    def trial_alive(self, tags: Mapping[str, str]) -> bool | None:
+        """The oracle keeps no heartbeat: MLflow runs are judged by their process id alone."""
+        return None
+
+    def is_pruned(self, err: BaseException) -> bool:
+        """Keras Tuner's oracles do not prune inside a trial (Hyperband stops between rounds)."""
+        return False
+
+    def best(self) -> Best | None:
+        done = [t for t in self.oracle.get_best_trials(1) if t.status == TrialStatus.COMPLETED]
+        if not done:
+            return None
+        trial = done[0]
+        params = params_of(trial.hyperparameters.values, self.space)
+        return Best(
+            float(trial.score), int(trial.trial_id), params, self.tuner.run_ids.get(trial.trial_id)
+        )
+
+    def optimize(self, runner: TrialRunner, n_trials: int, timeout: float | None) -> None:
+        """Run up to `n_trials` more trials (or until `timeout` seconds have passed).
+
+        An interrupted trial stays in the oracle's ongoing trials, so the next run retries it.
+        """
+        started = time.monotonic()
+        # Keras Tuner pads trial ids to the width of max_trials; the loop does the counting.
+        self.oracle.max_trials = len(self.oracle.trials) + n_trials
+        for _ in range(n_trials):
+            if timeout is not None and time.monotonic() - started >= timeout:
+                print(f"search.timeout={timeout}s reached: no further trial started", flush=True)
+                return
+            trial = self.oracle.create_trial(self.tuner.tuner_id)
+            if trial.status != TrialStatus.RUNNING:
+                print(
+                    f"Keras Tuner's {self.settings.kind} oracle proposes no further trial "
+                    f"({trial.status}: the space is exhausted or Hyperband finished its "
+                    "iterations)",
+                    flush=True,
+                )
+                return
+            try:
+                metrics = self.tuner.run_trial(trial, runner)
+            except KeyboardInterrupt:  # the runner turns an error caused by Ctrl-C into this
+                self.interrupted.append(int(trial.trial_id))
+                raise  # the trial stays ongoing in the saved oracle: redone on resume
+            except Exception as err:  # the runner has marked the MLflow run failed, with reason
+                trial.status, trial.message = TrialStatus.FAILED, failure_reason(err)
+            else:
+                self.oracle.update_trial(trial.trial_id, metrics)
+                trial.status = TrialStatus.COMPLETED
+            self.oracle.end_trial(trial)
+            self.tuner.save()
+            runner.failures.raise_if_exceeded()
+
+
+def _check_same_space(tuner: SweepTuner, declared: kt.HyperParameters) -> None:
+    """A reloaded project keeps its own space; refuse to continue it with a different one."""
+    saved = tuner.oracle.hyperparameters.get_config()["space"]
+    if saved != declared.get_config()["space"]:
+        raise UserInputError(
+            f"the Keras Tuner project {tuner.project_dir} was created for another search space "
+            "than the configured one. Set search.project_name (or search.study_name) to a new "
+            "name to search this space, or restore the space to continue that project."
+        )
+
+
+def _read_json(path: Path) -> dict[str, str]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

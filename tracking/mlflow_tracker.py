@@ -137,7 +137,19 @@ class TrialRun:
             )
             for split, context in contexts.items()
         ]
-        self.client.log_inputs(self.run_id, datasets=inputs)
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                break
+            except mlflow.exceptions.MlflowException as err:
+                # Workers sharing an experiment start their first trials together and log the
+                # same dataset at once. MLflow's store looks the dataset up, then inserts it,
+                # so the later of two such requests violates the dataset key (HTTP 400, never
+                # retried by the client) and failed that trial. The refused request wrote
+                # nothing (one transaction) and the dataset now exists: again only links it.
+                if attempt == 2 or not _is_duplicate_key(err):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
         self.set_tags(
             {
                 TAG + "data_source": info.get("source"),
@@ -168,6 +180,12 @@ class TrialRun:
         if reason:
             tags[TAG + "failure_reason"] = reason[:5000]
         self.set_tags(tags)
+
+
+def _is_duplicate_key(err: Exception) -> bool:
+    """A unique-key violation in the store (PostgreSQL, SQLite and MySQL wordings)."""
+    text = str(err).lower()
+    return "unique" in text or "duplicate" in text
 
 
 class SweepTracker:

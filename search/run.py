@@ -198,4 +198,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from search.overrides import normalize_overrides
+
+    sys.argv[1:] = normalize_overrides(sys.argv[1:])  # +sweep=NAME, the documented form
     main()

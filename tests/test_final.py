@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from conftest import compose_config
+from conftest import compose_config, shared_data
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -252,3 +252,37 @@ def test_unknown_export_format_fails_before_training(make_config) -> None:
     with pytest.raises(UserInputError, match=r"onnx.*keras, saved_model, tflite"):
         sweep(cfg)
     assert not (Path(cfg.output_dir) / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("retrain", [False, True])
+def test_final_stage_with_images_decoded_every_epoch(make_config, tmp_path, retrain) -> None:
+    """data.cache=none keeps no pixels in memory (Split.x is None): the final stage still tests,
+    plots, registers (with an input example) and, on request, retrains on train + validation."""
+    cfg = make_config(
+        "data=directory",
+        f"data.path={shared_data('sign-language-digits')}",
+        "data.max_per_class=12",
+        "data.cache=none",
+        "search.n_trials=1",
+        f"final.retrain={str(retrain).lower()}",
+    )
+    summary = sweep(cfg)
+    data = load_data(cfg.data, int(cfg.seed))
+    assert data.test.x is None  # what made the final stage crash
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    parent = client.get_run(summary.parent_run_id)
+    source = "retrained_train_val" if retrain else "trial_model"
+    assert parent.data.tags["sweeplab.final.source"] == source
+    artifacts = {a.path for a in client.list_artifacts(summary.parent_run_id, "test")}
+    assert {"test/confusion_matrix.png", "test/misclassified.png"} <= artifacts
+    name, alias = summary.final.registered_uri.removeprefix("models:/").split("@")
+    assert client.get_model_version_by_alias(name, alias).run_id == summary.parent_run_id
+    x_test = np.stack([data.decoder(f) for f in data.test.files]).astype("float32")
+    if not retrain:  # the logged test accuracy is the trial model on the decoded test images
+        predicted = best_keras_probabilities(client, summary, x_test).argmax(axis=1)
+        assert parent.data.metrics["test_accuracy"] == pytest.approx(
+            float((predicted == data.test.y).mean())
+        )
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    champion = mlflow.pyfunc.load_model(summary.final.registered_uri)
+    assert list(champion.predict(x_test[:4])["label"])[0] in data.class_names

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserInputError
 from search.registry import CHAMPION_METRICS, Decision, data_label, decide, registered_name
+
+if TYPE_CHECKING:  # mlflow and TensorFlow load only when the final stage runs
+    from experiments.data.splits import ImageData
+    from experiments.evaluation.metrics import TestReport
+    from tracking.champion import FinalRecorder
 
 INPUT_EXAMPLE_IMAGES = 2
 
@@ -115,7 +122,17 @@ def finalize(cfg: DictConfig, runner, tracker, best, study: str) -> FinalResult 
     return result
 
 
-def _register(cfg, model, data, report, recorder, result, best, study, parent_id) -> None:
+def _register(
+    cfg: DictConfig,
+    model: Any,
+    data: ImageData,
+    report: TestReport,
+    recorder: FinalRecorder,
+    result: FinalResult,
+    best: Any,
+    study: str,
+    parent_id: str | None,
+) -> None:
     """Register the tested model when it beats the current champion on the same data."""
     from experiments.serving.export import serving_model
 
@@ -157,7 +174,7 @@ def _register(cfg, model, data, report, recorder, result, best, study, parent_id
     result.registered_uri, result.registered_version = registered.alias_uri, registered.version
 
 
-def _test_report(model, data, seed: int):
+def _test_report(model: Any, data: ImageData, seed: int) -> TestReport:
     """Score the model on the test split; streamed through the input pipeline when the pixels
     are not held in memory (data.cache=none decodes the files batch by batch)."""
     from experiments.evaluation.metrics import evaluate_model, evaluate_predictions
@@ -173,7 +190,7 @@ def _test_report(model, data, seed: int):
 class _DecodedImages:
     """Test images decoded on access: the misclassified grid reads a few, not the split."""
 
-    def __init__(self, files: tuple[str, ...], decoder) -> None:
+    def __init__(self, files: tuple[str, ...], decoder: Callable[[str], np.ndarray]) -> None:
         self.files, self.decoder = files, decoder
 
     def __getitem__(self, index: int) -> np.ndarray:
@@ -183,7 +200,7 @@ class _DecodedImages:
         return len(self.files)
 
 
-def _test_pixels(data):
+def _test_pixels(data: ImageData) -> np.ndarray | _DecodedImages:
     """The test pixels, or (data.cache=none) a view that decodes each image it is asked for."""
     return data.test.x if data.test.x is not None else _DecodedImages(data.test.files, data.decoder)
 

@@ -18,7 +18,7 @@ from test_sweep import runs_of
 from experiments.errors import UserInputError
 from search.keras_tuner_backend import KerasTunerEngine
 from search.run import prepare, sweep
-from search.space import parse_space
+from search.space import flatten_space, parse_space
 from search.study import study_name
 
 NO_MODELS = "tracking.log_models=false"
@@ -60,7 +60,7 @@ def check_layout(cfg, summary, tuner: str, n_children: int, optuna_child: dict) 
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.tags["sweeplab.engine"] == "keras_tuner"
         assert child.data.tags["sweeplab.tuner"] == tuner
-        assert set(child.data.params) == optuna_child["params"] == set(cfg.space)
+        assert set(child.data.params) == optuna_child["params"] == set(flatten_space(cfg.space))
         assert optuna_child["metrics"] <= set(child.data.metrics)
         assert optuna_child["tags"] - {
             "sweeplab.optuna_study",
@@ -179,7 +179,7 @@ def test_failed_trials_are_recorded_and_stop_the_search(make_config) -> None:
         make_config, "random", "search.n_trials=5", "search.max_consecutive_failures=2", NO_MODELS
     )
     with open_dict(cfg):  # every trial builds a model with no conv block: a UserInputError
-        cfg.space["model.conv_blocks"] = {"type": "categorical", "choices": [0]}
+        cfg.space.model.conv_blocks = {"type": "categorical", "choices": [0]}
     with pytest.raises(UserInputError, match=r"2 trials in a row failed.*conv_blocks=0"):
         sweep(cfg)
     runs = runs_of(cfg)

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from search.optuna_backend import OptunaEngine, counts_as_finished
 from search.run import prepare
-from search.space import parse_space
+from search.space import flatten_space, parse_space
 from search.study import study_name
 from tests.conftest import ROOT, TINY, compose_config, run_cli
 from tracking.mlflow_tracker import SweepTracker
@@ -48,7 +48,7 @@ def wait_for_running_trial(cfg, number: int, proc: subprocess.Popen, timeout: fl
                 len(trials) > number
                 and trials[number].state == TrialState.RUNNING
                 # every parameter sampled (Optuna stores them one suggest call at a time)
-                and set(trials[number].params) == set(cfg.space)
+                and set(trials[number].params) == set(flatten_space(cfg.space))
             ):
                 return trials[number]
         time.sleep(0.2)

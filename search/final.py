@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserInputError
+from search.registry import CHAMPION_METRICS, Decision, data_label, decide, registered_name
+
+if TYPE_CHECKING:  # mlflow and TensorFlow load only when the final stage runs
+    from experiments.data.splits import ImageData
+    from experiments.evaluation.metrics import TestReport
+    from tracking.champion import FinalRecorder
 
 INPUT_EXAMPLE_IMAGES = 2
 
@@ -47,6 +55,12 @@ def check_final_config(cfg: DictConfig) -> None:
         )
     if final.register and not str(final.get("alias") or "").strip():
         raise UserInputError("final.alias is empty; give the registry alias, e.g. champion.")
+    metric = final.get("champion_metric", "test_accuracy")
+    if metric not in CHAMPION_METRICS:
+        raise UserInputError(
+            f"final.champion_metric={metric!r} is not a test metric the final stage reports; "
+            f"accepted: {', '.join(CHAMPION_METRICS)}."
+        )
 
 
 def export_formats(cfg: DictConfig) -> list[str]:
@@ -61,11 +75,6 @@ def export_formats(cfg: DictConfig) -> list[str]:
     return [str(f) for f in export]
 
 
-def registered_name(cfg: DictConfig) -> str:
-    """`final.registered_name`, or sweeplab-<sweep_name>."""
-    return str(cfg.final.get("registered_name") or f"sweeplab-{cfg.sweep_name}")
-
-
 def finalize(cfg: DictConfig, runner, tracker, best, study: str) -> FinalResult | None:
     """Evaluate, register and export the best trial of the sweep; None when disabled or no best.
 
@@ -75,9 +84,8 @@ def finalize(cfg: DictConfig, runner, tracker, best, study: str) -> FinalResult 
     final = cfg.get("final")
     if final is None or not final.enabled or best is None or best.run_id is None:
         return None
-    from experiments.evaluation.metrics import evaluate_model
     from experiments.evaluation.plots import confusion_matrix_figure, misclassified_figure
-    from experiments.serving.export import export_model, serving_model
+    from experiments.serving.export import export_model
     from search.space import apply_params
     from tracking.champion import FinalRecorder
 
@@ -89,11 +97,11 @@ def finalize(cfg: DictConfig, runner, tracker, best, study: str) -> FinalResult 
     recorder = FinalRecorder(tracker)
     model, source = _final_model(trial_cfg, data, recorder, best.run_id, bool(final.retrain))
 
-    report = evaluate_model(model, data.test.x, data.test.y, data.class_names)
+    report = _test_report(model, data, int(cfg.seed))
     figures = {
         "confusion_matrix.png": confusion_matrix_figure(report, data.class_names),
         "misclassified.png": misclassified_figure(
-            report, data.test.x, data.class_names, int(final.max_misclassified)
+            report, _test_pixels(data), data.class_names, int(final.max_misclassified)
         ),
     }
     recorder.log_test_report(
@@ -109,29 +117,92 @@ def finalize(cfg: DictConfig, runner, tracker, best, study: str) -> FinalResult 
         recorder.log_exports(result.exports)
 
     if final.register:
-        with tempfile.TemporaryDirectory() as tmp:
-            keras_file = Path(tmp) / "model.keras"
-            serving = serving_model(model)  # takes raw images of any size, like the exports
-            serving.save(keras_file)
-            registered = recorder.register(
-                keras_file,
-                data.class_names,
-                data.test.x[:INPUT_EXAMPLE_IMAGES],
-                tuple(serving.input_shape[1:]),
-                registered_name(cfg),
-                str(final.alias),
-                {
-                    "study": study,
-                    "sweep_run_id": tracker.parent_id,
-                    "best_run_id": best.run_id,
-                    "source": source,
-                    cfg.train.objective: f"{best.value:.6g}",
-                    **{k: f"{v:.6g}" for k, v in report.metrics.items()},
-                },
-            )
-        result.registered_uri, result.registered_version = registered.alias_uri, registered.version
+        _register(cfg, model, data, report, recorder, result, best, study, tracker.parent_id)
     _print(result, report)
     return result
+
+
+def _register(
+    cfg: DictConfig,
+    model: Any,
+    data: ImageData,
+    report: TestReport,
+    recorder: FinalRecorder,
+    result: FinalResult,
+    best: Any,
+    study: str,
+    parent_id: str | None,
+) -> None:
+    """Register the tested model when it beats the current champion on the same data."""
+    from experiments.serving.export import serving_model
+
+    final = cfg.final
+    fingerprint = data.fingerprint()
+    name = registered_name(cfg, data_label(data.source, data.info), fingerprint)
+    alias = str(final.alias)
+    metric = str(final.get("champion_metric", "test_accuracy"))
+    current = recorder.champion(name, alias)
+    where = f"models:/{name}@{alias}" + (f" (version {current['version']})" if current else "")
+    decision: Decision = decide(metric, report.metrics[metric], fingerprint, current, where)
+    if not decision.register:
+        print(f"final: not registered: {decision.reason}", flush=True)
+        recorder.tag({"registered": False, "not_registered_reason": decision.reason})
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        keras_file = Path(tmp) / "model.keras"
+        serving = serving_model(model)  # takes raw images of any size, like the exports
+        serving.save(keras_file)
+        registered = recorder.register(
+            keras_file,
+            data.class_names,
+            data.sample(INPUT_EXAMPLE_IMAGES, "test"),
+            tuple(serving.input_shape[1:]),
+            name,
+            alias,
+            {
+                "study": study,
+                "sweep_run_id": parent_id,
+                "best_run_id": best.run_id,
+                "source": result.source,
+                "data_fingerprint": fingerprint,
+                "champion_metric": metric,
+                cfg.train.objective: f"{best.value:.6g}",
+                **{k: f"{v:.6g}" for k, v in report.metrics.items()},
+            },
+        )
+    print(f"final: registered: {decision.reason}", flush=True)
+    result.registered_uri, result.registered_version = registered.alias_uri, registered.version
+
+
+def _test_report(model: Any, data: ImageData, seed: int) -> TestReport:
+    """Score the model on the test split; streamed through the input pipeline when the pixels
+    are not held in memory (data.cache=none decodes the files batch by batch)."""
+    from experiments.evaluation.metrics import evaluate_model, evaluate_predictions
+
+    if data.test.x is not None:
+        return evaluate_model(model, data.test.x, data.test.y, data.class_names)
+    from experiments.data.pipeline import dataset
+
+    batches = dataset(data, "test", 256, training=False, seed=seed)
+    return evaluate_predictions(model.predict(batches, verbose=0), data.test.y, data.class_names)
+
+
+class _DecodedImages:
+    """Test images decoded on access: the misclassified grid reads a few, not the split."""
+
+    def __init__(self, files: tuple[str, ...], decoder: Callable[[str], np.ndarray]) -> None:
+        self.files, self.decoder = files, decoder
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return np.asarray(self.decoder(self.files[int(index)]), dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def _test_pixels(data: ImageData) -> np.ndarray | _DecodedImages:
+    """The test pixels, or (data.cache=none) a view that decodes each image it is asked for."""
+    return data.test.x if data.test.x is not None else _DecodedImages(data.test.files, data.decoder)
 
 
 def _final_model(cfg: DictConfig, data, recorder, run_id: str, retrain: bool):
@@ -146,11 +217,11 @@ def _final_model(cfg: DictConfig, data, recorder, run_id: str, retrain: bool):
         print("final: the best trial's model was not logged; retraining its config on train")
         return run_trial(cfg, data).model, "retrained_train"
     print("final: retraining the best config on train + validation")
+    train, val = data.train, data.val
+    pixels = None if train.x is None else np.concatenate([train.x, val.x])  # None: decoded files
     merged = dataclasses.replace(
         data,
-        train=type(data.train)(
-            np.concatenate([data.train.x, data.val.x]), np.concatenate([data.train.y, data.val.y])
-        ),
+        train=type(train)(pixels, np.concatenate([train.y, val.y]), train.files + val.files),
     )
     return run_trial(cfg, merged).model, "retrained_train_val"
 

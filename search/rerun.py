@@ -17,6 +17,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -77,11 +78,7 @@ def rerun(
     source = trial_source(tracker, run_id)
     cfg = OmegaConf.create(source.config_yaml)
     objective = str(cfg.train.objective)
-    params = {
-        key: OmegaConf.select(cfg, key)
-        for key in cfg.get("space", {})
-        if OmegaConf.select(cfg, key) is not None
-    }
+    params = sampled_params(cfg)
     tags = {
         "study": source.tags.get(TAG + "study", ""),
         "engine": "rerun",
@@ -102,6 +99,21 @@ def rerun(
         {k.removeprefix("final_"): v for k, v in source.metrics.items() if k.startswith("final_")},
         dict(outcome.metrics),
     )
+
+
+def sampled_params(cfg: DictConfig) -> dict[str, Any]:
+    """The params the trial sampled, read back from its resolved config: every active space
+    entry by its dotted name, as the engines logged them (inactive conditional entries left out).
+
+    Runs logged before the space was nested hold dotted keys (`optimizer.learning_rate: {...}`);
+    they are nested first, so that older runs re-run too.
+    """
+    from search.space import active_values, parse_space
+
+    space = OmegaConf.create()
+    for key, spec in OmegaConf.to_container(cfg.get("space") or OmegaConf.create()).items():
+        OmegaConf.update(space, str(key), spec, merge=True)
+    return active_values(parse_space(space, cfg), cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

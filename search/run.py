@@ -9,6 +9,8 @@ environment is set in `search/__init__.py`, before anything imports TensorFlow).
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -26,4 +28,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from search.overrides import normalize_overrides
+
+    sys.argv[1:] = normalize_overrides(sys.argv[1:])  # +sweep=NAME, the documented form
     main()

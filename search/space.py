@@ -1,11 +1,19 @@
 """The backend-neutral search space: parse, validate, sample order, apply.
 
-A space is a mapping from dotted config paths to a parameter spec:
+A space is the config tree `space`, nested like the config it searches: each leaf is a parameter
+spec (a mapping with a `type`), and its path is the dotted config path it sets:
 
-    optimizer.learning_rate: {type: float, low: 1e-4, high: 1e-2, log: true}
-    model.conv_blocks:       {type: int, low: 1, high: 3}
-    model.backbone:          {type: categorical, choices: [mobilenet, resnet50v2]}
-    model.alpha:             {type: categorical, choices: [0.25, 0.5], when: {model.backbone: [mobilenet]}}
+    optimizer:
+      learning_rate: {type: float, low: 1e-4, high: 1e-2, log: true}
+    model:
+      conv_blocks: {type: int, low: 1, high: 3}
+      backbone:    {type: categorical, choices: [mobilenet, resnet50v2]}
+      alpha:       {type: categorical, choices: [0.25, 0.5], when: {model.backbone: [mobilenet]}}
+
+Nested, not dotted keys, because that is the form Hydra's command line writes and edits:
+`space.optimizer.learning_rate.high=0.1` changes a bound, `+space.model.kernel_size={type: int,
+low: 3, high: 7}` adds an entry, `~space.model.dropout` removes one. A parameter's name is its
+dotted path (`optimizer.learning_rate`), and `when` names its parents that way.
 
 Both engines translate the same `Param` list (Optuna `suggest_*`, Keras Tuner `HyperParameters`),
 and a sampled trial is just the base config with those keys overridden (`apply_params`).
@@ -29,6 +37,8 @@ _ALLOWED_KEYS: dict[str, set[str]] = {
     "int": {"type", "low", "high", "log", "step", "when"},
     "categorical": {"type", "choices", "when"},
 }
+# A mapping with any of these keys is a parameter spec; one without them is a namespace.
+SPEC_KEYS: frozenset[str] = frozenset().union(*_ALLOWED_KEYS.values())
 
 
 @dataclass(frozen=True)
@@ -56,12 +66,13 @@ def parse_space(raw: Mapping[str, Any] | DictConfig, base: DictConfig) -> list[P
     """
     if isinstance(raw, DictConfig):
         raw = OmegaConf.to_container(raw, resolve=True)  # type: ignore[assignment]
-    if not raw:
+    entries = flatten_space(raw or {})
+    if not entries:
         raise UserInputError(
-            "the search space is empty: give at least one entry like "
-            "`optimizer.learning_rate: {type: float, low: 1e-4, high: 1e-2, log: true}`."
+            "the search space is empty: choose one with space=NAME (conf/space/) or add an entry "
+            "like +space.optimizer.learning_rate={type:float,low:1e-4,high:1e-2,log:true}."
         )
-    params = [_parse_entry(name, spec, base) for name, spec in flatten_space(raw).items()]
+    params = [_parse_entry(name, spec, base) for name, spec in entries.items()]
     names = {p.name for p in params}
     for p in params:
         for parent in p.when:
@@ -74,20 +85,42 @@ def parse_space(raw: Mapping[str, Any] | DictConfig, base: DictConfig) -> list[P
 
 
 def flatten_space(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted keys to specs. Nested mappings without a `type` are namespaces, so
-    `{model: {dropout: {type: float, ...}}}` (what a command-line `+space.model.dropout=...`
-    override creates) means the same as `{model.dropout: {type: float, ...}}`."""
+    """Dotted parameter names to specs: `{model: {dropout: {type: float, ...}}}` becomes
+    `{model.dropout: {type: float, ...}}`.
+
+    A mapping with a spec key (`type`, `low`, `choices`, ...) is a spec, any other mapping a
+    namespace (an empty one, left by `~space.model.dropout`, holds nothing); any other value is a
+    malformed spec that `parse_space` reports by its full name. Keys with dots are refused: a
+    dotted key cannot be changed from the command line and would shadow a nested entry.
+    """
     flat: dict[str, Any] = {}
     for key, spec in raw.items():
         name = f"{prefix}{key}"
-        is_namespace = (
-            isinstance(spec, Mapping)
-            and "type" not in spec
-            and spec
-            and all(isinstance(v, Mapping) for v in spec.values())
-        )
-        flat.update(flatten_space(spec, name + ".") if is_namespace else {name: spec})
+        if "." in str(key):
+            nested = "{type: ...}"
+            for part in reversed(name.split(".")):
+                nested = f"{{{part}: {nested}}}"
+            raise UserInputError(
+                f"space key {name!r} is written with dots; write the search space nested like "
+                f"the config it searches, {nested[1:-1]}, so that the command line can change it "
+                f"(space.{name}.high=...)."
+            )
+        if isinstance(spec, Mapping) and not SPEC_KEYS & set(spec):
+            flat.update(flatten_space(spec, name + "."))
+        else:
+            flat[name] = spec
     return flat
+
+
+def active_values(params: list[Param], cfg: DictConfig) -> dict[str, Any]:
+    """The sampled values a trial config holds: each active parameter's value, by name, in
+    sampling order (parents first), as the engines sampled them. Inactive entries (their `when`
+    not met) are left out, as `suggest` leaves them out."""
+    values: dict[str, Any] = {}
+    for p in params:
+        if p.is_active(values):
+            values[p.name] = OmegaConf.select(cfg, p.name)
+    return values
 
 
 def apply_params(base: DictConfig, params: Mapping[str, Any]) -> DictConfig:
@@ -115,7 +148,9 @@ def _parse_entry(name: str, spec: Any, base: DictConfig) -> Param:
     if unknown:
         raise UserInputError(
             f"{where} has unknown key(s) {sorted(unknown)} for type {kind}; accepted: "
-            f"{', '.join(sorted(_ALLOWED_KEYS[kind]))}."
+            f"{', '.join(sorted(_ALLOWED_KEYS[kind]))}. (A command-line `+space.{name}={{...}}` "
+            f"merges into an existing entry; to replace it, remove it first: `~space.{name} "
+            f"+space.{name}={{...}}`.)"
         )
     when = _parse_when(where, spec.get("when") or {})
     if kind == "categorical":
@@ -171,6 +206,11 @@ def _parse_when(where: str, when: Any) -> dict[str, tuple[Any, ...]]:
         )
     parsed = {}
     for parent, values in when.items():
+        if isinstance(values, Mapping):
+            raise UserInputError(
+                f"{where} has `when: {{{parent}: {values!r}}}`; name each parent by its dotted "
+                "path, e.g. `when: {model.backbone: [mobilenet]}`."
+            )
         values = tuple(values) if isinstance(values, list | tuple) else (values,)
         if not values:
             raise UserInputError(f"{where} has an empty value list for `when: {parent}`.")

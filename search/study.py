@@ -7,6 +7,7 @@ import hashlib
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserInputError
+from search.space import flatten_space
 
 # The parts of the config that define what a trial is. The budget (search.n_trials, timeout),
 # the storage and the tracking settings are left out: changing them continues the same study.
@@ -20,6 +21,9 @@ def trial_fingerprint(cfg: DictConfig) -> str:
     container = OmegaConf.to_container(cfg, resolve=True)
     defining = {key: container.get(key) for key in TRIAL_DEFINING_KEYS}
     defining["train"] = {k: v for k, v in (defining["train"] or {}).items() if k != "verbose"}
+    # By dotted name, so a space means the same study however its YAML nests it (and studies
+    # created when space files used dotted keys keep their names).
+    defining["space"] = flatten_space(defining["space"] or {})
     text = OmegaConf.to_yaml(OmegaConf.create(defining), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 

@@ -39,8 +39,11 @@ TINY = [
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """The real composed config, as `python -m search.run OVERRIDES` would see it."""
+    from search.overrides import normalize_overrides
+
+    overrides = normalize_overrides([*TINY, f"output_dir={output_dir}", *overrides])
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=[*TINY, f"output_dir={output_dir}", *overrides])
+        return compose("config", overrides=overrides)
 
 
 @pytest.fixture

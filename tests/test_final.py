@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from conftest import compose_config
+from conftest import compose_config, shared_data
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -34,6 +34,11 @@ def final_sweep(tmp_path_factory):
     cfg.output_dir = str(out)  # as sweep() resolved it
     client = MlflowClient(summary_uri(cfg))
     return cfg, summary, client, load_data(cfg.data, int(cfg.seed))
+
+
+def champion_name(data) -> str:
+    """The default registered name: sweep name, data label and data fingerprint."""
+    return f"sweeplab-default-digits-{data.fingerprint()[:8]}"
 
 
 def summary_uri(cfg) -> str:
@@ -90,7 +95,7 @@ def test_parent_run_holds_test_metrics_report_and_plots(final_sweep, tmp_path) -
 
 def test_registered_champion_loads_as_pyfunc_and_agrees_with_keras(final_sweep) -> None:
     cfg, summary, client, data = final_sweep
-    name = "sweeplab-default"
+    name = champion_name(data)
     version = client.get_model_version_by_alias(name, "champion")
     assert json.loads(version.tags["sweeplab.class_names"]) == data.class_names
     assert version.tags["sweeplab.best_run_id"] == summary.best_run_id
@@ -147,21 +152,22 @@ def test_exports_are_written_and_logged(final_sweep) -> None:
 
 def test_predict_unknown_model_name_or_alias_fails_clearly(final_sweep, tmp_path, capsys) -> None:
     cfg, _, _, data = final_sweep
+    name = champion_name(data)
     image = tmp_path / "digit.png"
     Image.fromarray(data.test.x[0, ..., 0].astype("uint8"), "L").save(image)
     store = summary_uri(cfg)
     for uri, named in (
         ("models:/sweeplab-nosuch@champion", "sweeplab-nosuch"),
-        ("models:/sweeplab-default@nosuchalias", "nosuchalias"),
+        (f"models:/{name}@nosuchalias", "nosuchalias"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             predict_main([uri, str(image), "--tracking-uri", store])
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
-        assert named in err and "sweeplab-default (aliases: champion)" in err
+        assert named in err and f"{name} (aliases: champion)" in err
         assert "Traceback" not in err
     # And the champion itself answers for the same image.
-    predict_main(["models:/sweeplab-default@champion", str(image), "--tracking-uri", store])
+    predict_main([f"models:/{name}@champion", str(image), "--tracking-uri", store])
     assert capsys.readouterr().out.startswith(str(image))
 
 
@@ -195,7 +201,7 @@ def test_mlflow_models_serve_answers_with_the_right_classes(final_sweep) -> None
         "models",
         "serve",
         "-m",
-        "models:/sweeplab-default@champion",
+        f"models:/{champion_name(data)}@champion",
     ]
     command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
     server = subprocess.Popen(
@@ -250,5 +256,108 @@ def test_retrain_on_train_and_validation_then_test(make_config) -> None:
 def test_unknown_export_format_fails_before_training(make_config) -> None:
     cfg = make_config("final.export=[keras,onnx]")
     with pytest.raises(UserInputError, match=r"onnx.*keras, saved_model, tflite"):
+        sweep(cfg)
+    assert not (Path(cfg.output_dir) / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("retrain", [False, True])
+def test_final_stage_with_images_decoded_every_epoch(make_config, tmp_path, retrain) -> None:
+    """data.cache=none keeps no pixels in memory (Split.x is None): the final stage still tests,
+    plots, registers (with an input example) and, on request, retrains on train + validation."""
+    cfg = make_config(
+        "data=directory",
+        f"data.path={shared_data('sign-language-digits')}",
+        "data.max_per_class=12",
+        "data.cache=none",
+        "search.n_trials=1",
+        f"final.retrain={str(retrain).lower()}",
+    )
+    summary = sweep(cfg)
+    data = load_data(cfg.data, int(cfg.seed))
+    assert data.test.x is None  # what made the final stage crash
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    parent = client.get_run(summary.parent_run_id)
+    source = "retrained_train_val" if retrain else "trial_model"
+    assert parent.data.tags["sweeplab.final.source"] == source
+    artifacts = {a.path for a in client.list_artifacts(summary.parent_run_id, "test")}
+    assert {"test/confusion_matrix.png", "test/misclassified.png"} <= artifacts
+    name, alias = summary.final.registered_uri.removeprefix("models:/").split("@")
+    assert client.get_model_version_by_alias(name, alias).run_id == summary.parent_run_id
+    x_test = np.stack([data.decoder(f) for f in data.test.files]).astype("float32")
+    if not retrain:  # the logged test accuracy is the trial model on the decoded test images
+        predicted = best_keras_probabilities(client, summary, x_test).argmax(axis=1)
+        assert parent.data.metrics["test_accuracy"] == pytest.approx(
+            float((predicted == data.test.y).mean())
+        )
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    champion = mlflow.pyfunc.load_model(summary.final.registered_uri)
+    assert list(champion.predict(x_test[:4])["label"])[0] in data.class_names
+
+
+def test_champion_moves_only_to_a_better_model_of_the_same_data(make_config, capsys) -> None:
+    """Four sweeps into one store: a weak first champion, a better one (registered), a weaker one
+    (not registered, says so, alias stays), and the better config on other data (its own name)."""
+    weak = ["space.optimizer.learning_rate.low=1e-7", "space.optimizer.learning_rate.high=2e-7"]
+    common = ["search.n_trials=1", "tracking.log_models=false"]
+
+    def run(*overrides: str):
+        cfg = make_config(*common, *overrides)
+        capsys.readouterr()
+        summary = sweep(cfg)
+        return cfg, summary, capsys.readouterr().out
+
+    cfg, first, _ = run(*weak, "train.epochs=1")
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    data = load_data(cfg.data, int(cfg.seed))
+    name = champion_name(data)
+    assert first.final.registered_uri == f"models:/{name}@champion"
+    assert first.final.registered_version == "1"
+
+    _, better, out = run()
+    assert better.final.metrics["test_accuracy"] > first.final.metrics["test_accuracy"]
+    assert better.final.registered_version == "2"
+    assert f"final: registered: test_accuracy={better.final.metrics['test_accuracy']:.6g} " in out
+    assert f"beats the champion models:/{name}@champion (version 1)" in out
+
+    _, worse, out = run(*weak)
+    assert worse.final.metrics["test_accuracy"] < better.final.metrics["test_accuracy"]
+    assert worse.final.registered_uri is None
+    assert "final: not registered: test_accuracy=" in out
+    assert f"does not beat the champion models:/{name}@champion (version 2)" in out
+    assert "the alias stays" in out
+    versions = client.search_model_versions(f"name='{name}'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    tags = client.get_run(worse.parent_run_id).data.tags
+    assert tags["sweeplab.final.registered"] == "False"
+    assert "does not beat" in tags["sweeplab.final.not_registered_reason"]
+
+    other_cfg, other, _ = run("seed=7")  # another split of the digits: other data
+    other_name = champion_name(load_data(other_cfg.data, int(other_cfg.seed)))
+    assert other_name != name and other_name.startswith("sweeplab-default-digits-")
+    assert other.final.registered_uri == f"models:/{other_name}@champion"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+
+
+def test_champion_decision_refuses_other_data_and_ties() -> None:
+    from search.registry import decide
+
+    where = "models:/m@champion (version 3)"
+    assert decide("test_accuracy", 0.5, "abc", None, where).register
+    same = {"data_fingerprint": "abc", "test_accuracy": "0.5", "version": "3"}
+    assert not decide("test_accuracy", 0.5, "abc", same, where).register  # a tie is no win
+    assert not decide("test_accuracy", 0.5000001, "abc", same, where).register  # as recorded
+    assert decide("test_accuracy", 0.51, "abc", same, where).register
+    other = decide("test_accuracy", 0.9, "xyz", same, where)
+    assert not other.register
+    assert "tested on other data (fingerprint abc, this sweep xyz)" in other.reason
+    assert "final.registered_name=NAME" in other.reason
+
+
+def test_unknown_champion_metric_fails_before_training(make_config) -> None:
+    cfg = make_config("final.champion_metric=val_accuracy")
+    with pytest.raises(
+        UserInputError, match=r"final.champion_metric='val_accuracy'.*test_f1_macro"
+    ):
         sweep(cfg)
     assert not (Path(cfg.output_dir) / "mlflow.db").exists()

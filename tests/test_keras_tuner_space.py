@@ -9,7 +9,6 @@ bounds, steps, log flags, choices, grids, conditions and which entries are activ
 from __future__ import annotations
 
 import random
-import re
 
 import optuna
 import pytest
@@ -30,26 +29,30 @@ SPACE_FILES = sorted(p.stem for p in (CONF_DIR / "space").glob("*.yaml"))
 
 # What the shipped spaces may not exercise; the keys exist in the default config.
 RICH_SPACE = {
-    "model.conv_blocks": {"type": "int", "low": 1, "high": 3},
-    "model.filter_growth": {
-        "type": "int",
-        "low": 1,
-        "high": 2,
-        "when": {"model.conv_blocks": [2, 3]},
+    "model": {
+        "conv_blocks": {"type": "int", "low": 1, "high": 3},
+        "filter_growth": {
+            "type": "int",
+            "low": 1,
+            "high": 2,
+            "when": {"model.conv_blocks": [2, 3]},
+        },
+        "batch_norm": {"type": "categorical", "choices": [True, False]},
+        "kernel_size": {
+            "type": "int",
+            "low": 2,
+            "high": 7,
+            "step": 2,  # grid 2, 4, 6: the top is the last grid point
+            "when": {"model.batch_norm": [True], "model.conv_blocks": [3]},
+        },
+        "dropout": {"type": "float", "low": 0.0, "high": 0.55, "step": 0.1},
+        "dense_units": {"type": "int", "low": 16, "high": 256, "log": True},
+        "filters": {"type": "categorical", "choices": [None, 8, 16.5, "wide"]},
     },
-    "model.batch_norm": {"type": "categorical", "choices": [True, False]},
-    "model.kernel_size": {
-        "type": "int",
-        "low": 2,
-        "high": 7,
-        "step": 2,  # grid 2, 4, 6: the top is the last grid point
-        "when": {"model.batch_norm": [True], "model.conv_blocks": [3]},
+    "optimizer": {
+        "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
     },
-    "model.dropout": {"type": "float", "low": 0.0, "high": 0.55, "step": 0.1},
-    "model.dense_units": {"type": "int", "low": 16, "high": 256, "log": True},
-    "optimizer.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
-    "model.filters": {"type": "categorical", "choices": [None, 8, 16.5, "wide"]},
-    "train.batch_size": {"type": "categorical", "choices": [32.0, 64.0]},
+    "train": {"batch_size": {"type": "categorical", "choices": [32.0, 64.0]}},
 }
 
 
@@ -59,13 +62,9 @@ def _compose(overrides: list[str]):
 
 
 def space_of(name: str) -> list[Param]:
-    """Parse conf/space/NAME.yaml against a config that has its keys: a sweep overlay that
-    selects it (its model may differ from the default) or any model group with space=NAME."""
+    """Parse conf/space/NAME.yaml against a config that has its keys: the model that selects it
+    by default (its model may differ from the default), or any model with space=NAME."""
     candidates = [
-        [f"+sweep={sweep.stem}"]
-        for sweep in sorted((CONF_DIR / "sweep").glob("*.yaml"))
-        if re.search(rf"/space:\s*{re.escape(name)}\s*$", sweep.read_text(), re.MULTILINE)
-    ] + [
         [f"model={model.stem}", f"space={name}"]
         for model in sorted((CONF_DIR / "model").glob("*.yaml"))
     ]

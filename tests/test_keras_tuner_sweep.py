@@ -19,7 +19,7 @@ from experiments.errors import UserInputError
 from search.cli import exit_codes
 from search.engines import Engine, make_engine
 from search.engines.keras_tuner import KerasTunerEngine
-from search.space import parse_space
+from search.space import flatten_space, parse_space
 from search.study import study_name
 from search.sweep import prepare, sweep
 
@@ -62,7 +62,7 @@ def check_layout(cfg, summary, tuner: str, n_children: int, optuna_child: dict) 
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.tags["sweeplab.engine"] == "keras_tuner"
         assert child.data.tags["sweeplab.tuner"] == tuner
-        assert set(child.data.params) == optuna_child["params"] == set(cfg.space)
+        assert set(child.data.params) == optuna_child["params"] == set(flatten_space(cfg.space))
         assert optuna_child["metrics"] <= set(child.data.metrics)
         assert optuna_child["tags"] - {
             "sweeplab.optuna_study",
@@ -179,7 +179,7 @@ def test_rerun_continues_the_keras_tuner_project(make_config, capsys, tuner, ext
 def no_conv_block(cfg):
     """Every trial builds a model with no conv block: each one fails (a UserInputError)."""
     with open_dict(cfg):
-        cfg.space["model.conv_blocks"] = {"type": "categorical", "choices": [0]}
+        cfg.space.model.conv_blocks = {"type": "categorical", "choices": [0]}
     return cfg
 
 

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from search.engines.optuna_engine import OptunaEngine, counts_as_finished
-from search.space import parse_space
+from search.space import flatten_space, parse_space
 from search.study import study_name
 from search.sweep import prepare
 from tests.conftest import ROOT, TINY, compose_config, run_cli
@@ -48,7 +48,7 @@ def wait_for_running_trial(cfg, number: int, proc: subprocess.Popen, timeout: fl
                 len(trials) > number
                 and trials[number].state == TrialState.RUNNING
                 # every parameter sampled (Optuna stores them one suggest call at a time)
-                and set(trials[number].params) == set(cfg.space)
+                and set(trials[number].params) == set(flatten_space(cfg.space))
             ):
                 return trials[number]
         time.sleep(0.2)

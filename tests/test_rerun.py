@@ -49,3 +49,48 @@ def test_rerun_of_an_unknown_run_says_so(make_config) -> None:
     cfg = prepare(make_config("search.n_trials=1", "tracking.log_models=false"))
     with pytest.raises(UserInputError, match="is not in the MLflow store"):
         rerun("0123456789abcdef", output_dir=cfg.output_dir, log_model=False)
+
+
+def test_rerun_logs_exactly_the_active_sampled_params(make_config) -> None:
+    """Entries added on the command line and an inactive conditional entry: the rerun logs the
+    params the trial sampled, by dotted path, not the top-level keys of the space."""
+    cfg = prepare(
+        make_config(
+            "search.n_trials=1",
+            "tracking.log_models=false",
+            "final.enabled=false",
+            "+space.model.batch_norm={type:categorical,choices:[false]}",
+            "+space.model.kernel_size={type:int,low:3,high:5,when:{model.batch_norm:[true]}}",
+        )
+    )
+    source_id = sweep(cfg).best_run_id
+    result = rerun(source_id, output_dir=cfg.output_dir, log_model=False)
+
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    source, new = client.get_run(source_id), client.get_run(result.run_id)
+    assert set(source.data.params) == {
+        "optimizer.learning_rate",
+        "model.conv_blocks",
+        "model.filters",
+        "model.dropout",
+        "model.dense_units",
+        "model.batch_norm",
+    }
+    assert new.data.params == source.data.params  # names and values; kernel_size is inactive
+
+
+def test_runs_logged_with_a_dotted_space_still_rerun(make_config) -> None:
+    """Configs logged before the space was nested hold dotted keys; their params read back."""
+    from omegaconf import OmegaConf
+
+    from search.rerun import sampled_params
+    from search.space import apply_params
+
+    trial = apply_params(make_config(), {"optimizer.learning_rate": 0.004, "model.filters": 16})
+    trial.space = OmegaConf.create(
+        {
+            "optimizer.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2},
+            "model": {"filters": {"type": "categorical", "choices": [8, 16]}},
+        }
+    )
+    assert sampled_params(trial) == {"optimizer.learning_rate": 0.004, "model.filters": 16}

@@ -9,7 +9,9 @@ import numpy as np
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
+from search.space import flatten_space
 from search.study import study_name
 from search.sweep import sweep
 from tracking.mlflow_tracker import TrialRun
@@ -56,7 +58,7 @@ def test_two_trial_sweep_end_to_end(make_config, capture_predictions) -> None:
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert set(child.data.params) == set(cfg.space)
+        assert set(child.data.params) == set(flatten_space(cfg.space))
         curve = client.get_metric_history(child.info.run_id, "val_accuracy")
         assert [m.step for m in curve] == [0, 1]  # one point per epoch, step = epoch
         for name in ("loss", "accuracy", "val_loss"):
@@ -106,3 +108,32 @@ def test_default_study_name_follows_what_defines_a_trial(make_config) -> None:
     assert study_name(make_config("seed=7")) != base
     assert study_name(make_config("+sweep=cnn")).startswith("cnn-")
     assert study_name(make_config("search.study_name=mine", "seed=7")) == "mine"
+
+
+def test_space_edited_on_the_command_line_reaches_the_trials(make_config) -> None:
+    """A changed bound, an added entry and a removed one: what the trials sample and train."""
+    cfg = make_config(
+        "search.n_trials=2",
+        "tracking.log_models=false",
+        "final.enabled=false",
+        "space.optimizer.learning_rate.low=0.004",
+        "space.optimizer.learning_rate.high=0.005",
+        "+space.model.kernel_size={type:categorical,choices:[5]}",
+        "~space.model.dropout",
+    )
+    sweep(cfg)
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    for child in runs_of(cfg, "trial"):
+        params = child.data.params
+        assert set(params) == {
+            "optimizer.learning_rate",
+            "model.conv_blocks",
+            "model.filters",
+            "model.dense_units",
+            "model.kernel_size",
+        }
+        assert 0.004 <= float(params["optimizer.learning_rate"]) <= 0.005
+        trial_cfg = client.download_artifacts(child.info.run_id, "trial_config.yaml")
+        trained = OmegaConf.load(trial_cfg)
+        assert trained.model.kernel_size == 5 and trained.model.dropout == 0.25  # the default
+        assert trained.optimizer.learning_rate == float(params["optimizer.learning_rate"])

@@ -132,6 +132,6 @@ def test_two_trial_transfer_sweep_on_sign_language_folder(tmp_path, monkeypatch)
         "search.n_trials=2",
         "tracking.log_models=false",
     )
-    cfg.space["optimizer.learning_rate"].low = 0.005  # a few steps per epoch: a brisk head
+    cfg.space.optimizer.learning_rate.low = 0.005  # a few steps per epoch: a brisk head
     summary = sweep(cfg)
     _check_two_phase_sweep(cfg, summary, chance=1 / 10)

@@ -15,12 +15,12 @@ WEIGHTS_FILE = "mobilenet_2_5_224_tf_no_top.h5"
 
 
 def transfer_config(tmp_path: Path, *overrides: str) -> DictConfig:
-    """`+sweep=transfer` at tiny sizes (conftest's TINY sets CNN-only keys, so not used here)."""
+    """`sweep=transfer` at tiny sizes (conftest's TINY sets CNN-only keys, so not used here)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(
             "config",
             overrides=[
-                "+sweep=transfer",
+                "sweep=transfer",
                 "data.image_size=16",
                 "model.input_size=32",
                 "train.batch_size=64",

@@ -87,6 +87,25 @@ class FinalRecorder:
             if names.exists():
                 self.client.log_artifact(self.run_id, str(names), "exports")
 
+    def champion(self, name: str, alias: str) -> dict[str, str] | None:
+        """The sweeplab tags (prefix removed) and `version` of the model version `alias` points
+        at, or None when the registered model or the alias does not exist yet."""
+        try:
+            version = self.client.get_model_version_by_alias(name, alias)
+        except MlflowException as err:
+            if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+        tags = {k.removeprefix(TAG): v for k, v in version.tags.items() if k.startswith(TAG)}
+        return {**tags, "version": str(version.version)}
+
+    def tag(self, tags: dict[str, Any]) -> None:
+        """Set sweeplab.final.* tags on the parent run (e.g. why nothing was registered)."""
+        self.client.log_batch(
+            self.run_id,
+            tags=[mlflow.entities.RunTag(TAG + "final." + k, str(v)) for k, v in tags.items()],
+        )
+
     def register(
         self,
         keras_file: Path,

@@ -90,8 +90,10 @@ def test_grid_sampler_gets_its_grid_from_the_space(make_config) -> None:
     cfg = prepare(make_config("search.sampler=grid"))
     space = OmegaConf.create(
         {
-            "model.filters": {"type": "categorical", "choices": [8, 16]},
-            "model.dropout": {"type": "float", "low": 0.0, "high": 0.2, "step": 0.1},
+            "model": {
+                "filters": {"type": "categorical", "choices": [8, 16]},
+                "dropout": {"type": "float", "low": 0.0, "high": 0.2, "step": 0.1},
+            }
         }
     )
     grid = make_sampler(cfg.search, parse_space(space, cfg))

@@ -143,17 +143,25 @@ def main(argv: list[str] | None = None) -> int:
         result = rerun(
             args.run_id, args.output_dir, args.tracking_uri, not args.no_model, args.deterministic
         )
-    source = "unknown" if result.source_value is None else f"{result.source_value:.6f}"
-    print(f"source run {result.source_run_id}: {result.objective} = {source}")
-    print(f"rerun  run {result.run_id}: {result.objective} = {result.value:.6f}")
-    for name, value in sorted(result.metrics.items()):
-        if name in result.source_metrics:
-            print(
-                f"  {name}: {result.source_metrics[name]:.8f} -> {value:.8f} "
-                f"(difference {value - result.source_metrics[name]:+.2e})"
-            )
-    print(f"same data split: {'yes' if result.same_data else 'NO (the data changed)'}")
+    print(comparison(result))
     return 0
+
+
+def comparison(result: Rerun) -> str:
+    """Both runs' objective, every shared final metric side by side, and whether the split held."""
+    source = "unknown" if result.source_value is None else f"{result.source_value:.6f}"
+    lines = [
+        f"source run {result.source_run_id}: {result.objective} = {source}",
+        f"rerun  run {result.run_id}: {result.objective} = {result.value:.6f}",
+    ]
+    lines += [
+        f"  {name}: {result.source_metrics[name]:.8f} -> {value:.8f} "
+        f"(difference {value - result.source_metrics[name]:+.2e})"
+        for name, value in sorted(result.metrics.items())
+        if name in result.source_metrics
+    ]
+    lines.append(f"same data split: {'yes' if result.same_data else 'NO (the data changed)'}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ SWEEP  ?= cnn
 ARGS   ?=
 export TF_CPP_MIN_LOG_LEVEL = 3
 
-.PHONY: help setup run sweep test test-fast ui postgres lint bench clean
+.PHONY: help setup run sweep test test-fast ui dashboard report postgres lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,6 +36,9 @@ test-fast: setup  ## the test suite without tests marked slow
 ui: setup  ## the MLflow UI on 127.0.0.1:$(PORT) over the sweeps' store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(OUT)/mlflow.db \
 		--default-artifact-root $(OUT)/mlartifacts --host 127.0.0.1 --port $(PORT) --workers 1
+
+report: setup  ## leaderboard of the latest sweep; ARGS="STUDY --top 5 --sort seconds --format csv --html"
+	$(PY) -m search.report --output-dir $(OUT) $(ARGS)
 
 postgres:  ## install PostgreSQL server binaries (Debian, as root) for the multi-worker tests
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \

@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import KerasPruningCallback
 
 from experiments.errors import TooManyFailures, UserInputError
+from search.objectives import Objective, objectives_of
 from search.runner import Best, TrialRunner, failure_reason
 from search.space import Param
 from tracking.liveness import is_alive, this_worker
@@ -196,6 +197,8 @@ def make_storage(
 
 def best_of(study: optuna.Study) -> Best | None:
     """The study's best complete trial so far, as the runner tracks it."""
+    if len(study.directions) > 1:
+        return None  # issue 14: no single best; the champion rule (search.select) chooses
     try:
         best = study.best_trial
     except ValueError:  # no complete trial yet
@@ -203,6 +206,14 @@ def best_of(study: optuna.Study) -> Best | None:
     return Best(
         float(best.value), best.number, dict(best.params), best.user_attrs.get("mlflow_run_id")
     )
+
+
+def name_metrics(study: optuna.Study, objectives: list[Objective]) -> None:
+    """Name the study's objectives (optuna-dashboard shows "val_accuracy", not "Objective 0")."""
+    names = [o.metric for o in objectives]
+    if study.metric_names != names:
+        with suppress(Exception):  # another worker naming it at the same moment
+            study.set_metric_names(names)
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -220,6 +231,9 @@ class OptunaEngine:
         self.cfg, self.space, self.study_name = cfg, space, study_name
         self.interrupted: list[int] = []  # trials of this process cut short by Ctrl-C / SIGTERM
         self.recovered: list[int] = []  # trials of dead processes failed and queued again
+        # issue 14: one direction per objective (train.objectives); pruning is off for several.
+        self.objectives = objectives_of(cfg)
+        multi = len(self.objectives) > 1
         self.study = optuna.create_study(
             study_name=study_name,
             storage=make_storage(
@@ -229,10 +243,11 @@ class OptunaEngine:
                 self._on_stale,
             ),
             sampler=make_sampler(cfg.search, space),
-            pruner=make_pruner(cfg.search),
-            direction=str(cfg.train.direction),
+            pruner=optuna.pruners.NopPruner() if multi else make_pruner(cfg.search),
+            directions=[o.direction for o in self.objectives],
             load_if_exists=True,
         )
+        name_metrics(self.study, self.objectives)  # issue 14: optuna-dashboard shows the names
 
     def finished(self) -> int:
         return finished_count(self.study)
@@ -299,10 +314,12 @@ class OptunaEngine:
         def objective(trial: optuna.Trial) -> float:
             trial.set_user_attr("worker", this_worker())
             params = suggest(trial, self.space)
-            pruning = ObjectivePruning(trial, runner.objective)
+            # issue 14: Optuna cannot prune a multi-objective trial (no pruning callback then).
+            multi = len(self.objectives) > 1
+            pruning = [] if multi else [ObjectivePruning(trial, runner.objective)]
             tags = {"optuna_study": study_name, "optuna_trial": trial.number}
             try:
-                outcome = runner.run(trial.number, params, [pruning], tags=tags)
+                outcome = runner.run(trial.number, params, pruning, tags=tags)
             except optuna.TrialPruned:
                 trial.set_user_attr("mlflow_run_id", runner.last_run_id)
                 raise
@@ -321,6 +338,8 @@ class OptunaEngine:
                 trial.set_user_attr("mlflow_run_id", runner.last_run_id)
                 raise _Failed(failure_reason(err)) from err
             trial.set_user_attr("mlflow_run_id", outcome.run_id)
+            if multi:  # issue 14: the values in train.objectives order
+                return tuple(float(outcome.metrics[o.metric]) for o in self.objectives)
             return outcome.metrics[runner.objective]
 
         # Other workers sharing the study may be running trials: claim only what is left.

@@ -22,6 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.errors import UserInputError
+from search import after_sweep
 from search.final import check_final_config, finalize
 from search.precheck import check_models
 from search.space import parse_space
@@ -62,6 +63,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     cfg = prepare(cfg)
     check_sweep_config(cfg)
     check_final_config(cfg)
+    after_sweep.check(cfg)  # issue 14: objectives, champion rule, pruning note
     space = parse_space(cfg.space, cfg)
     check_models(cfg, space)
     engine = str(cfg.search.engine)
@@ -122,6 +124,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
             print_interrupted(cfg, name, search)
             raise
         best = search.best()
+        best = after_sweep.champion(cfg, tracker, name, best)  # issue 14: final.select rule
         tracker.log_best(
             str(cfg.train.objective),
             best.value if best else None,
@@ -130,6 +133,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
         )
         summary = _summary(name, engine, parent_id, best, search.finished())
         summary.final = finalize(cfg, runner, tracker, best, name)
+        after_sweep.report(cfg, tracker, name)  # issue 14: HTML report on the parent run
     _print_summary(cfg, summary, time.perf_counter() - started)
     return summary
 

@@ -19,7 +19,12 @@ def trial_fingerprint(cfg: DictConfig) -> str:
     """A short hash of everything that defines a trial (verbosity excluded)."""
     container = OmegaConf.to_container(cfg, resolve=True)
     defining = {key: container.get(key) for key in TRIAL_DEFINING_KEYS}
-    defining["train"] = {k: v for k, v in (defining["train"] or {}).items() if k != "verbose"}
+    # issue 14: train.objectives=null (the default) leaves existing study names unchanged.
+    defining["train"] = {
+        k: v
+        for k, v in (defining["train"] or {}).items()
+        if k != "verbose" and not (k == "objectives" and v is None)
+    }
     text = OmegaConf.to_yaml(OmegaConf.create(defining), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 

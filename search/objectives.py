@@ -73,6 +73,15 @@ def objectives_of(cfg: DictConfig) -> list[Objective]:
         if any(o.metric == metric for o in objectives):
             raise UserInputError(f"train.objectives names {metric!r} twice; name each metric once.")
         objectives.append(Objective(metric, direction))
+    if len(objectives) == 1 and objectives[0] != Objective(
+        str(cfg.train.objective), str(cfg.train.direction)
+    ):
+        raise UserInputError(
+            f"train.objectives has one objective ({objectives[0].metric}, "
+            f"{objectives[0].direction}) that differs from train.objective="
+            f"{cfg.train.objective} / train.direction={cfg.train.direction}: for one objective "
+            "set those two and leave train.objectives=null; list two or more for a Pareto front."
+        )
     if not any(o.metric in VALIDATION_METRICS for o in objectives):
         raise UserInputError(
             f"train.objectives={[o.metric for o in objectives]} has no validation metric: a "

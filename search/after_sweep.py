@@ -64,8 +64,11 @@ def report(cfg: DictConfig, tracker: Any, study: str) -> Path | None:
     """
     from search.report import default_report_path, load_view
     from search.sweep_report import write
+    from tracking.run_tags import ml_view_url
     from tracking.sweep_records import log_report
 
+    link = ml_view_url("http://127.0.0.1:5000", tracker.experiment_id, tracker.parent_id)
+    print(f"this sweep in the MLflow UI (make ui): {link}", flush=True)
     started = time.perf_counter()
     try:
         view = load_view(tracker.tracking_uri, str(cfg.tracking.experiment_name), tracker.parent_id)

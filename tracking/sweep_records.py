@@ -187,6 +187,15 @@ def metric_curves(tracking_uri: str, run_ids: list[str], metric: str) -> dict[st
 
 
 def log_report(tracking_uri: str, run_id: str, path: Path) -> None:
-    """Attach the report file to the sweep's parent run (artifact `report/<name>`)."""
+    """Attach the report to the sweep's parent run (`report/<name>`) and say so in its description."""
+    client = client_for(tracking_uri)
     with contextlib.redirect_stderr(io.StringIO()):
-        client_for(tracking_uri).log_artifact(run_id, str(path), "report")
+        client.log_artifact(run_id, str(path), "report")
+    study = client.get_run(run_id).data.tags.get(TAG + "study", "")
+    client.set_tag(
+        run_id,
+        "mlflow.note.content",
+        f"Sweep of study {study}. The report (leaderboard, Optuna's plots, the top trials' "
+        f"curves, warnings): Artifacts > report/{path.name}, or {path}. In a terminal: "
+        f"python -m search.report {study}",
+    )

@@ -123,3 +123,31 @@ def test_report_is_written_logged_and_self_contained(small_sweep, tmp_path) -> N
     # Every drawn figure is a plotly div; 3 trials on 5 parameters deserve the expert warning.
     assert text.count("Plotly.newPlot") >= 5
     assert "only 3 complete trials for 5 parameters" in text
+
+
+def test_keras_tuner_sweep_gets_the_same_leaderboard_and_plots(tmp_path) -> None:
+    """No Optuna study: the report rebuilds one from the MLflow records for Optuna's plots."""
+    cfg = compose_config(
+        ["search=keras_tuner", "search.tuner=random", "search.n_trials=3", "final.enabled=false",
+         "tracking.log_models=false"],
+        tmp_path / "runs",
+    )  # fmt: skip
+    summary = sweep(cfg)
+    path = Path(cfg.output_dir) / "reports" / f"{summary.study_name}.html"
+    text = path.read_text()
+    assert "<tr><th>engine</th><td>keras_tuner</td></tr>" in text
+    for title in ("Optimization history", "Parameter importances", "Slice plots"):
+        assert f"<h2>{title}</h2><div class='plot'>" in text  # drawn, not "not drawn: ..."
+
+    done = run_cli("search.report", "--output-dir", cfg.output_dir, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    board = json.loads(done.stdout)
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    recorded = sorted(
+        (client.get_run(row["run_id"]).data.metrics["final_val_accuracy"], row["trial"])
+        for row in board
+    )
+    assert [r["trial"] for r in board] == [
+        n for _, n in sorted(recorded, key=lambda x: (-x[0], x[1]))
+    ]
+    assert board[0]["val_accuracy"] == pytest.approx(summary.best_value)

@@ -127,3 +127,22 @@ def test_pruning_with_two_objectives_is_switched_off_and_said(tmp_path) -> None:
     assert note and "search.pruner=median is off" in note
     assert pruning_note(compose_config([TWO_OBJECTIVES, "search.pruner=none"], tmp_path)) is None
     assert pruning_note(compose_config([], tmp_path)) is None
+
+
+def test_the_readme_rule_is_valid(tmp_path) -> None:
+    """The README's command: two objectives and a latency-limited champion rule pass the checks."""
+    import re
+
+    from search.after_sweep import check
+    from search.objectives import measured_costs
+    from search.select import rule_of
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    overrides = re.findall(r"'((?:train\.objectives|final\.select)=[^']+)'", readme)
+    assert len(overrides) == 2
+    cfg = compose_config(["search.pruner=none", *overrides], tmp_path)
+    check(cfg)
+    rule = rule_of(cfg)
+    assert rule.describe() == "maximize val_accuracy where latency_ms <= 5"
+    assert "latency_ms" in measured_costs(cfg)

@@ -23,6 +23,7 @@ EDGE_FRACTION = 0.05  # the outer 5% of a range (in log scale for a log range)
 NO_EFFECT = 0.01  # importance below 1% of the total
 MIN_TRIALS_FOR_IMPORTANCE = 5
 TRIALS_PER_DIMENSION = 10
+MIN_INT_VALUES = 4  # an int range with fewer steps has no inside to speak of
 
 
 def warnings_for(
@@ -65,6 +66,8 @@ def _edges(best: Row, space: Sequence[Param]) -> list[str]:
         value = best.params.get(p.name)
         if p.kind == "categorical" or not isinstance(value, int | float) or p.high == p.low:
             continue
+        if p.kind == "int" and not p.log and (p.high - p.low) / (p.step or 1) < MIN_INT_VALUES:
+            continue  # 1..2: every value is an edge; the slice plot says more than a warning
         position = _position(float(value), float(p.low), float(p.high), p.log)
         if position is None:
             continue

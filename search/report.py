@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"study {view.ref.study} ({view.engine}), parent run {view.ref.run_id}: "
                 f"{len(rows)} trials, top {len(shown)}"
             )
-            print(to_table(shown, view.objectives))
+            print(to_table(shown, view.objectives), flush=True)
         if args.html is not None:
             from search.sweep_report import write
 

@@ -35,6 +35,7 @@ test-fast: setup  ## the test suite without tests marked slow
 
 # MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: the same UI with 2 processes instead of ~10 (280 MB each).
 ui: setup  ## the MLflow UI on 127.0.0.1:$(PORT) over the sweeps' store; prints the sweep's link
+	@$(PY) -m tracking.relocate $(OUT)
 	@$(PY) -m tracking.run_tags $(OUT) $(PORT)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui \
 		--backend-store-uri sqlite:///$(OUT)/mlflow.db \

@@ -72,7 +72,7 @@ def report(cfg: DictConfig, tracker: Any, study: str) -> Path | None:
     started = time.perf_counter()
     try:
         view = load_view(tracker.tracking_uri, str(cfg.tracking.experiment_name), tracker.parent_id)
-        path = default_report_path(view)
+        path = default_report_path(view, str(cfg.output_dir))
         write(view, tracker.tracking_uri, path)
         log_report(tracker.tracking_uri, tracker.parent_id, path)
     except Exception as err:  # noqa: BLE001 - reported, the sweep's records stay valid

@@ -54,8 +54,9 @@ def load_view(tracking_uri: str, experiment: str, which: str | None) -> SweepVie
     return view
 
 
-def default_report_path(view: SweepView) -> Path:
-    return Path(str(view.cfg.output_dir)) / "reports" / f"{view.ref.study}.html"
+def default_report_path(view: SweepView, output_dir: str | Path) -> Path:
+    """output_dir/reports/<study>.html: beside the store read (which may have moved)."""
+    return Path(output_dir).expanduser().resolve() / "reports" / f"{view.ref.study}.html"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.html is not None:
             from search.sweep_report import write
 
-            path = Path(args.html) if args.html else default_report_path(view)
+            path = Path(args.html) if args.html else default_report_path(view, args.output_dir)
             report = write(view, uri, path)
             print(f"report: {path} ({report.seconds:.1f}s)", file=sys.stderr)
     except UserInputError as err:

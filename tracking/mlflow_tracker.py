@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from tracking.liveness import this_worker
+from tracking.relocate import relocate
 from tracking.run_tags import failed_tags, pruned_tags, who_and_where
 
 TAG = "sweeplab."
@@ -203,6 +204,7 @@ class SweepTracker:
     def __init__(self, cfg: DictConfig) -> None:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        relocate(str(cfg.tracking_uri))  # issue 14: a moved output_dir's artifact links
         mlflow.set_tracking_uri(str(cfg.tracking_uri))
         self.client = MlflowClient(str(cfg.tracking_uri))
         self.tracking_uri = str(cfg.tracking_uri)

@@ -23,6 +23,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from experiments.errors import UserInputError
+from tracking.relocate import relocate
 
 # The tag prefix of `tracking.mlflow_tracker`, repeated so that reading a store does not import
 # Keras and TensorFlow (mlflow_tracker holds the Keras callback): the report starts in seconds.
@@ -74,6 +75,7 @@ def find_sweep(tracking_uri: str, experiment_name: str, which: str | None) -> Sw
     A study continued by several invocations has several parent runs; the latest one is taken.
     """
     _check_store(tracking_uri)
+    relocate(tracking_uri)  # a moved output_dir: its artifacts are found at the new place
     client = client_for(tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:

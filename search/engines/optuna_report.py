@@ -12,6 +12,7 @@ import contextlib
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -42,11 +43,17 @@ def quiet() -> None:
 
 
 def load_study(storage: str, name: str) -> optuna.Study | None:
-    """The sweep's study from its storage, or None when the storage has no such study."""
+    """The sweep's study from its storage, or None when the storage has no such study.
+
+    None also when the storage cannot be opened (a moved SQLite file, a database that is
+    down): the report then rebuilds the study from the MLflow records instead of failing.
+    """
     quiet()
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
+        return None  # opening it would create an empty database at the old place
     try:
         return optuna.load_study(study_name=name, storage=storage)
-    except (KeyError, ValueError, ImportError, RuntimeError):
+    except Exception:  # noqa: BLE001 - any storage error: fall back to the MLflow records
         return None
 
 

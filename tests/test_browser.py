@@ -25,6 +25,7 @@ from tests.servers import free_port
 from tracking.run_tags import ml_view_url
 
 CHROMIUM = os.environ.get("SWEEPLAB_CHROMIUM", "/usr/bin/chromium")
+pytestmark = pytest.mark.slow  # a sweep, a browser and an MLflow server: about a minute
 
 
 def chromium_or_skip() -> str:

@@ -8,7 +8,7 @@ SWEEP  ?= cnn
 ARGS   ?=
 export TF_CPP_MIN_LOG_LEVEL = 3
 
-.PHONY: help setup run sweep test test-fast ui postgres lint bench clean
+.PHONY: help setup run sweep test test-fast ui dashboard report postgres lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -33,9 +33,20 @@ test: setup  ## the whole test suite (real training at tiny sizes)
 test-fast: setup  ## the test suite without tests marked slow
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
-ui: setup  ## the MLflow UI on 127.0.0.1:$(PORT) over the sweeps' store
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(OUT)/mlflow.db \
+# MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: the same UI with 2 processes instead of ~10 (280 MB each).
+ui: setup  ## the MLflow UI on 127.0.0.1:$(PORT) over the sweeps' store; prints the sweep's link
+	@$(PY) -m tracking.relocate $(OUT)
+	@$(PY) -m tracking.run_tags $(OUT) $(PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui \
+		--backend-store-uri sqlite:///$(OUT)/mlflow.db \
 		--default-artifact-root $(OUT)/mlartifacts --host 127.0.0.1 --port $(PORT) --workers 1
+
+DPORT ?= 8080
+dashboard: setup  ## optuna-dashboard on 127.0.0.1:$(DPORT) over the Optuna studies of $(OUT)
+	$(VENV)/bin/optuna-dashboard sqlite:///$(OUT)/optuna.db --host 127.0.0.1 --port $(DPORT)
+
+report: setup  ## leaderboard of the latest sweep; ARGS="STUDY --top 5 --sort seconds --format csv --html"
+	$(PY) -m search.report --output-dir $(OUT) $(ARGS)
 
 postgres:  ## install PostgreSQL server binaries (Debian, as root) for the multi-worker tests
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \

@@ -16,8 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.data.load import load_data, loading_key
 from experiments.data.splits import ImageData
+from experiments.evaluation.cost import model_costs
 from experiments.outcome import TrialOutcome
 from experiments.training.trial import TrialResult, run_trial
+from search.objectives import measured_costs
 from search.space import apply_params
 from search.trials import FailureStreak, failure_reason, was_interrupted
 from tracking.mlflow_tracker import SweepTracker
@@ -79,6 +81,7 @@ class TrialRunner:
         # Engines check it after each trial: `failures.raise_if_exceeded()`.
         self.failures = FailureStreak(None if limit is None else int(limit))
         self.last_run_id: str | None = None  # the MLflow run of the trial started last
+        self.costs = measured_costs(base)  # cost metrics measured on every trial
 
     def data_for(self, cfg: DictConfig) -> ImageData:
         """The split for this trial's data config, loaded once per distinct data config."""
@@ -139,6 +142,11 @@ class TrialRunner:
                 {"train_seconds": result.seconds, "epochs": result.epochs, "rss_mb": resident_mb()}
             )
             record.log_metrics({f"final_{k}": v for k, v in result.metrics.items()})
+            # size (and latency when used) of every trial, for the leaderboard and
+            # multi-objective search; in result.metrics so an engine can return them as values.
+            costs = model_costs(result.model, data.sample(1), self.costs)
+            record.log_metrics(costs)
+            result.metrics.update(costs)
             if self.tracker.log_models:
                 record.log_model(result.model, data.sample(8))
             record.mark(TrialOutcome.COMPLETE)

@@ -20,7 +20,12 @@ def trial_fingerprint(cfg: DictConfig) -> str:
     """A short hash of everything that defines a trial (verbosity excluded)."""
     container = OmegaConf.to_container(cfg, resolve=True)
     defining = {key: container.get(key) for key in TRIAL_DEFINING_KEYS}
-    defining["train"] = {k: v for k, v in (defining["train"] or {}).items() if k != "verbose"}
+    # train.objectives=null (the default, one objective) leaves existing study names unchanged.
+    defining["train"] = {
+        k: v
+        for k, v in (defining["train"] or {}).items()
+        if k != "verbose" and not (k == "objectives" and v is None)
+    }
     # By dotted name, so a space means the same study however its YAML nests it (and studies
     # created when space files used dotted keys keep their names).
     defining["space"] = flatten_space(defining["space"] or {})

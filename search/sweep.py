@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from search import after_sweep
 from search.engines import check_engine, make_engine
 from search.final import check_final_config, finalize
 from search.precheck import check_models
@@ -52,6 +53,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     cfg = prepare(cfg)
     check_sweep_config(cfg)
     check_final_config(cfg)
+    after_sweep.check(cfg)  # objectives, champion rule, pruning note
     space = parse_space(cfg.space, cfg)
     check_models(cfg, space)
     check_engine(cfg)
@@ -108,6 +110,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
             print_interrupted(cfg, name, search)
             raise
         best = search.best()
+        best = after_sweep.champion(cfg, tracker, name, best)  # a final.select rule's pick
         tracker.log_best(
             str(cfg.train.objective),
             best.value if best else None,
@@ -116,6 +119,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
         )
         summary = _summary(name, engine, parent_id, best, search.finished())
         summary.final = finalize(cfg, runner, tracker, best, name)
+        after_sweep.report(cfg, tracker, name)  # the HTML report on the parent run
     _print_summary(cfg, summary, time.perf_counter() - started)
     return summary
 

@@ -127,7 +127,8 @@ class FinalRecorder:
             quiet = contextlib.redirect_stderr(io.StringIO())
             with mlflow.start_run(run_id=self.run_id, nested=True), quiet:
                 info = mlflow.pyfunc.log_model(
-                    name="champion",
+                    # not "champion", the alias word: the study's final, tested model.
+                    name=f"{tags.get('study', name)}-final",
                     python_model=str(PYFUNC_CODE),
                     artifacts={"keras_model": str(keras_file), "class_names": str(names_file)},
                     signature=champion_signature(image_shape),

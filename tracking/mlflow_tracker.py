@@ -27,6 +27,8 @@ from omegaconf import DictConfig
 
 from experiments.outcome import TrialOutcome
 from tracking.liveness import this_worker
+from tracking.relocate import relocate
+from tracking.run_tags import failed_tags, pruned_tags, who_and_where
 
 TAG = "sweeplab."
 
@@ -63,6 +65,7 @@ class EpochLogger(keras.callbacks.Callback):
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         super().__init__()
         self._client, self._run_id = client, run_id
+        self.last_step: int | None = None  # the logged model links this step's metrics
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         from mlflow.entities import Metric
@@ -74,18 +77,30 @@ class EpochLogger(keras.callbacks.Callback):
             if np.isscalar(value) or np.ndim(value) == 0
         ]
         self._client.log_batch(self._run_id, metrics=metrics, synchronous=True)
+        self.last_step = epoch
 
 
 class TrialRun:
     """The child run of one trial."""
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
+    def __init__(
+        self, client: MlflowClient, run_id: str, run_name: str = "", model_name: str = "model"
+    ) -> None:
         self.client, self.run_id = client, run_id
         self.state = TrialOutcome.COMPLETE
         self.tags: dict[str, str] = {}
+        self.run_name, self.model_name = run_name, model_name  # names a user reads
+        self._loggers: list[EpochLogger] = []
 
     def callback(self) -> EpochLogger:
-        return EpochLogger(self.client, self.run_id)
+        logger = EpochLogger(self.client, self.run_id)
+        self._loggers.append(logger)
+        return logger
+
+    @property
+    def last_step(self) -> int:
+        """The last epoch step logged (0 when none): the step of the trial's final metrics."""
+        return max((lg.last_step for lg in self._loggers if lg.last_step is not None), default=0)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -167,8 +182,13 @@ class TrialRun:
 
         signature = infer_signature(sample, model.predict(sample, verbose=0))
         with mlflow.start_run(run_id=self.run_id, nested=True):
+            # link the final epoch's metrics (step), not epoch 0's; a readable name.
             info = mlflow.keras.log_model(
-                model, name="model", signature=signature, pip_requirements=_model_requirements()
+                model,
+                name=self.model_name,
+                signature=signature,
+                pip_requirements=_model_requirements(),
+                step=self.last_step,
             )
         self.set_tags({TAG + "model_uri": info.model_uri})
         return info.model_uri
@@ -179,6 +199,15 @@ class TrialRun:
         tags = {TAG + "state": state.value, **{TAG + k: v for k, v in extra.items()}}
         if reason:
             tags[TAG + "failure_reason"] = reason[:5000]
+        # say pruned / failed where a user looks (run name, description).
+        if state is TrialOutcome.PRUNED:
+            tags.update(
+                pruned_tags(
+                    self.run_name, extra.get("pruned_at_epoch", 0), extra.get("epochs_trained", 0)
+                )
+            )
+        elif state is TrialOutcome.FAILED and reason:
+            tags.update(failed_tags(reason))
         self.set_tags(tags)
 
 
@@ -194,6 +223,7 @@ class SweepTracker:
     def __init__(self, cfg: DictConfig) -> None:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        relocate(str(cfg.tracking_uri))  # a moved output_dir's artifact links
         mlflow.set_tracking_uri(str(cfg.tracking_uri))
         self.client = MlflowClient(str(cfg.tracking_uri))
         self.tracking_uri = str(cfg.tracking_uri)
@@ -231,6 +261,7 @@ class SweepTracker:
                 TAG + "git_commit": git_commit(),
                 TAG + "kind": "sweep",
                 **{TAG + k: v for k, v in this_worker().items()},
+                **who_and_where(git_commit()),  # user and source in the UI
             },
         )
         self.parent_id = run.info.run_id
@@ -256,9 +287,13 @@ class SweepTracker:
                 TAG + "kind": "trial",
                 **{TAG + k: v for k, v in this_worker().items()},
                 **{TAG + k: str(v) for k, v in tags.items()},
+                **who_and_where(git_commit()),  # user and source in the UI
             },
         )
-        trial = TrialRun(self.client, run.info.run_id)
+        # the logged model is named after its study and trial, not "model".
+        study = tags.get("study")
+        model_name = f"{study}-{run_name}" if study else run_name
+        trial = TrialRun(self.client, run.info.run_id, run_name, model_name)
         if params:
             self.client.log_batch(
                 trial.run_id,
@@ -280,8 +315,11 @@ class SweepTracker:
         tags = {TAG + "best." + k: str(v) for k, v in params.items()}
         if best_run:
             tags[TAG + "best_run_id"] = best_run
+        # the best params are the parent's params too (the run list's Params columns).
         self.client.log_batch(
-            self.parent_id, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()]
+            self.parent_id,
+            tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()],
+            params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()],
         )
 
 

@@ -30,6 +30,7 @@ from optuna_integration import KerasPruningCallback
 from experiments.errors import UserInputError
 from experiments.outcome import TrialOutcome
 from search.engines.optuna_algorithms import describe, make_pruner, make_sampler
+from search.objectives import Objective, objectives_of
 from search.runner import Best, TrialRunner
 from search.space import Param
 from search.trials import failure_reason, is_finished
@@ -140,6 +141,8 @@ def make_storage(
 
 def best_of(study: optuna.Study) -> Best | None:
     """The study's best complete trial so far, as the runner tracks it."""
+    if len(study.directions) > 1:
+        return None  # no single best; the champion rule (search.select) chooses
     try:
         best = study.best_trial
     except ValueError:  # no complete trial yet
@@ -147,6 +150,14 @@ def best_of(study: optuna.Study) -> Best | None:
     return Best(
         float(best.value), best.number, dict(best.params), best.user_attrs.get("mlflow_run_id")
     )
+
+
+def name_metrics(study: optuna.Study, objectives: list[Objective]) -> None:
+    """Name the study's objectives (optuna-dashboard shows "val_accuracy", not "Objective 0")."""
+    names = [o.metric for o in objectives]
+    if study.metric_names != names:
+        with suppress(Exception):  # another worker naming it at the same moment
+            study.set_metric_names(names)
 
 
 class OptunaEngine:
@@ -163,8 +174,13 @@ class OptunaEngine:
             "sampler": describe(cfg.search, "sampler"),
             "pruner": describe(cfg.search, "pruner"),
         }
+        # One direction per objective (train.objectives); Optuna cannot prune several.
+        self.objectives = objectives_of(cfg)
+        multi = len(self.objectives) > 1
         # Sampler and pruner first: a bad one fails before the storage file is created.
         sampler, pruner = make_sampler(cfg.search, space), make_pruner(cfg.search)
+        if multi:
+            pruner = optuna.pruners.NopPruner()
         self.study = optuna.create_study(
             study_name=study_name,
             storage=make_storage(
@@ -175,9 +191,10 @@ class OptunaEngine:
             ),
             sampler=sampler,
             pruner=pruner,
-            direction=str(cfg.train.direction),
+            directions=[o.direction for o in self.objectives],
             load_if_exists=True,
         )
+        name_metrics(self.study, self.objectives)  # optuna-dashboard shows the names
 
     def finished(self) -> int:
         return sum(counts_as_finished(t) for t in self.study.get_trials(deepcopy=False))
@@ -243,10 +260,12 @@ class OptunaEngine:
         def objective(trial: optuna.Trial) -> float:
             trial.set_user_attr("worker", this_worker())
             params = suggest(trial, self.space)
-            pruning = ObjectivePruning(trial, runner.objective)
+            # Optuna cannot prune a multi-objective trial (no pruning callback then).
+            multi = len(self.objectives) > 1
+            pruning = [] if multi else [ObjectivePruning(trial, runner.objective)]
             tags = {"optuna_study": study_name, "optuna_trial": trial.number}
             try:
-                outcome = runner.run(trial.number, params, [pruning], tags=tags)
+                outcome = runner.run(trial.number, params, pruning, tags=tags)
             except optuna.TrialPruned:
                 trial.set_user_attr("mlflow_run_id", runner.last_run_id)
                 raise
@@ -265,6 +284,8 @@ class OptunaEngine:
                 trial.set_user_attr("mlflow_run_id", runner.last_run_id)
                 raise _Failed(failure_reason(err)) from err
             trial.set_user_attr("mlflow_run_id", outcome.run_id)
+            if multi:  # the values in train.objectives order
+                return tuple(float(outcome.metrics[o.metric]) for o in self.objectives)
             return outcome.metrics[runner.objective]
 
         # Other workers sharing the study may be running trials: claim only what is left.

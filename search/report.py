@@ -1,0 +1,111 @@
+"""`python -m search.report`: the leaderboard of a sweep, and its HTML report.
+
+    python -m search.report                         # the latest sweep in runs/
+    python -m search.report cnn-1a2b3c4d5e --top 5  # a study name (or a parent run id)
+    python -m search.report --sort seconds --format csv > board.csv
+    python -m search.report --html                  # also write runs/reports/<study>.html
+
+Values come from the MLflow records of every trial of the study (all invocations) and, for an
+Optuna sweep, the state and objective values stored in the study itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import argparse
+import sys
+from pathlib import Path
+
+from experiments.errors import UserInputError
+from search.leaderboard import rank, to_csv, to_json, to_table
+from search.sweep_view import SweepView, view_of
+
+FORMATS = ("table", "csv", "json")
+
+
+def tracking_uri_of(output_dir: str, tracking_uri: str | None) -> str:
+    """The store to read: --tracking-uri, else the SQLite store a sweep writes in output_dir."""
+    if tracking_uri:
+        return tracking_uri
+    return f"sqlite:///{Path(output_dir).expanduser().resolve() / 'mlflow.db'}"
+
+
+def load_view(tracking_uri: str, experiment: str, which: str | None) -> SweepView:
+    """The sweep `which` names, with an Optuna study's own states and values where it has one."""
+    from tracking.sweep_records import find_sweep, trial_records
+
+    ref = find_sweep(tracking_uri, experiment, which)
+    view = view_of(ref, trial_records(tracking_uri, ref))
+    if view.engine == "optuna":
+        from search.engines.optuna_report import load_study, study_truth
+
+        study = load_study(str(view.cfg.search.storage), ref.study)
+        truth = study_truth(study) if study is not None else {}
+        for row in view.rows:
+            if row.trial in truth:
+                state, values = truth[row.trial]
+                row.state = state
+                if values is not None and state == "complete":
+                    row.values = {o.metric: v for o, v in zip(view.objectives, values, strict=True)}
+    return view
+
+
+def default_report_path(view: SweepView, output_dir: str | Path) -> Path:
+    """output_dir/reports/<study>.html: beside the store read (which may have moved)."""
+    return Path(output_dir).expanduser().resolve() / "reports" / f"{view.ref.study}.html"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m search.report", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("sweep", nargs="?", help="study name or parent run id (default: latest)")
+    parser.add_argument("--output-dir", default="runs", help="the sweep's output_dir (runs)")
+    parser.add_argument("--tracking-uri", help="an MLflow store other than OUTPUT_DIR/mlflow.db")
+    parser.add_argument("--experiment", default="sweeplab", help="MLflow experiment name")
+    parser.add_argument("--top", type=int, default=10, help="rows to show (0: all)")
+    parser.add_argument("--sort", help="a column to sort by (a leading - reverses)")
+    parser.add_argument("--format", default="table", help="table | csv | json")
+    parser.add_argument(
+        "--html", nargs="?", const="", default=None, help="write the HTML report (PATH optional)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        if args.format not in FORMATS:
+            raise UserInputError(
+                f"--format {args.format!r} is not an output format; accepted: {', '.join(FORMATS)}."
+            )
+        if args.top < 0:
+            raise UserInputError(f"--top {args.top} must be 0 (all rows) or more.")
+        uri = tracking_uri_of(args.output_dir, args.tracking_uri)
+        view = load_view(uri, args.experiment, args.sweep)
+        rows = rank(view.rows, view.objectives, args.sort)
+        shown = rows[: args.top] if args.top else rows
+        if args.format == "csv":
+            sys.stdout.write(to_csv(shown, view.objectives))
+        elif args.format == "json":
+            print(to_json(shown, view.objectives))
+        else:
+            print(
+                f"study {view.ref.study} ({view.engine}), parent run {view.ref.run_id}: "
+                f"{len(rows)} trials, top {len(shown)}"
+            )
+            print(to_table(shown, view.objectives), flush=True)
+        if args.html is not None:
+            from search.sweep_report import write
+
+            path = Path(args.html) if args.html else default_report_path(view, args.output_dir)
+            report = write(view, uri, path)
+            print(f"report: {path} ({report.seconds:.1f}s)", file=sys.stderr)
+    except UserInputError as err:
+        print(f"sweeplab: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""A recorded sweep as the report sees it: its config, space, objectives and trial rows.
+
+Engine-neutral: everything comes from the MLflow records (`tracking.sweep_records`), which both
+engines write the same way. Params come back from MLflow as strings; they are typed again with
+the sweep's own space, so the rows compare, sort and plot like the values the engine sampled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from search.leaderboard import Row
+from search.objectives import Objective, objectives_of
+from search.space import Param, parse_space
+from tracking.sweep_records import SweepRef, TrialRecord
+
+
+@dataclass
+class SweepView:
+    """One sweep (a study, all its invocations) ready to rank, plot and advise on."""
+
+    ref: SweepRef
+    cfg: DictConfig
+    space: list[Param]
+    objectives: list[Objective]
+    records: list[TrialRecord]
+    rows: list[Row]
+
+    @property
+    def engine(self) -> str:
+        return str(self.cfg.search.engine)
+
+
+def view_of(ref: SweepRef, records: list[TrialRecord]) -> SweepView:
+    """The view of a sweep from its parent run and its trial records."""
+    cfg = OmegaConf.create(ref.config_yaml)
+    space = parse_space(cfg.space, cfg)
+    objectives = objectives_of(cfg)
+    rows = [row_of(r, objectives, space) for r in records]
+    return SweepView(ref, cfg, space, objectives, records, rows)
+
+
+def metric_value(metrics: dict[str, float], name: str) -> float | None:
+    """A trial's value of `name`: its end-of-training value (final_*) or the last one logged."""
+    value = metrics.get(f"final_{name}", metrics.get(name))
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def row_of(record: TrialRecord, objectives: list[Objective], space: list[Param]) -> Row:
+    """The leaderboard row of one trial record."""
+    return Row(
+        trial=record.number,
+        state=record.state,
+        values={o.metric: metric_value(record.metrics, o.metric) for o in objectives},
+        epochs=record.epochs,
+        seconds=record.seconds,
+        params=typed_params(record.params, space),
+        metrics=dict(record.metrics),
+        run_id=record.run_id,
+    )
+
+
+def typed_params(params: dict[str, str], space: list[Param]) -> dict[str, Any]:
+    """MLflow's string params as the space's values (int, float, or the matching choice)."""
+    by_name = {p.name: p for p in space}
+    typed: dict[str, Any] = {}
+    for name, text in params.items():
+        p = by_name.get(name)
+        if p is None:
+            typed[name] = text
+        elif p.kind == "categorical":
+            typed[name] = next((c for c in p.choices if str(c) == text), text)
+        elif p.kind == "int":
+            typed[name] = int(float(text))
+        else:
+            typed[name] = float(text)
+    return typed

@@ -1,0 +1,192 @@
+"""A real browser on a real sweep: headless Chromium opens the HTML report and the MLflow UI.
+
+Debian's `chromium` driven by Playwright for Python (`executable_path`; Playwright's own browser
+download needs the internet). Without Chromium or Playwright these tests skip with the reason;
+`SWEEPLAB_REQUIRE_BROWSER=1` (set by `.ci/run`) makes that a failure instead. Screenshots go to
+`SWEEPLAB_SCREENSHOTS` when it names a folder (else the test's temporary folder).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from search.run import sweep
+from tests.conftest import compose_config
+from tests.servers import free_port
+from tracking.run_tags import ml_view_url
+
+CHROMIUM = os.environ.get("SWEEPLAB_CHROMIUM", "/usr/bin/chromium")
+pytestmark = pytest.mark.slow  # a sweep, a browser and an MLflow server: about a minute
+
+
+def chromium_or_skip() -> str:
+    """The Chromium executable, or skip (fail under SWEEPLAB_REQUIRE_BROWSER=1) with the reason."""
+    reason = None
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        reason = f"Chromium is not installed ({CHROMIUM}; apt-get install chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            reason = "Playwright for Python is not installed (pip install -e '.[dev]')"
+    if reason:
+        if os.environ.get("SWEEPLAB_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason + "; SWEEPLAB_REQUIRE_BROWSER=1 requires it")
+        pytest.skip(reason)
+    return CHROMIUM if Path(CHROMIUM).exists() else str(shutil.which("chromium"))
+
+
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("SWEEPLAB_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def recorded_sweep(tmp_path_factory):
+    chromium_or_skip()  # no sweep when the browser tests would skip anyway
+    out = tmp_path_factory.mktemp("browser") / "runs"
+    cfg = compose_config(
+        [
+            "search.n_trials=4",
+            "search.pruner=none",
+            "search.sampler=random",
+            "train.objectives=[{metric:val_accuracy,direction:maximize},"
+            "{metric:latency_ms,direction:minimize}]",
+        ],
+        out,
+    )
+    return cfg, sweep(cfg)
+
+
+def test_report_opens_and_every_plot_renders(browser, recorded_sweep, tmp_path) -> None:
+    cfg, summary = recorded_sweep
+    report = Path(cfg.output_dir) / "reports" / f"{summary.study_name}.html"
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(report.as_uri())
+    page.wait_for_load_state("load")
+    expected = report.read_text().count("<div class='plot'>")
+    assert expected >= 7  # Pareto front, 2 x (history, importances, parallel, slice), curves
+    plots = page.locator("div.plot .js-plotly-plot")
+    plots.first.wait_for(timeout=30_000)
+    assert plots.count() == expected
+    for i in range(expected):
+        plot = plots.nth(i)
+        plot.scroll_into_view_if_needed()
+        box = plot.bounding_box()
+        assert box and box["width"] > 300 and box["height"] > 200, i
+        # Drawn: an SVG with marks in it (points, lines, bars or parallel-coordinate axes).
+        marks = plot.locator("svg.main-svg path, svg.main-svg .point, svg.main-svg .bars")
+        assert marks.count() > 3, f"plot {i} looks blank"
+    assert errors == []
+    assert all(url.startswith(("file:", "data:", "about:")) for url in requests), requests
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(shots(tmp_path) / "report-top.png"))
+    for i in (0, 2, expected - 1):  # Pareto front, an importance plot, the validation curves
+        plots.nth(i).screenshot(path=str(shots(tmp_path) / f"report-plot-{i}.png"))
+    page.close()
+
+
+def mlflow_ui(output_dir: Path, port: int, log: Path) -> Iterator[str]:
+    """`make ui`'s command over the sweep's store, until the generator is closed."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            f"sqlite:///{output_dir}/mlflow.db",
+            "--default-artifact-root",
+            str(output_dir / "mlartifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],  # fmt: skip
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow ui did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_mlflow_ui_opens_at_the_sweeps_parent_run(browser, recorded_sweep, tmp_path) -> None:
+    cfg, summary = recorded_sweep
+    from mlflow.tracking import MlflowClient
+
+    parent = MlflowClient(cfg.tracking.tracking_uri).get_run(summary.parent_run_id)
+    server = mlflow_ui(Path(cfg.output_dir), free_port(), tmp_path / "ui.log")
+    ui = next(server)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(ml_view_url(ui, parent.info.experiment_id, parent.info.run_id))
+        page.get_by_text(parent.info.run_name).first.wait_for(timeout=60_000)
+        # The machine-learning view (Model registry in the sidebar); the parent run lists the
+        # best trial's parameters as its own, with user, source and a description.
+        page.get_by_text("Model registry").first.wait_for(timeout=30_000)
+        params = page.get_by_text(f"Parameters ({len(summary.best_params)})")
+        params.wait_for(timeout=30_000)
+        body = page.inner_text("body")
+        assert "python -m" in body or "__main__" in body  # the source, not empty
+        assert f"report/{summary.study_name}.html" in body  # the description names the report
+        assert "trial-0" in body and "Created by" in body
+        page.screenshot(path=str(shots(tmp_path) / "mlflow-parent-run.png"))
+        params.scroll_into_view_if_needed()
+        page.get_by_text("model.dense_units", exact=True).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(shots(tmp_path) / "mlflow-parent-params.png"))
+        page.goto(ml_view_url(ui, parent.info.experiment_id))
+        page.get_by_text(parent.info.run_name).first.wait_for(timeout=60_000)
+        page.screenshot(path=str(shots(tmp_path) / "mlflow-runs.png"))
+        assert errors == []
+        page.close()
+    finally:
+        server.close()

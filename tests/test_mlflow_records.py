@@ -1,0 +1,107 @@
+"""What a person sees in MLflow after a sweep: model metrics of the final epoch, readable names,
+pruned trials that say so, user and source, the best params on the parent run, the UI link."""
+
+from __future__ import annotations
+
+import getpass
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from search.run import prepare, sweep
+from tests.conftest import run_cli
+from tests.test_pruning_failures import GOOD, queue, trial_runs
+
+
+@pytest.fixture(scope="module")
+def pruned_sweep(tmp_path_factory):
+    """3 trials that learn, then one pruned after its first epoch; models logged, final on."""
+    from tests.conftest import compose_config
+
+    out = tmp_path_factory.mktemp("records") / "runs"
+    cfg = compose_config(
+        [
+            "search.n_trials=4",
+            "train.epochs=3",
+            "search.pruners.median.n_startup_trials=3",
+            "search.pruners.median.n_warmup_steps=0",
+            "+space.optimizer.learning_rate={type:float,low:1e-8,high:0.01,log:true}",
+        ],
+        out,
+    )
+    queue(cfg, GOOD, GOOD, GOOD, {**GOOD, "optimizer.learning_rate": 1e-8})
+    return prepare(cfg), sweep(cfg)
+
+
+def test_logged_model_shows_the_final_epoch_metrics(pruned_sweep) -> None:
+    cfg, summary = pruned_sweep
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    runs = trial_runs(cfg)
+    for number in range(3):
+        run = client.get_run(runs[number].info.run_id)
+        (output,) = run.outputs.model_outputs
+        model = client.get_logged_model(output.model_id)
+        assert model.name == f"{summary.study_name}-trial-{number}"  # not "model"
+        linked = {m.key: m for m in model.metrics}
+        curve = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert [m.step for m in curve] == [0, 1, 2]
+        # The Models tab shows the end of training (step 2), not epoch 0.
+        assert linked["val_accuracy"].step == 2 == output.step
+        assert linked["val_accuracy"].value == pytest.approx(curve[-1].value)
+        assert linked["val_accuracy"].value == pytest.approx(run.data.metrics["final_val_accuracy"])
+    parent = client.get_run(summary.parent_run_id)
+    final_model = parent.outputs.model_outputs[0].model_id
+    assert client.get_logged_model(final_model).name == f"{summary.study_name}-final"
+
+
+def test_pruned_trials_say_so_and_runs_have_user_and_source(pruned_sweep) -> None:
+    cfg, summary = pruned_sweep
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    runs = trial_runs(cfg)
+    pruned = client.get_run(runs[3].info.run_id)
+    assert pruned.info.run_name == "trial-3 (pruned)"
+    assert pruned.data.tags["mlflow.note.content"].startswith("Pruned: the pruner stopped")
+    assert runs[0].info.run_name == "trial-0"
+    parent = client.get_run(summary.parent_run_id)
+    for run in [parent, *runs.values()]:
+        assert run.data.tags["mlflow.user"] == getpass.getuser()
+        assert run.data.tags["mlflow.source.type"] == "LOCAL"
+        assert run.data.tags["mlflow.source.name"]
+        assert run.data.tags["mlflow.source.git.commit"] == parent.data.tags["sweeplab.git_commit"]
+    # The best params are the parent run's params (not only tags cut off in the run list).
+    assert parent.data.params == {k: str(v) for k, v in summary.best_params.items()}
+
+
+def test_leaderboard_and_report_show_the_pruned_trial(pruned_sweep) -> None:
+    cfg, summary = pruned_sweep
+    done = run_cli("search.report", "--output-dir", cfg.output_dir, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    board = json.loads(done.stdout)
+    assert [r["state"] for r in board] == ["complete"] * 3 + ["pruned"]
+    assert board[-1]["trial"] == 3 and board[-1]["epochs"] == 1
+    report = cfg.output_dir + f"/reports/{summary.study_name}.html"
+    with open(report) as f:
+        text = f.read()
+    assert "stopped after epoch 0 by the median pruner" in text
+    assert "Intermediate values (what the pruner saw)" in text
+
+
+def test_sweep_prints_the_machine_learning_view_link(tmp_path) -> None:
+    done = run_cli(
+        "search.run", f"output_dir={tmp_path}", "data.image_size=8", "train.epochs=1",
+        "model.filters=8", "model.dense_units=16", "search.n_trials=1", "final.enabled=false",
+        "tracking.log_models=false",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("sweeplab").experiment_id], "tags.`sweeplab.kind`='sweep'"
+    )
+    link = (
+        f"http://127.0.0.1:5000/#/experiments/{parent.info.experiment_id}/runs/"
+        f"{parent.info.run_id}?workflowType=machine_learning"
+    )
+    assert link in done.stdout
+    ui = run_cli("tracking.run_tags", str(tmp_path), "5000")
+    assert link in ui.stdout

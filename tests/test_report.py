@@ -1,0 +1,153 @@
+"""Leaderboard and HTML report of real sweeps, read back from MLflow and the Optuna storage."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from search.run import sweep
+from tests.conftest import compose_config, run_cli
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory):
+    """A real 3-trial Optuna sweep with its final stage and report (pruner off: all complete)."""
+    out = tmp_path_factory.mktemp("sweep") / "runs"
+    cfg = compose_config(["search.n_trials=3", "search.pruner=none", "final.register=false"], out)
+    summary = sweep(cfg)
+    return cfg, summary
+
+
+def test_leaderboard_lists_trials_in_order_with_recorded_values(small_sweep) -> None:
+    cfg, summary = small_sweep
+    done = run_cli(
+        "search.report", "--output-dir", cfg.output_dir, "--format", "json", "--top", "0"
+    )
+    assert done.returncode == 0, done.stderr
+    board = json.loads(done.stdout)
+
+    study = optuna.load_study(study_name=summary.study_name, storage=cfg.search.storage)
+    expected = sorted(study.trials, key=lambda t: (-t.value, t.number))
+    assert [row["trial"] for row in board] == [t.number for t in expected]
+    assert [row["rank"] for row in board] == [1, 2, 3]
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    for row, trial in zip(board, expected, strict=True):
+        assert row["val_accuracy"] == pytest.approx(trial.value)
+        assert row["state"] == "complete"
+        assert row["run_id"] == trial.user_attrs["mlflow_run_id"]
+        run = client.get_run(row["run_id"])
+        assert row["seconds"] == pytest.approx(run.data.metrics["train_seconds"])
+        assert row["epochs"] == run.data.metrics["epochs"] == 2
+        assert row["model_params"] == run.data.metrics["model_params"] > 0
+        assert row["model_bytes"] == run.data.metrics["model_bytes"] > 0
+        for name, value in trial.params.items():
+            assert row[f"param.{name}"] == pytest.approx(value)
+
+    # The terminal table: the same order, the differing parameters as columns; --top cuts it.
+    table = run_cli(
+        "search.report", summary.study_name, "--output-dir", cfg.output_dir, "--top", "2"
+    )
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[1].split()[:3] == ["rank", "trial", "val_accuracy"]
+    assert "learning_rate" in lines[1]
+    ranked = [line.split() for line in lines[2:]]
+    assert [(int(r[0]), int(r[1])) for r in ranked] == [
+        (1, expected[0].number),
+        (2, expected[1].number),
+    ]
+    assert float(ranked[0][2]) == pytest.approx(expected[0].value, abs=1e-4)
+
+    # --sort by a column (ascending seconds), CSV for scripts, by parent run id.
+    csv_out = run_cli(
+        "search.report", summary.parent_run_id, "--output-dir", cfg.output_dir,
+        "--sort", "seconds", "--format", "csv",
+    )  # fmt: skip
+    assert csv_out.returncode == 0, csv_out.stderr
+    header, *rows = csv_out.stdout.splitlines()
+    seconds = [float(r.split(",")[header.split(",").index("seconds")]) for r in rows]
+    assert seconds == sorted(seconds) and len(seconds) == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "mention"),
+    [
+        (["--sort", "nothing"], "--sort 'nothing' is not a column"),
+        (["--format", "xml"], "--format 'xml'"),
+        (["no-such-study"], "no sweep 'no-such-study'"),
+    ],
+)
+def test_report_bad_input_is_one_paragraph_exit_2(small_sweep, args, mention) -> None:
+    cfg, _ = small_sweep
+    done = run_cli("search.report", "--output-dir", cfg.output_dir, *args)
+    assert done.returncode == 2
+    assert mention in done.stderr and "Traceback" not in done.stderr
+
+
+def test_report_without_a_store_says_so(tmp_path) -> None:
+    done = run_cli("search.report", "--output-dir", str(tmp_path / "none"))
+    assert done.returncode == 2
+    assert "there is no MLflow store" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_report_is_written_logged_and_self_contained(small_sweep, tmp_path) -> None:
+    cfg, summary = small_sweep
+    path = Path(cfg.output_dir) / "reports" / f"{summary.study_name}.html"
+    assert path.is_file()
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    logged = [a.path for a in client.list_artifacts(summary.parent_run_id, "report")]
+    assert logged == [f"report/{path.name}"]
+    copy = Path(client.download_artifacts(summary.parent_run_id, f"report/{path.name}", tmp_path))
+    assert copy.read_bytes() == path.read_bytes()
+
+    text = path.read_text()
+    # Offline: no script, stylesheet or image from anywhere else; plotly.js inlined once.
+    assert not re.search(r"<script[^>]+src=", text)
+    assert not re.search(r"<link[^>]+href=\"?https?:", text)
+    assert text.count("plotly.js v") >= 1 and text.count("<script type='text/javascript'>") == 1
+    for title in (
+        "Optimization history",
+        "Parameter importances",
+        "Parallel coordinates",
+        "Slice plots",
+        "Validation curves of the top 3 trials",
+        "Pruned and failed trials",
+        "Warnings",
+    ):
+        assert title in text
+    # Every drawn figure is a plotly div; 3 trials on 5 parameters deserve the expert warning.
+    assert text.count("Plotly.newPlot") >= 5
+    assert "only 3 complete trials for 5 parameters" in text
+
+
+def test_keras_tuner_sweep_gets_the_same_leaderboard_and_plots(tmp_path) -> None:
+    """No Optuna study: the report rebuilds one from the MLflow records for Optuna's plots."""
+    cfg = compose_config(
+        ["search=keras_tuner", "search.tuner=random", "search.n_trials=3", "final.enabled=false",
+         "tracking.log_models=false"],
+        tmp_path / "runs",
+    )  # fmt: skip
+    summary = sweep(cfg)
+    path = Path(cfg.output_dir) / "reports" / f"{summary.study_name}.html"
+    text = path.read_text()
+    assert "<tr><th>engine</th><td>keras_tuner</td></tr>" in text
+    for title in ("Optimization history", "Parameter importances", "Slice plots"):
+        assert f"<h2>{title}</h2><div class='plot'>" in text  # drawn, not "not drawn: ..."
+
+    done = run_cli("search.report", "--output-dir", cfg.output_dir, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    board = json.loads(done.stdout)
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    recorded = sorted(
+        (client.get_run(row["run_id"]).data.metrics["final_val_accuracy"], row["trial"])
+        for row in board
+    )
+    assert [r["trial"] for r in board] == [
+        n for _, n in sorted(recorded, key=lambda x: (-x[0], x[1]))
+    ]
+    assert board[0]["val_accuracy"] == pytest.approx(summary.best_value)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from search.run import sweep
+from search.sweep import sweep
 from tests.conftest import compose_config
 from tests.servers import free_port
 from tracking.run_tags import ml_view_url

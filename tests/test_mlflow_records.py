@@ -9,7 +9,7 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from search.run import prepare, sweep
+from search.sweep import prepare, sweep
 from tests.conftest import run_cli
 from tests.test_pruning_failures import GOOD, queue, trial_runs
 

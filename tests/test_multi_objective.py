@@ -11,8 +11,8 @@ from mlflow.tracking import MlflowClient
 
 from search.leaderboard import Row
 from search.objectives import Objective
-from search.run import sweep
 from search.select import Rule, choose
+from search.sweep import sweep
 from tests.conftest import compose_config, run_cli
 
 TWO_OBJECTIVES = (

@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from search.run import sweep
+from search.sweep import sweep
 from tests.conftest import compose_config, run_cli
 
 ONE_TRIAL = ["search.n_trials=1", "final.enabled=false", "train.epochs=1"]

@@ -10,7 +10,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from search.run import sweep
+from search.sweep import sweep
 from tests.conftest import compose_config, run_cli
 
 

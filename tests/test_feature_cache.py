@@ -27,7 +27,7 @@ from transfer_helpers import (  # noqa: F401 (offline: a fixture)
 
 from experiments.data.load import load_data
 from experiments.errors import UserInputError
-from experiments.models.cut import first_trainable, head_model, upper_model
+from experiments.models.cut import first_trainable, head_model, single_tensor_cuts, upper_model
 from experiments.training.feature_cache import CachedPhases, settings
 from experiments.training.feature_store import SUFFIX, FeatureStore
 from experiments.training.trial import run_trial
@@ -97,9 +97,11 @@ def test_cached_trial_equals_uncached_and_whole_model_equals_cached(tmp_path, ph
     assert gap <= one_image + 1e-9, (cached.metrics, uncached.metrics)
     assert cached.history["phase"] == uncached.history["phase"] == [1, 2, 2]
     assert cached.history["trainable_params"] == uncached.history["trainable_params"]
-    # The phase-2 cut of MobileNet (a chain) is the input of the first unfrozen layer.
+    # The phase-2 cut of MobileNet (a chain) is the input of the first unfrozen layer, and the
+    # cache key does not depend on which layers the phases left trainable: all hits.
     backbone = cached.model.get_layer("backbone")
     phases = CachedPhases(cfg, data, cached.model)
+    assert (phases.report.hits, phases.report.misses) == (4, 0)
     assert phases.cuts[2].after == first_trainable(backbone) - 1
     head_diff, upper_diff = whole_vs_cached(cfg, data, cached.model)
     assert head_diff > 1e-3  # phase 2 changed the backbone above the head's cut ...
@@ -182,7 +184,7 @@ def test_phase_two_from_a_residual_cut_of_mobilenet_v2(tmp_path, photos):
         "model.weights=null",
         "data.image_size=32",
         "model.input_size=32",
-        "model.fine_tune.unfreeze_layers=12",
+        "model.fine_tune.unfreeze_layers=8",  # from block_14_project: inside a residual block
     )
     cfg = config(tmp_path, photos, *overrides)
     data = load_data(cfg.data, int(cfg.seed))
@@ -192,10 +194,11 @@ def test_phase_two_from_a_residual_cut_of_mobilenet_v2(tmp_path, photos):
     phases = CachedPhases(cfg, data, cached.model)
     first_open = first_trainable(backbone)
     cut = phases.cuts[2]
-    # A residual block's add sits between the cut and the first unfrozen layer: the input of that
-    # layer is not a valid cut (the shortcut would bypass it), so the cut lies lower.
-    assert cut.after < first_open - 1
-    assert cut.name.endswith("_add") or cut.name.endswith("project_BN"), cut.name
+    assert backbone.layers[first_open].name == "block_14_project"
+    # The input of the first unfrozen layer is no cut (block 14's shortcut bypasses it): the cut
+    # is the output of block 13, which feeds both block 14's branch and its shortcut.
+    assert first_open - 1 not in {c.after for c in single_tensor_cuts(backbone)}
+    assert cut.name == "block_13_project_BN" and cut.after < first_open - 1
     uncached = run_trial(
         config(tmp_path, photos, *overrides, "model.feature_cache.enabled=false"), data
     )

@@ -216,8 +216,8 @@ class CachedPhases:
             "alpha": model_cfg.get("alpha"),
             "input_size": model_cfg.get("input_size"),
             "weights": file_digest(weights) if weights else f"random seed={int(self.cfg.seed)}",
-            "preprocessing": frozen,
-            "architecture": self.backbone.get_config(),
+            "preprocessing": _without_trainable(frozen),
+            "architecture": _without_trainable(self.backbone.get_config()),
             "cut": cut.name,
             "keras": keras.__version__,
             "tensorflow": tf.__version__,
@@ -225,6 +225,15 @@ class CachedPhases:
         }
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return f"{split}-{cut.name}-{hashlib.sha256(blob).hexdigest()[:32]}"
+
+
+def _without_trainable(config: Any) -> Any:
+    """A layer config without its `trainable` flags: the phases flip them, the outputs stay."""
+    if isinstance(config, dict):
+        return {k: _without_trainable(v) for k, v in config.items() if k != "trainable"}
+    if isinstance(config, list):
+        return [_without_trainable(v) for v in config]
+    return config
 
 
 def file_digest(path: str) -> str:

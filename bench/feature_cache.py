@@ -1,6 +1,6 @@
 """Benchmark: a default transfer trial at 224 px with and without the frozen-feature cache.
 
-    python bench/feature_cache.py            # sign-language-digits, 60 photos per digit (600)
+    python bench/feature_cache.py            # sign-language-digits, all 2,062 photos
     python bench/feature_cache.py --quick    # 15 photos per digit at 96 px (~1 min)
     python bench/feature_cache.py --per-class 100
 
@@ -67,9 +67,9 @@ def keras_home(tmp: Path) -> None:
 def main() -> None:
     args = parse_args(
         __doc__.splitlines()[0],
-        [("--per-class", {"type": int, "default": None, "help": "photos per digit (60)"})],
+        [("--per-class", {"type": int, "default": None, "help": "photos per digit (all)"})],
     )
-    per_class = args.per_class or (15 if args.quick else 60)
+    per_class = args.per_class or (15 if args.quick else None)
     size = 96 if args.quick else 224  # 96 is no native size: it loads the 224 file
     with tempfile.TemporaryDirectory(prefix="sweeplab-feature-cache-") as name:
         tmp = Path(name)
@@ -78,7 +78,7 @@ def main() -> None:
             "+sweep=transfer",
             "data=directory",
             f"data.path={SHARED_DATA / 'sign-language-digits'}",
-            f"data.max_per_class={per_class}",
+            f"data.max_per_class={'null' if per_class is None else per_class}",
             f"data.image_size={size}",
             f"model.input_size={size}",
             f"output_dir={tmp / 'runs'}",
@@ -115,7 +115,7 @@ def main() -> None:
         runs["uncached"]["epoch_s"][head_epoch] / runs["cached_warm"]["epoch_s"][head_epoch]
     )
     print_table(
-        f"sign-language-digits, {per_class} per digit ({len(data.train)} train / {len(data.val)} "
+        f"sign-language-digits, {per_class or 'all'} per digit ({len(data.train)} train / {len(data.val)} "
         f"val), {size} px, default transfer trial",
         ["run", "trial s", f"phase-1 epoch {head_epoch} s", "val acc", "cache", "hits", "misses"],
         [

@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import CONF_DIR
+from conftest import CONF_DIR, run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from transfer_helpers import (  # noqa: F401 (offline: a fixture)
@@ -27,8 +27,9 @@ from transfer_helpers import (  # noqa: F401 (offline: a fixture)
 
 from experiments.data.load import load_data
 from experiments.errors import UserInputError
+from experiments.models.cache_settings import settings
 from experiments.models.cut import first_trainable, head_model, single_tensor_cuts, upper_model
-from experiments.training.feature_cache import CachedPhases, settings
+from experiments.training.feature_cache import CachedPhases
 from experiments.training.feature_store import SUFFIX, FeatureStore
 from experiments.training.trial import run_trial
 
@@ -274,3 +275,18 @@ def test_bad_cache_settings_are_user_errors(tmp_path, photos, override):
     cfg = config(tmp_path, photos, override)
     with pytest.raises(UserInputError, match="model.feature_cache"):
         settings(cfg)
+
+
+def test_cli_bad_cache_setting_is_one_paragraph_and_exit_2(tmp_path, monkeypatch):
+    home = make_keras_home(tmp_path, monkeypatch)
+    done = run_cli(
+        "search.run",
+        "+sweep=transfer",
+        f"keras_home={home}",
+        "model.feature_cache.max_gb=-1",
+        f"output_dir={tmp_path / 'runs'}",
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "model.feature_cache.max_gb=-1" in done.stderr
+    assert not (tmp_path / "runs" / "feature_cache").exists()

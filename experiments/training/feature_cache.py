@@ -39,11 +39,11 @@ import tensorflow as tf
 from omegaconf import DictConfig
 
 from experiments.data.augment import augmentation_layers
-from experiments.data.pipeline import dataset, gathered, index_batches
+from experiments.data.pipeline import dataset, gathered_from_numpy, index_batches
 from experiments.data.splits import ImageData, Split
-from experiments.errors import UserInputError
 from experiments.models.backbones import input_size, resolve_weights
 from experiments.models.build import compile_model
+from experiments.models.cache_settings import settings
 from experiments.models.cut import (
     Cut,
     cut_below,
@@ -84,31 +84,11 @@ class CacheReport:
         }
 
 
-def settings(cfg: DictConfig) -> tuple[bool, Path, int]:
-    """(enabled, folder, max bytes) from `model.feature_cache`; bad values are user errors."""
-    options = cfg.model.get("feature_cache") or {}
-    enabled = options.get("enabled", False)
-    if not isinstance(enabled, bool):
-        raise UserInputError(
-            f"model.feature_cache.enabled={enabled!r} must be true or false (train on cached "
-            "activations of the frozen backbone, or not)."
-        )
-    max_gb = options.get("max_gb", 5)
-    if isinstance(max_gb, bool) or not isinstance(max_gb, int | float) or max_gb <= 0:
-        raise UserInputError(
-            f"model.feature_cache.max_gb={max_gb!r} must be a positive number of gigabytes (the "
-            "size limit of the cache folder; least recently used entries are deleted beyond it)."
-        )
-    folder = options.get("dir") or Path(str(cfg.get("output_dir") or "runs")) / "feature_cache"
-    return enabled, Path(str(folder)).expanduser().resolve(), int(float(max_gb) * 1e9)
-
-
 def uncached_reason(cfg: DictConfig) -> str | None:
     """Why this trial cannot train on cached activations; None when it can."""
-    enabled, _, _ = settings(cfg) if cfg.model.get("name") == "transfer" else (False, None, 0)
     if cfg.model.get("name") != "transfer" or cfg.model.get("fine_tune") is None:
         return "uncached: not a transfer model"
-    if not enabled:
+    if not settings(cfg)[0]:
         return "uncached: disabled"
     if augmentation_layers(cfg.data.get("augmentation"), int(cfg.seed)):
         return "uncached: augmentation in front of the frozen backbone"
@@ -142,8 +122,8 @@ class CachedPhases:
         train, val = (self.features[(split, cut.name)] for split in SPLITS)
         fit = partial(
             trainee.fit,
-            gathered(self.train_order, Split(train, self.data.train.y)),
-            validation_data=gathered(
+            gathered_from_numpy(self.train_order, Split(train, self.data.train.y)),
+            validation_data=gathered_from_numpy(
                 index_batches(len(val), batch_size, False, seed), Split(val, self.data.val.y)
             ),
             class_weight=self.data.class_weight() if self.cfg.data.get("class_weights") else None,
@@ -157,15 +137,19 @@ class CachedPhases:
         return fit, compile_
 
     def _planned_cuts(self) -> dict[int, Cut]:
-        """Phase 1's cut (the backbone's output) and phase 2's, from the config alone."""
+        """The cut of each phase that will run (1: the backbone's output), from the config alone."""
         layers = self.backbone.layers
         fine_tune = self.cfg.model.fine_tune
-        tunable = tunable_layers(self.backbone)
-        count = unfreeze_count(fine_tune, len(tunable))
-        first_open = len(layers)
-        if count > 0:
-            first_open = next(i for i, layer in enumerate(layers) if layer is tunable[-count])
-        return {1: single_tensor_cuts(self.backbone)[-1], 2: cut_below(self.backbone, first_open)}
+        total, head_epochs = int(self.cfg.train.epochs), int(fine_tune.head_epochs)
+        cuts = {1: single_tensor_cuts(self.backbone)[-1]} if min(head_epochs, total) > 0 else {}
+        if total > head_epochs:
+            tunable = tunable_layers(self.backbone)
+            count = unfreeze_count(fine_tune, len(tunable))
+            first_open = len(layers)
+            if count > 0:
+                first_open = next(i for i, layer in enumerate(layers) if layer is tunable[-count])
+            cuts[2] = cut_below(self.backbone, first_open)
+        return cuts
 
     def _load_or_build(self) -> dict[tuple[str, str], np.ndarray]:
         """Every (split, cut) array: verified from the store, or built in one pass per split."""

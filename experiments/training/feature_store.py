@@ -6,7 +6,8 @@ Safe for concurrent workers and interrupted writers without locks:
   build the same entry both write the same bytes and the last rename wins;
 - every entry carries a header with its key, shape, dtype, payload length and SHA-256; a reader
   checks all of them before it returns an array, so a truncated, overwritten or foreign file is
-  reported as corrupt (and deleted, to be rebuilt) and never reaches training;
+  reported as corrupt (and deleted, to be rebuilt) and never reaches training. That check is also
+  why writes skip `fsync` (seconds for a large entry): a file torn by a crash is rebuilt;
 - the folder is kept under `max_bytes` by deleting the least recently used entries (a hit touches
   its file's mtime); a reader that already opened an evicted file keeps reading it (POSIX).
 """
@@ -74,8 +75,6 @@ class FeatureStore:
             with os.fdopen(handle, "wb") as out:
                 out.write(MAGIC + len(header).to_bytes(8, "little") + header)
                 out.write(payload)
-                out.flush()
-                os.fsync(out.fileno())
             os.replace(tmp, self.path(key))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

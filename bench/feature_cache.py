@@ -2,7 +2,7 @@
 
     python bench/feature_cache.py            # sign-language-digits, all 2,062 photos
     python bench/feature_cache.py --quick    # 15 photos per digit at 96 px (~1 min)
-    python bench/feature_cache.py --per-class 100
+    python bench/feature_cache.py --per-class 100 --unfreeze-layers 0   # head-only fine-tuning
 
 `+sweep=transfer` as documented (MobileNet alpha 0.25, ImageNet weights from $KERAS_HOME or
 ../shared/data/keras-weights, 5 epochs: 2 head-only, then 3 with the top 20 layers open), with
@@ -67,7 +67,13 @@ def keras_home(tmp: Path) -> None:
 def main() -> None:
     args = parse_args(
         __doc__.splitlines()[0],
-        [("--per-class", {"type": int, "default": None, "help": "photos per digit (all)"})],
+        [
+            ("--per-class", {"type": int, "default": None, "help": "photos per digit (all)"}),
+            (
+                "--unfreeze-layers",
+                {"type": int, "default": None, "help": "model.fine_tune.unfreeze_layers (20)"},
+            ),
+        ],
     )
     per_class = args.per_class or (15 if args.quick else None)
     size = 96 if args.quick else 224  # 96 is no native size: it loads the 224 file
@@ -83,6 +89,8 @@ def main() -> None:
             f"model.input_size={size}",
             f"output_dir={tmp / 'runs'}",
         ]
+        if args.unfreeze_layers is not None:
+            base.append(f"model.fine_tune.unfreeze_layers={args.unfreeze_layers}")
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             configs = {
                 "uncached": compose(
@@ -151,6 +159,7 @@ def main() -> None:
                 "image_size": size,
             },
             "config": "+sweep=transfer data=directory data.image_size=S model.input_size=S",
+            "unfreeze_layers": int(configs["uncached"].model.fine_tune.unfreeze_layers),
             "runs": runs,
             "trial_speedup_warm": trial_ratio,
             "trial_speedup_cold": cold_ratio,

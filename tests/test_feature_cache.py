@@ -26,10 +26,11 @@ from transfer_helpers import (  # noqa: F401 (offline: a fixture)
 )
 
 from experiments.data.load import load_data
+from experiments.data.splits import Split
 from experiments.errors import UserInputError
 from experiments.models.cache_settings import settings
 from experiments.models.cut import first_trainable, head_model, single_tensor_cuts, upper_model
-from experiments.training.feature_cache import CachedPhases
+from experiments.training.feature_cache import CachedPhases, split_digest
 from experiments.training.feature_store import SUFFIX, FeatureStore
 from experiments.training.trial import run_trial
 
@@ -207,6 +208,18 @@ def test_phase_two_from_a_residual_cut_of_mobilenet_v2(tmp_path, photos):
     assert gap <= 1.0 / len(data.val) + 1e-9, (cached.metrics, uncached.metrics)
     _, upper_diff = whole_vs_cached(cfg, data, cached.model)
     assert upper_diff <= TOLERANCE
+
+
+def test_split_digest_sees_content_not_the_loaders_fingerprint():
+    """The final retrain swaps train for train + validation in a copy that keeps the loader's
+    fingerprint; the entry key must still change (and must not for an equal copy)."""
+    x = np.arange(4 * 8 * 8 * 3, dtype=np.uint8).reshape(4, 8, 8, 3)
+    y = np.array([0, 1, 0, 1])
+    train = Split(x, y)
+    assert split_digest(Split(x.copy(), y.copy())) == split_digest(train)
+    merged = Split(np.concatenate([x, x[:1]]), np.concatenate([y, y[:1]]))
+    assert split_digest(merged) != split_digest(train)
+    assert split_digest(Split(x, y[::-1].copy())) != split_digest(train)
 
 
 # The store on its own: verified reads, atomic writes, least-recently-used eviction.

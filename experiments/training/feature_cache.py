@@ -194,7 +194,7 @@ class CachedPhases:
         parts: dict[str, Any] = {
             "data": self.data.fingerprint(),
             "split": split,
-            "rows": len(self.data.split(split)),
+            "rows": split_digest(self.data.split(split)),  # also when a split is swapped
             "image_shape": list(self.data.image_shape),
             "backbone": str(model_cfg.backbone),
             "alpha": model_cfg.get("alpha"),
@@ -209,6 +209,29 @@ class CachedPhases:
         }
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return f"{split}-{cut.name}-{hashlib.sha256(blob).hexdigest()[:32]}"
+
+
+_SPLIT_DIGESTS: dict[int, tuple[Split, str]] = {}  # id -> (the split, kept alive; its digest)
+
+
+def split_digest(split: Split) -> str:
+    """SHA-256 of one split's labels and pixels (or, for pixels on disk, its files), per object.
+
+    `ImageData.fingerprint()` alone is not enough: a copy of the data with one split replaced
+    (the final retrain on train + validation) keeps the loader's fingerprint.
+    """
+    known = _SPLIT_DIGESTS.get(id(split))
+    if known is not None and known[0] is split:
+        return known[1]
+    digest = hashlib.sha256(np.ascontiguousarray(split.y).tobytes())
+    if isinstance(split.x, np.ndarray) and not isinstance(split.x, np.memmap):
+        digest.update(np.ascontiguousarray(split.x).data)
+    else:  # on disk: the loader's fingerprint covers the content; these are the rows
+        digest.update("\0".join(split.files).encode())
+    if len(_SPLIT_DIGESTS) >= 8:  # keep a few datasets alive, not every one a process loads
+        _SPLIT_DIGESTS.clear()
+    _SPLIT_DIGESTS[id(split)] = (split, digest.hexdigest())
+    return digest.hexdigest()
 
 
 def _without_trainable(config: Any) -> Any:

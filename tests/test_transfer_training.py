@@ -120,6 +120,13 @@ def _check_two_phase_sweep(cfg, summary, chance: float) -> None:
     assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
     epochs = int(cfg.train.epochs)
     for run in trials:
+        # Trained on cached activations of the frozen backbone, recorded on the run.
+        tags = run.data.tags
+        assert tags["sweeplab.feature_cache"] == "cached"
+        assert (
+            int(tags["sweeplab.feature_cache.hits"]) + int(tags["sweeplab.feature_cache.misses"])
+            > 0
+        )
         head_epochs = int(run.data.params["model.fine_tune.head_epochs"])
         history = {
             name: sorted(client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)

@@ -138,6 +138,7 @@ class TrialRunner:
                 raise
             value = result.metrics.get(self.objective, math.nan)
             self.failures.record(TrialOutcome.COMPLETE)
+            record.set_tags(result.feature_cache.tags())  # cached or not, hits and misses
             record.log_metrics(
                 {"train_seconds": result.seconds, "epochs": result.epochs, "rss_mb": resident_mb()}
             )

@@ -19,14 +19,31 @@ from search.sweep import sweep
 
 
 class BackboneSnapshots(keras.callbacks.Callback):
-    """The backbone's weights at the start and end of each `fit` (one fit per phase)."""
+    """The backbone's weights at the start and end of each `fit` (one fit per phase).
+
+    The whole model's backbone: with the feature cache, `fit` trains a sub-model that shares its
+    layers, so `self.model` is that sub-model; `watch` is handed the whole model when it is built.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.snapshots: list[dict[str, list[np.ndarray]]] = []
+        self.whole: keras.Model | None = None
+
+    def watch(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from experiments.training import trial
+
+        build = trial.build_model
+
+        def keep(*args):
+            self.whole = build(*args)
+            return self.whole
+
+        monkeypatch.setattr(trial, "build_model", keep)
 
     def _take(self) -> None:
-        backbone = self.model.get_layer("backbone")
+        assert self.whole is not None
+        backbone = self.whole.get_layer("backbone")
         self.snapshots.append(
             {layer.name: [np.array(w) for w in layer.get_weights()] for layer in backbone.layers}
         )
@@ -43,8 +60,9 @@ def changed(before: dict, after: dict, name: str) -> bool:
 
 
 @pytest.mark.usefixtures("offline")
+@pytest.mark.parametrize("cached", ["true", "false"])
 def test_phase_1_freezes_the_backbone_and_phase_2_trains_only_the_top_layers(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, cached
 ) -> None:
     keras_home = make_keras_home(tmp_path, monkeypatch)
     top = 12
@@ -56,10 +74,13 @@ def test_phase_1_freezes_the_backbone_and_phase_2_trains_only_the_top_layers(
         f"model.fine_tune.unfreeze_layers={top}",
         "model.fine_tune.lr_multiplier=1.0",
         "optimizer.learning_rate=0.01",
+        f"model.feature_cache.enabled={cached}",
     )
     data = load_data(cfg.data, int(cfg.seed))
     snapshots = BackboneSnapshots()
+    snapshots.watch(monkeypatch)
     result = run_trial(cfg, data, [snapshots])
+    assert result.feature_cache.used == (cached == "true")
 
     assert result.history["phase"] == [1, 2, 2]
     assert len(snapshots.snapshots) == 4  # begin/end of phase 1, begin/end of phase 2
@@ -99,6 +120,13 @@ def _check_two_phase_sweep(cfg, summary, chance: float) -> None:
     assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
     epochs = int(cfg.train.epochs)
     for run in trials:
+        # Trained on cached activations of the frozen backbone, recorded on the run.
+        tags = run.data.tags
+        assert tags["sweeplab.feature_cache"] == "cached"
+        assert (
+            int(tags["sweeplab.feature_cache.hits"]) + int(tags["sweeplab.feature_cache.misses"])
+            > 0
+        )
         head_epochs = int(run.data.params["model.fine_tune.head_epochs"])
         history = {
             name: sorted(client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)

@@ -26,6 +26,10 @@ from experiments.models.transfer import BACKBONE_LAYER
 
 Fit = Callable[..., keras.callbacks.History]
 Compile = Callable[[float], None]  # (re)compile what `fit` trains, at lr x multiplier
+# (fit, compile) of what trains in a phase (1 or 2), asked for once the backbone's layers are
+# frozen or opened for it: the whole model, or a sub-model on cached activations
+# (experiments/training/feature_cache.py).
+Trainer = Callable[[int], tuple[Fit, Compile]]
 
 
 def is_two_phase(model_cfg: DictConfig) -> bool:
@@ -87,24 +91,27 @@ def param_counts(model: keras.Model) -> tuple[int, int]:
 
 
 class PhaseMarker(keras.callbacks.Callback):
-    """Adds the current phase and parameter counts to each epoch's logs (place it first)."""
+    """Adds the current phase and parameter counts to each epoch's logs (place it first).
 
-    def __init__(self) -> None:
+    The counts are the whole model's, also when a phase trains a sub-model on cached activations.
+    """
+
+    def __init__(self, whole: keras.Model) -> None:
         super().__init__()
         self.phase = 1
+        self.whole = whole
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
             return
-        trainable, frozen = param_counts(self.model)
+        trainable, frozen = param_counts(self.whole)
         logs.update(phase=self.phase, trainable_params=trainable, frozen_params=frozen)
 
 
 def fit_two_phase(
     model: keras.Model,
     cfg: DictConfig,
-    fit: Fit,
-    compile_model: Compile,
+    trainer: Trainer,
     callbacks: list[keras.callbacks.Callback],
 ) -> dict[str, list[float]]:
     """Run both phases on one epoch axis; returns the merged history."""
@@ -114,17 +121,19 @@ def fit_two_phase(
     if head_epochs < 0:
         raise UserInputError(f"model.fine_tune.head_epochs={head_epochs} must be 0 or more.")
     backbone = model.get_layer(BACKBONE_LAYER)
-    marker = PhaseMarker()
+    marker = PhaseMarker(model)
     callbacks = [marker, *callbacks]
     history: dict[str, list[float]] = {}
     if head_epochs > 0:
         backbone.trainable = False
+        fit, compile_model = trainer(1)
         compile_model(1.0)
         _extend(history, fit(epochs=head_epochs, initial_epoch=0, callbacks=callbacks).history)
         if not math.isfinite(history.get("loss", [math.nan])[-1]):
             return history
     if total > head_epochs:
         unfreeze_top(backbone, unfreeze_count(fine_tune, len(tunable_layers(backbone))))
+        fit, compile_model = trainer(2)
         compile_model(float(fine_tune.lr_multiplier))
         marker.phase = 2
         _extend(history, fit(epochs=total, initial_epoch=head_epochs, callbacks=callbacks).history)

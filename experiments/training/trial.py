@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import keras
@@ -20,6 +20,7 @@ from experiments.data.pipeline import dataset
 from experiments.data.splits import ImageData
 from experiments.errors import TrialFailed
 from experiments.models.build import build_model, compile_model
+from experiments.training.feature_cache import CachedPhases, CacheReport, uncached_reason
 from experiments.training.schedule import fit_two_phase, is_two_phase
 
 
@@ -31,6 +32,9 @@ class TrialResult:
     history: dict[str, list[float]]
     model: keras.Model
     seconds: float
+    # Whether the trial trained on cached activations of its frozen backbone, and the cache's
+    # hits and misses (`feature_cache.tags()` is what a tracker records).
+    feature_cache: CacheReport = field(default_factory=lambda: CacheReport(False, "uncached"))
 
     @property
     def epochs(self) -> int:
@@ -70,8 +74,14 @@ def run_trial(
         compile_model(trainee, lr_multiplier, optimizer_cfg=cfg.optimizer)
 
     callbacks = [*(callbacks or []), keras.callbacks.TerminateOnNaN()]
-    if is_two_phase(cfg.model):  # pretrained backbone: frozen, then partly unfrozen
-        history = fit_two_phase(model, cfg, fit, compile_, callbacks)
+    reason = uncached_reason(cfg)
+    report = CacheReport(False, reason or "uncached")
+    if is_two_phase(cfg.model) and reason is None:  # frozen part computed once, from the cache
+        cached = CachedPhases(cfg, data, model)
+        report = cached.report
+        history = fit_two_phase(model, cfg, cached.trainer, callbacks)
+    elif is_two_phase(cfg.model):  # pretrained backbone: frozen, then partly unfrozen
+        history = fit_two_phase(model, cfg, lambda phase: (fit, compile_), callbacks)
     else:
         compile_()
         history = fit(epochs=int(cfg.train.epochs), callbacks=callbacks).history
@@ -81,4 +91,4 @@ def run_trial(
             f"loss became {losses[-1] if losses else 'undefined'} at epoch {len(losses)}"
         )
     final = {name: float(values[-1]) for name, values in history.items() if name.startswith("val_")}
-    return TrialResult(final, history, model, time.perf_counter() - started)
+    return TrialResult(final, history, model, time.perf_counter() - started, report)

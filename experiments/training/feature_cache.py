@@ -1,0 +1,258 @@
+"""Train a transfer model's unfrozen part on cached activations of its frozen part.
+
+With the backbone's bottom frozen and no augmentation in front of it, the activations at the top
+of the frozen part are a pure function of the image, so they are computed once (one inference
+pass per split and cut) and reused by every epoch, phase, trial, resumed invocation and worker
+that keys to the same entry (experiments/training/feature_store.py keeps them on disk).
+- Phase 1 trains the head on the backbone's output (`cut.head_model`).
+- Phase 2 trains the backbone above the highest single-tensor cut at or below its first
+  unfrozen layer, plus the head (`cut.upper_model`), on the activations at that cut.
+Both sub-models are built over the whole model's own layers, so the whole raw-pixel model, which
+is what gets logged, registered and exported, holds exactly the trained weights.
+
+Augmentation in front of the frozen part runs uncached. Caching K augmented copies costs K
+backbone passes per image, no fewer than K epochs of uncached training, and it pays back only
+when later trials reuse the very same augmentation settings and seed, which a sweep that searches
+augmentation seldom does; it would also train on K fixed variants instead of fresh ones every
+epoch, so the cached trial would no longer measure what its config says.
+
+The key holds everything the activations depend on: the data fingerprint and split, the frozen
+layers' full configuration (architecture, alpha, input size, channel handling, preprocessing,
+dropout off), the SHA-256 of the weights file loaded (or the seed, for random weights), the cut,
+and the Keras and TensorFlow versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from functools import cache, partial
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from omegaconf import DictConfig
+
+from experiments.data.augment import augmentation_layers
+from experiments.data.pipeline import dataset, gathered_from_numpy, index_batches
+from experiments.data.splits import ImageData, Split
+from experiments.models.backbones import input_size, resolve_weights
+from experiments.models.build import compile_model
+from experiments.models.cache_settings import settings
+from experiments.models.cut import (
+    Cut,
+    cut_below,
+    extractor,
+    first_trainable,
+    head_model,
+    single_tensor_cuts,
+    upper_model,
+)
+from experiments.models.transfer import BACKBONE_LAYER
+from experiments.training.feature_store import FeatureStore
+from experiments.training.schedule import Compile, Fit, tunable_layers, unfreeze_count
+
+EXTRACT_BATCH = 64  # inference batch for building entries (not part of the key)
+SPLITS = ("train", "val")  # the test split is never read during the search
+
+
+@dataclass
+class CacheReport:
+    """Whether a trial ran on cached activations, and how the cache answered."""
+
+    used: bool
+    reason: str  # "cached", or why the trial ran uncached
+    hits: int = 0
+    misses: int = 0
+    corrupt: int = 0  # damaged entries found, deleted and rebuilt
+    build_seconds: float = 0.0  # inference passes that built missing entries
+    entries: list[str] = field(default_factory=list)
+
+    def tags(self) -> dict[str, str]:
+        """Flat string tags for a tracker (experiments/ does not import one)."""
+        return {
+            "sweeplab.feature_cache": self.reason,
+            "sweeplab.feature_cache.hits": str(self.hits),
+            "sweeplab.feature_cache.misses": str(self.misses),
+            "sweeplab.feature_cache.corrupt": str(self.corrupt),
+            "sweeplab.feature_cache.build_seconds": f"{self.build_seconds:.2f}",
+        }
+
+
+def uncached_reason(cfg: DictConfig) -> str | None:
+    """Why this trial cannot train on cached activations; None when it can."""
+    if cfg.model.get("name") != "transfer" or cfg.model.get("fine_tune") is None:
+        return "uncached: not a transfer model"
+    if not settings(cfg)[0]:
+        return "uncached: disabled"
+    if augmentation_layers(cfg.data.get("augmentation"), int(cfg.seed)):
+        return "uncached: augmentation in front of the frozen backbone"
+    return None
+
+
+class CachedPhases:
+    """Builds each phase's trainee and its datasets from cached activations (see module doc)."""
+
+    def __init__(self, cfg: DictConfig, data: ImageData, model: keras.Model) -> None:
+        _, folder, max_bytes = settings(cfg)
+        self.cfg, self.data, self.model = cfg, data, model
+        self.store = FeatureStore(folder, max_bytes)
+        self.report = CacheReport(used=True, reason="cached")
+        self.backbone = model.get_layer(BACKBONE_LAYER)
+        self.cuts = self._planned_cuts()
+        self.features = self._load_or_build()
+        # One shuffled index sequence for both phases, as the uncached trial's one pipeline: its
+        # phase 2 starts with the next epoch's order, not the first one again.
+        self.train_order = index_batches(
+            len(data.train), int(cfg.train.batch_size), True, int(cfg.seed)
+        )
+
+    def trainer(self, phase: int) -> tuple[Fit, Compile]:
+        """(fit, compile) for `phase`, on the sub-model above the frozen layers as they are now."""
+        cut = self.cuts[phase]
+        if phase == 2 and first_trainable(self.backbone) <= cut.after:
+            raise RuntimeError(f"cut {cut.name} lies above an unfrozen layer")  # a bug, not input
+        trainee = head_model(self.model) if phase == 1 else upper_model(self.model, cut)
+        batch_size, seed = int(self.cfg.train.batch_size), int(self.cfg.seed)
+        train, val = (self.features[(split, cut.name)] for split in SPLITS)
+        fit = partial(
+            trainee.fit,
+            gathered_from_numpy(self.train_order, Split(train, self.data.train.y)),
+            validation_data=gathered_from_numpy(
+                index_batches(len(val), batch_size, False, seed), Split(val, self.data.val.y)
+            ),
+            class_weight=self.data.class_weight() if self.cfg.data.get("class_weights") else None,
+            shuffle=False,
+            verbose=int(self.cfg.train.verbose),
+        )
+
+        def compile_(lr_multiplier: float = 1.0) -> None:
+            compile_model(trainee, lr_multiplier, optimizer_cfg=self.cfg.optimizer)
+
+        return fit, compile_
+
+    def _planned_cuts(self) -> dict[int, Cut]:
+        """The cut of each phase that will run (1: the backbone's output), from the config alone."""
+        layers = self.backbone.layers
+        fine_tune = self.cfg.model.fine_tune
+        total, head_epochs = int(self.cfg.train.epochs), int(fine_tune.head_epochs)
+        cuts = {1: single_tensor_cuts(self.backbone)[-1]} if min(head_epochs, total) > 0 else {}
+        if total > head_epochs:
+            tunable = tunable_layers(self.backbone)
+            count = unfreeze_count(fine_tune, len(tunable))
+            first_open = len(layers)
+            if count > 0:
+                first_open = next(i for i, layer in enumerate(layers) if layer is tunable[-count])
+            cuts[2] = cut_below(self.backbone, first_open)
+        return cuts
+
+    def _load_or_build(self) -> dict[tuple[str, str], np.ndarray]:
+        """Every (split, cut) array: verified from the store, or built in one pass per split."""
+        cuts = list({cut.name: cut for cut in self.cuts.values()}.values())
+        found: dict[tuple[str, str], np.ndarray] = {}
+        for split in SPLITS:
+            missing = []
+            for cut in cuts:
+                key = self.key(split, cut)
+                self.report.entries.append(key)
+                array = self.store.load(key)
+                if array is None:
+                    missing.append(cut)
+                else:
+                    found[(split, cut.name)] = array
+                    self.report.hits += 1
+            if missing:
+                started = time.perf_counter()
+                built = self._extract(split, missing)
+                self.report.build_seconds += time.perf_counter() - started
+                for cut, array in zip(missing, built, strict=True):
+                    self.store.save(self.key(split, cut), array)
+                    found[(split, cut.name)] = array
+                    self.report.misses += 1
+        self.report.corrupt = len(self.store.corrupt)
+        return found
+
+    def _extract(self, split: str, cuts: list[Cut]) -> list[np.ndarray]:
+        """Activations at `cuts` of every image of `split`, in the split's order."""
+        net = extractor(self.model, cuts)
+        images = dataset(self.data, split, EXTRACT_BATCH, training=False, seed=0)
+        outputs = net.predict(images.map(lambda x, y: x), verbose=0)
+        outputs = outputs if isinstance(outputs, list) else [outputs]
+        return [np.asarray(out, dtype=np.float32) for out in outputs]
+
+    def key(self, split: str, cut: Cut) -> str:
+        """The entry's name: a digest of everything the activations depend on."""
+        model_cfg = self.cfg.model
+        weights = resolve_weights(model_cfg, input_size(model_cfg, self.data.image_shape[0]))
+        layers = self.model.layers  # topological: input, resize, gray_to_rgb, preprocess first
+        frozen = [layer.get_config() for layer in layers[: layers.index(self.backbone)]]
+        parts: dict[str, Any] = {
+            "data": self.data.fingerprint(),
+            "split": split,
+            "rows": split_digest(self.data.split(split)),  # also when a split is swapped
+            "image_shape": list(self.data.image_shape),
+            "backbone": str(model_cfg.backbone),
+            "alpha": model_cfg.get("alpha"),
+            "input_size": model_cfg.get("input_size"),
+            "weights": file_digest(weights) if weights else f"random seed={int(self.cfg.seed)}",
+            "preprocessing": _without_trainable(frozen),
+            "architecture": _without_trainable(self.backbone.get_config()),
+            "cut": cut.name,
+            "keras": keras.__version__,
+            "tensorflow": tf.__version__,
+            "dtype_policy": keras.config.dtype_policy().name,
+        }
+        blob = json.dumps(parts, sort_keys=True, default=str).encode()
+        return f"{split}-{cut.name}-{hashlib.sha256(blob).hexdigest()[:32]}"
+
+
+_SPLIT_DIGESTS: dict[int, tuple[Split, str]] = {}  # id -> (the split, kept alive; its digest)
+
+
+def split_digest(split: Split) -> str:
+    """SHA-256 of one split's labels and pixels (or, for pixels on disk, its files), per object.
+
+    `ImageData.fingerprint()` alone is not enough: a copy of the data with one split replaced
+    (the final retrain on train + validation) keeps the loader's fingerprint.
+    """
+    known = _SPLIT_DIGESTS.get(id(split))
+    if known is not None and known[0] is split:
+        return known[1]
+    digest = hashlib.sha256(np.ascontiguousarray(split.y).tobytes())
+    if isinstance(split.x, np.ndarray) and not isinstance(split.x, np.memmap):
+        digest.update(np.ascontiguousarray(split.x).data)
+    else:  # on disk: the loader's fingerprint covers the content; these are the rows
+        digest.update("\0".join(split.files).encode())
+    if len(_SPLIT_DIGESTS) >= 8:  # keep a few datasets alive, not every one a process loads
+        _SPLIT_DIGESTS.clear()
+    _SPLIT_DIGESTS[id(split)] = (split, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def _without_trainable(config: Any) -> Any:
+    """A layer config without its `trainable` flags: the phases flip them, the outputs stay."""
+    if isinstance(config, dict):
+        return {k: _without_trainable(v) for k, v in config.items() if k != "trainable"}
+    if isinstance(config, list):
+        return [_without_trainable(v) for v in config]
+    return config
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of a weights file, remembered per (path, size, mtime) within a process."""
+    stat = os.stat(path)
+    return _digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@cache
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"

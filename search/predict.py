@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def tracking_uri(explicit: str | None) -> str:
     """The store to resolve model URIs against; a missing SQLite file is an error, not created."""
     uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE}"
+    path = None
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
         if not path.is_file():
@@ -56,6 +57,11 @@ def tracking_uri(explicit: str | None) -> str:
                 "first."
             )
         uri = f"sqlite:///{path}"
+    from search.stores import check_server, check_sqlite_store
+
+    folder = path.parent if path else Path.cwd()
+    check_sqlite_store("--tracking-uri", uri, folder, must_exist=True, write=False)
+    check_server("--tracking-uri", uri)
     return uri
 
 

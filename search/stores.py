@@ -58,6 +58,18 @@ def check_output_dir(path: Path) -> None:
     _check_writable(where, existing, f"cannot be created in {existing}")
 
 
+def create_output_dir(path: Path) -> None:
+    """Create `output_dir` (checked by `check_output_dir`); a refusal the permission bits did not
+    predict (a read-only or virtual file system, root's own limits) is a user error too."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserInputError(
+            f"output_dir={str(path)!r} cannot be created ({err.strerror or err}); give a folder "
+            "on a writable file system."
+        ) from err
+
+
 def check_sqlite_store(
     key: str, url: str, output_dir: Path, *, must_exist: bool = False, write: bool = True
 ) -> None:

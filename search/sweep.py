@@ -18,7 +18,7 @@ from search.final import check_final_config, finalize
 from search.leftovers import removed_on_error
 from search.precheck import check_models
 from search.space import parse_space
-from search.stores import check_stores
+from search.stores import check_stores, create_output_dir
 from search.study import check_sweep_config, study_name
 from search.validate import check_values
 from tracking.secrets import mask
@@ -76,6 +76,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
 
         # Bad data fails here, before any store is created or opened.
         data = load_data(cfg.data, int(cfg.seed))
+        create_output_dir(Path(cfg.output_dir))
         search = make_engine(cfg, space, name)
         done = search.finished()  # trials cut short by a kill never count, so recovery can wait
         print(

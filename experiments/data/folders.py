@@ -73,7 +73,12 @@ def scan_folder(path: str | None) -> FolderScan:
     """Find the classes and image files under `path`; non-image files are ignored and counted."""
     root = check_folder(path)
     links = _Links(root)
-    scan = _scan(root, links)
+    try:
+        scan = _scan(root, links)
+    except UserInputError as err:  # say which links were left out: they may be the reason
+        if not links.skipped:
+            raise
+        raise UserInputError(f"{err} {links.describe()}") from err
     scan.skipped_links = links.skipped
     links.warn()
     return scan
@@ -126,23 +131,24 @@ class _Links:
             why = "points at a folder that contains it (a loop)"
         else:
             return True
-        self.skipped.append(f"{path} -> {target} ({why})")
+        note = f"{path} -> {target} ({why})"
+        if note not in self.skipped:  # the top folder is listed twice (split check, classes)
+            self.skipped.append(note)
         return False
+
+    def describe(self) -> str:
+        shown = "; ".join(self.skipped[:SHOWN_LINKS])
+        extra = len(self.skipped) - SHOWN_LINKS
+        return (
+            f"Skipped {len(self.skipped)} symbolic link(s) that leave the folder, loop or point "
+            f"at nothing: {shown}{f' and {extra} more' if extra > 0 else ''}. Only links that "
+            "stay inside the data folder are followed."
+        )
 
     def warn(self) -> None:
         if not self.skipped:
             return
-        shown = "; ".join(self.skipped[:SHOWN_LINKS])
-        more = (
-            f" and {len(self.skipped) - SHOWN_LINKS} more"
-            if len(self.skipped) > SHOWN_LINKS
-            else ""
-        )
-        message = (
-            f"data.path={str(self.root)!r}: skipped {len(self.skipped)} symbolic link(s) that "
-            f"leave the folder, loop or point at nothing: {shown}{more}. Only links that stay "
-            "inside the data folder are followed."
-        )
+        message = f"data.path={str(self.root)!r}: {self.describe()}"
         warnings.warn(message, stacklevel=3)
         log.warning(message)
 

@@ -165,10 +165,15 @@ def _check_sqlite_file(where: str, path: Path) -> None:
         problems = [str(err)]
     if problems != ["ok"]:
         raise UserInputError(
-            f"{where}: {path} is a damaged SQLite database ({'; '.join(problems)[:300]}). "
+            f"{where}: {path} is a damaged SQLite database ({_one_line(problems)}). "
             "Restore it from a backup, or move it away to start a new store (sqlite3 FILE "
             "'.recover' may save its content)."
         )
+
+
+def _one_line(problems: list[str]) -> str:
+    """SQLite's report, which spans lines, as part of one paragraph."""
+    return " ".join("; ".join(problems).split())[:300]
 
 
 def _check_new_location(where: str, path: Path, output_dir: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from experiments.data.folders import scan_folder
 from search.engines import check_engine, make_engine
 from search.final import check_final_config, finalize
 from search.leftovers import removed_on_error
@@ -60,6 +61,8 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     check_values(cfg, space)  # bad input: types and ranges of fixed and sampleable values
     check_engine(cfg)
     check_stores(cfg)  # bad input: every store and folder, read-only, before anything is created
+    if cfg.data.get("source") == "directory":  # its layout (and links) before TensorFlow loads
+        scan_folder(cfg.data.get("path"), warn=False)  # load_data scans again, and warns
     engine = str(cfg.search.engine)
     name = study_name(cfg)
     # What is found from here on (a weights file, the data) removes what this start created.

@@ -119,12 +119,25 @@ def copy_store(
 
 
 def garbage_at(name: str, where: str) -> Callable[[Path], None]:
-    """Overwrite 64 bytes of a SQLite file: its header, or the middle of a b-tree page."""
+    """Overwrite 64 bytes of a SQLite file: its header, or the start of a page in the middle of
+    the file that holds a table's b-tree (the largest table's root page: a page in use, so the
+    damage is real, not in free space)."""
 
     def damage(out: Path) -> None:
         path = out / name
+        offset = 0
+        if where == "middle":
+            with sqlite3.connect(path) as con:
+                page_size = con.execute("PRAGMA page_size").fetchone()[0]
+                tables = con.execute(
+                    "SELECT name, rootpage FROM sqlite_master WHERE type = 'table' AND rootpage > 1"
+                ).fetchall()
+                rows = {
+                    t: con.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t, _ in tables
+                }
+            table, root = max(tables, key=lambda t: (rows[t[0]], t[1]))
+            offset = (root - 1) * page_size
         data = bytearray(path.read_bytes())
-        offset = 0 if where == "header" else 4096 * (len(data) // 4096 // 2) + 8
         data[offset : offset + 64] = b"\xde\xad\xbe\xef" * 16
         path.write_bytes(bytes(data))
 
@@ -566,7 +579,10 @@ def outcomes(world: World) -> dict[str, Outcome]:
         return Outcome(case, call, case_dir, done, seconds, before, snapshot(call.watch))
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return {o.case.name: o for o in pool.map(run, CASES)}
+        done = {o.case.name: o for o in pool.map(run, CASES)}
+    slowest = sorted(done.values(), key=lambda o: -o.seconds)[:8]
+    print("slowest cases:", ", ".join(f"{o.case.name} {o.seconds:.0f}s" for o in slowest))
+    return done
 
 
 def test_the_table_covers_every_family() -> None:

@@ -69,7 +69,7 @@ def check_folder(path: str | None) -> Path:
     return folder
 
 
-def scan_folder(path: str | None) -> FolderScan:
+def scan_folder(path: str | None, warn: bool = True) -> FolderScan:
     """Find the classes and image files under `path`; non-image files are ignored and counted."""
     root = check_folder(path)
     links = _Links(root)
@@ -80,7 +80,8 @@ def scan_folder(path: str | None) -> FolderScan:
             raise
         raise UserInputError(f"{err} {links.describe()}") from err
     scan.skipped_links = links.skipped
-    links.warn()
+    if warn:
+        links.warn()
     return scan
 
 

@@ -73,6 +73,8 @@ def predict(argv: list[str] | None = None) -> list[tuple[Path, list[tuple[str, f
     from experiments.serving.predict import collect_images
 
     files = collect_images(args.images)  # bad paths fail before the model is loaded
+    is_uri = args.model.startswith(URI_SCHEMES)
+    store = tracking_uri(args.tracking_uri) if is_uri else None  # checked before TF loads
 
     from experiments.quiet import quiet_tensorflow
 
@@ -81,10 +83,10 @@ def predict(argv: list[str] | None = None) -> list[tuple[Path, list[tuple[str, f
     from experiments.serving.predictors import load_predictor
 
     with tempfile.TemporaryDirectory() as tmp:
-        if args.model.startswith(URI_SCHEMES):
+        if store is not None:
             from tracking.champion import fetch_model
 
-            local = fetch_model(args.model, tracking_uri(args.tracking_uri), Path(tmp))
+            local = fetch_model(args.model, store, Path(tmp))
         else:
             local = Path(args.model)
         results = top_k(load_predictor(local), files, args.top_k)

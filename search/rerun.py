@@ -77,6 +77,8 @@ def rerun(
     deterministic: bool = False,
 ) -> Rerun:
     """Train the trial of MLflow run `run_id` again in a new run; return both results."""
+    tracking = tracking_config(output_dir, tracking_uri, log_model)
+    check_rerun_store(tracking)  # an existing, healthy store (never create one), before TF loads
     from experiments.quiet import quiet_tensorflow
 
     quiet_tensorflow()
@@ -88,8 +90,6 @@ def rerun(
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    tracking = tracking_config(output_dir, tracking_uri, log_model)
-    check_rerun_store(tracking)  # an existing, healthy store: never create an empty one
     tracker = SweepTracker(tracking)
     source = trial_source(tracker, run_id)
     cfg = OmegaConf.create(source.config_yaml)

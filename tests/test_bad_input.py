@@ -74,6 +74,7 @@ class Case:
     code: int = 2
     seconds: float | None = None  # must fail within this wall time
     changes_store: bool = False  # a case whose store records a stopped trial (checked apart)
+    slow: bool = False  # loads TensorFlow (a weights file, images, a trial): marked slow
 
 
 def sweep_case(
@@ -268,6 +269,7 @@ CASES: list[Case] = [
         "model.weights={mobilenet_v2}",
         base=TRANSFER,
         expect=["{mobilenet_v2}", "mobilenet with alpha=0.25"],
+        slow=True,
     ),
     sweep_case(
         "weights_other_alpha",
@@ -275,6 +277,7 @@ CASES: list[Case] = [
         "model.weights={mobilenet_05}",
         base=TRANSFER,
         expect=["{mobilenet_05}", "alpha=0.25"],
+        slow=True,
     ),
     sweep_case(
         "weights_missing", "weights", "model.weights={tmp}/no.h5", base=TRANSFER, expect="no.h5"
@@ -308,6 +311,7 @@ CASES: list[Case] = [
         "data=directory",
         "data.path={data_corrupt}",
         expect="broken.jpg",
+        slow=True,
     ),
     # -- stores: files where folders belong, damaged SQLite files, paths that would be invented
     sweep_case("output_dir_file", "stores", "output_dir={image}", expect="{image}"),
@@ -380,6 +384,7 @@ CASES: list[Case] = [
         "search.run",
         keras_home_leftover,
         lambda w, c: ["broken.jpg"],
+        slow=True,
     ),
     # -- servers: unreachable, within seconds, passwords masked
     sweep_case(
@@ -435,10 +440,13 @@ CASES: list[Case] = [
         "not a SQLite database",
     ),
     rerun_case("rerun_db_middle", rerun_with_store(garbage_at("mlflow.db", "middle")), "damaged"),
-    rerun_case(
+    Case(
         "rerun_unknown_run",
+        "rerun",
+        "search.rerun",
         lambda w, c: Call(["0123456789abcdef", "--output-dir", str(w.good)], [w.good]),
-        "0123456789abcdef",
+        lambda w, c: ["0123456789abcdef"],
+        slow=True,
     ),
 ]
 
@@ -456,6 +464,7 @@ CASES.append(
         first_trial_fails,
         lambda w, c: ["the first trial failed", "no_such_option", "not counted"],
         changes_store=True,
+        slow=True,
     )
 )
 
@@ -565,8 +574,16 @@ def world(tmp_path_factory) -> World:
 
 
 @pytest.fixture(scope="module")
-def outcomes(world: World) -> dict[str, Outcome]:
-    """Every case, run in parallel (most fail in about a second, before TensorFlow loads)."""
+def outcomes(world: World, request: pytest.FixtureRequest) -> dict[str, Outcome]:
+    """The selected cases (`-m "not slow"` leaves the slow ones out), run in parallel: most fail
+    in about a second, before TensorFlow loads."""
+    selected = {
+        item.callspec.params["case"].name
+        for item in request.session.items
+        if hasattr(item, "callspec") and isinstance(item.callspec.params.get("case"), Case)
+    }
+    if any(item.name.startswith("test_a_first_trial") for item in request.session.items):
+        selected.add("first_trial_config_error")
 
     def run(case: Case) -> Outcome:
         case_dir = world.tmp / "cases" / case.name
@@ -578,8 +595,9 @@ def outcomes(world: World) -> dict[str, Outcome]:
         seconds = time.monotonic() - started
         return Outcome(case, call, case_dir, done, seconds, before, snapshot(call.watch))
 
+    chosen = [case for case in CASES if case.name in selected]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        done = {o.case.name: o for o in pool.map(run, CASES)}
+        done = {o.case.name: o for o in pool.map(run, chosen)}
     slowest = sorted(done.values(), key=lambda o: -o.seconds)[:8]
     print("slowest cases:", ", ".join(f"{o.case.name} {o.seconds:.0f}s" for o in slowest))
     return done
@@ -601,7 +619,10 @@ def test_the_table_covers_every_family() -> None:
     assert len({case.name for case in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, id=c.name, marks=[pytest.mark.slow] if c.slow else []) for c in CASES],
+)
 def test_bad_input_fails_cleanly(case: Case, world: World, outcomes: dict[str, Outcome]) -> None:
     o = outcomes[case.name]
     output = f"--- stdout\n{o.done.stdout[-3000:]}\n--- stderr\n{o.done.stderr[-3000:]}"
@@ -620,6 +641,7 @@ def test_bad_input_fails_cleanly(case: Case, world: World, outcomes: dict[str, O
         assert o.seconds < case.seconds, f"took {o.seconds:.0f}s\n{output}"
 
 
+@pytest.mark.slow
 def test_a_first_trial_config_error_stops_the_sweep_and_counts_nothing(
     outcomes: dict[str, Outcome],
 ) -> None:

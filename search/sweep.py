@@ -67,6 +67,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     name = study_name(cfg)
     # What is found from here on (a weights file, the data) removes what this start created.
     with removed_on_error(cfg):
+        create_output_dir(Path(cfg.output_dir))  # a file system that refuses it: fail now
         check_models(cfg, space)
         # Heavy imports only once the config is known to be good: bad input fails in a second.
         from experiments.quiet import quiet_tensorflow
@@ -79,7 +80,6 @@ def sweep(cfg: DictConfig) -> SweepSummary:
 
         # Bad data fails here, before any store is created or opened.
         data = load_data(cfg.data, int(cfg.seed))
-        create_output_dir(Path(cfg.output_dir))
         search = make_engine(cfg, space, name)
         done = search.finished()  # trials cut short by a kill never count, so recovery can wait
         print(

@@ -1,6 +1,6 @@
 """One mapping from errors to exit statuses, for every `python -m search.*` entry point.
 
-UserInputError -> 2 with one `sweeplab: error: ...` paragraph on stderr and no traceback;
+UserInputError -> 2 with one `sweeplab: error: ...` paragraph (passwords masked) on stderr and no traceback;
 TooManyFailures -> 3, the same way; Ctrl-C / SIGTERM -> 130 (128 + SIGINT, as a shell reports
 it), also when the interrupt surfaced as another error (a store write cut short while cleaning
 up). Anything else is a bug and keeps its traceback.
@@ -15,13 +15,14 @@ from typing import NoReturn
 
 from experiments.errors import TooManyFailures, UserInputError
 from search.trials import was_interrupted
+from tracking.secrets import mask
 
 USER_ERROR, TOO_MANY_FAILURES, INTERRUPTED = 2, 3, 130
 
 
 def fail(message: str, code: int = USER_ERROR) -> NoReturn:
     """Print a one-paragraph error and exit non-zero, without a traceback."""
-    print(f"sweeplab: error: {message}", file=sys.stderr, flush=True)
+    print(f"sweeplab: error: {mask(message)}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 
@@ -41,5 +42,5 @@ def exit_codes(on_interrupt: str | None = None) -> Iterator[None]:
         if not was_interrupted(err):
             raise
         if on_interrupt:
-            print(on_interrupt, file=sys.stderr, flush=True)
+            print(mask(on_interrupt), file=sys.stderr, flush=True)
         sys.exit(INTERRUPTED)

@@ -18,8 +18,18 @@ from experiments.errors import UserInputError
 from experiments.models.backbones import TRANSFER_KEYS, check_transfer_config
 from search.space import Param, apply_params
 
+
+def check_transfer(cfg: DictConfig) -> None:
+    """The backbone's settings, then its weights file loaded once (experiments.models.weights_check)."""
+    from experiments.models.backbones import input_size
+    from experiments.models.weights_check import check_weights
+
+    check_transfer_config(cfg)
+    check_weights(cfg.model, input_size(cfg.model, int(cfg.data.image_size)))
+
+
 MODEL_CHECKS: dict[str, tuple[Callable[[DictConfig], None], tuple[str, ...]]] = {
-    "transfer": (check_transfer_config, TRANSFER_KEYS),
+    "transfer": (check_transfer, TRANSFER_KEYS),
 }
 
 

@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def tracking_uri(explicit: str | None) -> str:
     """The store to resolve model URIs against; a missing SQLite file is an error, not created."""
     uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE}"
+    path = None
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///")).expanduser().resolve()
         if not path.is_file():
@@ -56,6 +57,11 @@ def tracking_uri(explicit: str | None) -> str:
                 "first."
             )
         uri = f"sqlite:///{path}"
+    from search.stores import check_server, check_sqlite_store
+
+    folder = path.parent if path else Path.cwd()
+    check_sqlite_store("--tracking-uri", uri, folder, must_exist=True, write=False)
+    check_server("--tracking-uri", uri)
     return uri
 
 
@@ -67,6 +73,8 @@ def predict(argv: list[str] | None = None) -> list[tuple[Path, list[tuple[str, f
     from experiments.serving.predict import collect_images
 
     files = collect_images(args.images)  # bad paths fail before the model is loaded
+    is_uri = args.model.startswith(URI_SCHEMES)
+    store = tracking_uri(args.tracking_uri) if is_uri else None  # checked before TF loads
 
     from experiments.quiet import quiet_tensorflow
 
@@ -75,10 +83,10 @@ def predict(argv: list[str] | None = None) -> list[tuple[Path, list[tuple[str, f
     from experiments.serving.predictors import load_predictor
 
     with tempfile.TemporaryDirectory() as tmp:
-        if args.model.startswith(URI_SCHEMES):
+        if store is not None:
             from tracking.champion import fetch_model
 
-            local = fetch_model(args.model, tracking_uri(args.tracking_uri), Path(tmp))
+            local = fetch_model(args.model, store, Path(tmp))
         else:
             local = Path(args.model)
         results = top_k(load_predictor(local), files, args.top_k)

@@ -55,6 +55,21 @@ def tracking_config(output_dir: str, tracking_uri: str | None, log_model: bool) 
     return tracking
 
 
+def check_rerun_store(tracking: DictConfig) -> None:
+    """The store to read the run from must exist and be healthy: a rerun creates no store."""
+    from search.stores import check_server, check_sqlite_store, sqlite_path
+
+    uri = str(tracking.tracking_uri)
+    path = sqlite_path(uri)
+    check_sqlite_store(
+        "the MLflow store (--output-dir / --tracking-uri)",
+        uri,
+        path.parent if path else Path.cwd(),
+        must_exist=True,
+    )
+    check_server("--tracking-uri", uri)
+
+
 def rerun(
     run_id: str,
     output_dir: str = "runs",
@@ -63,6 +78,8 @@ def rerun(
     deterministic: bool = False,
 ) -> Rerun:
     """Train the trial of MLflow run `run_id` again in a new run; return both results."""
+    tracking = tracking_config(output_dir, tracking_uri, log_model)
+    check_rerun_store(tracking)  # an existing, healthy store (never create one), before TF loads
     from experiments.quiet import quiet_tensorflow
 
     quiet_tensorflow()
@@ -74,7 +91,7 @@ def rerun(
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    tracker = SweepTracker(tracking_config(output_dir, tracking_uri, log_model))
+    tracker = SweepTracker(tracking)
     source = trial_source(tracker, run_id)
     cfg = OmegaConf.create(source.config_yaml)
     objective = str(cfg.train.objective)

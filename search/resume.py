@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
+from tracking.secrets import mask
+
 if TYPE_CHECKING:
     from search.engines import Engine
     from tracking.mlflow_tracker import SweepTracker
@@ -73,4 +75,4 @@ def print_interrupted(cfg: DictConfig, study: str, search: Engine) -> None:
             "in MLflow, redone with the same parameters on resume."
         )
     lines.append(f"resume with: {resume_command()}")
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    print(mask("\n".join(lines)), file=sys.stderr, flush=True)

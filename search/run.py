@@ -12,8 +12,10 @@ from __future__ import annotations
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from search.added_keys import check_added_keys
 from search.cli import exit_codes
 from search.resume import resume_command, sigterm_as_interrupt  # light: no TensorFlow
 
@@ -24,6 +26,7 @@ def main(cfg: DictConfig) -> None:
 
     interrupted = f"interrupted; the next start cleans up. resume with: {resume_command()}"
     with exit_codes(on_interrupt=interrupted), sigterm_as_interrupt():
+        check_added_keys(HydraConfig.get().overrides.task, cfg)  # +train.epoch=3: an error
         sweep(cfg)
 
 

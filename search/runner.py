@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.data.load import load_data, loading_key
 from experiments.data.splits import ImageData
+from experiments.errors import TrialFailed, UserInputError
 from experiments.evaluation.cost import model_costs
 from experiments.outcome import TrialOutcome
 from experiments.training.trial import TrialResult, run_trial
@@ -82,6 +83,16 @@ class TrialRunner:
         self.failures = FailureStreak(None if limit is None else int(limit))
         self.last_run_id: str | None = None  # the MLflow run of the trial started last
         self.costs = measured_costs(base)  # cost metrics measured on every trial
+        self.started = 0  # trials this runner started (see _is_config_failure)
+
+    def _is_config_failure(self, err: BaseException) -> bool:
+        """Whether a failure is one every trial of this config will share, so the sweep stops.
+
+        The rule: the first trial of this invocation raised (not a NaN loss, `TrialFailed`, which
+        depends on the sampled values), and no trial of the study has ever completed. Failing
+        every trial in turn would only end in a "complete" study with no best model.
+        """
+        return self.started == 1 and self.best is None and not isinstance(err, TrialFailed)
 
     def data_for(self, cfg: DictConfig) -> ImageData:
         """The split for this trial's data config, loaded once per distinct data config."""
@@ -107,6 +118,7 @@ class TrialRunner:
         re-raised as KeyboardInterrupt, and failures are counted in `failures`.
         """
         self.last_run_id = None
+        self.started += 1
         cfg = apply_params(self.base, {**params, **(overrides or {})})
         data = self.data_for(cfg)
         with self.tracker.trial_run(
@@ -134,6 +146,8 @@ class TrialRunner:
                     reason = failure_reason(err)
                     record.mark(TrialOutcome.FAILED, reason)
                     self._print(number, params, f"failed ({reason.splitlines()[0][:120]})", None)
+                    if self._is_config_failure(err):
+                        raise first_trial_failed(reason) from err
                     self.failures.record(TrialOutcome.FAILED, reason)
                 raise
             value = result.metrics.get(self.objective, math.nan)
@@ -170,6 +184,18 @@ class TrialRunner:
         timing = f"{seconds:6.1f}s" if seconds is not None else " " * 7
         best = f"best {self.best.value:.4f} (#{self.best.number})" if self.best else "best -"
         print(f"trial {number:>3}  {outcome:<24} {timing}  {best}  {shown}", flush=True)
+
+
+def first_trial_failed(reason: str) -> UserInputError:
+    """The error that stops a sweep whose first trial failed (`TrialRunner._is_config_failure`)."""
+    return UserInputError(
+        f"the first trial failed, and no trial of this study has completed: "
+        f"{reason.splitlines()[0][:400]}. A failure this early is almost always in the config "
+        "or the search space, shared by every trial, so the sweep stops here instead of failing "
+        "each trial in turn; the trial is not counted toward search.n_trials. Fix the value "
+        "named above and run the same command again (its MLflow run keeps the full reason, tag "
+        "sweeplab.failure_reason)."
+    )
 
 
 def _short(value: Any) -> str:

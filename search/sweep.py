@@ -13,12 +13,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from experiments.data.folders import scan_folder
 from search import after_sweep
 from search.engines import check_engine, make_engine
 from search.final import check_final_config, finalize
+from search.leftovers import removed_on_error
 from search.precheck import check_models
 from search.space import parse_space
+from search.stores import check_stores, create_output_dir
 from search.study import check_sweep_config, study_name
+from search.validate import check_values
+from tracking.secrets import mask
 
 
 @dataclass
@@ -55,36 +60,43 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     check_final_config(cfg)
     after_sweep.check(cfg)  # objectives, champion rule, pruning note
     space = parse_space(cfg.space, cfg)
-    check_models(cfg, space)
+    check_values(cfg, space)  # bad input: types and ranges of fixed and sampleable values
     check_engine(cfg)
+    check_stores(cfg)  # bad input: every store and folder, read-only, before anything is created
+    if cfg.data.get("source") == "directory":  # its layout (and links) before TensorFlow loads
+        scan_folder(cfg.data.get("path"), warn=False)  # load_data scans again, and warns
     engine = str(cfg.search.engine)
     name = study_name(cfg)
-    # Heavy imports only once the config is known to be good: bad input fails in a second.
-    from experiments.quiet import quiet_tensorflow
+    # What is found from here on (a weights file, the data) removes what this start created.
+    with removed_on_error(cfg):
+        create_output_dir(Path(cfg.output_dir))  # a file system that refuses it: fail now
+        check_models(cfg, space)
+        # Heavy imports only once the config is known to be good: bad input fails in a second.
+        from experiments.quiet import quiet_tensorflow
 
-    quiet_tensorflow()
-    from experiments.data.load import load_data
-    from search.resume import print_interrupted, recover
-    from search.runner import TrialRunner
-    from tracking.mlflow_tracker import SweepTracker
+        quiet_tensorflow()
+        from experiments.data.load import load_data
+        from search.resume import print_interrupted, recover
+        from search.runner import TrialRunner
+        from tracking.mlflow_tracker import SweepTracker
 
-    search = make_engine(cfg, space, name)
-    done = search.finished()  # trials cut short by a kill never count, so recovery can wait
-    print(
-        f"sweep {cfg.sweep_name!r}: study {name!r}, engine {engine}, objective "
-        f"{cfg.train.objective}, {done} of {cfg.search.n_trials} trials finished",
-        flush=True,
-    )
-    if done >= int(cfg.search.n_trials):
+        # Bad data fails here, before any store is created or opened.
+        data = load_data(cfg.data, int(cfg.seed))
+        search = make_engine(cfg, space, name)
+        done = search.finished()  # trials cut short by a kill never count, so recovery can wait
         print(
-            f"the study is complete (search.n_trials={cfg.search.n_trials}): nothing to train. "
-            "Raise search.n_trials to add trials."
+            f"sweep {cfg.sweep_name!r}: study {name!r}, engine {engine}, objective "
+            f"{cfg.train.objective}, {done} of {cfg.search.n_trials} trials finished",
+            flush=True,
         )
-        return _summary(name, engine, None, search.best(), done)
-
-    data = load_data(cfg.data, int(cfg.seed))  # bad data fails here, before anything is recorded
-    tracker = SweepTracker(cfg.tracking)
-    recover(search, tracker, name)
+        if done >= int(cfg.search.n_trials):
+            print(
+                f"the study is complete (search.n_trials={cfg.search.n_trials}): nothing to "
+                "train. Raise search.n_trials to add trials."
+            )
+            return _summary(name, engine, None, search.best(), done)
+        tracker = SweepTracker(cfg.tracking)
+        recover(search, tracker, name)
     runner = TrialRunner(
         cfg, tracker, {"study": name, "engine": engine}, search.is_pruned, data=data
     )
@@ -118,6 +130,13 @@ def sweep(cfg: DictConfig) -> SweepSummary:
             best.run_id if best else None,
         )
         summary = _summary(name, engine, parent_id, best, search.finished())
+        if best is None:  # say why, rather than skip the final stage without a word
+            print(
+                "final stage skipped: no trial of the study completed (each one failed or was "
+                "pruned; the reasons are above and in MLflow, tag sweeplab.failure_reason), so "
+                "there is no best model to test, register or export.",
+                flush=True,
+            )
         summary.final = finalize(cfg, runner, tracker, best, name)
         after_sweep.report(cfg, tracker, name)  # the HTML report on the parent run
     _print_summary(cfg, summary, time.perf_counter() - started)
@@ -140,6 +159,6 @@ def _print_summary(cfg: DictConfig, s: SweepSummary, seconds: float) -> None:
             print(f"  {key} = {value}")
     print(
         f"results: {cfg.output_dir}\nopen the MLflow UI: make ui   "
-        f"(or: mlflow ui --backend-store-uri {cfg.tracking.tracking_uri} --host 127.0.0.1 "
-        "--workers 1)"
+        f"(or: mlflow ui --backend-store-uri {mask(str(cfg.tracking.tracking_uri))} "
+        "--host 127.0.0.1 --workers 1)"
     )

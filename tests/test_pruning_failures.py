@@ -87,14 +87,14 @@ def test_nan_and_raising_trials_are_failed_and_the_sweep_completes(make_config) 
         "search.n_trials=3",
         "search.pruner=none",
         "+space.optimizer.learning_rate={type:float,low:1e-4,high:1e9,log:true}",
-        "+space.model.kernel_size={type:int,low:0,high:3}",
+        "+space.model.dense_units={type:categorical,choices:[0,16]}",
         "tracking.log_models=false",
     )
     queue(
         cfg,
-        {**GOOD, "optimizer.learning_rate": 1e9, "model.kernel_size": 3},  # loss becomes NaN
-        {**GOOD, "model.kernel_size": 0},  # Conv2D raises ValueError
-        {**GOOD, "model.kernel_size": 3},
+        {**GOOD, "optimizer.learning_rate": 1e9, "model.dense_units": 16},  # loss becomes NaN
+        {**GOOD, "model.dense_units": 0},  # Dense raises ValueError
+        {**GOOD, "model.dense_units": 16},
     )
     summary = sweep(cfg)
 
@@ -107,7 +107,7 @@ def test_nan_and_raising_trials_are_failed_and_the_sweep_completes(make_config) 
     ]
     assert "loss became nan" in nan.user_attrs["failure_reason"]
     assert raising.user_attrs["failure_reason"].startswith("ValueError")
-    assert "kernel_size" in raising.user_attrs["failure_reason"]
+    assert "units=0" in raising.user_attrs["failure_reason"]
     assert summary.finished_trials == 3  # genuine failures count toward n_trials
     assert summary.best_value == pytest.approx(good.value)
 

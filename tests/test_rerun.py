@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -45,10 +46,12 @@ def test_rerun_reproduces_a_trials_validation_accuracy(make_config) -> None:
     )
 
 
-def test_rerun_of_an_unknown_run_says_so(make_config) -> None:
+def test_rerun_without_a_store_says_so_and_creates_none(make_config) -> None:
+    """An unknown run in an existing store: tests/test_bad_input.py (rerun_unknown_run)."""
     cfg = prepare(make_config("search.n_trials=1", "tracking.log_models=false"))
-    with pytest.raises(UserInputError, match="is not in the MLflow store"):
+    with pytest.raises(UserInputError, match="there is no store at .*/mlflow.db"):
         rerun("0123456789abcdef", output_dir=cfg.output_dir, log_model=False)
+    assert not Path(cfg.output_dir).exists()  # no empty store, no folder
 
 
 def test_rerun_logs_exactly_the_active_sampled_params(make_config) -> None:

@@ -29,6 +29,7 @@ from experiments.outcome import TrialOutcome
 from tracking.liveness import this_worker
 from tracking.relocate import relocate
 from tracking.run_tags import failed_tags, pruned_tags, who_and_where
+from tracking.secrets import mask
 
 TAG = "sweeplab."
 
@@ -111,11 +112,11 @@ class TrialRun:
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.client.log_batch(
-            self.run_id, tags=[mlflow.entities.RunTag(k, str(v)) for k, v in tags.items()]
+            self.run_id, tags=[mlflow.entities.RunTag(k, mask(str(v))) for k, v in tags.items()]
         )
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self.client.log_text(self.run_id, mask(text), artifact_file)
 
     def log_dataset(self, info: Mapping[str, Any]) -> None:
         """Record the data a trial used (`ImageData.describe()`).
@@ -257,7 +258,7 @@ class SweepTracker:
             self.experiment_id,
             run_name=run_name,
             tags={
-                **{TAG + k: str(v) for k, v in tags.items()},
+                **{TAG + k: mask(str(v)) for k, v in tags.items()},
                 TAG + "git_commit": git_commit(),
                 TAG + "kind": "sweep",
                 **{TAG + k: v for k, v in this_worker().items()},
@@ -266,7 +267,7 @@ class SweepTracker:
         )
         self.parent_id = run.info.run_id
         for file_name, text in artifacts.items():
-            self.client.log_text(self.parent_id, text, file_name)
+            self.client.log_text(self.parent_id, mask(text), file_name)
         with _ends_run(self.client, self.parent_id):
             yield self.parent_id
 
@@ -286,7 +287,7 @@ class SweepTracker:
                 **parent,
                 TAG + "kind": "trial",
                 **{TAG + k: v for k, v in this_worker().items()},
-                **{TAG + k: str(v) for k, v in tags.items()},
+                **{TAG + k: mask(str(v)) for k, v in tags.items()},
                 **who_and_where(git_commit()),  # user and source in the UI
             },
         )
@@ -297,7 +298,7 @@ class SweepTracker:
         if params:
             self.client.log_batch(
                 trial.run_id,
-                params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()],
+                params=[mlflow.entities.Param(k, mask(str(v))) for k, v in params.items()],
             )
         with _ends_run(self.client, trial.run_id, lambda: trial.state):
             yield trial

@@ -117,6 +117,7 @@ def load_directory(cfg: DictConfig, seed: int) -> ImageData:
         "cache": opts.cache,
         "fixed_split": "all" not in scan.files,
         "ignored_files": len(scan.ignored),
+        "skipped_links": scan.skipped_links[:100],  # symbolic links not followed (folders.py)
         "skipped_count": len(bad),
         "skipped_files": [f"{path}: {reason}" for path, reason in bad[:100]],
     }

@@ -277,8 +277,8 @@ class OptunaEngine:
                     trial.set_user_attr("mlflow_run_id", runner.last_run_id)
                     self._requeue(self.study, trial.number, params)
                 raise
-            except MonitorMissing:
-                raise
+            except UserInputError:  # a config error (MonitorMissing, a failed first trial):
+                raise  # FAIL without failure_reason, not counted; the sweep stops with exit 2
             except Exception as err:
                 trial.set_user_attr("failure_reason", failure_reason(err)[:2000])
                 trial.set_user_attr("mlflow_run_id", runner.last_run_id)

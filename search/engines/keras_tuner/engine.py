@@ -201,6 +201,8 @@ class KerasTunerEngine:
             except KeyboardInterrupt:  # the runner turns an error caused by Ctrl-C into this
                 self.interrupted.append(int(trial.trial_id))
                 raise  # the trial stays ongoing in the saved oracle: redone on resume
+            except UserInputError:  # a config error: not counted, the sweep stops (exit 2)
+                raise
             except Exception as err:  # the runner has marked the MLflow run failed, with reason
                 trial.status, trial.message = TrialStatus.FAILED, failure_reason(err)
             else:

@@ -1,0 +1,156 @@
+"""The pieces behind the bad-input table, checked in-process: the link rule of data folders,
+password masking in MLflow records, the read-only rule of stores, the value rules."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from experiments.data.folders import scan_folder
+from experiments.errors import UserInputError
+from search.space import parse_space
+from search.stores import check_stores
+from search.sweep import prepare
+from search.validate import check_values
+from tests.conftest import CONF_DIR, shared_data
+from tracking.mlflow_tracker import SweepTracker
+from tracking.secrets import mask
+
+PASSWORD = "s3cretPw"
+
+
+def images(target: Path, source: Path, count: int = 3) -> None:
+    target.mkdir(parents=True)
+    for image in sorted(source.iterdir())[:count]:
+        shutil.copy(image, target / image.name)
+
+
+def test_links_inside_the_folder_are_followed_the_others_skipped_and_recorded(tmp_path) -> None:
+    cifar = shared_data("cifar10-test")
+    root = tmp_path / "data"
+    images(root / "airplane", cifar / "airplane")
+    images(root / "bird", cifar / "bird")
+    images(tmp_path / "outside", cifar / "cat")
+    (root / "same_as_bird").symlink_to(root / "bird")  # inside, no loop: a class like any other
+    (root / "loop").symlink_to(root)
+    (root / "airplane" / "up").symlink_to(root / "airplane")  # a loop below a class folder
+    (root / "bird" / "ext.jpg").symlink_to(tmp_path / "outside" / "0000.jpg")
+    (root / "cat").symlink_to(tmp_path / "outside")
+    (root / "gone").symlink_to(tmp_path / "nothing")
+    with pytest.warns(UserWarning, match="Skipped 6 symbolic link"):
+        scan = scan_folder(str(root))
+    assert scan.class_names == ["airplane", "bird", "same_as_bird"]
+    assert [len([f for f, label in scan.files["all"] if label == i]) for i in range(3)] == [3] * 3
+    skipped = "\n".join(scan.skipped_links)
+    for link, why in (
+        ("loop", "a loop"),
+        ("airplane/up", "a loop"),
+        ("bird/ext.jpg", "outside the data folder"),
+        ("same_as_bird/ext.jpg", "outside the data folder"),  # seen again through the link
+        ("cat", "outside the data folder"),
+        ("gone", "points at nothing"),
+    ):
+        assert f"{root / link} -> " in skipped and why in skipped
+
+
+@pytest.mark.parametrize(
+    "text, masked",
+    [
+        (
+            f"postgresql+psycopg://bob:{PASSWORD}@db:5432/x",
+            "postgresql+psycopg://bob:***@db:5432/x",
+        ),
+        (f"http://:{PASSWORD}@host/", "http://:***@host/"),
+        (f"postgresql://bob:{PASSWORD}@x@db/x", "postgresql://bob:***@db/x"),
+        (f"mysql://h/db?user=u&password={PASSWORD}&x=1", "mysql://h/db?user=u&password=***&x=1"),
+        (f"host=db password={PASSWORD} dbname=x", "host=db password=*** dbname=x"),
+        ("sqlite:////tmp/runs/optuna.db", "sqlite:////tmp/runs/optuna.db"),
+        ("https://host:8080/path", "https://host:8080/path"),
+    ],
+)
+def test_mask_hides_passwords_only(text: str, masked: str) -> None:
+    assert mask(text) == masked
+
+
+def test_tags_params_and_artifacts_are_stored_masked(tmp_path) -> None:
+    url = f"postgresql+psycopg://bob:{PASSWORD}@db/sweeps"
+    tracking = OmegaConf.create(
+        {
+            "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+            "artifact_location": str(tmp_path / "art"),
+            "experiment_name": "masking",
+            "log_models": False,
+        }
+    )
+    tracker = SweepTracker(tracking)
+    artifacts = {"config.yaml": f"storage: {url}\n"}
+    with (
+        tracker.sweep_run("s", {"storage": url}, artifacts) as parent,
+        tracker.trial_run("t", {"search.storage": url}, {"store": url}) as trial,
+    ):
+        trial.log_text(f"storage: {url}\n", "trial_config.yaml")
+        trial.set_tags({"sweeplab.note": url})
+    client = MlflowClient(tracking.tracking_uri)
+    texts = []
+    for run_id, files in ((parent, ["config.yaml"]), (trial.run_id, ["trial_config.yaml"])):
+        run = client.get_run(run_id)
+        texts += [*run.data.tags.values(), *run.data.params.values()]
+        for name in files:
+            texts.append(Path(client.download_artifacts(run_id, name, str(tmp_path))).read_text())
+    stored = "\n".join(texts)
+    assert PASSWORD not in stored
+    assert stored.count("bob:***@db/sweeps") >= 6
+
+
+def test_a_read_only_store_is_refused_before_anything_is_written(make_config, monkeypatch) -> None:
+    cfg = prepare(make_config())
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True)
+    db = out / "optuna.db"
+    sqlite3.connect(db).close()  # an empty SQLite file
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != db and real_access(p, mode))
+    with pytest.raises(UserInputError, match=rf"search.storage=.*is read-only.*{db}"):
+        check_stores(cfg)
+
+
+def composed(*overrides: str):
+    """The real config without the conftest's CNN-only shrinking (transfer has no filters)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        (("+sweep=transfer", "model.fine_tune.unfreeze_fraction=1.5"), "unfreeze_fraction=1.5"),
+        (("+space.model.dense_units={type:categorical,choices:[16,1.5]}",), "dense_units=1.5"),
+        (("+space.model.filter_growth={type:float,low:0,high:2}",), "filter_growth=0"),
+        (("+space.model.dropout={type:categorical,choices:[0.1,null]}",), "dropout=None"),
+    ],
+)
+def test_value_rules(overrides: tuple[str, ...], named: str) -> None:
+    cfg = composed(*overrides)
+    with pytest.raises(UserInputError, match=named):
+        check_values(cfg, parse_space(cfg.space, cfg))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        (),
+        ("+sweep=transfer",),
+        ("+sweep=branched",),
+        ("+sweep=transfer", "space=transfer_backbones"),
+    ],
+)
+def test_the_shipped_configs_pass_the_value_rules(overrides: tuple[str, ...]) -> None:
+    cfg = composed(*overrides)
+    check_values(cfg, parse_space(cfg.space, cfg))

@@ -228,6 +228,9 @@ CASES: list[Case] = [
     sweep_case(
         "space_negative_lr",
         "space",
+        # Replaced, not merged: a `+` onto the existing entry would keep its log scale, and the
+        # space parser would refuse low=-1 for that before the value rules see it.
+        "~space.optimizer.learning_rate",
         "+space.optimizer.learning_rate={type:float,low:-1,high:0.1}",
         expect="learning_rate=-1",
     ),

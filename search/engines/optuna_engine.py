@@ -29,6 +29,7 @@ from optuna_integration import KerasPruningCallback
 
 from experiments.errors import UserInputError
 from experiments.outcome import TrialOutcome
+from search.baseline import announce, baseline
 from search.engines.optuna_algorithms import describe, make_pruner, make_sampler
 from search.runner import Best, TrialRunner
 from search.space import Param
@@ -178,6 +179,19 @@ class OptunaEngine:
             direction=str(cfg.train.direction),
             load_if_exists=True,
         )
+        self._enqueue_baseline(cfg)
+
+    def _enqueue_baseline(self, cfg: DictConfig) -> None:
+        """Baseline first (search/baseline.py): a new study's trial 0 is the base config's values.
+
+        Only a study without any trial gets it, so a continued study never runs it again.
+        """
+        if self.study.get_trials(deepcopy=False):
+            return
+        base = baseline(self.space, cfg)
+        announce(base)
+        if base.usable:
+            self.study.enqueue_trial(base.values, user_attrs={"baseline": True})
 
     def finished(self) -> int:
         return sum(counts_as_finished(t) for t in self.study.get_trials(deepcopy=False))

@@ -115,9 +115,15 @@ def sweep(cfg: DictConfig) -> SweepSummary:
             best.run_id if best else None,
         )
         summary = _summary(name, engine, parent_id, best, search.finished())
-        summary.final = finalize(cfg, runner, tracker, best, name)
+        summary.final = finalize(cfg, runner, tracker, best, name, _top(search, cfg))
     _print_summary(cfg, summary, time.perf_counter() - started)
     return summary
+
+
+def _top(search, cfg: DictConfig) -> list:
+    """The engine's best trials for the final stage's top-k re-evaluation (final.top_k)."""
+    top_k = int((cfg.get("final") or {}).get("top_k") or 0)
+    return search.top(top_k * 3) if top_k else []  # x3: Hyperband repeats a config per round
 
 
 def _summary(name: str, engine: str, parent_id: str | None, best, finished: int) -> SweepSummary:

@@ -199,6 +199,21 @@ class OptunaEngine:
     def best(self) -> Best | None:
         return best_of(self.study)
 
+    def top(self, k: int) -> list[Best]:
+        """The k best complete trials by the objective, best first (the final stage re-trains
+        them with more seeds: search/reevaluate.py)."""
+        done = [
+            t
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and math.isfinite(t.value)
+        ]
+        maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+        done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))
+        return [
+            Best(float(t.value), t.number, dict(t.params), t.user_attrs.get("mlflow_run_id"))
+            for t in done[:k]
+        ]
+
     def recover(self) -> list[int]:
         """Fail the RUNNING trials of dead processes and queue their parameters again.
 

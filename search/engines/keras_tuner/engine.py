@@ -172,14 +172,23 @@ class KerasTunerEngine:
         return False
 
     def best(self) -> Best | None:
-        done = [t for t in self.oracle.get_best_trials(1) if t.status == TrialStatus.COMPLETED]
-        if not done:
-            return None
-        trial = done[0]
-        params = params_of(trial.hyperparameters.values, self.space)
-        return Best(
-            float(trial.score), int(trial.trial_id), params, self.tuner.run_ids.get(trial.trial_id)
-        )
+        top = self.top(1)
+        return top[0] if top else None
+
+    def top(self, k: int) -> list[Best]:
+        """The k best completed trials by the objective, best first (the final stage re-trains
+        them with more seeds: search/reevaluate.py)."""
+        ranked = self.oracle.get_best_trials(len(self.oracle.trials))
+        done = [t for t in ranked if t.status == TrialStatus.COMPLETED][:k]
+        return [
+            Best(
+                float(t.score),
+                int(t.trial_id),
+                params_of(t.hyperparameters.values, self.space),
+                self.tuner.run_ids.get(t.trial_id),
+            )
+            for t in done
+        ]
 
     def optimize(self, runner: TrialRunner, n_trials: int, timeout: float | None) -> None:
         """Run up to `n_trials` more trials (or until `timeout` seconds have passed).

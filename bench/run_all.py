@@ -22,6 +22,7 @@ BENCHMARKS = (
     ("input_pipeline", "images/s, folder pipeline vs in-memory arrays", "#3"),
     ("search_efficiency", "best val accuracy vs wall time per search method", "#8"),
     ("memory", "resident memory across 50 short trials", "#7"),
+    ("transfer_vs_recipe", "test accuracy, default transfer sweep vs the seed's recipe", "#12"),
 )
 
 

@@ -67,7 +67,12 @@ def run_trial(
     )
 
     def compile_(lr_multiplier: float = 1.0) -> None:
-        compile_model(trainee, lr_multiplier, optimizer_cfg=cfg.optimizer)
+        compile_model(
+            trainee,
+            lr_multiplier,
+            optimizer_cfg=cfg.optimizer,
+            label_smoothing=cfg.train.get("label_smoothing"),
+        )
 
     callbacks = [*(callbacks or []), keras.callbacks.TerminateOnNaN()]
     if is_two_phase(cfg.model):  # pretrained backbone: frozen, then partly unfrozen

@@ -1,6 +1,6 @@
 """The default transfer sweep against the seed's hand-made recipe, on photos, test accuracy.
 
-    python bench/transfer_vs_recipe.py [--quick] [--sets sign cifar]
+    python bench/transfer_vs_recipe.py [--quick] [--sets sign cifar] [--per-class N]
 
 For each photo set (sign-language-digits; a cifar10-test subset of 300 images per class through
 `data=directory data.max_per_class=300`): `sweep=recipe` (the seed's Example 1 as one trial,
@@ -14,6 +14,7 @@ matches the recipe at (a) and beats it by 3 points at (b) wherever the recipe is
 sweep's total wall time is reported beside its budget.
 
 --quick: 20 images per class, 96 px, 3-4 epochs, top-2 re-evaluation: minutes, not figures.
+--per-class N: the full-size configs on N images per class of every set (a shorter real run).
 Everything is written to a temporary folder (MLflow, Optuna, the Keras cache with the offline
 MobileNet weights file); results go to bench/results/transfer_vs_recipe.json.
 """
@@ -95,9 +96,9 @@ def keras_home(root: Path) -> Path:
     return home
 
 
-def one_set(name: str, root: Path, quick: bool) -> dict[str, Any]:
+def one_set(name: str, root: Path, quick: bool, per_class_override: int | None) -> dict[str, Any]:
     folder, per_class = SETS[name]
-    per_class = QUICK_PER_CLASS if quick else per_class
+    per_class = per_class_override or (QUICK_PER_CLASS if quick else per_class)
     common = [
         "data=directory",
         f"data.path={SHARED_DATA / folder}",
@@ -145,7 +146,10 @@ def one_set(name: str, root: Path, quick: bool) -> dict[str, Any]:
 def main() -> None:
     args = parse_args(
         __doc__.splitlines()[0],
-        [("--sets", {"nargs": "+", "choices": list(SETS), "default": list(SETS)})],
+        [
+            ("--sets", {"nargs": "+", "choices": list(SETS), "default": list(SETS)}),
+            ("--per-class", {"type": int, "default": None, "help": "images per class"}),
+        ],
     )
     missing = [SETS[s][0] for s in args.sets if not (SHARED_DATA / SETS[s][0]).exists()]
     if missing or not (SHARED_DATA / "keras-weights" / WEIGHTS_FILE).exists():
@@ -156,7 +160,7 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="transfer_vs_recipe-") as tmp:
         for name in args.sets:
-            results[name] = one_set(name, Path(tmp), args.quick)
+            results[name] = one_set(name, Path(tmp), args.quick, args.per_class)
     rows = []
     for res in results.values():
         rec = res["recipe"]
@@ -180,7 +184,8 @@ def main() -> None:
             f"{res['data']}: (a) matches the recipe: {verdict(t['a_matches'])}; (b) beats it by "
             f"3 points: {verdict(t['b_beats_by_3_points'])}"
         )
-    write_result("transfer_vs_recipe", {"sets": results}, args.quick)
+    payload = {"per_class_override": args.per_class, "sets": results}
+    write_result("transfer_vs_recipe", payload, args.quick)
 
 
 if __name__ == "__main__":

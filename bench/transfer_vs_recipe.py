@@ -49,8 +49,8 @@ QUICK_SWEEP = [
     "model.input_size=96",
     "space.model.input_size.choices=[96]",
     "train.epochs=4",
-    "model.fine_tune.head_epochs=2",
-    "space.model.fine_tune.head_epochs.high=3",
+    "model.fine_tune.head_epochs=3",
+    "space.model.fine_tune.head_epochs.high=4",
     "final.top_k=2",
 ]
 

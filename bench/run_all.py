@@ -23,6 +23,7 @@ BENCHMARKS = (
     ("search_efficiency", "best val accuracy vs wall time per search method", "#8"),
     ("memory", "resident memory across 50 short trials", "#7"),
     ("feature_cache", "transfer trial at 224 px, frozen-feature cache on vs off", "#12"),
+    ("transfer_vs_recipe", "test accuracy, default transfer sweep vs the seed's recipe", "#12"),
 )
 
 

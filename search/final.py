@@ -53,6 +53,9 @@ def check_final_config(cfg: DictConfig) -> None:
         raise UserInputError(
             f"final.max_misclassified={limit!r} must be a whole number of 0 or more."
         )
+    from search.reevaluate import settings
+
+    settings(cfg)  # final.top_k, final.seeds
     if final.register and not str(final.get("alias") or "").strip():
         raise UserInputError("final.alias is empty; give the registry alias, e.g. champion.")
     metric = final.get("champion_metric", "test_accuracy")
@@ -75,11 +78,14 @@ def export_formats(cfg: DictConfig) -> list[str]:
     return [str(f) for f in export]
 
 
-def finalize(cfg: DictConfig, runner, tracker, best, study: str) -> FinalResult | None:
+def finalize(
+    cfg: DictConfig, runner, tracker, best, study: str, top: list | None = None
+) -> FinalResult | None:
     """Evaluate, register and export the best trial of the sweep; None when disabled or no best.
 
     `runner` is the sweep's TrialRunner (its cached data split is reused), `tracker` the
-    SweepTracker with the parent run open, `best` the engine's best trial.
+    SweepTracker with the parent run open, `best` the engine's best trial, `top` its best trials
+    (best first) for the top-k re-evaluation (search/reevaluate.py, final.top_k > 0).
     """
     final = cfg.get("final")
     if final is None or not final.enabled or best is None or best.run_id is None:
@@ -95,7 +101,15 @@ def finalize(cfg: DictConfig, runner, tracker, best, study: str) -> FinalResult 
         print("final: the test split is empty; nothing to evaluate, register or export")
         return None
     recorder = FinalRecorder(tracker)
-    model, source = _final_model(trial_cfg, data, recorder, best.run_id, bool(final.retrain))
+    reevaluated = _reevaluate(cfg, runner, recorder, top or [best])
+    if reevaluated is not None:  # the crowned config, scored by its mean over the new seeds
+        best = dataclasses.replace(reevaluated.crowned.trial, value=reevaluated.crowned.mean)
+        trial_cfg = apply_params(cfg, best.params)
+        data = runner.data_for(trial_cfg)
+    if reevaluated is not None and not final.retrain:
+        model, source = reevaluated.model, "reevaluated_seed"
+    else:
+        model, source = _final_model(trial_cfg, data, recorder, best.run_id, bool(final.retrain))
 
     report = _test_report(model, data, int(cfg.seed))
     figures = {
@@ -203,6 +217,18 @@ class _DecodedImages:
 def _test_pixels(data: ImageData) -> np.ndarray | _DecodedImages:
     """The test pixels, or (data.cache=none) a view that decodes each image it is asked for."""
     return data.test.x if data.test.x is not None else _DecodedImages(data.test.files, data.decoder)
+
+
+def _reevaluate(cfg: DictConfig, runner, recorder, top: list):
+    """The top-k re-evaluation when final.top_k > 0 (logged on the parent run), else None."""
+    from search.reevaluate import distinct, reevaluate, settings
+
+    top_k, seeds = settings(cfg)
+    if top_k == 0:
+        return None
+    result = reevaluate(cfg, runner, distinct(top)[:top_k], seeds)
+    recorder.log_reevaluation([c.summary() for c in result.candidates], result.crowned.trial.number)
+    return result
 
 
 def _final_model(cfg: DictConfig, data, recorder, run_id: str, retrain: bool):

@@ -70,6 +70,17 @@ def check_sweep_config(cfg: DictConfig) -> None:
         raise UserInputError(
             f"train.direction={cfg.train.direction!r}; accepted: {', '.join(DIRECTIONS)}."
         )
+    smoothing = cfg.train.get("label_smoothing", 0.0)
+    if (
+        isinstance(smoothing, bool)
+        or not isinstance(smoothing, int | float)
+        or not 0 <= smoothing < 1
+    ):
+        # The same rule as experiments/models/losses.py, checked before any data is loaded.
+        raise UserInputError(
+            f"train.label_smoothing={smoothing!r} must be a number from 0 (off) up to, not "
+            "including, 1 (0.1 is usual)."
+        )
     epochs = cfg.train.epochs
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise UserInputError(f"train.epochs={epochs!r} must be a whole number of 1 or more.")

@@ -137,10 +137,16 @@ def sweep(cfg: DictConfig) -> SweepSummary:
                 "there is no best model to test, register or export.",
                 flush=True,
             )
-        summary.final = finalize(cfg, runner, tracker, best, name)
+        summary.final = finalize(cfg, runner, tracker, best, name, _top(search, cfg))
         after_sweep.report(cfg, tracker, name)  # the HTML report on the parent run
     _print_summary(cfg, summary, time.perf_counter() - started)
     return summary
+
+
+def _top(search, cfg: DictConfig) -> list:
+    """The engine's best trials for the final stage's top-k re-evaluation (final.top_k)."""
+    top_k = int((cfg.get("final") or {}).get("top_k") or 0)
+    return search.top(top_k * 3) if top_k else []  # x3: Hyperband repeats a config per round
 
 
 def _summary(name: str, engine: str, parent_id: str | None, best, finished: int) -> SweepSummary:

@@ -139,7 +139,7 @@ def test_sweep_overlay_with_and_without_plus_is_the_same_config() -> None:
     plain, plus = _compose_plain("sweep=transfer"), _compose_plain("+sweep=transfer")
     assert OmegaConf.to_yaml(plain) == OmegaConf.to_yaml(plus)
     assert plain.sweep_name == "transfer" and plain.model.name == "transfer"
-    assert plain.train.epochs == 5  # the overlay's values win over config.yaml's (after _self_)
+    assert plain.train.epochs == 10  # the overlay's values win over config.yaml's (after _self_)
     assert _compose_plain().sweep_name == "default"  # sweep: null selects nothing
 
 
@@ -149,4 +149,4 @@ def test_sweep_overlay_forms_on_the_real_command_line(form: str, tmp_path: Path)
     assert result.returncode == 0, result.stderr
     composed = OmegaConf.create(result.stdout)
     assert composed.sweep_name == "transfer" and composed.model.name == "transfer"
-    assert composed.train.epochs == 5 and "backbone" in composed.space.model
+    assert composed.train.epochs == 10 and "backbone" in composed.space.model

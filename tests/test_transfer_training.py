@@ -159,6 +159,12 @@ def test_two_trial_transfer_sweep_on_sign_language_folder(tmp_path, monkeypatch)
         "train.batch_size=16",
         "search.n_trials=2",
         "tracking.log_models=false",
+        # This test is about the two phases: every trial runs all its epochs at 96 px with a
+        # phase 2, and the best trial is tested as it is (no pruner, no re-evaluation).
+        "search.pruner=none",
+        "final.top_k=0",
+        "space.model.input_size.choices=[96]",
+        "space.model.fine_tune.head_epochs.high=3",
     )
     cfg.space.optimizer.learning_rate.low = 0.005  # a few steps per epoch: a brisk head
     summary = sweep(cfg)

@@ -99,6 +99,21 @@ class FinalRecorder:
         tags = {k.removeprefix(TAG): v for k, v in version.tags.items() if k.startswith(TAG)}
         return {**tags, "version": str(version.version)}
 
+    def log_reevaluation(self, candidates: list[dict[str, Any]], crowned: int) -> None:
+        """The top-k re-evaluation on the parent run: reevaluation.json (every seed's score),
+        per candidate `reeval_trial<N>_mean` / `_std` metrics, and the crowned trial's tags."""
+        metrics = []
+        for c in candidates:
+            for stat in ("mean", "std"):
+                metrics.append(
+                    mlflow.entities.Metric(f"reeval_trial{c['trial']}_{stat}", c[stat], _now(), 0)
+                )
+        self.client.log_batch(self.run_id, metrics=metrics)
+        self.client.log_dict(
+            self.run_id, {"crowned_trial": crowned, "candidates": candidates}, "reevaluation.json"
+        )
+        self.tag({"crowned_trial": crowned, "reevaluated_trials": len(candidates)})
+
     def tag(self, tags: dict[str, Any]) -> None:
         """Set sweeplab.final.* tags on the parent run (e.g. why nothing was registered)."""
         self.client.log_batch(

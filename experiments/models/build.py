@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from experiments.errors import UserInputError
 from experiments.models.branched import build_branched
 from experiments.models.cnn import build_cnn
+from experiments.models.losses import training_loss
 from experiments.models.transfer import build_transfer
 
 Builder = Callable[[DictConfig, tuple[int, int, int], int], keras.Model]
@@ -40,13 +41,20 @@ def build_model(
 
 
 def compile_model(
-    model: keras.Model, lr_multiplier: float = 1.0, *, optimizer_cfg: DictConfig
+    model: keras.Model,
+    lr_multiplier: float = 1.0,
+    *,
+    optimizer_cfg: DictConfig,
+    label_smoothing: float | None = None,
 ) -> None:
-    """Compile for sparse labels with a fresh optimizer at its learning rate times a multiplier."""
+    """Compile for sparse labels with a fresh optimizer at its learning rate times a multiplier;
+    `label_smoothing` (train.label_smoothing) > 0 smooths the targets (experiments/models/losses.py).
+    """
     optimizer = build_optimizer(optimizer_cfg)
     if lr_multiplier != 1.0:
         optimizer.learning_rate = float(optimizer.learning_rate) * float(lr_multiplier)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    loss = training_loss(label_smoothing)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
 
 
 def build_optimizer(cfg: DictConfig) -> keras.optimizers.Optimizer:

@@ -71,7 +71,12 @@ def run_trial(
     )
 
     def compile_(lr_multiplier: float = 1.0) -> None:
-        compile_model(trainee, lr_multiplier, optimizer_cfg=cfg.optimizer)
+        compile_model(
+            trainee,
+            lr_multiplier,
+            optimizer_cfg=cfg.optimizer,
+            label_smoothing=cfg.train.get("label_smoothing"),
+        )
 
     callbacks = [*(callbacks or []), keras.callbacks.TerminateOnNaN()]
     reason = uncached_reason(cfg)

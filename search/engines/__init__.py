@@ -37,6 +37,10 @@ class Engine(Protocol):
         """The best complete trial so far, or None."""
         ...
 
+    def top(self, k: int) -> list[Best]:
+        """The k best complete trials, best first (the final stage's top-k re-evaluation)."""
+        ...
+
     def optimize(self, runner: TrialRunner, n_trials: int, timeout: float | None) -> None:
         """Run trials through `runner` until the study is complete or `timeout` passed.
 

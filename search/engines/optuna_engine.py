@@ -29,6 +29,7 @@ from optuna_integration import KerasPruningCallback
 
 from experiments.errors import UserInputError
 from experiments.outcome import TrialOutcome
+from search.baseline import announce, baseline
 from search.engines.optuna_algorithms import describe, make_pruner, make_sampler
 from search.objectives import Objective, objectives_of
 from search.runner import Best, TrialRunner
@@ -195,12 +196,42 @@ class OptunaEngine:
             load_if_exists=True,
         )
         name_metrics(self.study, self.objectives)  # optuna-dashboard shows the names
+        self._enqueue_baseline(cfg)
+
+    def _enqueue_baseline(self, cfg: DictConfig) -> None:
+        """Baseline first (search/baseline.py): a new study's trial 0 is the base config's values.
+
+        Only a study without any trial gets it, so a continued study never runs it again.
+        """
+        if self.study.get_trials(deepcopy=False):
+            return
+        base = baseline(self.space, cfg)
+        announce(base)
+        if base.usable:
+            self.study.enqueue_trial(base.values, user_attrs={"baseline": True})
 
     def finished(self) -> int:
         return sum(counts_as_finished(t) for t in self.study.get_trials(deepcopy=False))
 
     def best(self) -> Best | None:
         return best_of(self.study)
+
+    def top(self, k: int) -> list[Best]:
+        """The k best complete trials by the objective, best first (the final stage re-trains
+        them with more seeds: search/reevaluate.py)."""
+        done = [
+            t
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and math.isfinite(t.value)
+        ]
+        if len(self.study.directions) > 1:
+            return []  # several objectives: the champion rule chooses, no single ranking
+        maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+        done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))
+        return [
+            Best(float(t.value), t.number, dict(t.params), t.user_attrs.get("mlflow_run_id"))
+            for t in done[:k]
+        ]
 
     def recover(self) -> list[int]:
         """Fail the RUNNING trials of dead processes and queue their parameters again.

@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 
 from experiments.errors import UserInputError
 from experiments.outcome import TrialOutcome
+from search.baseline import announce, baseline
 from search.engines.keras_tuner.settings import check_settings, make_oracle
 from search.engines.keras_tuner.translation import params_of, to_hyperparameters
 from search.runner import Best, TrialRunner
@@ -115,11 +116,16 @@ class KerasTunerEngine:
         }
         self.store = f"Keras Tuner project {self.settings.directory / self.project}"
         self.interrupted: list[int] = []  # trials of this process cut short by Ctrl-C / SIGTERM
-        declared = to_hyperparameters(space)
+        base = baseline(space, cfg)
+        declared = to_hyperparameters(space, base.values if base.usable else None)
         oracle = make_oracle(self.settings, declared, self.objective, str(cfg.train.direction))
         self.tuner = self._open(oracle)
         self.oracle.verbose = 0  # sweeplab prints its own line per trial
         _check_same_space(self.tuner, declared)
+        if not self.oracle.trials:  # a new project (a continued one never gets trial 0 again)
+            announce(base)
+            if base.usable:
+                _defaults_first(self.oracle, dict(declared.values))
         self.tuner.save()
 
     def _open(self, oracle: kt.Oracle) -> SweepTuner:
@@ -166,14 +172,23 @@ class KerasTunerEngine:
         return False
 
     def best(self) -> Best | None:
-        done = [t for t in self.oracle.get_best_trials(1) if t.status == TrialStatus.COMPLETED]
-        if not done:
-            return None
-        trial = done[0]
-        params = params_of(trial.hyperparameters.values, self.space)
-        return Best(
-            float(trial.score), int(trial.trial_id), params, self.tuner.run_ids.get(trial.trial_id)
-        )
+        top = self.top(1)
+        return top[0] if top else None
+
+    def top(self, k: int) -> list[Best]:
+        """The k best completed trials by the objective, best first (the final stage re-trains
+        them with more seeds: search/reevaluate.py)."""
+        ranked = self.oracle.get_best_trials(len(self.oracle.trials))
+        done = [t for t in ranked if t.status == TrialStatus.COMPLETED][:k]
+        return [
+            Best(
+                float(t.score),
+                int(t.trial_id),
+                params_of(t.hyperparameters.values, self.space),
+                self.tuner.run_ids.get(t.trial_id),
+            )
+            for t in done
+        ]
 
     def optimize(self, runner: TrialRunner, n_trials: int, timeout: float | None) -> None:
         """Run up to `n_trials` more trials (or until `timeout` seconds have passed).
@@ -213,10 +228,35 @@ class KerasTunerEngine:
             runner.failures.raise_if_exceeded()
 
 
+def _defaults_first(oracle: kt.Oracle, defaults: dict[str, Any]) -> None:
+    """Baseline first (search/baseline.py): the oracle's first proposal is the default values.
+
+    Keras Tuner's oracles start at random; every one of them (random, Bayesian's initial points,
+    Hyperband's bracket candidates) draws through `_random_values`, so its first call, and only
+    that one, returns the defaults (the base config's values) instead.
+    """
+    draw = oracle._random_values
+
+    def first_the_defaults() -> dict[str, Any] | None:
+        oracle._random_values = draw  # one shot: every later proposal is the oracle's own
+        return dict(defaults)
+
+    oracle._random_values = first_the_defaults
+
+
+def _without_defaults(space: list[dict]) -> list[dict]:
+    """A space's config without default values: projects created before defaults were the base
+    config's values (or with another base value) search the same space."""
+    return [
+        {**entry, "config": {k: v for k, v in entry["config"].items() if k != "default"}}
+        for entry in space
+    ]
+
+
 def _check_same_space(tuner: SweepTuner, declared: kt.HyperParameters) -> None:
     """A reloaded project keeps its own space; refuse to continue it with a different one."""
-    saved = tuner.oracle.hyperparameters.get_config()["space"]
-    if saved != declared.get_config()["space"]:
+    saved = _without_defaults(tuner.oracle.hyperparameters.get_config()["space"])
+    if saved != _without_defaults(declared.get_config()["space"]):
         raise UserInputError(
             f"the Keras Tuner project {tuner.project_dir} was created for another search space "
             "than the configured one. Set search.project_name (or search.study_name) to a new "

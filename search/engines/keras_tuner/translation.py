@@ -17,7 +17,9 @@ HYPERBAND_KEYS = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner
 _NATIVE_CHOICE_TYPES = ({int}, {float}, {str})
 
 
-def to_hyperparameters(space: list[Param]) -> kt.HyperParameters:
+def to_hyperparameters(
+    space: list[Param], defaults: Mapping[str, Any] | None = None
+) -> kt.HyperParameters:
     """Declare every parameter (parents first) in one static `HyperParameters`.
 
     Bounds follow Optuna's reading of the same spec: a stepped range ends on its last grid point,
@@ -26,10 +28,15 @@ def to_hyperparameters(space: list[Param]) -> kt.HyperParameters:
     `Param.is_active`: the list `conditional_scope` records. Nested `conditional_scope`s cannot
     express it, because an inner scope only finds a parent declared inside the outer one, and
     `when` parents are independent entries; so the conditions go into the declared config.
+
+    `defaults` (the base config's values, search/baseline.py) become the entries' default values,
+    which the engine proposes as a new project's first trial; without them Keras Tuner's own
+    defaults apply (a range's low end, a choice list's first entry).
     """
     declared = kt.HyperParameters()
     for p in space:
-        _declare(declared, p)  # validated by Keras Tuner's own constructors
+        # validated by Keras Tuner's own constructors
+        _declare(declared, p, None if defaults is None else defaults.get(p.name))
     by_name = {p.name: p for p in space}
     config = declared.get_config()
     for entry in config["space"]:
@@ -46,24 +53,27 @@ def to_hyperparameters(space: list[Param]) -> kt.HyperParameters:
     return hp
 
 
-def _declare(hp: kt.HyperParameters, p: Param) -> None:
+def _declare(hp: kt.HyperParameters, p: Param, default: Any = None) -> None:
     if p.kind == "categorical":
-        hp.Choice(p.name, choice_values(p))
+        hp.Choice(p.name, choice_values(p), default=None if default is None else encode(p, default))
     elif p.kind == "int":
         if p.log:
-            hp.Int(p.name, int(p.low), int(p.high), step=None, sampling="log")
+            hp.Int(p.name, int(p.low), int(p.high), step=None, sampling="log", default=default)
         else:
             step = int(p.step or 1)
             top = int(p.low) + (int(p.high) - int(p.low)) // step * step
-            hp.Int(p.name, int(p.low), top, step=step, sampling="linear")
+            hp.Int(p.name, int(p.low), top, step=step, sampling="linear", default=default)
     elif p.step is not None:
         count = math.floor((p.high - p.low) / p.step + 1e-9)
         # Keras Tuner counts grid points with `(max - min) // step`, which drops the top point
         # for most decimal steps (0.5 // 0.1 == 4.0): a hair above the top keeps it.
         top = p.low + count * p.step + p.step * 1e-6
-        hp.Float(p.name, float(p.low), float(top), step=float(p.step), sampling="linear")
+        hp.Float(
+            p.name, float(p.low), float(top), step=float(p.step), sampling="linear", default=default
+        )
     else:
-        hp.Float(p.name, float(p.low), float(p.high), sampling="log" if p.log else "linear")
+        sampling = "log" if p.log else "linear"
+        hp.Float(p.name, float(p.low), float(p.high), sampling=sampling, default=default)
 
 
 def choice_values(p: Param) -> list[Any]:

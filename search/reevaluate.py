@@ -1,0 +1,141 @@
+"""Choosing the winner without the winner's curse: re-train the top k trials with more seeds.
+
+The best of many trials by one noisy validation score is partly the luckiest one (a few hundred
+validation images; a different seed for weight init, shuffling and augmentation moves the score
+by points). Google's deep learning tuning playbook: re-train the top few with several seeds and
+pick the best MEAN. So before the final test, `final.top_k` distinct configs (best validation
+first) are each trained `final.seeds` more times with new training seeds, on the same data split
+(the split's seed, `seed`, is untouched, so test images never enter any training or choice), and
+the config with the best mean of those new scores is crowned. The original trial's own score is
+left out of the mean: it is the score the config was selected for, biased upward.
+
+The model the final stage then tests and registers is the crowned config's re-trained model
+with the best validation score among its seeds (or, with `final.retrain=true`, the crowned config
+retrained on train + validation); the spread (every score, mean, std) goes to the parent run.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig, open_dict
+
+from experiments.errors import UserInputError
+
+if TYPE_CHECKING:  # search.runner loads Keras; the config check must not
+    from search.runner import Best
+
+
+@dataclass
+class Candidate:
+    """One re-evaluated config: its original trial and the scores of its re-trainings."""
+
+    trial: Best
+    seeds: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.scores)
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation of the seeds' scores (0 for a single seed)."""
+        return statistics.stdev(self.scores) if len(self.scores) > 1 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial.number,
+            "run_id": self.trial.run_id,
+            "params": self.trial.params,
+            "search_score": self.trial.value,
+            "seeds": self.seeds,
+            "scores": self.scores,
+            "mean": self.mean,
+            "std": self.std,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+@dataclass
+class Reevaluation:
+    """The candidates in search order, the crowned one and its model to test."""
+
+    candidates: list[Candidate]
+    crowned: Candidate
+    model: Any  # the crowned config's re-trained model with the best validation score
+
+
+def settings(cfg: DictConfig) -> tuple[int, int]:
+    """(final.top_k, final.seeds), checked: top_k 0 switches re-evaluation off."""
+    final = cfg.get("final") or {}
+    top_k, seeds = final.get("top_k", 0), final.get("seeds", 0)
+    for key, value, low in (("top_k", top_k, 0), ("seeds", seeds, 1 if top_k else 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UserInputError(
+                f"final.{key}={value!r} must be a whole number of {low} or more: final.top_k is "
+                "how many of the best trials are re-trained before the test (0: test the best "
+                "trial as it is), final.seeds how many new seeds each is re-trained with."
+            )
+    return int(top_k), int(seeds)
+
+
+def distinct(trials: list[Best]) -> list[Best]:
+    """Best first, one trial per config (Hyperband rounds and re-queued trials repeat one)."""
+    seen: list[dict[str, Any]] = []
+    kept = []
+    for trial in trials:
+        if trial.params not in seen:
+            seen.append(trial.params)
+            kept.append(trial)
+    return kept
+
+
+def reevaluate(cfg: DictConfig, runner: Any, top: list[Best], seeds: int) -> Reevaluation:
+    """Re-train each of `top` with `seeds` new training seeds; crown the best mean score.
+
+    `runner` is the sweep's TrialRunner: its data split is reused, never reloaded.
+    """
+    from experiments.training.trial import run_trial
+    from search.space import apply_params
+
+    objective = str(cfg.train.objective)
+    maximize = cfg.train.direction == "maximize"
+    better = (lambda a, b: a > b) if maximize else (lambda a, b: a < b)
+    candidates: list[Candidate] = []
+    crowned: Candidate | None = None
+    crowned_model: Any = None
+    for trial in top:
+        trial_cfg = apply_params(cfg, trial.params)
+        data = runner.data_for(trial_cfg)  # the split of the base seed, as the search used
+        candidate, model, best_score = Candidate(trial), None, None
+        for j in range(seeds):
+            seeded = trial_cfg.copy()
+            with open_dict(seeded):
+                seeded.seed = int(cfg.seed) + 1 + j  # init, shuffling, augmentation; not the split
+            result = run_trial(seeded, data)
+            score = float(result.metrics[objective])
+            candidate.seeds.append(int(seeded.seed))
+            candidate.scores.append(score)
+            candidate.seconds += result.seconds
+            if best_score is None or better(score, best_score):
+                model, best_score = result.model, score
+            del result
+        candidates.append(candidate)
+        print(
+            f"re-evaluated trial {trial.number}: {objective} mean {candidate.mean:.4f} "
+            f"std {candidate.std:.4f} over {seeds} seeds (search: {trial.value:.4f})",
+            flush=True,
+        )
+        if crowned is None or better(candidate.mean, crowned.mean):
+            crowned, crowned_model = candidate, model
+    assert crowned is not None, "reevaluate needs at least one trial"
+    print(
+        f"crowned trial {crowned.trial.number}: best mean {objective} {crowned.mean:.4f} "
+        f"(top {len(candidates)}, {seeds} seeds each)",
+        flush=True,
+    )
+    return Reevaluation(candidates, crowned, crowned_model)

@@ -1,0 +1,93 @@
+"""Top-k re-evaluation before the final test: k x s re-trainings on new seeds, the best mean
+crowned, the spread logged on the parent run, and the crowned config's model tested.
+Real training (tiny CNN on real digits), a real MLflow store and Optuna storage."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from test_sweep import runs_of
+
+import experiments.training.trial as trial_module
+from experiments.data.load import load_data
+from experiments.errors import UserInputError
+from search.final import check_final_config
+from search.sweep import sweep
+
+NO_MODELS = "tracking.log_models=false"
+
+
+def test_top_k_reevaluation_trains_k_times_s_and_crowns_the_best_mean(
+    make_config, monkeypatch
+) -> None:
+    trainings: list[dict] = []
+    original = trial_module.run_trial
+
+    def counted(cfg, data, callbacks=None):
+        result = original(cfg, data, callbacks)
+        if callbacks:  # a search trial (MLflow's epoch logger): not a re-training
+            return result
+        trainings.append({"seed": int(cfg.seed), "lr": cfg.optimizer.learning_rate, "r": result})
+        return result
+
+    monkeypatch.setattr(trial_module, "run_trial", counted)
+    cfg = make_config("search.n_trials=3", NO_MODELS, "final.top_k=2", "final.seeds=2")
+    summary = sweep(cfg)
+
+    assert len(trainings) == 2 * 2
+    assert [t["seed"] for t in trainings] == [cfg.seed + 1, cfg.seed + 2] * 2
+    study = optuna.load_study(study_name=summary.study_name, storage=cfg.search.storage)
+    ranked = sorted(study.trials, key=lambda t: -t.value)[:2]
+
+    (parent,) = runs_of(cfg, "sweep")
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    logged = json.loads(
+        Path(client.download_artifacts(parent.info.run_id, "reevaluation.json")).read_text()
+    )
+    assert [c["trial"] for c in logged["candidates"]] == [t.number for t in ranked]
+    for candidate, trial, pair in zip(
+        logged["candidates"], ranked, (trainings[:2], trainings[2:]), strict=True
+    ):
+        scores = [float(t["r"].metrics["val_accuracy"]) for t in pair]
+        assert candidate["scores"] == pytest.approx(scores)
+        assert candidate["search_score"] == pytest.approx(trial.value)
+        assert all(t["lr"] == pytest.approx(trial.params["optimizer.learning_rate"]) for t in pair)
+        assert candidate["mean"] == pytest.approx(statistics.fmean(scores))
+        assert candidate["std"] == pytest.approx(statistics.stdev(scores))
+        metrics = parent.data.metrics
+        assert metrics[f"reeval_trial{trial.number}_mean"] == pytest.approx(candidate["mean"])
+        assert metrics[f"reeval_trial{trial.number}_std"] == pytest.approx(candidate["std"])
+
+    means = [c["mean"] for c in logged["candidates"]]
+    crowned = logged["candidates"][int(np.argmax(means))]
+    assert logged["crowned_trial"] == crowned["trial"]
+    assert parent.data.tags["sweeplab.final.crowned_trial"] == str(crowned["trial"])
+    assert summary.final.source == "reevaluated_seed"
+
+    # The tested model is the crowned config's re-trained model with its best validation score.
+    pair = trainings[:2] if crowned is logged["candidates"][0] else trainings[2:]
+    chosen = max(pair, key=lambda t: t["r"].metrics["val_accuracy"])["r"].model
+    data = load_data(cfg.data, int(cfg.seed))
+    predicted = chosen.predict(data.test.x, verbose=0).argmax(axis=1)
+    accuracy = float(np.mean(predicted == data.test.y))
+    assert summary.final.metrics["test_accuracy"] == pytest.approx(accuracy)
+
+
+@pytest.mark.parametrize(
+    ("override", "mention"),
+    [
+        ("final.top_k=-1", "final.top_k=-1 must be a whole number of 0 or more"),
+        ("final.seeds=0", "final.seeds=0 must be a whole number of 1 or more"),
+        ("final.top_k=two", "final.top_k='two'"),
+    ],
+)
+def test_bad_reevaluation_settings_are_refused(make_config, override, mention) -> None:
+    cfg = make_config("final.top_k=2", override)
+    with pytest.raises(UserInputError, match=mention.replace("(", r"\(")):
+        check_final_config(cfg)

@@ -13,14 +13,17 @@ one, and the grid sampler gets its grid from the space.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import math
 from typing import Any
 
 import hydra.utils
+import numpy as np
 import optuna
 from omegaconf import DictConfig, OmegaConf
+from optuna.samplers._lazy_random_state import LazyRandomState
 
 from experiments.errors import UserInputError
 from search.space import Param
@@ -129,3 +132,56 @@ def grid_of(space: list[Param]) -> dict[str, list[Any]]:
             if p.kind == "float":
                 grid[p.name] = [round(v, 12) for v in grid[p.name]]
     return grid
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """A sampler whose randomness is a function of (search.seed, trial number).
+
+    Why: a sampler seeded once per process repeats itself. Every invocation of a continued study,
+    and every worker of a shared one, would build it with the same seed and draw the same start-up
+    points again (trial 4 = trial 0 after a resume; two workers side by side proposing one point).
+    Trial numbers are unique in a study, across resumes and workers, so reseeding the wrapped
+    sampler's random states from (seed, number) before each trial keeps a sweep reproducible from
+    `seed` while no two trials share a random stream. Queued trials (the baseline, a re-queued
+    interrupted trial) keep the parameters they were queued with.
+    """
+
+    def __init__(self, inner: optuna.samplers.BaseSampler, seed: int) -> None:
+        self.inner, self.seed = inner, int(seed)
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        reseed(self.inner, trial_seed(self.seed, trial.number))
+        self.inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):  # type: ignore[no-untyped-def]
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):  # type: ignore[no-untyped-def]
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values):  # type: ignore[no-untyped-def]
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """A 32-bit seed for trial `number` of a sweep seeded with `seed` (stable across Pythons)."""
+    digest = hashlib.sha256(f"sweeplab:{seed}:{number}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def reseed(sampler: object, seed: int) -> None:
+    """Seed every random state a sampler holds, its inner samplers' included (TPE's start-up
+    RandomSampler, CMA-ES's independent sampler), so the next draws follow `seed`."""
+    for value in vars(sampler).values():
+        if isinstance(value, LazyRandomState):
+            value.rng.seed(seed)
+        elif isinstance(value, np.random.RandomState):
+            value.seed(seed)
+        elif isinstance(value, optuna.samplers.BaseSampler):
+            reseed(value, seed)

@@ -30,7 +30,12 @@ from optuna_integration import KerasPruningCallback
 from experiments.errors import UserInputError
 from experiments.outcome import TrialOutcome
 from search.baseline import announce, baseline
-from search.engines.optuna_algorithms import describe, make_pruner, make_sampler
+from search.engines.optuna_algorithms import (
+    TrialSeededSampler,
+    describe,
+    make_pruner,
+    make_sampler,
+)
 from search.objectives import Objective, objectives_of
 from search.runner import Best, TrialRunner
 from search.space import Param
@@ -180,6 +185,8 @@ class OptunaEngine:
         multi = len(self.objectives) > 1
         # Sampler and pruner first: a bad one fails before the storage file is created.
         sampler, pruner = make_sampler(cfg.search, space), make_pruner(cfg.search)
+        if cfg.search.get("seed") is not None:  # never the same random stream twice in a study
+            sampler = TrialSeededSampler(sampler, int(cfg.search.seed))
         if multi:
             pruner = optuna.pruners.NopPruner()
         self.study = optuna.create_study(
@@ -208,7 +215,10 @@ class OptunaEngine:
         base = baseline(self.space, cfg)
         announce(base)
         if base.usable:
-            self.study.enqueue_trial(base.values, user_attrs={"baseline": True})
+            # skip_if_exists: workers starting a new study together queue the baseline once.
+            self.study.enqueue_trial(
+                base.values, user_attrs={"baseline": True}, skip_if_exists=True
+            )
 
     def finished(self) -> int:
         return sum(counts_as_finished(t) for t in self.study.get_trials(deepcopy=False))

@@ -170,3 +170,56 @@ def test_a_bad_cluster_launch_fails_before_any_worker_starts(tmp_path, launch, s
     assert result.stderr.startswith("sweeplab: error: ") and says in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()  # no job, no study, no record
+
+
+@pytest.mark.slow
+def test_slurms_stop_signal_stops_a_worker_like_ctrl_c(tmp_path) -> None:
+    """SIGUSR2 (submitit's signal: Slurm's time limit is near, or preemption) mid-trial.
+
+    Left to submitit, it raised inside the trial, which then counted as a failed trial of the
+    study; the overlay's callback makes it the Ctrl-C path instead."""
+    import signal
+    import time
+
+    out = tmp_path / "runs"
+    with (
+        postgres_server() as storage,
+        mlflow_server(
+            tmp_path / "mlflow", backend_store_uri=storage.replace("/optuna", "/mlflow")
+        ) as tracking_uri,
+    ):
+        args = [*_sweep_args(storage, tracking_uri, out), "train.epochs=40", "search.pruner=none"]
+        launch = subprocess.Popen(
+            [sys.executable, "-m", "search.run", "-m", "+cluster=local", "worker=0", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+        client = MlflowClient(tracking_uri)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and launch.poll() is None:
+            experiment = client.get_experiment_by_name("sweeplab")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            if any(r.data.tags.get("sweeplab.kind") == "trial" for r in runs):
+                break
+            time.sleep(1)
+        parent = next(r for r in runs if r.data.tags.get("sweeplab.kind") == "sweep")
+        os.kill(int(parent.data.tags["sweeplab.pid"]), signal.SIGUSR2)  # the worker's process
+        output = launch.communicate(timeout=240)[0]
+        assert launch.returncode != 0, output  # the job did not finish its sweep
+
+        study = optuna.load_study(study_name="clustered", storage=storage)
+        why = [(t.number, t.state.name, t.user_attrs) for t in study.trials]
+        # The trial cut short is marked interrupted (it does not count) and queued again; no
+        # trial failed with a reason.
+        assert study.trials[0].state == optuna.trial.TrialState.FAIL, why
+        assert "interrupted" in study.trials[0].user_attrs, why
+        assert not any("failure_reason" in t.user_attrs for t in study.trials), why
+        assert optuna.trial.TrialState.WAITING in [t.state for t in study.trials], why
+        runs = client.search_runs([experiment.experiment_id])
+        assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"], output
+    log = next(out.glob("multirun/*/.submitit/*/*_log.out")).read_text()
+    assert "resume with: python -m search.run " in log and "worker=0" in log, log
+    assert "+cluster=" not in log.split("resume with:")[1], log

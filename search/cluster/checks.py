@@ -11,6 +11,7 @@ alone; refusing that up front costs a second, finding out costs the cluster's ho
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -113,3 +114,7 @@ class ClusterLaunchCheck(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         signal.signal(signal.SIGUSR2, _stop_like_ctrl_c)
+        # The "resume with:" hint is built from the command line, which in a job is submitit's
+        # own; this job's overrides without the overlay are the one-worker command it ran.
+        task = config.hydra.overrides.task
+        sys.argv[1:] = [o for o in task if o.lstrip("+~").split("=", 1)[0] != "cluster"]

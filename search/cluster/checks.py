@@ -1,4 +1,5 @@
-"""What a cluster launch needs before any worker starts, checked where the launch is made.
+"""What a cluster launch needs before any worker starts, checked where the launch is made;
+and, in each submitit job, a stop signal that takes the Ctrl-C path.
 
 Workers on many machines share only what lives on a server: the Optuna study in a database
 server and the runs (with their artifacts) in an MLflow tracking server. A SQLite file or a local

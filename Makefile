@@ -52,6 +52,20 @@ postgres:  ## install PostgreSQL server binaries (Debian, as root) for the multi
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
+# Clusters (docs/clusters.md): JOBS workers of one sweep on a shared study; ARGS must name the
+# servers: ARGS="search.storage=postgresql+psycopg://... tracking.tracking_uri=http://..."
+JOBS        ?= 2
+JOB_CPUS    ?= 1
+RAY_ADDRESS ?= auto
+.PHONY: slurm ray
+
+slurm: setup  ## JOBS workers as Slurm jobs (Hydra's submitit launcher): make slurm JOBS=8 ARGS="..."
+	$(PY) -m search.run -m +cluster=slurm 'worker=range($(JOBS))' output_dir=$(OUT) $(ARGS)
+
+ray: setup  ## JOBS workers as Ray tasks on RAY_ADDRESS (default auto), JOB_CPUS CPUs each
+	$(PY) -m search.cluster.ray_workers --workers $(JOBS) --address $(RAY_ADDRESS) \
+		--cpus-per-worker $(JOB_CPUS) -- output_dir=$(OUT) $(ARGS)
+
 bench: setup  ## benchmarks -> bench/results/*.json; QUICK=1: minutes; ARGS="overhead": only that
 	$(PY) bench/run_all.py $(if $(QUICK),--quick) $(ARGS)
 

@@ -108,6 +108,8 @@ def sweep(cfg: DictConfig) -> SweepSummary:
         "study": name,
         "sweep_name": cfg.sweep_name,
         **search.tags,  # engine-specific: the sampler (and pruner), the Keras Tuner tuner kind
+        # A cluster launch's worker index (search/cluster/): which job this parent run is.
+        **({"worker": cfg.worker} if cfg.get("worker") is not None else {}),
     }
     artifacts = {
         "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),

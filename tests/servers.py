@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,64 @@ def mlflow_server(workdir: Path, backend_store_uri: str | None = None) -> Iterat
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+# Ray binds to the machine's network address unless told it runs on one machine: this keeps every
+# Ray process (head, workers, the driver's connection) on 127.0.0.1, and sends no usage report.
+RAY_LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@contextmanager
+def ray_head(workdir: Path, num_cpus: int = 2) -> Iterator[str]:
+    """Start a Ray head on 127.0.0.1 (`ray start --head`); yield its address, HOST:PORT.
+
+    Small and quiet: no dashboard, a 100 MB object store. Its processes share one process group,
+    which is stopped (SIGTERM, then SIGKILL) when the test ends."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    # Ray's socket paths must fit in 107 characters: a short folder of its own under /tmp.
+    temp = Path(tempfile.mkdtemp(prefix="sweeplab-ray-"))
+    log_path = workdir / "ray-head.log"
+    log = open(log_path, "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            f"--num-cpus={num_cpus}",
+            "--include-dashboard=false",
+            "--object-store-memory=100000000",
+            f"--temp-dir={temp}",
+            "--disable-usage-stats",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **RAY_LOCAL_ENV},
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log_path.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray head did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        _stop_group(proc)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to `ray start --block` (it stops the processes it started), then SIGKILL to
+    anything of its process group still there."""
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)

@@ -123,8 +123,10 @@ def test_a_read_only_store_is_refused_before_anything_is_written(make_config, mo
 
 def composed(*overrides: str):
     """The real config without the conftest's CNN-only shrinking (transfer has no filters)."""
+    from search.overrides import normalize_overrides  # +sweep=NAME, as the command line takes it
+
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        return compose("config", overrides=normalize_overrides(overrides))
 
 
 @pytest.mark.parametrize(
@@ -133,7 +135,10 @@ def composed(*overrides: str):
         (("+sweep=transfer", "model.fine_tune.unfreeze_fraction=1.5"), "unfreeze_fraction=1.5"),
         (("+space.model.dense_units={type:categorical,choices:[16,1.5]}",), "dense_units=1.5"),
         (("+space.model.filter_growth={type:float,low:0,high:2}",), "filter_growth=0"),
-        (("+space.model.dropout={type:categorical,choices:[0.1,null]}",), "dropout=None"),
+        (  # replaced, not merged into the existing float entry
+            ("~space.model.dropout", "+space.model.dropout={type:categorical,choices:[0.1,null]}"),
+            "dropout=None",
+        ),
     ],
 )
 def test_value_rules(overrides: tuple[str, ...], named: str) -> None:

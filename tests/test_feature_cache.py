@@ -43,6 +43,7 @@ pytestmark = pytest.mark.usefixtures("offline")
 def photos(tmp_path: Path) -> Path:
     return copy_sign_language_subsample(tmp_path / "photos", per_class=12)
 
+
 NO_AUGMENTATION = (
     "data.augmentation.flip=none",
     "data.augmentation.rotation=0.0",

@@ -497,12 +497,12 @@ def arm_sweeplab(spec: dict, rec: dict, started: Clock) -> None:
 
 def arm_bare(spec: dict, rec: dict, started: Clock) -> None:
     """What a user writes without any platform: load, then build / compile / fit per config."""
-    import keras
+    import keras  # noqa: F401  (imported here, so imports_s counts what fit_bare uses)
     from omegaconf import OmegaConf
 
+    import experiments.data.pipeline  # noqa: F401
+    import experiments.models.build  # noqa: F401
     from experiments.data.load import load_data
-    from experiments.data.pipeline import to_dataset
-    from experiments.models.build import build_model, build_optimizer
 
     rec["imports_s"] = since(started)
     t = now()
@@ -511,20 +511,7 @@ def arm_bare(spec: dict, rec: dict, started: Clock) -> None:
     seed, batch = spec["seed"], spec["batch_size"]
     for trial in spec["trials"]:
         start = now()
-        keras.backend.clear_session()
-        keras.utils.set_random_seed(seed)
-        model = build_model(OmegaConf.create(trial["model"]), data.image_shape, data.num_classes)
-        model.compile(
-            optimizer=build_optimizer(OmegaConf.create(trial["optimizer"])),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-        history = model.fit(
-            to_dataset(data.train, batch, training=True, seed=seed),
-            validation_data=to_dataset(data.val, batch, training=False, seed=seed),
-            epochs=spec["epochs"],
-            verbose=0,
-        ).history
+        _, history = fit_bare(data, trial["model"], trial["optimizer"], seed, batch, spec["epochs"])
         end = now()
         rec["trials"].append(
             {
@@ -618,9 +605,9 @@ def arm_optuna_mlflow(spec: dict, rec: dict, started: Clock) -> None:
     from mlflow.models import infer_signature
     from omegaconf import OmegaConf
 
+    import experiments.data.pipeline  # noqa: F401  (imports_s counts what fit_bare uses)
+    import experiments.models.build  # noqa: F401
     from experiments.data.load import load_data
-    from experiments.data.pipeline import to_dataset
-    from experiments.models.build import build_model, build_optimizer
 
     rec["imports_s"] = since(started)
     out, seed, batch, configs = spec["out_dir"], spec["seed"], spec["batch_size"], spec["trials"]
@@ -662,23 +649,15 @@ def arm_optuna_mlflow(spec: dict, rec: dict, started: Clock) -> None:
         with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
             mlflow.log_params(trial.params)
             t0 = now()
-            keras.backend.clear_session()
-            keras.utils.set_random_seed(seed)
-            model = build_model(OmegaConf.create(model_cfg), data.image_shape, data.num_classes)
-            model.compile(
-                optimizer=build_optimizer(
-                    OmegaConf.create({**base_optimizer, "learning_rate": lr})
-                ),
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
+            model, history = fit_bare(
+                data,
+                model_cfg,
+                {**base_optimizer, "learning_rate": lr},
+                seed,
+                batch,
+                spec["epochs"],
+                [Curves()],
             )
-            history = model.fit(
-                to_dataset(data.train, batch, training=True, seed=seed),
-                validation_data=to_dataset(data.val, batch, training=False, seed=seed),
-                epochs=spec["epochs"],
-                callbacks=[Curves()],
-                verbose=0,
-            ).history
             trials[-1]["train_s"] = since(t0)
             value = float(history["val_accuracy"][-1])
             mlflow.log_metric("final_val_accuracy", value)
@@ -694,6 +673,33 @@ def arm_optuna_mlflow(spec: dict, rec: dict, started: Clock) -> None:
 
     with mlflow.start_run(run_name="sweep"):
         study.optimize(objective, n_trials=len(configs))
+
+
+def fit_bare(data, model_cfg, optimizer_cfg, seed, batch, epochs, callbacks=()) -> tuple:
+    """One model trained the plain Keras way (fresh session, seeded), as the hand-written arms
+    do it: returns (model, history)."""
+    import keras
+    from omegaconf import OmegaConf
+
+    from experiments.data.pipeline import to_dataset
+    from experiments.models.build import build_model, build_optimizer
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    model = build_model(OmegaConf.create(model_cfg), data.image_shape, data.num_classes)
+    model.compile(
+        optimizer=build_optimizer(OmegaConf.create(optimizer_cfg)),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    history = model.fit(
+        to_dataset(data.train, batch, training=True, seed=seed),
+        validation_data=to_dataset(data.val, batch, training=False, seed=seed),
+        epochs=epochs,
+        callbacks=list(callbacks),
+        verbose=0,
+    ).history
+    return model, history
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from conftest import CONF_DIR, run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from transfer_helpers import (  # noqa: F401 (offline: a fixture)
+    NO_AUGMENTATION,
     WEIGHTS_FILE,
     copy_sign_language_subsample,
     make_keras_home,
@@ -42,14 +43,6 @@ pytestmark = pytest.mark.usefixtures("offline")
 @pytest.fixture
 def photos(tmp_path: Path) -> Path:
     return copy_sign_language_subsample(tmp_path / "photos", per_class=12)
-
-
-NO_AUGMENTATION = (
-    "data.augmentation.flip=none",
-    "data.augmentation.rotation=0.0",
-    "data.augmentation.zoom=0.0",
-    "data.augmentation.translation=0.0",
-)
 
 
 def config(tmp_path: Path, photos: Path, *overrides: str) -> DictConfig:

@@ -83,7 +83,8 @@ def test_champion_rule_picks_the_expected_trial(pareto_sweep) -> None:
     assert summary.best_run_id == expected.user_attrs["mlflow_run_id"]
     assert summary.best_params == expected.params
     # The champion is what the final stage tested and registered.
-    version = client.get_model_version_by_alias(f"sweeplab-{cfg.sweep_name}", "champion")
+    name = summary.final.registered_uri.removeprefix("models:/").removesuffix("@champion")
+    version = client.get_model_version_by_alias(name, "champion")
     assert version.tags["sweeplab.best_run_id"] == summary.best_run_id
 
 

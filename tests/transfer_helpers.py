@@ -14,13 +14,25 @@ from omegaconf import DictConfig
 WEIGHTS_FILE = "mobilenet_2_5_224_tf_no_top.h5"
 
 
+# The transfer overlay augments its base config; these tests are about the two phases and the
+# frozen-feature cache, which a trial with augmentation in front of the backbone does not use.
+NO_AUGMENTATION = (
+    "data.augmentation.flip=none",
+    "data.augmentation.rotation=0.0",
+    "data.augmentation.zoom=0.0",
+    "data.augmentation.translation=0.0",
+)
+
+
 def transfer_config(tmp_path: Path, *overrides: str) -> DictConfig:
-    """`sweep=transfer` at tiny sizes (conftest's TINY sets CNN-only keys, so not used here)."""
+    """`sweep=transfer` at tiny sizes, without augmentation (conftest's TINY sets CNN-only keys,
+    so not used here)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(
             "config",
             overrides=[
                 "sweep=transfer",
+                *NO_AUGMENTATION,
                 "data.image_size=16",
                 "model.input_size=32",
                 "train.batch_size=64",

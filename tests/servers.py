@@ -94,6 +94,40 @@ def postgres_server() -> Iterator[str]:
 
 
 @contextmanager
+def http_server(
+    module_args: list[str], port: int, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Run `python -m MODULE_ARGS` serving on 127.0.0.1:PORT; yield its URI once `/health`
+    answers 200 (90 s at most, the log's tail in the error), and stop it afterwards."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *module_args], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+        uri = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    with urllib.request.urlopen(uri + "/health", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{' '.join(module_args[:2])} did not start: {log_path.read_text()[-2000:]}"
+                    )
+                time.sleep(0.5)
+            yield uri
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@contextmanager
 def mlflow_server(workdir: Path, backend_store_uri: str | None = None) -> Iterator[str]:
     """Start `mlflow server` (served artifacts; SQLite backend unless given one); yield its URI.
 
@@ -101,50 +135,11 @@ def mlflow_server(workdir: Path, backend_store_uri: str | None = None) -> Iterat
     "database is locked" under concurrent writes."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    log = open(workdir / "mlflow-server.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            backend_store_uri or f"sqlite:///{workdir}/server.db",
-            "--artifacts-destination",
-            str(workdir / "artifacts"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"mlflow server did not start: {(workdir / 'mlflow-server.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.5)
+    args = ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    args += ["--backend-store-uri", backend_store_uri or f"sqlite:///{workdir}/server.db"]
+    args += ["--artifacts-destination", str(workdir / "artifacts")]
+    with http_server(args, port, workdir / "mlflow-server.log") as uri:
         yield uri
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 # Ray binds to the machine's network address unless told it runs on one machine: this keeps every

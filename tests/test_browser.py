@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from search.sweep import sweep
 from tests.conftest import compose_config
-from tests.servers import free_port
+from tests.servers import free_port, http_server
 from tracking.run_tags import ml_view_url
 
 CHROMIUM = os.environ.get("SWEEPLAB_CHROMIUM", "/usr/bin/chromium")
@@ -112,49 +107,13 @@ def test_report_opens_and_every_plot_renders(browser, recorded_sweep, tmp_path) 
     page.close()
 
 
-def mlflow_ui(output_dir: Path, port: int, log: Path) -> Iterator[str]:
-    """`make ui`'s command over the sweep's store, until the generator is closed."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "ui",
-            "--backend-store-uri",
-            f"sqlite:///{output_dir}/mlflow.db",
-            "--default-artifact-root",
-            str(output_dir / "mlartifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],  # fmt: skip
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow ui did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield uri
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def mlflow_ui(output_dir: Path, port: int, log: Path):
+    """`make ui`'s command over the sweep's store, as a context manager yielding its URI."""
+    args = ["mlflow", "ui", "--backend-store-uri", f"sqlite:///{output_dir}/mlflow.db"]
+    args += ["--default-artifact-root", str(output_dir / "mlartifacts")]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return http_server(args, port, log, env)
 
 
 def test_mlflow_ui_opens_at_the_sweeps_parent_run(browser, recorded_sweep, tmp_path) -> None:
@@ -162,9 +121,7 @@ def test_mlflow_ui_opens_at_the_sweeps_parent_run(browser, recorded_sweep, tmp_p
     from mlflow.tracking import MlflowClient
 
     parent = MlflowClient(cfg.tracking.tracking_uri).get_run(summary.parent_run_id)
-    server = mlflow_ui(Path(cfg.output_dir), free_port(), tmp_path / "ui.log")
-    ui = next(server)
-    try:
+    with mlflow_ui(Path(cfg.output_dir), free_port(), tmp_path / "ui.log") as ui:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -188,5 +145,3 @@ def test_mlflow_ui_opens_at_the_sweeps_parent_run(browser, recorded_sweep, tmp_p
         page.screenshot(path=str(shots(tmp_path) / "mlflow-runs.png"))
         assert errors == []
         page.close()
-    finally:
-        server.close()

@@ -183,7 +183,21 @@ def _register(
                 cfg.train.objective: f"{best.value:.6g}",
                 **{k: f"{v:.6g}" for k, v in report.metrics.items()},
             },
+            still_wins=lambda now: (
+                decide(
+                    metric, report.metrics[metric], fingerprint, now, f"models:/{name}@{alias}"
+                ).register
+            ),
         )
+    if not registered.aliased:
+        reason = (
+            f"version {registered.version} of {name} is registered, but another worker's "
+            f"champion, registered at the same moment, scores at least as well: {alias} stays "
+            "on that one."
+        )
+        print(f"final: {reason}", flush=True)
+        recorder.tag({"registered": False, "not_registered_reason": reason})
+        return
     print(f"final: registered: {decision.reason}", flush=True)
     result.registered_uri, result.registered_version = registered.alias_uri, registered.version
 

@@ -361,3 +361,41 @@ def test_unknown_champion_metric_fails_before_training(make_config) -> None:
     ):
         sweep(cfg)
     assert not (Path(cfg.output_dir) / "mlflow.db").exists()
+
+
+def test_alias_stays_on_a_better_champion_a_concurrent_worker_registered(tmp_path) -> None:
+    """Two workers finish together: the one whose alias write comes second keeps its version
+    registered but leaves the alias on the other's model when that one scores at least as well."""
+    from omegaconf import OmegaConf
+
+    from search.registry import decide
+    from tracking.champion import FinalRecorder
+    from tracking.mlflow_tracker import SweepTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = SweepTracker(
+        OmegaConf.create({"tracking_uri": uri, "experiment_name": "race", "log_models": False})
+    )
+    client = tracker.client
+    name = "sweeplab-race"
+    client.create_registered_model(name)
+
+    def version(accuracy: str) -> str:
+        tags = {"sweeplab.data_fingerprint": "f" * 16, "sweeplab.test_accuracy": accuracy}
+        return client.create_model_version(name, str(tmp_path), tags=tags).version
+
+    def wins(accuracy: float):
+        return lambda now: decide("test_accuracy", accuracy, "f" * 16, now, name).register
+
+    with tracker.sweep_run("sweep", {}, {}):
+        recorder = FinalRecorder(tracker)
+        first = version("0.9")  # the other worker's champion, aliased a moment ago
+        assert recorder._point_alias(name, "champion", str(first), wins(0.9))
+        worse = version("0.8")
+        assert not recorder._point_alias(name, "champion", str(worse), wins(0.8))
+        tie = version("0.9")
+        assert not recorder._point_alias(name, "champion", str(tie), wins(0.9))
+        assert client.get_model_version_by_alias(name, "champion").version == first
+        better = version("0.95")
+        assert recorder._point_alias(name, "champion", str(better), wins(0.95))
+        assert client.get_model_version_by_alias(name, "champion").version == better

@@ -12,7 +12,9 @@ import io
 import json
 import os
 import tempfile
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from experiments.errors import UserInputError
-from tracking.mlflow_tracker import TAG, SweepTracker, _model_requirements
+from tracking.mlflow_tracker import TAG, SweepTracker, _is_duplicate_key, _model_requirements
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 PYFUNC_CODE = Path(__file__).with_name("champion_pyfunc.py")
@@ -38,6 +40,9 @@ class Registered:
     version: str
     alias: str
     model_uri: str  # the logged model (models:/m-...)
+    # False when a concurrent worker's champion, registered at the same moment, scored at
+    # least as well: this version exists but the alias points at the other one.
+    aliased: bool = True
 
     @property
     def alias_uri(self) -> str:
@@ -130,8 +135,13 @@ class FinalRecorder:
         name: str,
         alias: str,
         tags: dict[str, Any],
+        still_wins: Callable[[dict[str, str] | None], bool],
     ) -> Registered:
-        """Log the champion pyfunc on the parent run, register it and point `alias` at it."""
+        """Log the champion pyfunc on the parent run, register it and point `alias` at it.
+
+        `still_wins(current)` says whether this model still beats the champion `current` (the
+        tags `champion()` returns); it decides when another worker moved the alias meanwhile.
+        """
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
             # MLflow warns about type hints and integer columns: neither applies to tensors.
             warnings.simplefilter("ignore")
@@ -155,7 +165,7 @@ class FinalRecorder:
             version = mlflow.register_model(
                 info.model_uri, name, tags=_registry_tags(tags, class_names)
             )
-        self.client.set_registered_model_alias(name, alias, version.version)
+        aliased = self._point_alias(name, alias, str(version.version), still_wins)
         self.client.log_batch(
             self.run_id,
             tags=[
@@ -164,7 +174,37 @@ class FinalRecorder:
                 mlflow.entities.RunTag(TAG + "final.model_uri", info.model_uri),
             ],
         )
-        return Registered(name, str(version.version), alias, info.model_uri)
+        return Registered(name, str(version.version), alias, info.model_uri, aliased)
+
+    def _point_alias(
+        self,
+        name: str,
+        alias: str,
+        version: str,
+        still_wins: Callable[[dict[str, str] | None], bool],
+        attempts: int = 6,
+    ) -> bool:
+        """Point `alias` at `version` unless a better champion got there first; True if it did.
+
+        Workers of one study finish together and register together. MLflow sets an alias by
+        reading it, then inserting or updating, so two first champions collide on the alias's
+        unique key; and a later writer would silently replace a better model. So: set, then
+        read back; while the alias points elsewhere, set it again only if this model still wins.
+        """
+        for attempt in range(attempts):
+            current = self.champion(name, alias)
+            if current is not None and current["version"] == version:
+                return True
+            if not still_wins(current):
+                return False
+            try:
+                self.client.set_registered_model_alias(name, alias, version)
+            except MlflowException as err:
+                if not _is_duplicate_key(err):
+                    raise
+                time.sleep(0.2 * (attempt + 1))  # the other worker's insert: read it again
+        current = self.champion(name, alias)
+        return current is not None and current["version"] == version
 
 
 def champion_signature(image_shape: tuple[int | None, ...]):

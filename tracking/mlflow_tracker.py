@@ -212,6 +212,26 @@ class TrialRun:
         self.set_tags(tags)
 
 
+def _opened(first_call: Callable[[], Any], attempts: int = 6) -> Any:
+    """The first call into a store, retried while another process creates the same schema.
+
+    Opening a new SQLite store creates its schema outside MLflow's sessions (which wait 20 s for
+    a lock), with SQLite's 5 s default: another process opening or reading the same new file at
+    that moment (a second worker, `mlflow ui`, a test polling the store) makes it fail with
+    "database is locked" or "table ... already exists" (the other process's schema).
+    """
+    for attempt in range(attempts):
+        try:
+            return first_call()
+        except Exception as err:
+            text = str(err).lower()
+            racing = "database is locked" in text or "already exists" in text
+            if attempt == attempts - 1 or not racing:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def _is_duplicate_key(err: Exception) -> bool:
     """A unique-key violation in the store (PostgreSQL, SQLite and MySQL wordings)."""
     text = str(err).lower()
@@ -230,7 +250,7 @@ class SweepTracker:
         self.tracking_uri = str(cfg.tracking_uri)
         self.log_models = bool(cfg.log_models)
         name = str(cfg.experiment_name)
-        experiment = self.client.get_experiment_by_name(name)
+        experiment = _opened(lambda: self.client.get_experiment_by_name(name))
         if experiment is None:
             # A tracking server stores artifacts itself; a local store keeps them beside it.
             is_server = str(cfg.tracking_uri).startswith(("http://", "https://"))

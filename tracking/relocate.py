@@ -39,8 +39,13 @@ def _local_path(uri: str) -> Path | None:
 
 def moves(db: Path) -> dict[str, str]:
     """{old prefix: new prefix} for each experiment whose artifact folder moved beside `db`."""
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT artifact_location FROM experiments").fetchall()
+    try:
+        with sqlite3.connect(db, timeout=20) as conn:
+            rows = conn.execute("SELECT artifact_location FROM experiments").fetchall()
+    except sqlite3.OperationalError:
+        # No experiments table yet: another process is creating this store right now, so
+        # nothing in it can have moved.
+        return {}
     found: dict[str, str] = {}
     for (location,) in rows:
         old = _local_path(location or "")
@@ -64,7 +69,7 @@ def relocate(tracking_uri: str) -> dict[str, str]:
     found = moves(db)
     if not found:
         return {}
-    with sqlite3.connect(db) as conn:
+    with sqlite3.connect(db, timeout=20) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         for old, new in found.items():
             for table, column in LOCATIONS:

@@ -19,3 +19,8 @@ class TrialFailed(RuntimeError):
 
 class TooManyFailures(RuntimeError):
     """`search.max_consecutive_failures` trials failed in a row: the sweep stops (exit status 3)."""
+
+
+class WorkerError(RuntimeError):
+    """An exception raised while a trial trained in a worker process, carried back as its text
+    ("Type: message"): the trial fails with that reason, as if it had trained in the sweep."""

@@ -7,9 +7,12 @@ terminal line are the same whichever engine sampled the parameters.
 from __future__ import annotations
 
 import math
+import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import keras
 from omegaconf import DictConfig, OmegaConf
@@ -17,39 +20,30 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.data.load import load_data, loading_key
 from experiments.data.splits import ImageData
 from experiments.errors import TrialFailed, UserInputError
-from experiments.evaluation.cost import model_costs
 from experiments.outcome import TrialOutcome
-from experiments.training.trial import TrialResult, run_trial
+from experiments.training.worker import Trained, resident_mb
 from search.objectives import measured_costs
 from search.space import apply_params
+from search.store_lock import STORE_LOCK, released
 from search.trials import FailureStreak, failure_reason, was_interrupted
+from search.uploads import ModelUploads
 from tracking.mlflow_tracker import SweepTracker
+
+if TYPE_CHECKING:
+    from experiments.data.shared import SharedData
+    from search.workers import WorkerPool
 
 
 @dataclass
 class Outcome:
-    """A finished trial: the trained result and the MLflow run that records it."""
+    """A finished trial: what training gave back and the MLflow run that records it."""
 
-    result: TrialResult
+    result: Trained
     run_id: str
 
     @property
     def metrics(self) -> dict[str, float]:
         return self.result.metrics
-
-
-def resident_mb() -> float:
-    """This process's resident memory (RSS) in MiB, logged per trial to watch for leaks."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak, where no /proc
 
 
 @dataclass
@@ -70,8 +64,15 @@ class TrialRunner:
         tags: Mapping[str, Any],
         is_pruned: Callable[[BaseException], bool] = lambda err: False,
         data: ImageData | None = None,
+        pool: WorkerPool | None = None,
     ) -> None:
         self.base, self.tracker, self.tags, self.is_pruned = base, tracker, dict(tags), is_pruned
+        # With a pool, trials train in worker processes; without one (search.workers=0,
+        # search.rerun), in this process.
+        self.pool = pool
+        self.uploads = ModelUploads()
+        self.scratch = Path(str(base.output_dir)) / ".workers"
+        self._shared: dict[str, SharedData] = {}
         self.objective = str(base.train.objective)
         self.maximize = base.train.direction == "maximize"
         self.best: Best | None = None
@@ -81,9 +82,18 @@ class TrialRunner:
         limit = base.search.get("max_consecutive_failures")
         # Engines check it after each trial: `failures.raise_if_exceeded()`.
         self.failures = FailureStreak(None if limit is None else int(limit))
-        self.last_run_id: str | None = None  # the MLflow run of the trial started last
         self.costs = measured_costs(base)  # cost metrics measured on every trial
         self.started = 0  # trials this runner started (see _is_config_failure)
+        self._local = threading.local()  # search.workers > 1 runs trials in threads
+
+    @property
+    def last_run_id(self) -> str | None:
+        """The MLflow run of the trial this thread started last."""
+        return getattr(self._local, "run_id", None)
+
+    @last_run_id.setter
+    def last_run_id(self, run_id: str | None) -> None:
+        self._local.run_id = run_id
 
     def _is_config_failure(self, err: BaseException) -> bool:
         """Whether a failure is one every trial of this config will share, so the sweep stops.
@@ -117,6 +127,17 @@ class TrialRunner:
         after recording it, so the engine can set its own state; an error caused by Ctrl-C is
         re-raised as KeyboardInterrupt, and failures are counted in `failures`.
         """
+        with STORE_LOCK:  # search.workers > 1: other threads write between this one's writes
+            return self._run(number, params, callbacks, tags, overrides)
+
+    def _run(
+        self,
+        number: int,
+        params: Mapping[str, Any],
+        callbacks: list[keras.callbacks.Callback] | None,
+        tags: Mapping[str, Any] | None,
+        overrides: Mapping[str, Any] | None,
+    ) -> Outcome:
         self.last_run_id = None
         self.started += 1
         cfg = apply_params(self.base, {**params, **(overrides or {})})
@@ -129,7 +150,7 @@ class TrialRunner:
             record.set_tags({"sweeplab.data_fingerprint": data.fingerprint()})
             record.log_dataset(data.describe())
             try:
-                result = run_trial(cfg, data, [record.callback(), *(callbacks or [])])
+                result, model = self._train(cfg, data, [record.callback(), *(callbacks or [])])
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as err:
@@ -154,20 +175,66 @@ class TrialRunner:
             self.failures.record(TrialOutcome.COMPLETE)
             record.set_tags(result.feature_cache.tags())  # cached or not, hits and misses
             record.log_metrics(
-                {"train_seconds": result.seconds, "epochs": result.epochs, "rss_mb": resident_mb()}
+                {
+                    "train_seconds": result.seconds,
+                    "epochs": result.epochs,
+                    "rss_mb": result.rss_mb,  # of the process that trained it
+                    **({"sweep_rss_mb": resident_mb()} if self.pool else {}),
+                }
             )
             record.log_metrics({f"final_{k}": v for k, v in result.metrics.items()})
             # size (and latency when used) of every trial, for the leaderboard and
             # multi-objective search; in result.metrics so an engine can return them as values.
-            costs = model_costs(result.model, data.sample(1), self.costs)
-            record.log_metrics(costs)
-            result.metrics.update(costs)
-            if self.tracker.log_models:
-                record.log_model(result.model, data.sample(8))
+            record.log_metrics(result.costs)
+            result.metrics.update(result.costs)
+            if self.tracker.log_models and isinstance(model, keras.Model):
+                record.log_model(model, data.sample(8))
             record.mark(TrialOutcome.COMPLETE)
+            if self.tracker.log_models and isinstance(model, str):
+                record.defer_end()  # off the critical path: the next trial trains meanwhile
+                self.uploads.submit(record, model, data.sample(8))
             self._update_best(value, number, dict(params), record.run_id)
             self._print(number, params, f"{self.objective}={value:.4f}", result.seconds)
         return Outcome(result, record.run_id)
+
+    def _train(
+        self, cfg: DictConfig, data: ImageData, callbacks: list[keras.callbacks.Callback]
+    ) -> tuple[Trained, keras.Model | str | None]:
+        """Train here (no pool) or in a worker; returns the result and the model, or the file a
+        worker saved it to (logged by `uploads` in the background), or None."""
+        if self.pool is None:
+            from experiments.evaluation.cost import model_costs
+            from experiments.training.trial import run_trial
+
+            r = run_trial(cfg, data, callbacks)
+            costs = model_costs(r.model, data.sample(1), self.costs)
+            trained = Trained(
+                r.metrics, r.history, r.seconds, resident_mb(), r.feature_cache, costs
+            )
+            return trained, r.model
+
+        def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+            with STORE_LOCK:  # MLflow's epoch metrics, then the pruner's verdict
+                for callback in callbacks:
+                    callback.on_epoch_end(epoch, logs)
+
+        shared = self._shared_for(data)
+        model_path = None
+        if self.tracker.log_models:
+            model_path = str(self.scratch / "models" / f"{uuid.uuid4().hex}.keras")
+        with released(), self.pool.worker() as worker:
+            trained = worker.train(OmegaConf.to_yaml(cfg), shared, model_path, self.costs, on_epoch)
+        return trained, model_path
+
+    def _shared_for(self, data: ImageData) -> SharedData:
+        """`data` written once for the workers to map (see `experiments.data.shared`)."""
+        from experiments.data.shared import share
+
+        key = data.fingerprint()
+        if key not in self._shared:
+            (self.scratch / "models").mkdir(parents=True, exist_ok=True)
+            self._shared[key] = share(data, self.scratch / "data")
+        return self._shared[key]
 
     def _update_best(self, value: float, number: int, params: dict, run_id: str) -> None:
         if math.isnan(value):

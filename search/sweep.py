@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from search.space import parse_space
 from search.stores import check_stores, create_output_dir
 from search.study import check_sweep_config, study_name
 from search.validate import check_values
+from search.workers import WorkerPool, interrupts_stop, worker_settings
 from tracking.secrets import mask
 
 
@@ -62,11 +64,26 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     space = parse_space(cfg.space, cfg)
     check_values(cfg, space)  # bad input: types and ranges of fixed and sampleable values
     check_engine(cfg)
+    settings = worker_settings(cfg)  # search.workers, trial_timeout, worker.*
     check_stores(cfg)  # bad input: every store and folder, read-only, before anything is created
     if cfg.data.get("source") == "directory":  # its layout (and links) before TensorFlow loads
         scan_folder(cfg.data.get("path"), warn=False)  # load_data scans again, and warns
     engine = str(cfg.search.engine)
     name = study_name(cfg)
+    # Worker processes start first: TensorFlow imports in them while this process sets up.
+    pool = WorkerPool(settings) if settings.workers else None
+    try:
+        with interrupts_stop(pool):
+            return _sweep(cfg, space, name, engine, pool)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _sweep(
+    cfg: DictConfig, space: list, name: str, engine: str, pool: WorkerPool | None
+) -> SweepSummary:
+    """The sweep after its config passed every check; trials train in `pool` (None: here)."""
     # What is found from here on (a weights file, the data) removes what this start created.
     with removed_on_error(cfg):
         create_output_dir(Path(cfg.output_dir))  # a file system that refuses it: fail now
@@ -98,7 +115,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
         tracker = SweepTracker(cfg.tracking)
         recover(search, tracker, name)
     runner = TrialRunner(
-        cfg, tracker, {"study": name, "engine": engine}, search.is_pruned, data=data
+        cfg, tracker, {"study": name, "engine": engine}, search.is_pruned, data=data, pool=pool
     )
     # Everything alive now (TensorFlow, MLflow, the data) lives for the whole sweep: freezing it
     # keeps the per-trial gc.collect() from re-scanning it (0.3-0.6 s a trial otherwise).
@@ -121,8 +138,15 @@ def sweep(cfg: DictConfig) -> SweepSummary:
         try:
             search.optimize(runner, int(cfg.search.n_trials) - done, cfg.search.get("timeout"))
         except KeyboardInterrupt:
+            with suppress(BaseException):  # the models of completed trials: a second or two
+                runner.uploads.drain()
             print_interrupted(cfg, name, search)
             raise
+        except BaseException:
+            with suppress(Exception):
+                runner.uploads.drain()
+            raise
+        runner.uploads.drain()  # the final stage reads the best trial's logged model
         best = search.best()
         best = after_sweep.champion(cfg, tracker, name, best)  # a final.select rule's pick
         tracker.log_best(

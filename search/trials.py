@@ -8,7 +8,7 @@ implementation, so that `search=optuna` and `search=keras_tuner` cannot drift ap
 
 from __future__ import annotations
 
-from experiments.errors import TooManyFailures, TrialFailed
+from experiments.errors import TooManyFailures, TrialFailed, WorkerError
 from experiments.outcome import TrialOutcome
 
 
@@ -19,7 +19,9 @@ def is_finished(outcome: TrialOutcome | None) -> bool:
 
 def failure_reason(err: BaseException) -> str:
     """One line or paragraph saying why a trial failed, as recorded in the engine and MLflow."""
-    return str(err) if isinstance(err, TrialFailed) else f"{type(err).__name__}: {err}"
+    return (
+        str(err) if isinstance(err, TrialFailed | WorkerError) else f"{type(err).__name__}: {err}"
+    )
 
 
 def was_interrupted(err: BaseException) -> bool:

@@ -92,6 +92,7 @@ class TrialRun:
         self.tags: dict[str, str] = {}
         self.run_name, self.model_name = run_name, model_name  # names a user reads
         self._loggers: list[EpochLogger] = []
+        self.deferred = False  # ended later by `finish` (its model is logged in the background)
 
     def callback(self) -> EpochLogger:
         logger = EpochLogger(self.client, self.run_id)
@@ -193,6 +194,14 @@ class TrialRun:
             )
         self.set_tags({TAG + "model_uri": info.model_uri})
         return info.model_uri
+
+    def defer_end(self) -> None:
+        """Leave the run open when its context ends; `finish` ends it (after the model upload)."""
+        self.deferred = True
+
+    def finish(self) -> None:
+        """End a deferred run FINISHED (its trial completed; its model is logged or failed to)."""
+        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
 
     def mark(self, state: TrialOutcome, reason: str | None = None, **extra: Any) -> None:
         """Record how the trial ended: complete, pruned or failed (with a reason)."""
@@ -320,7 +329,7 @@ class SweepTracker:
                 trial.run_id,
                 params=[mlflow.entities.Param(k, mask(str(v))) for k, v in params.items()],
             )
-        with _ends_run(self.client, trial.run_id, lambda: trial.state):
+        with _ends_run(self.client, trial.run_id, lambda: trial.state, lambda: trial.deferred):
             yield trial
 
     def log_best(
@@ -349,6 +358,7 @@ def _ends_run(
     client: MlflowClient,
     run_id: str,
     state: Callable[[], TrialOutcome] = lambda: TrialOutcome.COMPLETE,
+    deferred: Callable[[], bool] = lambda: False,
 ) -> Iterator[None]:
     """End the run FINISHED on success, KILLED on Ctrl-C / SIGTERM, FAILED on any other error.
 
@@ -377,5 +387,7 @@ def _ends_run(
         client.set_terminated(run_id, RunStatus.to_string(status))
         raise
     else:
+        if deferred():
+            return  # a background model upload ends it (TrialRun.finish)
         status = RunStatus.FAILED if state() is TrialOutcome.FAILED else RunStatus.FINISHED
         client.set_terminated(run_id, RunStatus.to_string(status))

@@ -36,6 +36,7 @@ from search.engines.optuna_algorithms import (
     make_pruner,
     make_sampler,
 )
+from search.engines.optuna_serialized import serialized
 from search.objectives import Objective, objectives_of
 from search.runner import Best, TrialRunner
 from search.space import Param
@@ -191,11 +192,13 @@ class OptunaEngine:
             pruner = optuna.pruners.NopPruner()
         self.study = optuna.create_study(
             study_name=study_name,
-            storage=make_storage(
-                str(cfg.search.storage),
-                cfg.search.get("heartbeat_interval"),
-                cfg.search.get("grace_period"),
-                self._on_stale,
+            storage=serialized(
+                make_storage(
+                    str(cfg.search.storage),
+                    cfg.search.get("heartbeat_interval"),
+                    cfg.search.get("grace_period"),
+                    self._on_stale,
+                )
             ),
             sampler=sampler,
             pruner=pruner,
@@ -338,10 +341,15 @@ class OptunaEngine:
             if runner.failures.stop_reason or self.claimed() >= total:
                 study.stop()
 
+        # search.workers > 1: that many threads, each driving its own worker process (storage
+        # calls serialized: optuna_serialized), never more than the trials left. A thread starts
+        # its next trial only after the previous one's callback, so the total is never overshot.
+        workers = int(self.cfg.search.get("workers") or 1)
         self.study.optimize(
             objective,
             n_trials=None,
             timeout=timeout,
+            n_jobs=max(1, min(workers, total - self.claimed())),
             catch=(_Failed,),
             callbacks=[stop_when_done],
         )

@@ -1,0 +1,73 @@
+"""Hand a loaded split to worker processes without decoding or copying it again.
+
+The sweep process loads the data once. `share` writes each split's pixels once to a `.npy` file
+(none is written for a split that is already a memory-mapped cache file) and returns a small,
+picklable `SharedData`; each worker's `SharedData.open()` maps those files read-only, so N
+workers hold one copy of the pixels in the page cache instead of N decoded copies. A split that
+was an in-memory array in the sweep comes back as a plain array view of the mapping, so it takes
+the same input pipeline (and gives the same training) as in the sweep process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from experiments.data.splits import SPLITS, ImageData, Split
+
+
+@dataclass(frozen=True)
+class SharedData:
+    """An `ImageData` without its pixels, plus where each split's pixels are mapped from."""
+
+    skeleton: ImageData  # every split's x is None here
+    files: dict[str, str]  # split -> .npy file of its pixels (absent: no pixels, decoded per epoch)
+    mapped: frozenset[str]  # splits that were memory-mapped in the sweep too (keep np.memmap)
+
+    @property
+    def key(self) -> str:
+        return self.skeleton.fingerprint()
+
+    def open(self) -> ImageData:
+        """The data as the sweep process held it, with the pixels mapped read-only."""
+        splits = {}
+        for name in SPLITS:
+            part = self.skeleton.split(name)
+            x = None
+            if name in self.files:
+                x = np.load(self.files[name], mmap_mode="r")
+                if name not in self.mapped:
+                    x = np.asarray(x)  # a plain view of the mapping: the in-memory pipeline
+            splits[name] = dataclasses.replace(part, x=x)
+        return dataclasses.replace(self.skeleton, **splits)
+
+
+def share(data: ImageData, folder: Path) -> SharedData:
+    """Write `data`'s in-memory pixels once under `folder/<fingerprint>/`; see the module doc."""
+    digest = data.fingerprint()
+    where = folder / digest
+    where.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    mapped: set[str] = set()
+    bare: dict[str, Split] = {}
+    for name in SPLITS:
+        part = data.split(name)
+        bare[name] = dataclasses.replace(part, x=None)
+        if part.x is None:
+            continue
+        if isinstance(part.x, np.memmap) and part.x.filename:
+            files[name] = str(part.x.filename)
+            mapped.add(name)
+            continue
+        path = where / f"{name}.npy"
+        if not path.exists():
+            tmp = where / f".{name}.{os.getpid()}.npy"
+            np.save(tmp, np.ascontiguousarray(part.x))
+            os.replace(tmp, path)  # atomic: a reader never sees half a file
+        files[name] = str(path)
+    skeleton = dataclasses.replace(data, digest=digest, shape=data.image_shape, **bare)
+    return SharedData(skeleton, files, frozenset(mapped))

@@ -1,0 +1,165 @@
+"""The worker process: trains trials that the sweep process sends, one at a time.
+
+Started with the *spawn* context (TensorFlow is never forked) by `search.workers`, it imports
+TensorFlow once and then serves trials until told to quit or replaced. It never touches a store:
+it only trains and sends messages over its pipe, so the sweep process stays the one writer of the
+Optuna and MLflow stores. Per trial:
+
+    sweep -> worker   ("trial", config yaml, SharedData, model path or None, cost names)
+    worker -> sweep   ("epoch", epoch, logs)         then waits for "go" or "stop" (pruning)
+    worker -> sweep   ("done", Trained)
+                    | ("stopped",)                   after a "stop" verdict
+                    | ("error", kind, reason)        the trial failed; kind: "nan" (TrialFailed),
+                                                     "input" (UserInputError) or "error"
+
+Ctrl-C reaches the whole process group, but only the sweep decides what it means: the worker
+ignores SIGINT and the sweep ends it. A watchdog thread ends the worker as soon as its parent is
+gone (kill -9 of the sweep), so no worker outlives its sweep.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+PARENT_POLL_S = 0.5
+
+
+@dataclass
+class Trained:
+    """What a worker sends back for a trained trial (its model stays in the worker, or in the
+    file the sweep named)."""
+
+    metrics: dict[str, float]
+    history: dict[str, list[float]]
+    seconds: float
+    rss_mb: float  # the worker's resident memory after the trial
+    feature_cache: Any  # experiments.training.feature_cache.CacheReport
+    costs: dict[str, float]  # model_costs of the trained model
+
+    @property
+    def epochs(self) -> int:
+        return len(next(iter(self.history.values()), []))
+
+
+class StopTraining(Exception):  # noqa: N818 - a signal, not an error
+    """The sweep's verdict after an epoch: stop (the pruner's decision)."""
+
+
+def resident_mb() -> float:
+    """This process's resident memory (RSS) in MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:
+            os._exit(1)  # the sweep is gone: nothing may train on its behalf
+        time.sleep(PARENT_POLL_S)
+
+
+def serve(conn: Connection, parent: int, threads: int | None, keras_home: str | None) -> None:
+    """The worker's main loop (the spawn target); returns when the sweep says quit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if keras_home:
+        os.environ["KERAS_HOME"] = keras_home
+    from experiments.quiet import quiet_tensorflow
+
+    quiet_tensorflow()
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    import keras
+    from omegaconf import OmegaConf
+
+    from experiments.evaluation.cost import model_costs
+    from experiments.training.trial import run_trial
+
+    class Reporter(keras.callbacks.Callback):
+        """Sends each epoch's logs and waits for the sweep's verdict."""
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            logs = {k: float(v) for k, v in (logs or {}).items() if _is_scalar(v)}
+            conn.send(("epoch", epoch, logs))
+            if conn.recv() == "stop":
+                raise StopTraining()
+
+    opened: dict[str, Any] = {}
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message[0] == "quit":
+            return
+        _, config_yaml, shared, model_path, cost_names = message
+        if shared.key not in opened:
+            opened.clear()
+            opened[shared.key] = shared.open()
+        data = opened[shared.key]
+        try:
+            result = run_trial(OmegaConf.create(config_yaml), data, [Reporter()])
+            costs = model_costs(result.model, data.sample(1), tuple(cost_names))
+            if model_path:
+                result.model.save(model_path)
+        except StopTraining:
+            conn.send(("stopped",))
+            continue
+        except Exception as err:
+            conn.send(("error", *_kind_and_reason(err)))
+            continue
+        conn.send(
+            (
+                "done",
+                Trained(
+                    result.metrics,
+                    result.history,
+                    result.seconds,
+                    resident_mb(),
+                    result.feature_cache,
+                    costs,
+                ),
+            )
+        )
+        del result
+
+
+def _is_scalar(value: Any) -> bool:
+    import numpy as np
+
+    return bool(np.isscalar(value) or np.ndim(value) == 0)
+
+
+def _kind_and_reason(err: BaseException) -> tuple[str, str]:
+    """How the sweep re-raises a training error, and its text (as `search.trials.failure_reason`:
+    a TrialFailed's own text, else type and message)."""
+    from experiments.errors import TrialFailed, UserInputError
+
+    if isinstance(err, TrialFailed):
+        return "nan", str(err)
+    if isinstance(err, UserInputError):
+        return "input", str(err)
+    return "error", f"{type(err).__name__}: {err}"
+
+
+if __name__ == "__main__":  # pragma: no cover - started by multiprocessing, not by hand
+    sys.exit("experiments.training.worker is started by the sweep (search.workers)")

@@ -1,0 +1,370 @@
+"""Worker processes that train trials for the sweep process (`search.workers`, `search.worker`).
+
+The engine (sampler, study, pruner) and every store write stay in the sweep process; a trial is
+trained in a worker started with the *spawn* context (TensorFlow is never forked) that reports
+each epoch and waits for the verdict, so per-epoch pruning works as in one process. A worker is
+reused across trials (TensorFlow imported once) and replaced after `search.worker.max_trials`
+trials or once its resident memory passes `search.worker.max_rss_mb`, which bounds TensorFlow's
+per-trial leak. A worker that dies (segfault, SIGKILL, the OOM killer) or runs past
+`search.trial_timeout` fails its trial with a reason that says so; the next trial gets a new one.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig
+
+from experiments.errors import TrialFailed, UserInputError, WorkerError
+from experiments.training.worker import Trained
+
+READY_TIMEOUT_S = 300  # a worker importing TensorFlow on a loaded machine
+_ENV_LOCK = threading.Lock()  # CUDA_VISIBLE_DEVICES is set around one start at a time
+
+EpochHook = Callable[[int, dict[str, float]], None]  # raises to stop the trial (pruning)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """`search.workers`, `search.trial_timeout` and `search.worker.*`, validated."""
+
+    workers: int = 1  # 0: trials train in the sweep process (no pool)
+    trial_timeout: float | None = None
+    max_trials: int | None = 20
+    max_rss_mb: float | None = 2000.0
+
+    @property
+    def threads(self) -> int | None:
+        """TensorFlow threads per worker: the cores split between workers (None: TF's default)."""
+        if self.workers <= 1:
+            return None
+        return max(1, len(os.sched_getaffinity(0)) // self.workers)
+
+
+def worker_settings(cfg: DictConfig) -> WorkerSettings:
+    """The worker settings of a sweep config; a bad value is one paragraph (exit 2)."""
+    search = cfg.search
+    workers = search.get("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise UserInputError(
+            f"search.workers={workers!r} must be a whole number: how many trials train at once "
+            "on this machine, each in its own worker process (1, the default, or more), or 0 to "
+            "train in the sweep process itself (no isolation: a crash ends the sweep)."
+        )
+    if workers > 1 and str(search.engine) != "optuna":
+        raise UserInputError(
+            f"search.workers={workers} needs search=optuna: Keras Tuner's oracle proposes one "
+            "trial after another, so search=keras_tuner runs with search.workers=1 only."
+        )
+    timeout = search.get("trial_timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        raise UserInputError(
+            f"search.trial_timeout={timeout!r} must be a positive number of seconds (a trial "
+            "running longer is stopped and failed), or null for no limit."
+        )
+    if timeout is not None and workers == 0:
+        raise UserInputError(
+            f"search.trial_timeout={timeout!r} needs worker processes: with search.workers=0 "
+            "trials train in the sweep process, where a running trial cannot be stopped. Use "
+            "search.workers=1 (the default) or more, or search.trial_timeout=null."
+        )
+    node = search.get("worker") or {}
+    limits: dict[str, Any] = {}
+    for key, default in (("max_trials", 20), ("max_rss_mb", 2000.0)):
+        value = node.get(key, default)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value < 1
+        ):
+            raise UserInputError(
+                f"search.worker.{key}={value!r} must be a number of 1 or more (when a worker is "
+                "replaced by a fresh process), or null for no limit."
+            )
+        limits[key] = value
+    return WorkerSettings(workers, timeout, limits["max_trials"], limits["max_rss_mb"])
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: CUDA_VISIBLE_DEVICES if set, else what nvidia-smi lists."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g for g in listed.split(",") if g.strip() and g.strip() != "-1"]
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU")]
+
+
+def died(process: multiprocessing.process.BaseProcess, last_epoch: int | None) -> str:
+    """Why a worker is gone, for the trial's failure reason."""
+    process.join(2)
+    code = process.exitcode
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        how = f"killed by {name}"
+        if name == "SIGKILL":
+            how += " (the kernel's OOM killer or a kill -9)"
+    else:
+        how = f"exited with code {code}"
+    after = f"after epoch {last_epoch}" if last_epoch is not None else "before its first epoch"
+    return f"the worker process training this trial died: {how} {after} (exit code {code})"
+
+
+class Worker:
+    """One worker process on one slot (its GPU, its share of the CPU threads)."""
+
+    def __init__(
+        self, slot: int, settings: WorkerSettings, gpus: list[str], stopping: threading.Event
+    ) -> None:
+        from experiments.training.worker import serve
+
+        self.slot, self.settings, self.trials, self.stopping = slot, settings, 0, stopping
+        self.rss_mb = 0.0
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=serve,
+            args=(child, os.getpid(), settings.threads, os.environ.get("KERAS_HOME")),
+            name=f"sweeplab-worker-{slot}",
+            daemon=True,  # ended with the sweep on any normal exit; kill -9: its watchdog
+        )
+        with _ENV_LOCK:
+            saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+            if gpus:
+                os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+            try:
+                self.process.start()
+            finally:
+                if gpus:
+                    _restore("CUDA_VISIBLE_DEVICES", saved)
+        child.close()
+        self._ready = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def train(
+        self,
+        config_yaml: str,
+        shared: Any,
+        model_path: str | None,
+        costs: tuple[str, ...],
+        on_epoch: EpochHook,
+    ) -> Trained:
+        """Train one trial; raises TrialFailed (died, timed out, NaN loss), WorkerError (an
+        exception in training), UserInputError, or what `on_epoch` raised."""
+        timeout = self.settings.trial_timeout
+        last: list[int | None] = [None]
+        try:
+            if not self._ready:
+                self._receive(time.monotonic() + READY_TIMEOUT_S, last, "start")
+                self._ready = True
+            deadline = None if timeout is None else time.monotonic() + float(timeout)
+            self._send(("trial", config_yaml, shared, model_path, costs), last)
+            while True:
+                message = self._receive(deadline, last)
+                if message[0] == "epoch":
+                    _, epoch, logs = message
+                    last[0] = epoch
+                    try:
+                        on_epoch(epoch, logs)
+                    except Exception:
+                        with suppress(TrialFailed):  # died meanwhile: replaced after the trial
+                            self._send("stop", last)
+                            self._receive(deadline, last)  # "stopped": the worker is free again
+                        raise
+                    self._send("go", last)
+                elif message[0] == "done":
+                    trained: Trained = message[1]
+                    self.trials, self.rss_mb = self.trials + 1, trained.rss_mb
+                    return trained
+                elif message[0] == "error":
+                    self.trials += 1
+                    _, kind, reason = message
+                    error = {"nan": TrialFailed, "input": UserInputError}.get(kind, WorkerError)
+                    raise error(reason)
+        except (TrialFailed, WorkerError, UserInputError):
+            if not self.alive_and_idle():
+                self.kill()
+            raise
+        except BaseException:
+            self.kill()  # mid-message: the worker's state is unknown
+            raise
+
+    def _send(self, message: Any, last: list[int | None]) -> None:
+        try:
+            self.conn.send(message)
+        except (OSError, ValueError):  # a broken pipe: the worker is gone
+            raise TrialFailed(died(self.process, last[0])) from None
+
+    def _receive(self, deadline: float | None, last: list[int | None], what: str = "trial"):
+        while True:
+            if self.stopping.is_set():  # Ctrl-C / SIGTERM reached the sweep (another thread)
+                self.kill()
+                raise KeyboardInterrupt("the sweep was interrupted")
+            wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
+            try:
+                if self.conn.poll(wait):
+                    return self.conn.recv()
+            except (EOFError, OSError):
+                raise TrialFailed(died(self.process, last[0])) from None
+            if not self.process.is_alive():
+                raise TrialFailed(died(self.process, last[0]))
+            if deadline is not None and time.monotonic() >= deadline:
+                self.kill()
+                if what == "start":
+                    raise TrialFailed(f"a worker process did not start in {READY_TIMEOUT_S}s")
+                after = f"after epoch {last[0]}" if last[0] is not None else "in its first epoch"
+                raise TrialFailed(
+                    f"the trial ran longer than search.trial_timeout={self.settings.trial_timeout}"
+                    f"s and was stopped {after}; its worker process was killed and replaced"
+                )
+
+    def alive_and_idle(self) -> bool:
+        """Whether the worker can take another trial (it answered the last one)."""
+        return self.process.is_alive() and not self.conn.poll(0)
+
+    def worn_out(self) -> bool:
+        """Past `search.worker.max_trials` trials or `max_rss_mb` MiB: time for a fresh one."""
+        s = self.settings
+        return (s.max_trials is not None and self.trials >= s.max_trials) or (
+            s.max_rss_mb is not None and self.rss_mb > s.max_rss_mb
+        )
+
+    def near_worn_out(self) -> bool:
+        """Likely worn out after one more trial (RSS within 10% of the limit): start a successor."""
+        s = self.settings
+        return (s.max_trials is not None and self.trials >= s.max_trials - 1) or (
+            s.max_rss_mb is not None and self.rss_mb > 0.9 * s.max_rss_mb
+        )
+
+    def stop(self) -> None:
+        """Ask the worker to quit; kill it if it does not within a few seconds."""
+        with suppress(OSError, ValueError):
+            self.conn.send(("quit",))
+        self.process.join(5)
+        self.kill()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+
+class WorkerPool:
+    """`search.workers` worker slots; a trial borrows one for its duration."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.gpus = visible_gpus()
+        self._free: queue.Queue[int] = queue.Queue()
+        self._workers: dict[int, Worker | None] = {}
+        self.stopping = threading.Event()  # set by `interrupt`: every trial ends as interrupted
+        self._standby: dict[int, Worker] = {}  # successors started a trial ahead
+        self.started = 0  # processes started, for the record (replacements included)
+        for slot in range(settings.workers):
+            self._workers[slot] = self._start(slot)  # TensorFlow imports while the sweep sets up
+            self._free.put(slot)
+
+    def _start(self, slot: int) -> Worker:
+        self.started += 1
+        return Worker(slot, self.settings, self.gpus, self.stopping)
+
+    @contextmanager
+    def worker(self) -> Iterator[Worker]:
+        """A live worker for one trial; replaced afterwards if it died, failed or wore out."""
+        slot = self._free.get()
+        current = self._workers.get(slot)
+        if current is None or not current.process.is_alive():
+            current = self._workers[slot] = self._start(slot)
+        try:
+            yield current
+        except (KeyboardInterrupt, SystemExit):
+            current.kill()  # the sweep is stopping: no replacement
+            self._workers[slot] = None
+            self._free.put(slot)
+            raise
+        except BaseException:
+            self._renew(slot, current)
+            raise
+        else:
+            self._renew(slot, current)
+
+    def _renew(self, slot: int, current: Worker) -> None:
+        """Replace a dead or worn-out worker now; start its successor a trial ahead.
+
+        The successor (standby) imports TensorFlow while its predecessor trains its last trial,
+        so a replacement costs no start-up on the trial's critical path.
+        """
+        if self.stopping.is_set():
+            current.kill()
+            self._workers[slot] = None
+        elif not current.process.is_alive() or current.worn_out():
+            current.stop()
+            standby = self._standby.pop(slot, None)
+            ok = standby is not None and standby.process.is_alive()
+            self._workers[slot] = standby if ok else self._start(slot)
+        elif current.near_worn_out() and slot not in self._standby:
+            self._standby[slot] = self._start(slot)
+        self._free.put(slot)
+
+    def interrupt(self) -> None:
+        """Ctrl-C or SIGTERM: make every thread's trial end as interrupted, now."""
+        self.stopping.set()
+
+    def close(self) -> None:
+        """Stop every worker (the sweep is ending, normally or not)."""
+        for slot, current in [*self._workers.items(), *self._standby.items()]:
+            if current is not None:
+                current.stop()
+            self._workers[slot] = None
+        self._standby.clear()
+
+
+def _restore(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
+
+
+@contextmanager
+def interrupts_stop(pool: WorkerPool | None) -> Iterator[None]:
+    """Ctrl-C / SIGTERM end every running trial as interrupted at once, in every thread.
+
+    Only the main thread receives signals. With search.workers > 1 the other threads wait on
+    their workers inside Optuna's thread pool, which the interrupt would otherwise wait for
+    (every trial trained to its end); the handler tells the pool first, so their trials end the
+    Ctrl-C way too. Outside the main thread (a test's thread) nothing is installed.
+    """
+    if pool is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        pool.interrupt()
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)

@@ -1,0 +1,125 @@
+"""Trials in worker processes (issue 13): a worker that dies or runs past search.trial_timeout
+fails only its own trial, with a reason, in Optuna and MLflow; the sweep goes on with a new
+worker and finishes its total. search.workers=2 trains two trials at once on one study."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from experiments.errors import UserInputError
+from search import workers
+from search.study import study_name
+from search.sweep import prepare, sweep
+
+# Epochs long enough that a kill lands inside one, trials short enough for 2 cores.
+SLOW_EPOCHS = ["data.image_size=16", "train.epochs=20", "search.pruner=none"]
+QUIET = ["tracking.log_models=false", "search.max_consecutive_failures=null"]
+
+
+def study_of(cfg) -> optuna.Study:
+    cfg = prepare(cfg)
+    return optuna.load_study(study_name=study_name(cfg), storage=cfg.search.storage)
+
+
+def trial_runs(cfg) -> dict[int, object]:
+    cfg = prepare(cfg)
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    return {
+        int(r.data.tags["sweeplab.trial_number"]): r
+        for r in runs
+        if r.data.tags.get("sweeplab.kind") == "trial"
+    }
+
+
+def test_a_worker_killed_mid_epoch_fails_its_trial_and_the_sweep_finishes(
+    make_config, monkeypatch
+) -> None:
+    cfg = make_config(*SLOW_EPOCHS, *QUIET, "search.n_trials=3", "search.sampler=random")
+    train, trained = workers.Worker.train, []
+
+    def train_then_kill_the_second(self, config_yaml, shared, model_path, on_epoch):
+        trained.append(self.pid)
+        if len(trained) == 2:  # SIGKILL this worker 0.3 s into the trial's second epoch
+
+            def on_epoch_and_kill(epoch, logs):
+                on_epoch(epoch, logs)
+                if epoch == 0:
+                    threading.Timer(0.3, os.kill, (self.pid, signal.SIGKILL)).start()
+
+            return train(self, config_yaml, shared, model_path, on_epoch_and_kill)
+        return train(self, config_yaml, shared, model_path, on_epoch)
+
+    monkeypatch.setattr(workers.Worker, "train", train_then_kill_the_second)
+    summary = sweep(cfg)
+
+    assert summary.finished_trials == 3
+    trials = study_of(cfg).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    reason = trials[1].user_attrs["failure_reason"]
+    assert "worker process" in reason and "SIGKILL" in reason and "after epoch" in reason, reason
+    run = trial_runs(cfg)[1]
+    assert run.info.status == "FAILED"
+    assert run.data.tags["sweeplab.failure_reason"] == reason
+    assert trained[0] == trained[1] != trained[2]  # reused, then replaced after the kill
+
+
+def test_a_trial_over_the_timeout_is_stopped_and_failed(make_config) -> None:
+    cfg = make_config(
+        *SLOW_EPOCHS, *QUIET, "train.epochs=200", "search.n_trials=1", "search.trial_timeout=3"
+    )
+    started = time.monotonic()
+    summary = sweep(cfg)
+    assert summary.finished_trials == 1
+    (trial,) = study_of(cfg).trials
+    assert trial.state == TrialState.FAIL
+    assert "search.trial_timeout=3" in trial.user_attrs["failure_reason"]
+    run = trial_runs(cfg)[0]
+    assert run.info.status == "FAILED"
+    assert "search.trial_timeout=3" in run.data.tags["sweeplab.failure_reason"]
+    assert time.monotonic() - started < 120  # 200 epochs would take far longer
+
+
+@pytest.mark.parametrize(
+    ("override", "mention"),
+    [
+        ("search.workers=0", "search.workers=0"),
+        ("search.trial_timeout=-1", "search.trial_timeout=-1"),
+        ("search.worker.max_rss_mb=0", "search.worker.max_rss_mb=0"),
+        ("search=keras_tuner search.workers=2", "search=optuna"),
+    ],
+)
+def test_bad_worker_settings_fail_before_anything_starts(make_config, override, mention) -> None:
+    cfg = make_config(*override.split())
+    with pytest.raises(UserInputError, match=mention.replace(".", r"\.")):
+        sweep(cfg)
+
+
+@pytest.mark.slow
+def test_two_workers_finish_exactly_n_trials_without_duplicates(make_config) -> None:
+    cfg = make_config(
+        *QUIET, "search.workers=2", "search.n_trials=5", "search.sampler=random", "train.epochs=3"
+    )
+    summary = sweep(cfg)
+    assert summary.finished_trials == 5
+    dropped = ("duplicate_of", "surplus")  # refused before training: never counted
+    trials = [t for t in study_of(cfg).trials if not set(dropped) & set(t.user_attrs)]
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
+    params = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(params)) == 5
+    runs = trial_runs(cfg)
+    assert sorted(runs) == [t.number for t in trials]
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}
+    # Two at once: some trial started before another one ended.
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))

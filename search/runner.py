@@ -7,6 +7,7 @@ terminal line are the same whichever engine sampled the parameters.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -21,7 +22,7 @@ from experiments.data.load import load_data, loading_key
 from experiments.data.splits import ImageData
 from experiments.errors import TrialFailed, UserInputError
 from experiments.outcome import TrialOutcome
-from experiments.training.worker import Trained, resident_mb
+from experiments.worker import Trained, resident_mb
 from search.objectives import measured_costs
 from search.space import apply_params
 from search.store_lock import STORE_LOCK, released
@@ -44,6 +45,11 @@ class Outcome:
     @property
     def metrics(self) -> dict[str, float]:
         return self.result.metrics
+
+
+def scratch_folder(cfg: DictConfig) -> Path:
+    """Where this process hands data and model files to its workers; removed by the sweep."""
+    return Path(str(cfg.output_dir)) / ".workers" / str(os.getpid())
 
 
 @dataclass
@@ -71,7 +77,7 @@ class TrialRunner:
         # search.rerun), in this process.
         self.pool = pool
         self.uploads = ModelUploads()
-        self.scratch = Path(str(base.output_dir)) / ".workers"
+        self.scratch = scratch_folder(base)
         self._shared: dict[str, SharedData] = {}
         self.objective = str(base.train.objective)
         self.maximize = base.train.direction == "maximize"

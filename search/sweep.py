@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import time
 from contextlib import suppress
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     finally:
         if pool is not None:
             pool.close()
+            from search.runner import scratch_folder
+
+            shutil.rmtree(scratch_folder(cfg), ignore_errors=True)
 
 
 def _sweep(

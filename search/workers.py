@@ -27,7 +27,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from experiments.errors import TrialFailed, UserInputError, WorkerError
-from experiments.training.worker import Trained
+from experiments.worker import Trained
 
 READY_TIMEOUT_S = 300  # a worker importing TensorFlow on a loaded machine
 _ENV_LOCK = threading.Lock()  # CUDA_VISIBLE_DEVICES is set around one start at a time
@@ -131,7 +131,7 @@ class Worker:
     def __init__(
         self, slot: int, settings: WorkerSettings, gpus: list[str], stopping: threading.Event
     ) -> None:
-        from experiments.training.worker import serve
+        from experiments.worker import serve
 
         self.slot, self.settings, self.trials, self.stopping = slot, settings, 0, stopping
         self.rss_mb = 0.0

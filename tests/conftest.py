@@ -28,13 +28,18 @@ CONF_DIR = ROOT / "conf"
 SHARED_DATA = Path(os.environ.get("SWEEPLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 # Small enough for 2 cores: 8x8 digits, 2 epochs, tiny networks, no Keras progress bars.
+# search.workers=0 trains in the sweep process: a worker process costs ~3 s of start-up (its own
+# TensorFlow import) per sweep, which would add minutes to the suite. The tests of the worker
+# process path (test_worker_processes, the kill / resume and CLI tests) set WORKERS after it.
 TINY = [
     "data.image_size=8",
     "train.epochs=2",
     "train.batch_size=64",
     "model.filters=8",
     "model.dense_units=16",
+    "search.workers=0",
 ]
+WORKERS = "search.workers=1"  # the default: trials in a worker process
 
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:

@@ -20,7 +20,7 @@ from search.engines.optuna_engine import OptunaEngine, counts_as_finished
 from search.space import flatten_space, parse_space
 from search.study import study_name
 from search.sweep import prepare
-from tests.conftest import ROOT, TINY, compose_config, run_cli
+from tests.conftest import ROOT, TINY, WORKERS, compose_config, run_cli
 from tracking.mlflow_tracker import SweepTracker
 from tracking.recovery import close_orphaned_runs
 
@@ -31,6 +31,7 @@ SWEEP = [
     "train.epochs=20",  # long enough that the kill lands mid-trial even on an idle CPU
     "search.pruner=none",
     "tracking.log_models=false",
+    WORKERS,  # the default path: the trial trains in a worker process the kill must not orphan
 ]
 ELSEWHERE = ["search.heartbeat_interval=1", "search.grace_period=5"]
 

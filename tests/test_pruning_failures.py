@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import WORKERS
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -51,8 +52,15 @@ def trial_runs(cfg) -> dict[int, object]:
     }
 
 
-def test_median_pruner_stops_a_hopeless_trial_early(make_config) -> None:
+# Both ways a trial trains: in the sweep process and in a worker process, where each epoch's
+# verdict (go on, or pruned) and the failure's kind travel over the worker's pipe.
+IN_PROCESS_AND_WORKER = pytest.mark.parametrize("where", ["search.workers=0", WORKERS])
+
+
+@IN_PROCESS_AND_WORKER
+def test_median_pruner_stops_a_hopeless_trial_early(make_config, where) -> None:
     cfg = make_config(
+        where,
         "search.n_trials=4",
         "train.epochs=3",
         "search.pruner=median",
@@ -82,8 +90,10 @@ def test_median_pruner_stops_a_hopeless_trial_early(make_config) -> None:
     assert study.trials[3].user_attrs["mlflow_run_id"] == pruned.info.run_id
 
 
-def test_nan_and_raising_trials_are_failed_and_the_sweep_completes(make_config) -> None:
+@IN_PROCESS_AND_WORKER
+def test_nan_and_raising_trials_are_failed_and_the_sweep_completes(make_config, where) -> None:
     cfg = make_config(
+        where,
         "search.n_trials=3",
         "search.pruner=none",
         "+space.optimizer.learning_rate={type:float,low:1e-4,high:1e9,log:true}",

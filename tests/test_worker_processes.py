@@ -8,9 +8,11 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import optuna
 import pytest
+from conftest import WORKERS
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -19,8 +21,9 @@ from search import workers
 from search.study import study_name
 from search.sweep import prepare, sweep
 
-# Epochs long enough that a kill lands inside one, trials short enough for 2 cores.
-SLOW_EPOCHS = ["data.image_size=16", "train.epochs=20", "search.pruner=none"]
+# Epochs long enough that a kill lands inside one, trials short enough for 2 cores; trials in
+# a worker process (the default; conftest's TINY trains in the sweep process).
+SLOW_EPOCHS = ["data.image_size=16", "train.epochs=20", "search.pruner=none", WORKERS]
 QUIET = ["tracking.log_models=false", "search.max_consecutive_failures=null"]
 
 
@@ -48,7 +51,7 @@ def test_a_worker_killed_mid_epoch_fails_its_trial_and_the_sweep_finishes(
     cfg = make_config(*SLOW_EPOCHS, *QUIET, "search.n_trials=3", "search.sampler=random")
     train, trained = workers.Worker.train, []
 
-    def train_then_kill_the_second(self, config_yaml, shared, model_path, on_epoch):
+    def train_then_kill_the_second(self, config_yaml, shared, model_path, costs, on_epoch):
         trained.append(self.pid)
         if len(trained) == 2:  # SIGKILL this worker 0.3 s into the trial's second epoch
 
@@ -57,8 +60,8 @@ def test_a_worker_killed_mid_epoch_fails_its_trial_and_the_sweep_finishes(
                 if epoch == 0:
                     threading.Timer(0.3, os.kill, (self.pid, signal.SIGKILL)).start()
 
-            return train(self, config_yaml, shared, model_path, on_epoch_and_kill)
-        return train(self, config_yaml, shared, model_path, on_epoch)
+            return train(self, config_yaml, shared, model_path, costs, on_epoch_and_kill)
+        return train(self, config_yaml, shared, model_path, costs, on_epoch)
 
     monkeypatch.setattr(workers.Worker, "train", train_then_kill_the_second)
     summary = sweep(cfg)
@@ -93,8 +96,9 @@ def test_a_trial_over_the_timeout_is_stopped_and_failed(make_config) -> None:
 @pytest.mark.parametrize(
     ("override", "mention"),
     [
-        ("search.workers=0", "search.workers=0"),
+        ("search.workers=-1", "search.workers=-1"),
         ("search.trial_timeout=-1", "search.trial_timeout=-1"),
+        ("search.trial_timeout=60", "search.trial_timeout=60 needs worker processes"),
         ("search.worker.max_rss_mb=0", "search.worker.max_rss_mb=0"),
         ("search=keras_tuner search.workers=2", "search=optuna"),
     ],
@@ -112,9 +116,8 @@ def test_two_workers_finish_exactly_n_trials_without_duplicates(make_config) -> 
     )
     summary = sweep(cfg)
     assert summary.finished_trials == 5
-    dropped = ("duplicate_of", "surplus")  # refused before training: never counted
-    trials = [t for t in study_of(cfg).trials if not set(dropped) & set(t.user_attrs)]
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
+    trials = study_of(cfg).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 5  # none surplus, none failed
     params = [tuple(sorted(t.params.items())) for t in trials]
     assert len(set(params)) == 5
     runs = trial_runs(cfg)
@@ -123,3 +126,21 @@ def test_two_workers_finish_exactly_n_trials_without_duplicates(make_config) -> 
     # Two at once: some trial started before another one ended.
     spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
+
+
+def test_default_sweep_logs_models_in_the_background_and_tests_the_best(make_config) -> None:
+    """The default path end to end: trials in a worker, each model logged by the sweep's upload
+    thread after the run's metrics; every run ends FINISHED and the final stage loads the best
+    trial's logged model."""
+    cfg = make_config(WORKERS, "search.n_trials=3", "tracking.log_models=true")
+    summary = sweep(cfg)
+    assert summary.finished_trials == 3
+    runs = trial_runs(cfg)
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}
+    for run in runs.values():
+        assert run.data.tags["sweeplab.model_uri"].startswith("models:/")
+        assert run.data.metrics["rss_mb"] > 0 and run.data.metrics["sweep_rss_mb"] > 0
+        assert run.data.metrics["model_params"] > 0  # measured in the worker
+    assert summary.final.source == "trial_model"
+    # the data handed to the workers and the model files: removed when the sweep ends
+    assert not (Path(prepare(cfg).output_dir) / ".workers" / str(os.getpid())).exists()

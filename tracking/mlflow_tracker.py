@@ -255,7 +255,8 @@ class SweepTracker:
         logging.getLogger("alembic").setLevel(logging.WARNING)
         relocate(str(cfg.tracking_uri))  # a moved output_dir's artifact links
         mlflow.set_tracking_uri(str(cfg.tracking_uri))
-        self.client = MlflowClient(str(cfg.tracking_uri))
+        # MlflowClient creates a new SQLite store's schema: retried as the first call.
+        self.client = _opened(lambda: MlflowClient(str(cfg.tracking_uri)))
         self.tracking_uri = str(cfg.tracking_uri)
         self.log_models = bool(cfg.log_models)
         name = str(cfg.experiment_name)

@@ -162,4 +162,4 @@ def _kind_and_reason(err: BaseException) -> tuple[str, str]:
 
 
 if __name__ == "__main__":  # pragma: no cover - started by multiprocessing, not by hand
-    sys.exit("experiments.training.worker is started by the sweep (search.workers)")
+    sys.exit("experiments.worker is started by the sweep (search.workers)")

@@ -6,6 +6,9 @@ OUT    ?= runs
 PORT   ?= 5000
 SWEEP  ?= cnn
 ARGS   ?=
+WORKERS ?=
+# WORKERS=N: N trials at once on this machine, each in its own worker process (search.workers).
+RUNARGS = $(if $(WORKERS),search.workers=$(WORKERS)) $(ARGS)
 export TF_CPP_MIN_LOG_LEVEL = 3
 
 .PHONY: help setup run sweep test test-fast ui dashboard report postgres lint bench clean
@@ -21,11 +24,11 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed  ## create .venv and install sweeplab with its dev tools
 
-run: setup  ## the default sweep: Optuna over a CNN on the embedded digits set (offline)
-	$(PY) -m search.run output_dir=$(OUT) $(ARGS)
+run: setup  ## the default sweep: Optuna over a CNN on the embedded digits set (offline); WORKERS=N
+	$(PY) -m search.run output_dir=$(OUT) $(RUNARGS)
 
-sweep: setup  ## a named sweep overlay: make sweep SWEEP=cnn ARGS="search.n_trials=5"
-	$(PY) -m search.run +sweep=$(SWEEP) output_dir=$(OUT) $(ARGS)
+sweep: setup  ## a named sweep overlay: make sweep SWEEP=cnn ARGS="search.n_trials=5" WORKERS=2
+	$(PY) -m search.run +sweep=$(SWEEP) output_dir=$(OUT) $(RUNARGS)
 
 test: setup  ## the whole test suite (real training at tiny sizes)
 	$(PY) -m pytest -q $(ARGS)

@@ -1,4 +1,4 @@
-"""Resident memory trial after trial: does a long sweep leak?
+"""Resident memory trial after trial: does a long sweep leak? (sweep + worker processes)
 
 Runs a small real sweep in this process (8x8 digits, 1 epoch, tiny CNNs, models logged to
 MLflow as in a normal sweep) and reads the RSS each trial logged (metric `rss_mb`, taken when the
@@ -50,7 +50,13 @@ def per_trial_rss(tracking_uri: str, experiment: str) -> list[float]:
     runs = client.search_runs([exp.experiment_id], max_results=10000)
     trials = [r for r in runs if r.data.tags.get("sweeplab.kind") == "trial"]
     trials.sort(key=lambda r: int(r.data.tags["sweeplab.trial_number"]))
-    return [r.data.metrics["rss_mb"] for r in trials if "rss_mb" in r.data.metrics]
+    # Trials train in worker processes (issue 13): rss_mb is the worker's, sweep_rss_mb the
+    # sweep process's; their sum is what the sweep holds in all.
+    return [
+        r.data.metrics["rss_mb"] + r.data.metrics.get("sweep_rss_mb", 0.0)
+        for r in trials
+        if "rss_mb" in r.data.metrics
+    ]
 
 
 def main() -> int:

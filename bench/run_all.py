@@ -21,7 +21,9 @@ BENCHMARKS = (
     ("overhead", "wall time vs bare Keras, Keras Tuner, Optuna + MLflow by hand", "#8"),
     ("input_pipeline", "images/s, folder pipeline vs in-memory arrays", "#3"),
     ("search_efficiency", "best val accuracy vs wall time per search method", "#8"),
-    ("memory", "resident memory across 50 short trials", "#7"),
+    ("memory", "resident memory across 50 short trials (sweep + workers)", "#7, #13"),
+    ("workers", "trials/hour with 2 workers vs 1; store round trips a trial", "#13"),
+    ("chaos", "kill -9 of a worker or the sweep at random moments, resuming", "#13"),
     ("feature_cache", "transfer trial at 224 px, frozen-feature cache on vs off", "#12"),
     ("transfer_vs_recipe", "test accuracy, default transfer sweep vs the seed's recipe", "#12"),
 )

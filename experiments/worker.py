@@ -12,8 +12,9 @@ Optuna and MLflow stores. Per trial:
                     | ("error", kind, reason)        the trial failed; kind: "nan" (TrialFailed),
                                                      "input" (UserInputError) or "error"
 
-Ctrl-C reaches the whole process group, but only the sweep decides what it means: the worker
-ignores SIGINT and the sweep ends it. A watchdog thread ends the worker as soon as its parent is
+Ctrl-C reaches the whole process group, and a job system's SIGTERM may reach every process of
+the job, but only the sweep decides what they mean (the trial interrupted and redone on resume,
+not failed by a dead worker): the worker ignores both, and the sweep ends it. A watchdog thread ends the worker as soon as its parent is
 gone (kill -9 of the sweep), so no worker outlives its sweep.
 """
 
@@ -76,6 +77,7 @@ def _watch_parent(parent: int) -> None:
 def serve(conn: Connection, parent: int, threads: int | None, keras_home: str | None) -> None:
     """The worker's main loop (the spawn target); returns when the sweep says quit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     if keras_home:
         os.environ["KERAS_HOME"] = keras_home

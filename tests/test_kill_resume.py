@@ -40,7 +40,7 @@ def wait_for_running_trial(cfg, number: int, proc: subprocess.Popen, timeout: fl
     """Block until trial `number` is training (RUNNING with its parameters sampled)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None, proc.communicate()[1][-4000:]  # the tail: the error
         # The MLflow store is created after the study: reading earlier could race its schema.
         if (Path(cfg.output_dir) / "mlflow.db").exists():
             study = optuna.load_study(study_name=study_name(cfg), storage=cfg.search.storage)
@@ -157,7 +157,7 @@ def wait_for_running_kt_trial(cfg, number: int, proc: subprocess.Popen, timeout:
     """Block until the MLflow run of Keras Tuner trial `number` is RUNNING; returns it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None, proc.communicate()[1][-4000:]  # the tail: the error
         if (Path(cfg.output_dir) / "mlflow.db").exists():
             try:
                 client = MlflowClient(cfg.tracking.tracking_uri)

@@ -37,6 +37,7 @@ from search.engines.optuna_algorithms import (
     make_sampler,
 )
 from search.engines.optuna_serialized import serialized
+from search.engines.optuna_threads import optimize_in_threads
 from search.objectives import Objective, objectives_of
 from search.runner import Best, TrialRunner
 from search.space import Param
@@ -342,17 +343,25 @@ class OptunaEngine:
                 study.stop()
 
         # search.workers > 1: that many threads, each driving its own worker process (storage
-        # calls serialized: optuna_serialized), never more than the trials left. A thread starts
-        # its next trial only after the previous one's callback, so the total is never overshot.
-        workers = int(self.cfg.search.get("workers") or 1)
-        self.study.optimize(
-            objective,
-            n_trials=None,
-            timeout=timeout,
-            n_jobs=max(1, min(workers, total - self.claimed())),
-            catch=(_Failed,),
-            callbacks=[stop_when_done],
-        )
+        # calls serialized: optuna_serialized), never more than the trials left.
+        threads = min(int(self.cfg.search.get("workers") or 1), total - self.claimed())
+        if threads > 1:
+            optimize_in_threads(
+                self.study,
+                objective,
+                threads,
+                lambda: bool(runner.failures.stop_reason) or self.claimed() >= total,
+                timeout,
+                catch=(_Failed,),
+            )
+        else:
+            self.study.optimize(
+                objective,
+                n_trials=None,
+                timeout=timeout,
+                catch=(_Failed,),
+                callbacks=[stop_when_done],
+            )
         runner.failures.raise_if_exceeded()
 
     def claimed(self) -> int:

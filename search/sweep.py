@@ -81,7 +81,10 @@ def sweep(cfg: DictConfig) -> SweepSummary:
             pool.close()
             from search.runner import scratch_folder
 
-            shutil.rmtree(scratch_folder(cfg), ignore_errors=True)
+            scratch = scratch_folder(cfg)
+            shutil.rmtree(scratch, ignore_errors=True)
+            with suppress(OSError):  # other sweeps' folders may still be in it
+                scratch.parent.rmdir()
 
 
 def _sweep(

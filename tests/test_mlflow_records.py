@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from search.sweep import prepare, sweep
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 from tests.test_pruning_failures import GOOD, queue, trial_runs
 
 
@@ -105,3 +105,30 @@ def test_sweep_prints_the_machine_learning_view_link(tmp_path) -> None:
     assert link in done.stdout
     ui = run_cli("tracking.run_tags", str(tmp_path), "5000")
     assert link in ui.stdout
+
+
+def test_a_new_sqlite_store_appears_whole_even_when_processes_race(tmp_path) -> None:
+    """Built aside and linked into place: a reader never sees (nor migrates) a half-made store,
+    and of two processes creating it at once, one store wins and both can use it."""
+    import subprocess
+    import sys
+
+    from tracking.mlflow_tracker import create_sqlite_store
+
+    db = tmp_path / "store" / "mlflow.db"
+    code = (
+        "import sys; from tracking.mlflow_tracker import create_sqlite_store; "
+        "create_sqlite_store(sys.argv[1])"
+    )
+    racers = [
+        subprocess.Popen([sys.executable, "-c", code, f"sqlite:///{db}"], cwd=ROOT)
+        for _ in range(2)
+    ]
+    assert [p.wait(timeout=120) for p in racers] == [0, 0]
+    assert sorted(p.name for p in db.parent.iterdir()) == ["mlflow.db"]  # no leftovers
+    client = MlflowClient(f"sqlite:///{db}")
+    assert client.create_experiment("both-use-it")
+    before = db.stat().st_mtime_ns
+    create_sqlite_store(f"sqlite:///{db}")  # an existing store is left alone
+    assert db.stat().st_mtime_ns == before
+    assert client.get_experiment_by_name("both-use-it") is not None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import subprocess
 import time
 import warnings
@@ -221,20 +223,52 @@ class TrialRun:
         self.set_tags(tags)
 
 
+def create_sqlite_store(uri: str) -> None:
+    """Create a new SQLite MLflow store under a temporary name, then link it into place.
+
+    MLflow creates a store's schema with dozens of migrations, none of them guarded against
+    another process doing the same: `mlflow ui`, a second worker or a reader that opens the new
+    file meanwhile runs them too, and a migration cut short by the other's leaves a temporary
+    table behind that fails every later start ("table _alembic_tmp_... already exists"). Built
+    aside and linked (`os.link` never replaces an existing file), the store appears complete or
+    not at all; when two processes race, the first link wins and the other uses that store.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    final = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if final.exists():
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    building = final.with_name(f".{final.name}.building-{os.getpid()}")
+    ready = final.with_name(f".{final.name}.ready-{os.getpid()}")
+    try:
+        MlflowClient(f"sqlite:///{building}").search_experiments(max_results=1)
+        # A fresh copy: the file MLflow's cached engine keeps open is never the one linked.
+        shutil.copyfile(building, ready)
+        with suppress(FileExistsError):  # another process linked its store first
+            os.link(ready, final)
+    finally:
+        for leftover in (building, ready, Path(f"{building}-journal")):
+            leftover.unlink(missing_ok=True)
+
+
 def _opened(first_call: Callable[[], Any], attempts: int = 6) -> Any:
     """The first call into a store, retried while another process creates the same schema.
 
     Opening a new SQLite store creates its schema outside MLflow's sessions (which wait 20 s for
     a lock), with SQLite's 5 s default: another process opening or reading the same new file at
     that moment (a second worker, `mlflow ui`, a test polling the store) makes it fail with
-    "database is locked" or "table ... already exists" (the other process's schema).
+    "database is locked", "table ... already exists" or, while both run MLflow's migrations,
+    "duplicate column name" (the other process's schema). Once the other one is done, the
+    retry finds the schema complete.
     """
+    races = ("database is locked", "already exists", "duplicate column")
     for attempt in range(attempts):
         try:
             return first_call()
         except Exception as err:
             text = str(err).lower()
-            racing = "database is locked" in text or "already exists" in text
+            racing = any(race in text for race in races)
             if attempt == attempts - 1 or not racing:
                 raise
             time.sleep(0.5 * (attempt + 1))
@@ -254,8 +288,9 @@ class SweepTracker:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         relocate(str(cfg.tracking_uri))  # a moved output_dir's artifact links
+        create_sqlite_store(str(cfg.tracking_uri))  # whole, or not at all: see its doc
         mlflow.set_tracking_uri(str(cfg.tracking_uri))
-        # MlflowClient creates a new SQLite store's schema: retried as the first call.
+        # MlflowClient creates a new store's schema (one another program may be creating).
         self.client = _opened(lambda: MlflowClient(str(cfg.tracking_uri)))
         self.tracking_uri = str(cfg.tracking_uri)
         self.log_models = bool(cfg.log_models)

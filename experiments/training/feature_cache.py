@@ -132,7 +132,12 @@ class CachedPhases:
         )
 
         def compile_(lr_multiplier: float = 1.0) -> None:
-            compile_model(trainee, lr_multiplier, optimizer_cfg=self.cfg.optimizer)
+            compile_model(
+                trainee,
+                lr_multiplier,
+                optimizer_cfg=self.cfg.optimizer,
+                label_smoothing=self.cfg.train.get("label_smoothing"),
+            )
 
         return fit, compile_
 

@@ -24,6 +24,7 @@ BENCHMARKS = (
     ("memory", "resident memory across 50 short trials", "#7"),
     ("feature_cache", "transfer trial at 224 px, frozen-feature cache on vs off", "#12"),
     ("transfer_vs_recipe", "test accuracy, default transfer sweep vs the seed's recipe", "#12"),
+    ("transfer_augmentation", "transfer sweep's augmentation arms at one budget", "#12"),
 )
 
 

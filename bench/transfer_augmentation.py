@@ -9,8 +9,9 @@ The same `sweep=transfer` on the same data, split and seed, each arm given the s
   new augmented image every epoch);
 - `none`: augmentation switched off and not searched: every trial trains on cached activations;
 - `preset`: the overlay as it is: augmentation searched as a categorical
-  (`data.augmentation.preset`: none | light), the light preset's phase 1 on K cached augmented
-  copies (`model.feature_cache.augmented_copies`), phase 2 uncached;
+  (`data.augmentation.preset`: none | light; trial 0: none), the light preset's phase 1 on K
+  cached augmented copies (`model.feature_cache.augmented_copies`), phase 2 uncached;
+- `preset_light`: the same with trial 0 light;
 - `kcopies`: the light preset always on, phase 1 on K cached augmented copies.
 Figures: test accuracy of the final model, trials completed (and pruned), wall time.
 Writes bench/results/transfer_augmentation.json.
@@ -50,8 +51,11 @@ ARMS: dict[str, list[str]] = {
     ],
     # Augmentation off and not searched: every trial wholly cached.
     "none": ["data.augmentation.preset=none", "~space.data"],
-    # The overlay's own defaults: preset searched (none | light), light on K cached copies.
+    # The overlay's own defaults: preset searched (none | light), trial 0 none, light trials on
+    # K cached copies in phase 1.
     "preset": [],
+    # The same with trial 0 light (the overlay's base before this benchmark).
+    "preset_light": ["data.augmentation.preset=light"],
     # The light preset always on, phase 1 on K cached copies, phase 2 uncached.
     "kcopies": ["data.augmentation.preset=light", "~space.data"],
 }

@@ -75,5 +75,6 @@ def test_augmentation_benchmark_arms_compose_and_start_from_the_base_config() ->
         "augmented": ["flip", "rotation", "translation", "zoom"],
         "none": [],
         "preset": ["preset"],
+        "preset_light": ["preset"],
         "kcopies": [],
     }

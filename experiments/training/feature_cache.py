@@ -19,14 +19,16 @@ be K x 600 MB at 224 px on sign-language-digits). Building the copies costs K in
 about K uncached head epochs; it pays back within one trial when head_epochs > K, and at once
 for every later trial that draws the same augmentation, input size and seed: a sweep that
 searches augmentation as a few presets (`data.augmentation.preset`) rather than continuous
-strengths. Phase 1 then sees K variants of each image instead of a fresh one every epoch;
-bench/transfer_augmentation.py measures what that costs in test accuracy (docs/transfer.md).
-`augmented_copies=0` runs augmented trials wholly uncached.
+strengths. Phase 1 then sees K variants of each image instead of a fresh one every epoch; what
+that costs in accuracy is not measured apart yet (bench/transfer_augmentation.py, arm kcopies;
+bench/feature_cache.py prints both runs' validation accuracy). `augmented_copies=0` runs
+augmented trials wholly uncached.
 
 The key holds everything the activations depend on: the data fingerprint and split, the frozen
 layers' full configuration (architecture, alpha, input size, channel handling, preprocessing,
 dropout off), the SHA-256 of the weights file loaded (or the seed, for random weights), the cut,
-and the Keras and TensorFlow versions.
+and the Keras and TensorFlow versions; for an augmented copy, also the augmentation settings and
+the copy's seed (the trial's seed + 10 x the copy's number).
 """
 
 from __future__ import annotations

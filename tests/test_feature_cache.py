@@ -159,6 +159,15 @@ def test_augmented_phase_1_cycles_over_k_cached_copies(tmp_path, photos, monkeyp
     plain = CachedPhases(config(tmp_path, photos), data, again.model)  # no augmentation
     np.testing.assert_array_equal(phases.features[("val", cut, None)],
                                   plain.features[("val", cut, None)])  # fmt: skip
+    shorter = config(
+        tmp_path,
+        photos,
+        "data.augmentation.preset=light",
+        "model.feature_cache.augmented_copies=2",
+        "model.fine_tune.head_epochs=1",
+    )
+    one = CachedPhases(shorter, data, again.model)  # K is capped at the phase-1 epochs
+    assert (one.copies, one.report.hits, one.report.misses) == (1, 2, 0)
     fit, _ = phases.trainer(1)
     steps = fit.keywords["steps_per_epoch"]
     batches = [x for x, _ in fit.args[0].take(3 * steps).as_numpy_iterator()]

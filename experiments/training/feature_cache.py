@@ -16,7 +16,8 @@ fixed augmented pass of the frozen part each (epoch e reads copy e mod K; valida
 never augmented), and phase 2 runs uncached, on fresh augmentation every epoch, as an uncached
 trial does (its cut lies low in the backbone for the default 20 open layers: K copies there would
 be K x 600 MB at 224 px on sign-language-digits). Building the copies costs K inference passes,
-about K uncached head epochs; it pays back within one trial when head_epochs > K, and at once
+about K uncached head epochs (K is capped at head_epochs, so a trial never builds a copy it does
+not read); it pays back within one trial when head_epochs > K, and at once
 for every later trial that draws the same augmentation, input size and seed: a sweep that
 searches augmentation as a few presets (`data.augmentation.preset`) rather than continuous
 strengths. Phase 1 then sees K variants of each image instead of a fresh one every epoch; what
@@ -114,9 +115,12 @@ class CachedPhases:
         self.store = FeatureStore(folder, max_bytes)
         self.report = CacheReport(used=True, reason="cached")
         self.augmentation = cfg.data.get("augmentation")
-        augmented = bool(augmentation_layers(self.augmentation, int(cfg.seed)))
-        self.copies = augmented_copies(cfg) if augmented else 0  # K augmented copies, or none
-        if self.copies:
+        self.augmented = bool(augmentation_layers(self.augmentation, int(cfg.seed)))
+        # K augmented copies, never more than phase 1 has epochs (each copy is an entry of its
+        # own, so a later trial with more head epochs builds only the copies it lacks).
+        head_epochs = min(int(cfg.model.fine_tune.head_epochs), int(cfg.train.epochs))
+        self.copies = min(augmented_copies(cfg), max(head_epochs, 0)) if self.augmented else 0
+        if self.augmented:
             self.report.reason = f"cached: phase 1 on {self.copies} augmented copies"
         self.backbone = model.get_layer(BACKBONE_LAYER)
         self.cuts = self._planned_cuts()
@@ -131,7 +135,7 @@ class CachedPhases:
         """(fit, compile) for `phase`, on the sub-model above the frozen layers as they are now."""
         batch_size, seed = int(self.cfg.train.batch_size), int(self.cfg.seed)
         class_weight = self.data.class_weight() if self.cfg.data.get("class_weights") else None
-        if self.copies and phase == 2:  # uncached, fresh augmentation: as trial.py's own fit
+        if self.augmented and phase == 2:  # uncached, fresh augmentation: as trial.py's own fit
             trainee = with_augmentation(self.model, self.augmentation, seed)
             fit = partial(
                 trainee.fit,
@@ -196,7 +200,7 @@ class CachedPhases:
         fine_tune = self.cfg.model.fine_tune
         total, head_epochs = int(self.cfg.train.epochs), int(fine_tune.head_epochs)
         cuts = {1: single_tensor_cuts(self.backbone)[-1]} if min(head_epochs, total) > 0 else {}
-        if total > head_epochs and not self.copies:  # augmented: phase 2 runs uncached
+        if total > head_epochs and not self.augmented:  # augmented: phase 2 runs uncached
             tunable = tunable_layers(self.backbone)
             count = unfreeze_count(fine_tune, len(tunable))
             first_open = len(layers)
@@ -211,7 +215,7 @@ class CachedPhases:
         cuts = list({cut.name: cut for cut in self.cuts.values()}.values())
         found: dict[tuple[str, str, int | None], np.ndarray] = {}
         for split in SPLITS:
-            copies = range(self.copies) if self.copies and split == "train" else [None]
+            copies = range(self.copies) if self.augmented and split == "train" else [None]
             for copy in copies:
                 missing = []
                 for cut in cuts:

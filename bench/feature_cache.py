@@ -3,9 +3,12 @@
     python bench/feature_cache.py            # sign-language-digits, all 2,062 photos
     python bench/feature_cache.py --quick    # 15 photos per digit at 96 px (~1 min)
     python bench/feature_cache.py --per-class 100 --unfreeze-layers 0   # head-only fine-tuning
+    python bench/feature_cache.py --preset none   # the space's un-augmented trials (all cached)
 
 `+sweep=transfer` as documented (MobileNet alpha 0.25, ImageNet weights from $KERAS_HOME or
-../shared/data/keras-weights, 5 epochs: 2 head-only, then 3 with the top 20 layers open), with
+../shared/data/keras-weights, 10 epochs: 6 head-only, then 4 with the top 20 layers open;
+augmentation preset light: the cached runs train phase 1 on 4 cached augmented copies and run
+phase 2 uncached; `--preset none`: both phases cached), with
 `data.image_size=224 model.input_size=224`, run three times on the same split and seed:
 uncached (`model.feature_cache.enabled=false`), cached with an empty cache (cold: builds the
 entries) and cached again (warm: a later trial of the same sweep, a resumed run or a worker).
@@ -73,6 +76,10 @@ def main() -> None:
                 "--unfreeze-layers",
                 {"type": int, "default": None, "help": "model.fine_tune.unfreeze_layers (20)"},
             ),
+            (
+                "--preset",
+                {"default": None, "help": "data.augmentation.preset (the overlay's: light)"},
+            ),
         ],
     )
     per_class = args.per_class or (15 if args.quick else None)
@@ -91,6 +98,8 @@ def main() -> None:
         ]
         if args.unfreeze_layers is not None:
             base.append(f"model.fine_tune.unfreeze_layers={args.unfreeze_layers}")
+        if args.preset is not None:
+            base.append(f"data.augmentation.preset={args.preset}")
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             configs = {
                 "uncached": compose(
@@ -159,6 +168,7 @@ def main() -> None:
                 "image_size": size,
             },
             "config": "+sweep=transfer data=directory data.image_size=S model.input_size=S",
+            "preset": str(configs["uncached"].data.augmentation.preset),
             "unfreeze_layers": int(configs["uncached"].model.fine_tune.unfreeze_layers),
             "runs": runs,
             "trial_speedup_warm": trial_ratio,

@@ -26,6 +26,7 @@ from transfer_helpers import (  # noqa: F401 (offline: a fixture)
     offline,
 )
 
+from experiments.data.augment import augmentation_layers
 from experiments.data.load import load_data
 from experiments.data.splits import Split
 from experiments.errors import UserInputError
@@ -77,7 +78,7 @@ def whole_vs_cached(cfg: DictConfig, data, model) -> tuple[float, float]:
     diffs = []
     for phase, build in ((1, lambda m, c: head_model(m)), (2, upper_model)):
         cut = phases.cuts[phase]
-        cached = build(model, cut).predict(phases.features[("val", cut.name)], verbose=0)
+        cached = build(model, cut).predict(phases.features[("val", cut.name, None)], verbose=0)
         diffs.append(float(np.abs(cached - whole).max()))
     return diffs[0], diffs[1]
 
@@ -113,13 +114,83 @@ def test_cached_trial_equals_uncached_and_whole_model_equals_cached(tmp_path, ph
     assert upper_diff <= TOLERANCE  # ... and the whole model is what phase 2 trained
 
 
-def test_augmentation_runs_uncached(tmp_path, photos, monkeypatch):
+def test_augmentation_without_copies_runs_uncached(tmp_path, photos, monkeypatch):
     make_keras_home(tmp_path, monkeypatch)
-    cfg = config(tmp_path, photos, "data.augmentation.flip=horizontal", "train.epochs=1")
+    cfg = config(
+        tmp_path,
+        photos,
+        "data.augmentation.preset=null",
+        "data.augmentation.flip=horizontal",
+        "model.feature_cache.augmented_copies=0",
+        "train.epochs=1",
+    )
     result = run_trial(cfg, load_data(cfg.data, int(cfg.seed)))
     assert not result.feature_cache.used
     assert "augmentation" in result.feature_cache.reason
     assert entries(cfg) == []
+
+
+def test_augmented_phase_1_cycles_over_k_cached_copies(tmp_path, photos, monkeypatch):
+    """A preset's phase 1 trains on K fixed augmented copies (epoch e: copy e mod K), phase 2
+    uncached; validation images are never augmented; a second trial reuses all K copies."""
+    make_keras_home(tmp_path, monkeypatch)
+    cfg = config(
+        tmp_path,
+        photos,
+        "data.augmentation.preset=light",
+        "model.feature_cache.augmented_copies=2",
+        "model.fine_tune.head_epochs=2",
+    )
+    data = load_data(cfg.data, int(cfg.seed))
+    first = run_trial(cfg, data)
+    report = first.feature_cache
+    assert report.used and report.reason == "cached: phase 1 on 2 augmented copies"
+    assert (report.hits, report.misses) == (0, 3)  # train copies 0 and 1, val: the head's cut
+    assert sorted(p.name.split("-")[0] for p in entries(cfg)) == ["train0", "train1", "val"]
+    assert first.history["phase"] == [1, 1, 2]
+    again = run_trial(cfg, data)
+    assert (again.feature_cache.hits, again.feature_cache.misses) == (3, 0)
+
+    phases = CachedPhases(cfg, data, again.model)
+    cut = phases.cuts[1].name
+    assert set(phases.cuts) == {1}  # phase 2 runs uncached, on fresh augmentation
+    copies = [phases.features[("train", cut, k)] for k in range(2)]
+    assert np.abs(copies[0] - copies[1]).max() > 1e-3  # two different augmented passes
+    plain = CachedPhases(config(tmp_path, photos), data, again.model)  # no augmentation
+    np.testing.assert_array_equal(phases.features[("val", cut, None)],
+                                  plain.features[("val", cut, None)])  # fmt: skip
+    shorter = config(
+        tmp_path,
+        photos,
+        "data.augmentation.preset=light",
+        "model.feature_cache.augmented_copies=2",
+        "model.fine_tune.head_epochs=1",
+    )
+    one = CachedPhases(shorter, data, again.model)  # K is capped at the phase-1 epochs
+    assert (one.copies, one.report.hits, one.report.misses) == (1, 2, 0)
+    fit, _ = phases.trainer(1)
+    steps = fit.keywords["steps_per_epoch"]
+    batches = [x for x, _ in fit.args[0].take(3 * steps).as_numpy_iterator()]
+    for epoch, copy in enumerate([0, 1, 0]):  # each epoch reads one copy, every image once
+        seen = np.concatenate(batches[epoch * steps : (epoch + 1) * steps])
+        want = copies[copy].reshape(len(copies[copy]), -1).sum(axis=1)
+        np.testing.assert_allclose(
+            np.sort(seen.reshape(len(seen), -1).sum(axis=1)), np.sort(want), rtol=1e-6
+        )
+
+
+def test_augmentation_preset_is_one_setting_not_a_second_one():
+    assert [type(layer).__name__ for layer in augmentation_layers({"preset": "light"}, 0)] == [
+        "RandomFlip",
+        "RandomRotation",
+        "RandomTranslation",
+        "RandomZoom",
+    ]
+    assert augmentation_layers({"preset": "none", "flip": "none", "zoom": 0.0}, 0) == []
+    with pytest.raises(UserInputError, match="preset=light and data.augmentation.zoom"):
+        augmentation_layers({"preset": "light", "zoom": 0.3}, 0)
+    with pytest.raises(UserInputError, match="accepted: none, light"):
+        augmentation_layers({"preset": "heavy"}, 0)
 
 
 def perturbed_weights(source: Path, target: Path) -> Path:

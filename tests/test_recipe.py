@@ -33,7 +33,8 @@ def test_recipe_is_the_seeds_example_1_as_one_trial() -> None:
     assert (model.pooling, model.dense_units, model.dropout) == ("avg", 1024, 0.0)
     assert aug.flip == "horizontal" and aug.translation == 0.2 and aug.fill_mode == "nearest"
     assert aug.rotation * 360 == pytest.approx(20, abs=0.01)  # rotation_range=20 (degrees)
-    assert aug.zoom == aug.crop == aug.contrast == 0
+    assert aug.zoom == aug.crop == aug.contrast == 0 and aug.preset is None
+    assert model.feature_cache.augmented_copies == 0  # fresh augmentation every epoch, uncached
     assert cfg.optimizer.name == "adam" and cfg.optimizer.learning_rate == 0.001
     assert cfg.optimizer.weight_decay is None and cfg.train.label_smoothing == 0
     assert cfg.train.batch_size == 32 and cfg.search.n_trials == 1
@@ -59,3 +60,21 @@ def test_benchmark_overrides_compose_and_start_from_the_base_config() -> None:
         for quick in ([], extra):
             cfg = composed(f"sweep={overlay}", "data=directory", "data.path=/photos", *quick)
             assert baseline(parse_space(cfg.space, cfg), cfg).usable, (overlay, quick)
+
+
+def test_augmentation_benchmark_arms_compose_and_start_from_the_base_config() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import transfer_augmentation as bench
+
+    searched = {}
+    for arm, overrides in bench.ARMS.items():
+        cfg = composed("sweep=transfer", "data=directory", "data.path=/photos", *overrides)
+        assert baseline(parse_space(cfg.space, cfg), cfg).usable, arm
+        searched[arm] = sorted(cfg.space.get("data", {}).get("augmentation", {}))
+    assert searched == {
+        "augmented": ["flip", "rotation", "translation", "zoom"],
+        "none": [],
+        "preset": ["preset"],
+        "preset_light": ["preset"],
+        "kcopies": [],
+    }

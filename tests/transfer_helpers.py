@@ -14,9 +14,10 @@ from omegaconf import DictConfig
 WEIGHTS_FILE = "mobilenet_2_5_224_tf_no_top.h5"
 
 
-# The transfer overlay augments its base config; these tests are about the two phases and the
-# frozen-feature cache, which a trial with augmentation in front of the backbone does not use.
+# The transfer overlay augments its base config (preset light); these tests are about the two
+# phases and the frozen-feature cache of un-augmented images (augmented copies: tested apart).
 NO_AUGMENTATION = (
+    "data.augmentation.preset=none",
     "data.augmentation.flip=none",
     "data.augmentation.rotation=0.0",
     "data.augmentation.zoom=0.0",

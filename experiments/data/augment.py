@@ -15,6 +15,10 @@ Config (`data.augmentation`): `flip` is none|horizontal|vertical|horizontal_and_
 other key is a strength where 0 switches the layer off:
 rotation (fraction of a full turn), translation, zoom, crop (largest fraction cut away, then
 resized back) and contrast (factor); `fill_mode` is how rotation/translation/zoom fill edges.
+`preset` (null: the keys above) names a set of them instead (`PRESETS`: none, light), so a
+search can try augmentation as one categorical: a few fixed settings whose frozen-backbone
+activations can be cached and shared by every trial that draws them
+(experiments/training/feature_cache.py), where continuous strengths make every trial unique.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ from experiments.errors import UserInputError
 FLIPS = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 FILL_MODES = ("reflect", "wrap", "constant", "nearest")
 STRENGTHS = {"rotation": 0.5, "translation": 0.5, "zoom": 0.9, "crop": 0.9, "contrast": 1.0}
+# Named settings for `data.augmentation.preset`; `light` is the transfer overlay's earlier base
+# (flip, 18 degrees, 10% zoom and shift), close to the seed's recipe (20 degrees, 20% shift).
+PRESETS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "light": {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "translation": 0.1},
+}
 
 
 class RandomCropResize(keras.layers.Layer):
@@ -63,15 +73,42 @@ class RandomCropResize(keras.layers.Layer):
         return {**super().get_config(), "fraction": self.fraction, "seed": self.seed}
 
 
-def augmentation_layers(cfg: Mapping[str, Any] | None, seed: int) -> list[keras.layers.Layer]:
-    """The configured layers, in a fixed order; an empty list when everything is off."""
+def resolve_preset(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`data.augmentation` with a named `preset` expanded into its keys (and `preset` removed).
+
+    A preset replaces flip and the strengths, so setting one of them as well is an error rather
+    than a silent choice between the two; `fill_mode` still applies.
+    """
     cfg = dict(cfg or {})
-    unknown = set(cfg) - {"flip", "fill_mode", *STRENGTHS}
+    unknown = set(cfg) - {"preset", "flip", "fill_mode", *STRENGTHS}
     if unknown:
         raise UserInputError(
-            f"data.augmentation has unknown key(s) {sorted(unknown)}; accepted: flip, fill_mode, "
-            f"{', '.join(STRENGTHS)}."
+            f"data.augmentation has unknown key(s) {sorted(unknown)}; accepted: preset, flip, "
+            f"fill_mode, {', '.join(STRENGTHS)}."
         )
+    preset = cfg.pop("preset", None)
+    if preset is None:
+        return cfg
+    if str(preset) not in PRESETS:
+        raise UserInputError(
+            f"data.augmentation.preset={preset!r}; accepted: {', '.join(PRESETS)}, or null (the "
+            "flip and strength keys as set)."
+        )
+    also_set = sorted(
+        key for key in ("flip", *STRENGTHS) if cfg.get(key) not in (None, 0, 0.0, "none")
+    )
+    if also_set:
+        raise UserInputError(
+            f"data.augmentation.preset={preset} and data.augmentation.{also_set[0]}="
+            f"{cfg[also_set[0]]!r} are both set; a preset replaces flip and the strengths: "
+            "set data.augmentation.preset=null to use the keys, or leave them off."
+        )
+    return {"fill_mode": cfg.get("fill_mode"), **PRESETS[str(preset)]}
+
+
+def augmentation_layers(cfg: Mapping[str, Any] | None, seed: int) -> list[keras.layers.Layer]:
+    """The configured layers, in a fixed order; an empty list when everything is off."""
+    cfg = resolve_preset(cfg)
     flip = str(cfg.get("flip") or "none")
     if flip not in FLIPS:
         raise UserInputError(f"data.augmentation.flip={flip!r}; accepted: {', '.join(FLIPS)}.")

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from experiments.errors import UserInputError
 
 DEFAULT_MAX_GB = 5
+DEFAULT_AUGMENTED_COPIES = 4
 
 
 def settings(cfg: DictConfig) -> tuple[bool, Path, int]:
@@ -33,3 +34,17 @@ def settings(cfg: DictConfig) -> tuple[bool, Path, int]:
         )
     folder = options.get("dir") or Path(str(cfg.get("output_dir") or "runs")) / "feature_cache"
     return enabled, Path(str(folder)).expanduser().resolve(), int(float(max_gb) * 1e9)
+
+
+def augmented_copies(cfg: DictConfig) -> int:
+    """`model.feature_cache.augmented_copies`: K fixed augmented passes for an augmented phase 1
+    (0: augmented trials run uncached)."""
+    options = cfg.model.get("feature_cache") or {}
+    copies = options.get("augmented_copies", DEFAULT_AUGMENTED_COPIES)
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
+        raise UserInputError(
+            f"model.feature_cache.augmented_copies={copies!r} must be a whole number, 0 or more "
+            "(how many augmented copies of the training images phase 1 cycles over; 0: trials "
+            "with augmentation run uncached)."
+        )
+    return copies

@@ -10,16 +10,26 @@ that keys to the same entry (experiments/training/feature_store.py keeps them on
 Both sub-models are built over the whole model's own layers, so the whole raw-pixel model, which
 is what gets logged, registered and exported, holds exactly the trained weights.
 
-Augmentation in front of the frozen part runs uncached. Caching K augmented copies costs K
-backbone passes per image, no fewer than K epochs of uncached training, and it pays back only
-when later trials reuse the very same augmentation settings and seed, which a sweep that searches
-augmentation seldom does; it would also train on K fixed variants instead of fresh ones every
-epoch, so the cached trial would no longer measure what its config says.
+With augmentation in front of the frozen part (`data.augmentation`), phase 1 trains the head on
+K = `model.feature_cache.augmented_copies` cached augmented copies of the training images, one
+fixed augmented pass of the frozen part each (epoch e reads copy e mod K; validation images are
+never augmented), and phase 2 runs uncached, on fresh augmentation every epoch, as an uncached
+trial does (its cut lies low in the backbone for the default 20 open layers: K copies there would
+be K x 600 MB at 224 px on sign-language-digits). Building the copies costs K inference passes,
+about K uncached head epochs (K is capped at head_epochs, so a trial never builds a copy it does
+not read); it pays back within one trial when head_epochs > K, and at once
+for every later trial that draws the same augmentation, input size and seed: a sweep that
+searches augmentation as a few presets (`data.augmentation.preset`) rather than continuous
+strengths. Phase 1 then sees K variants of each image instead of a fresh one every epoch; what
+that costs in accuracy is not measured apart yet (bench/transfer_augmentation.py, arm kcopies;
+bench/feature_cache.py prints both runs' validation accuracy). `augmented_copies=0` runs
+augmented trials wholly uncached.
 
 The key holds everything the activations depend on: the data fingerprint and split, the frozen
 layers' full configuration (architecture, alpha, input size, channel handling, preprocessing,
 dropout off), the SHA-256 of the weights file loaded (or the seed, for random weights), the cut,
-and the Keras and TensorFlow versions.
+and the Keras and TensorFlow versions; for an augmented copy, also the augmentation settings and
+the copy's seed (the trial's seed + 10 x the copy's number).
 """
 
 from __future__ import annotations
@@ -38,12 +48,12 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig
 
-from experiments.data.augment import augmentation_layers
+from experiments.data.augment import augmentation_layers, resolve_preset, with_augmentation
 from experiments.data.pipeline import dataset, gathered_from_numpy, index_batches
 from experiments.data.splits import ImageData, Split
 from experiments.models.backbones import input_size, resolve_weights
 from experiments.models.build import compile_model
-from experiments.models.cache_settings import settings
+from experiments.models.cache_settings import augmented_copies, settings
 from experiments.models.cut import (
     Cut,
     cut_below,
@@ -90,8 +100,9 @@ def uncached_reason(cfg: DictConfig) -> str | None:
         return "uncached: not a transfer model"
     if not settings(cfg)[0]:
         return "uncached: disabled"
-    if augmentation_layers(cfg.data.get("augmentation"), int(cfg.seed)):
-        return "uncached: augmentation in front of the frozen backbone"
+    augmented = augmentation_layers(cfg.data.get("augmentation"), int(cfg.seed))
+    if augmented and augmented_copies(cfg) == 0:
+        return "uncached: augmentation in front of the frozen backbone (augmented_copies=0)"
     return None
 
 
@@ -103,6 +114,14 @@ class CachedPhases:
         self.cfg, self.data, self.model = cfg, data, model
         self.store = FeatureStore(folder, max_bytes)
         self.report = CacheReport(used=True, reason="cached")
+        self.augmentation = cfg.data.get("augmentation")
+        self.augmented = bool(augmentation_layers(self.augmentation, int(cfg.seed)))
+        # K augmented copies, never more than phase 1 has epochs (each copy is an entry of its
+        # own, so a later trial with more head epochs builds only the copies it lacks).
+        head_epochs = min(int(cfg.model.fine_tune.head_epochs), int(cfg.train.epochs))
+        self.copies = min(augmented_copies(cfg), max(head_epochs, 0)) if self.augmented else 0
+        if self.augmented:
+            self.report.reason = f"cached: phase 1 on {self.copies} augmented copies"
         self.backbone = model.get_layer(BACKBONE_LAYER)
         self.cuts = self._planned_cuts()
         self.features = self._load_or_build()
@@ -114,27 +133,66 @@ class CachedPhases:
 
     def trainer(self, phase: int) -> tuple[Fit, Compile]:
         """(fit, compile) for `phase`, on the sub-model above the frozen layers as they are now."""
+        batch_size, seed = int(self.cfg.train.batch_size), int(self.cfg.seed)
+        class_weight = self.data.class_weight() if self.cfg.data.get("class_weights") else None
+        if self.augmented and phase == 2:  # uncached, fresh augmentation: as trial.py's own fit
+            trainee = with_augmentation(self.model, self.augmentation, seed)
+            fit = partial(
+                trainee.fit,
+                dataset(self.data, "train", batch_size, training=True, seed=seed),
+                validation_data=dataset(self.data, "val", batch_size, training=False, seed=seed),
+                class_weight=class_weight,
+                shuffle=False,
+                verbose=int(self.cfg.train.verbose),
+            )
+            return fit, self._compiler(trainee)
         cut = self.cuts[phase]
         if phase == 2 and first_trainable(self.backbone) <= cut.after:
             raise RuntimeError(f"cut {cut.name} lies above an unfrozen layer")  # a bug, not input
         trainee = head_model(self.model) if phase == 1 else upper_model(self.model, cut)
-        batch_size, seed = int(self.cfg.train.batch_size), int(self.cfg.seed)
-        train, val = (self.features[(split, cut.name)] for split in SPLITS)
+        val = self.features[("val", cut.name, None)]
+        extra: dict[str, Any] = {}
+        if self.copies:  # phase 1 on K copies: one pass over copy e mod K in epoch e
+            train = np.concatenate(
+                [self.features[("train", cut.name, k)] for k in range(self.copies)]
+            )
+            labels = np.tile(self.data.train.y, self.copies)
+            n, copies = len(self.data.train), self.copies
+            order = tf.data.Dataset.range(copies).flat_map(
+                lambda k: self.train_order.map(lambda idx: idx + k * n)
+            )
+            # One iterator for the whole fit (steps_per_epoch on a repeated dataset), so epoch e
+            # continues where epoch e - 1 stopped: at the start of copy e mod K.
+            train_data = gathered_from_numpy(order.repeat(), Split(train, labels))
+            extra["steps_per_epoch"] = -(-n // batch_size)
+        else:
+            train = self.features[("train", cut.name, None)]
+            train_data = gathered_from_numpy(self.train_order, Split(train, self.data.train.y))
         fit = partial(
             trainee.fit,
-            gathered_from_numpy(self.train_order, Split(train, self.data.train.y)),
+            train_data,
             validation_data=gathered_from_numpy(
                 index_batches(len(val), batch_size, False, seed), Split(val, self.data.val.y)
             ),
-            class_weight=self.data.class_weight() if self.cfg.data.get("class_weights") else None,
+            class_weight=class_weight,
             shuffle=False,
             verbose=int(self.cfg.train.verbose),
+            **extra,
         )
+        return fit, self._compiler(trainee)
+
+    def _compiler(self, trainee: keras.Model) -> Compile:
+        """(Re)compiles `trainee` as the trial does, at the learning rate times a multiplier."""
 
         def compile_(lr_multiplier: float = 1.0) -> None:
-            compile_model(trainee, lr_multiplier, optimizer_cfg=self.cfg.optimizer)
+            compile_model(
+                trainee,
+                lr_multiplier,
+                optimizer_cfg=self.cfg.optimizer,
+                label_smoothing=self.cfg.train.get("label_smoothing"),
+            )
 
-        return fit, compile_
+        return compile_
 
     def _planned_cuts(self) -> dict[int, Cut]:
         """The cut of each phase that will run (1: the backbone's output), from the config alone."""
@@ -142,7 +200,7 @@ class CachedPhases:
         fine_tune = self.cfg.model.fine_tune
         total, head_epochs = int(self.cfg.train.epochs), int(fine_tune.head_epochs)
         cuts = {1: single_tensor_cuts(self.backbone)[-1]} if min(head_epochs, total) > 0 else {}
-        if total > head_epochs:
+        if total > head_epochs and not self.augmented:  # augmented: phase 2 runs uncached
             tunable = tunable_layers(self.backbone)
             count = unfreeze_count(fine_tune, len(tunable))
             first_open = len(layers)
@@ -151,41 +209,60 @@ class CachedPhases:
             cuts[2] = cut_below(self.backbone, first_open)
         return cuts
 
-    def _load_or_build(self) -> dict[tuple[str, str], np.ndarray]:
-        """Every (split, cut) array: verified from the store, or built in one pass per split."""
+    def _load_or_build(self) -> dict[tuple[str, str, int | None], np.ndarray]:
+        """Every (split, cut, copy) array: verified from the store, or built in one pass per split
+        (and per augmented copy: copy None is the images as they are)."""
         cuts = list({cut.name: cut for cut in self.cuts.values()}.values())
-        found: dict[tuple[str, str], np.ndarray] = {}
+        found: dict[tuple[str, str, int | None], np.ndarray] = {}
         for split in SPLITS:
-            missing = []
-            for cut in cuts:
-                key = self.key(split, cut)
-                self.report.entries.append(key)
-                array = self.store.load(key)
-                if array is None:
-                    missing.append(cut)
-                else:
-                    found[(split, cut.name)] = array
-                    self.report.hits += 1
-            if missing:
-                started = time.perf_counter()
-                built = self._extract(split, missing)
-                self.report.build_seconds += time.perf_counter() - started
-                for cut, array in zip(missing, built, strict=True):
-                    self.store.save(self.key(split, cut), array)
-                    found[(split, cut.name)] = array
-                    self.report.misses += 1
+            copies = range(self.copies) if self.augmented and split == "train" else [None]
+            for copy in copies:
+                missing = []
+                for cut in cuts:
+                    key = self.key(split, cut, copy)
+                    self.report.entries.append(key)
+                    array = self.store.load(key)
+                    if array is None:
+                        missing.append(cut)
+                    else:
+                        found[(split, cut.name, copy)] = array
+                        self.report.hits += 1
+                if missing:
+                    started = time.perf_counter()
+                    built = self._extract(split, missing, copy)
+                    self.report.build_seconds += time.perf_counter() - started
+                    for cut, array in zip(missing, built, strict=True):
+                        self.store.save(self.key(split, cut, copy), array)
+                        found[(split, cut.name, copy)] = array
+                        self.report.misses += 1
         self.report.corrupt = len(self.store.corrupt)
         return found
 
-    def _extract(self, split: str, cuts: list[Cut]) -> list[np.ndarray]:
-        """Activations at `cuts` of every image of `split`, in the split's order."""
+    def _extract(self, split: str, cuts: list[Cut], copy: int | None = None) -> list[np.ndarray]:
+        """Activations at `cuts` of every image of `split`, in the split's order; of augmented
+        copy `copy` of each image when it is not None (fresh layers seeded for that copy)."""
         net = extractor(self.model, cuts)
         images = dataset(self.data, split, EXTRACT_BATCH, training=False, seed=0)
-        outputs = net.predict(images.map(lambda x, y: x), verbose=0)
-        outputs = outputs if isinstance(outputs, list) else [outputs]
-        return [np.asarray(out, dtype=np.float32) for out in outputs]
+        if copy is None:
+            outputs = net.predict(images.map(lambda x, y: x), verbose=0)
+            outputs = outputs if isinstance(outputs, list) else [outputs]
+            return [np.asarray(out, dtype=np.float32) for out in outputs]
+        layers = augmentation_layers(self.augmentation, self.copy_seed(copy))
+        batches: list[list[np.ndarray]] = []
+        for x, _ in images:
+            for layer in layers:
+                x = layer(x, training=True)
+            out = net.predict_on_batch(x)
+            batches.append([np.asarray(o) for o in (out if isinstance(out, list) else [out])])
+        return [
+            np.concatenate([b[i] for b in batches]).astype(np.float32) for i in range(len(cuts))
+        ]
 
-    def key(self, split: str, cut: Cut) -> str:
+    def copy_seed(self, copy: int) -> int:
+        """The augmentation layers' seed for copy `copy` (they use seed .. seed + 5)."""
+        return int(self.cfg.seed) + 10 * copy
+
+    def key(self, split: str, cut: Cut, copy: int | None = None) -> str:
         """The entry's name: a digest of everything the activations depend on."""
         model_cfg = self.cfg.model
         weights = resolve_weights(model_cfg, input_size(model_cfg, self.data.image_shape[0]))
@@ -207,8 +284,12 @@ class CachedPhases:
             "tensorflow": tf.__version__,
             "dtype_policy": keras.config.dtype_policy().name,
         }
+        if copy is not None:  # an augmented copy: the settings and the copy's seed
+            settings_ = resolve_preset(self.augmentation)
+            parts["augmentation"] = {"settings": settings_, "seed": self.copy_seed(copy)}
+        name = split if copy is None else f"{split}{copy}"
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
-        return f"{split}-{cut.name}-{hashlib.sha256(blob).hexdigest()[:32]}"
+        return f"{name}-{cut.name}-{hashlib.sha256(blob).hexdigest()[:32]}"
 
 
 _SPLIT_DIGESTS: dict[int, tuple[Split, str]] = {}  # id -> (the split, kept alive; its digest)

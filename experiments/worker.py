@@ -5,9 +5,11 @@ TensorFlow once and then serves trials until told to quit or replaced. It never 
 it only trains and sends messages over its pipe, so the sweep process stays the one writer of the
 Optuna and MLflow stores. Per trial:
 
-    sweep -> worker   ("trial", config yaml, SharedData, model path or None, cost names)
+    sweep -> worker   ("trial", config yaml, SharedData, cost names)
     worker -> sweep   ("epoch", epoch, logs)         then waits for "go" or "stop" (pruning)
-    worker -> sweep   ("done", Trained)
+    worker -> sweep   ("done", Trained)              then waits for the model's fate:
+    sweep -> worker   ("save", folder) | ("drop",)   worth keeping (tracking.log_models) or not
+    worker -> sweep   ("saved", error or None)       after a "save"
                     | ("stopped",)                   after a "stop" verdict
                     | ("error", kind, reason)        the trial failed; kind: "nan" (TrialFailed),
                                                      "input" (UserInputError) or "error"
@@ -25,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -43,6 +46,8 @@ class Trained:
     rss_mb: float  # the worker's resident memory after the trial
     feature_cache: Any  # experiments.training.feature_cache.CacheReport
     costs: dict[str, float]  # model_costs of the trained model
+    model_folder: str | None = None  # where the worker saved the model, when it was kept
+    model_error: str | None = None  # why saving a kept model failed
 
     @property
     def epochs(self) -> int:
@@ -74,8 +79,18 @@ def _watch_parent(parent: int) -> None:
         time.sleep(PARENT_POLL_S)
 
 
-def serve(conn: Connection, parent: int, threads: int | None, keras_home: str | None) -> None:
-    """The worker's main loop (the spawn target); returns when the sweep says quit."""
+def serve(
+    conn: Connection,
+    parent: int,
+    threads: int | None,
+    keras_home: str | None,
+    save_model: Callable[[Any, Any, str], None],
+) -> None:
+    """The worker's main loop (the spawn target); returns when the sweep says quit.
+
+    `save_model(model, sample images, folder)` writes a model the sweep keeps as files the
+    sweep logs (the tracker's function, handed over so that experiments/ imports no tracker).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
@@ -113,7 +128,7 @@ def serve(conn: Connection, parent: int, threads: int | None, keras_home: str | 
             return
         if message[0] == "quit":
             return
-        _, config_yaml, shared, model_path, cost_names = message
+        _, config_yaml, shared, cost_names = message
         if shared.key not in opened:
             opened.clear()
             opened[shared.key] = shared.open()
@@ -121,8 +136,6 @@ def serve(conn: Connection, parent: int, threads: int | None, keras_home: str | 
         try:
             result = run_trial(OmegaConf.create(config_yaml), data, [Reporter()])
             costs = model_costs(result.model, data.sample(1), tuple(cost_names))
-            if model_path:
-                result.model.save(model_path)
         except StopTraining:
             conn.send(("stopped",))
             continue
@@ -142,6 +155,13 @@ def serve(conn: Connection, parent: int, threads: int | None, keras_home: str | 
                 ),
             )
         )
+        verdict = conn.recv()
+        if verdict[0] == "save":
+            try:
+                save_model(result.model, data.sample(8), verdict[1])
+                conn.send(("saved", None))
+            except Exception as err:  # the trial's result stands; the sweep says what is missing
+                conn.send(("saved", f"{type(err).__name__}: {err}"))
         del result
 
 

@@ -253,7 +253,8 @@ def _final_model(cfg: DictConfig, data, recorder, run_id: str, retrain: bool):
         model = recorder.trial_model(run_id)
         if model is not None:
             return model, "trial_model"
-        # Models were not logged (tracking.log_models=false): the seeded trial is reproduced.
+        # Not logged (log_models=false, or "best" and a select rule chose a trial that never led
+        # when it finished): the seeded trial is reproduced.
         print("final: the best trial's model was not logged; retraining its config on train")
         return run_trial(cfg, data).model, "retrained_train"
     print("final: retraining the best config on train + validation")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -23,11 +24,10 @@ from experiments.data.splits import ImageData
 from experiments.errors import TrialFailed, UserInputError
 from experiments.outcome import TrialOutcome
 from experiments.worker import Trained, resident_mb
-from search.objectives import measured_costs
+from search.objectives import measured_costs, objectives_of
 from search.space import apply_params
 from search.store_lock import STORE_LOCK, released
 from search.trials import FailureStreak, failure_reason, was_interrupted
-from search.uploads import ModelUploads
 from tracking.mlflow_tracker import SweepTracker
 
 if TYPE_CHECKING:
@@ -76,7 +76,6 @@ class TrialRunner:
         # With a pool, trials train in worker processes; without one (search.workers=0,
         # search.rerun), in this process.
         self.pool = pool
-        self.uploads = ModelUploads()
         self.scratch = scratch_folder(base)
         self._shared: dict[str, SharedData] = {}
         self.objective = str(base.train.objective)
@@ -193,21 +192,41 @@ class TrialRunner:
             # multi-objective search; in result.metrics so an engine can return them as values.
             record.log_metrics(result.costs)
             result.metrics.update(result.costs)
-            if self.tracker.log_models and isinstance(model, keras.Model):
+            if model is not None:  # trained here and worth keeping
                 record.log_model(model, data.sample(8))
+            elif result.model_folder:  # saved by its worker: files to log, no TensorFlow
+                record.log_model_files(result.model_folder)
+                shutil.rmtree(result.model_folder, ignore_errors=True)
+            if result.model_error:
+                record.set_tags({"sweeplab.model_error": result.model_error[:5000]})
             record.mark(TrialOutcome.COMPLETE)
-            if self.tracker.log_models and isinstance(model, str):
-                record.defer_end()  # off the critical path: the next trial trains meanwhile
-                self.uploads.submit(record, model, data.sample(8))
             self._update_best(value, number, dict(params), record.run_id)
             self._print(number, params, f"{self.objective}={value:.4f}", result.seconds)
         return Outcome(result, record.run_id)
 
+    def _worth_keeping(self, metrics: Mapping[str, float]) -> bool:
+        """Whether a completed trial's model is logged (`tracking.log_models`).
+
+        "best": only a model that improves on the best so far, which the study's best model
+        always did; with several objectives there is no "best so far", so every model.
+        """
+        policy = self.tracker.log_models
+        if policy != "best":
+            return policy == "all"
+        if len(objectives_of(self.base)) > 1:
+            return True
+        value = metrics.get(self.objective, math.nan)
+        if math.isnan(value):
+            return False
+        best = self.best
+        return best is None or (value > best.value if self.maximize else value < best.value)
+
     def _train(
         self, cfg: DictConfig, data: ImageData, callbacks: list[keras.callbacks.Callback]
-    ) -> tuple[Trained, keras.Model | str | None]:
-        """Train here (no pool) or in a worker; returns the result and the model, or the file a
-        worker saved it to (logged by `uploads` in the background), or None."""
+    ) -> tuple[Trained, keras.Model | None]:
+        """Train here (no pool) or in a worker. Returns the result and, when the model is worth
+        keeping and was trained here, the model; a worker saves a kept model to files instead
+        (`Trained.model_folder`), so this process never loads it."""
         if self.pool is None:
             from experiments.evaluation.cost import model_costs
             from experiments.training.trial import run_trial
@@ -217,20 +236,22 @@ class TrialRunner:
             trained = Trained(
                 r.metrics, r.history, r.seconds, resident_mb(), r.feature_cache, costs
             )
-            return trained, r.model
+            return trained, r.model if self._worth_keeping(r.metrics) else None
 
         def on_epoch(epoch: int, logs: dict[str, float]) -> None:
             with STORE_LOCK:  # MLflow's epoch metrics, then the pruner's verdict
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, logs)
 
+        def keep(trained: Trained) -> str | None:
+            if not self._worth_keeping(trained.metrics):
+                return None
+            return str(self.scratch / "models" / uuid.uuid4().hex)
+
         shared = self._shared_for(data)
-        model_path = None
-        if self.tracker.log_models:
-            model_path = str(self.scratch / "models" / f"{uuid.uuid4().hex}.keras")
         with released(), self.pool.worker() as worker:
-            trained = worker.train(OmegaConf.to_yaml(cfg), shared, model_path, self.costs, on_epoch)
-        return trained, model_path
+            trained = worker.train(OmegaConf.to_yaml(cfg), shared, self.costs, on_epoch, keep)
+        return trained, None
 
     def _shared_for(self, data: ImageData) -> SharedData:
         """`data` written once for the workers to map (see `experiments.data.shared`)."""

@@ -5,8 +5,6 @@ train. SQLite takes one writer at a time and answers another with "database is l
 busy timeout passes; holding this lock around every store call of the sweep process (the only
 process that writes them: workers only train) makes that error impossible for local workers.
 A store call takes milliseconds and a trial seconds, so the lock is almost never contended.
-The one exception is the background model upload (`search.uploads`), which does not take it:
-its few MLflow writes rely on MLflow's SQLite sessions, which wait up to 20 s for a lock.
 """
 
 from __future__ import annotations

@@ -145,15 +145,8 @@ def _sweep(
         try:
             search.optimize(runner, int(cfg.search.n_trials) - done, cfg.search.get("timeout"))
         except KeyboardInterrupt:
-            with suppress(BaseException):  # the models of completed trials: a second or two
-                runner.uploads.drain()
             print_interrupted(cfg, name, search)
             raise
-        except BaseException:
-            with suppress(Exception):
-                runner.uploads.drain()
-            raise
-        runner.uploads.drain()  # the final stage reads the best trial's logged model
         best = search.best()
         best = after_sweep.champion(cfg, tracker, name, best)  # a final.select rule's pick
         tracker.log_best(

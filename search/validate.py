@@ -93,6 +93,11 @@ RULES: dict[str, Rule] = {
     "data.augmentation.zoom": NON_NEGATIVE,
     "data.augmentation.crop": FRACTION,
     "data.augmentation.contrast": NON_NEGATIVE,
+    "tracking.log_models": Rule(
+        lambda v: v in ("best", "all") or isinstance(v, bool),
+        "best (the models of trials that improved on the best so far), all (every trial's), "
+        "or false (none; the final stage re-trains the best trial)",
+    ),
 }
 NULLABLE = {"model.fine_tune.unfreeze_fraction": _number(0, 1, low_open=False, high_open=False)}
 

@@ -132,6 +132,7 @@ class Worker:
         self, slot: int, settings: WorkerSettings, gpus: list[str], stopping: threading.Event
     ) -> None:
         from experiments.worker import serve
+        from tracking.mlflow_tracker import save_model_files
 
         self.slot, self.settings, self.trials, self.stopping = slot, settings, 0, stopping
         self.rss_mb = 0.0
@@ -139,7 +140,13 @@ class Worker:
         self.conn, child = context.Pipe()
         self.process = context.Process(
             target=serve,
-            args=(child, os.getpid(), settings.threads, os.environ.get("KERAS_HOME")),
+            args=(
+                child,
+                os.getpid(),
+                settings.threads,
+                os.environ.get("KERAS_HOME"),
+                save_model_files,
+            ),
             name=f"sweeplab-worker-{slot}",
             daemon=True,  # ended with the sweep on any normal exit; kill -9: its watchdog
         )
@@ -163,12 +170,16 @@ class Worker:
         self,
         config_yaml: str,
         shared: Any,
-        model_path: str | None,
         costs: tuple[str, ...],
         on_epoch: EpochHook,
+        keep: Callable[[Trained], str | None] = lambda trained: None,
     ) -> Trained:
         """Train one trial; raises TrialFailed (died, timed out, NaN loss), WorkerError (an
-        exception in training), UserInputError, or what `on_epoch` raised."""
+        exception in training), UserInputError, or what `on_epoch` raised.
+
+        `keep(trained)` names the folder to save the model to when it is worth keeping (None:
+        dropped); the result's `model_folder` is set once it is saved there.
+        """
         timeout = self.settings.trial_timeout
         last: list[int | None] = [None]
         try:
@@ -176,7 +187,7 @@ class Worker:
                 self._receive(time.monotonic() + READY_TIMEOUT_S, last, "start")
                 self._ready = True
             deadline = None if timeout is None else time.monotonic() + float(timeout)
-            self._send(("trial", config_yaml, shared, model_path, costs), last)
+            self._send(("trial", config_yaml, shared, costs), last)
             while True:
                 message = self._receive(deadline, last)
                 if message[0] == "epoch":
@@ -193,6 +204,11 @@ class Worker:
                 elif message[0] == "done":
                     trained: Trained = message[1]
                     self.trials, self.rss_mb = self.trials + 1, trained.rss_mb
+                    folder = keep(trained)
+                    self._send(("save", folder) if folder else ("drop",), last)
+                    if folder:
+                        _, trained.model_error = self._receive(deadline, last)
+                        trained.model_folder = None if trained.model_error else folder
                     return trained
                 elif message[0] == "error":
                     self.trials += 1

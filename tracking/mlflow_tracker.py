@@ -43,6 +43,27 @@ def _model_requirements() -> list[str]:
     return [f"keras=={keras.__version__}", f"tensorflow-cpu=={tf.__version__}", "pillow"]
 
 
+def model_policy(value: Any) -> str:
+    """`tracking.log_models` as one word: "all", "best" or "none" (true / false accepted)."""
+    if isinstance(value, bool):
+        return "all" if value else "none"
+    return str(value)
+
+
+def save_model_files(model: keras.Model, sample: np.ndarray, folder: str) -> None:
+    """Save `model` as an MLflow Keras model folder (signature from `sample`), no store touched.
+
+    Called in the worker process that trained the model; the sweep then logs the folder
+    (`TrialRun.log_model_files`).
+    """
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(sample, model.predict(sample, verbose=0))
+    mlflow.keras.save_model(
+        model, folder, signature=signature, pip_requirements=_model_requirements()
+    )
+
+
 def git_commit() -> str:
     """The checked-out commit of the project, or 'unknown' outside a git work tree."""
     try:
@@ -94,7 +115,6 @@ class TrialRun:
         self.tags: dict[str, str] = {}
         self.run_name, self.model_name = run_name, model_name  # names a user reads
         self._loggers: list[EpochLogger] = []
-        self.deferred = False  # ended later by `finish` (its model is logged in the background)
 
     def callback(self) -> EpochLogger:
         logger = EpochLogger(self.client, self.run_id)
@@ -197,13 +217,25 @@ class TrialRun:
         self.set_tags({TAG + "model_uri": info.model_uri})
         return info.model_uri
 
-    def defer_end(self) -> None:
-        """Leave the run open when its context ends; `finish` ends it (after the model upload)."""
-        self.deferred = True
+    def log_model_files(self, folder: str) -> str:
+        """Log a model a worker process saved (`save_model_files`) as this run's MLflow model.
 
-    def finish(self) -> None:
-        """End a deferred run FINISHED (its trial completed; its model is logged or failed to)."""
-        self.client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FINISHED))
+        Store calls and a file copy only, no TensorFlow: the sweep process records what its
+        workers trained without loading their models. Returns the model URI.
+        """
+        from mlflow.entities import LoggedModelOutput
+
+        experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        logged = self.client.create_logged_model(
+            experiment_id, name=self.model_name, source_run_id=self.run_id
+        )
+        self.client.log_model_artifacts(logged.model_id, folder)
+        self.client.finalize_logged_model(logged.model_id, "READY")
+        # linked to the final epoch's metrics (step), as log_model does
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(logged.model_id, self.last_step)])
+        uri = f"models:/{logged.model_id}"
+        self.set_tags({TAG + "model_uri": uri})
+        return uri
 
     def mark(self, state: TrialOutcome, reason: str | None = None, **extra: Any) -> None:
         """Record how the trial ended: complete, pruned or failed (with a reason)."""
@@ -293,7 +325,7 @@ class SweepTracker:
         # MlflowClient creates a new store's schema (one another program may be creating).
         self.client = _opened(lambda: MlflowClient(str(cfg.tracking_uri)))
         self.tracking_uri = str(cfg.tracking_uri)
-        self.log_models = bool(cfg.log_models)
+        self.log_models = model_policy(cfg.log_models)
         name = str(cfg.experiment_name)
         experiment = _opened(lambda: self.client.get_experiment_by_name(name))
         if experiment is None:
@@ -365,7 +397,7 @@ class SweepTracker:
                 trial.run_id,
                 params=[mlflow.entities.Param(k, mask(str(v))) for k, v in params.items()],
             )
-        with _ends_run(self.client, trial.run_id, lambda: trial.state, lambda: trial.deferred):
+        with _ends_run(self.client, trial.run_id, lambda: trial.state):
             yield trial
 
     def log_best(
@@ -394,7 +426,6 @@ def _ends_run(
     client: MlflowClient,
     run_id: str,
     state: Callable[[], TrialOutcome] = lambda: TrialOutcome.COMPLETE,
-    deferred: Callable[[], bool] = lambda: False,
 ) -> Iterator[None]:
     """End the run FINISHED on success, KILLED on Ctrl-C / SIGTERM, FAILED on any other error.
 
@@ -423,7 +454,5 @@ def _ends_run(
         client.set_terminated(run_id, RunStatus.to_string(status))
         raise
     else:
-        if deferred():
-            return  # a background model upload ends it (TrialRun.finish)
         status = RunStatus.FAILED if state() is TrialOutcome.FAILED else RunStatus.FINISHED
         client.set_terminated(run_id, RunStatus.to_string(status))

@@ -45,11 +45,7 @@ def close_orphaned_runs(
         alive = is_alive(_worker(run))
         if alive is None:
             alive = trial_alive(run.data.tags)
-        if alive is False and run.data.tags.get(TAG + "state") == TrialOutcome.COMPLETE.value:
-            # Complete, killed while its model was logged in the background: keep the result.
-            client.set_tag(run.info.run_id, TAG + "model_error", "process gone before the upload")
-            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
-        elif alive is False:
+        if alive is False:
             _close(client, run, "its process is gone (killed); closed by the next start")
             closed.append(run)
     orphan_parents = {r.data.tags.get("mlflow.parentRunId") for r in closed}

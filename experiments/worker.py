@@ -22,6 +22,7 @@ gone (kill -9 of the sweep), so no worker outlives its sweep.
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
@@ -84,12 +85,13 @@ def serve(
     parent: int,
     threads: int | None,
     keras_home: str | None,
-    save_model: Callable[[Any, Any, str], None],
+    save_model_at: str,
 ) -> None:
     """The worker's main loop (the spawn target); returns when the sweep says quit.
 
-    `save_model(model, sample images, folder)` writes a model the sweep keeps as files the
-    sweep logs (the tracker's function, handed over so that experiments/ imports no tracker).
+    `save_model_at` ("module:function") names the function that writes a model the sweep keeps
+    as files the sweep logs: the tracker's, named rather than handed over, so that experiments/
+    imports no tracker and TensorFlow is first imported here, quietly, not while unpickling.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -109,6 +111,9 @@ def serve(
 
     from experiments.evaluation.cost import model_costs
     from experiments.training.trial import run_trial
+
+    module, function = save_model_at.split(":")
+    save_model: Callable[[Any, Any, str], None] = getattr(importlib.import_module(module), function)
 
     class Reporter(keras.callbacks.Callback):
         """Sends each epoch's logs and waits for the sweep's verdict."""

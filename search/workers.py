@@ -132,7 +132,6 @@ class Worker:
         self, slot: int, settings: WorkerSettings, gpus: list[str], stopping: threading.Event
     ) -> None:
         from experiments.worker import serve
-        from tracking.mlflow_tracker import save_model_files
 
         self.slot, self.settings, self.trials, self.stopping = slot, settings, 0, stopping
         self.rss_mb = 0.0
@@ -145,7 +144,7 @@ class Worker:
                 os.getpid(),
                 settings.threads,
                 os.environ.get("KERAS_HOME"),
-                save_model_files,
+                "tracking.mlflow_tracker:save_model_files",
             ),
             name=f"sweeplab-worker-{slot}",
             daemon=True,  # ended with the sweep on any normal exit; kill -9: its watchdog

@@ -69,7 +69,8 @@ def test_sweep_on_sign_language_photos(make_config, tmp_path) -> None:
     assert info["source"] == "directory" and Path(info["path"]) == folder.resolve()
     assert Path(info["path"]).is_absolute() and Path(info["path"]).resolve() == Path(info["path"])
     assert info["image_shape"] == [16, 16, 3] and sum(info["sizes"].values()) == 120
-    assert all(c.data.tags.get("sweeplab.model_uri") for c in children)
+    best = next(c for c in children if c.info.run_id == summary.best_run_id)
+    assert best.data.tags["sweeplab.model_uri"].startswith("models:/")  # the model worth keeping
 
 
 def test_sweep_on_fashion_mnist_pngs_searching_augmentation(make_config, tmp_path) -> None:

@@ -87,8 +87,9 @@ def test_random_tuner_records_what_optuna_records(make_config, optuna_child) -> 
     client = MlflowClient(cfg.tracking.tracking_uri)
     for child in children:
         assert len(client.get_metric_history(child.info.run_id, "loss")) == 2  # train.epochs
-    # The trained model is logged and loads back as a 10-class classifier of raw 8x8 pixels.
-    model = mlflow.keras.load_model(children[0].data.tags["sweeplab.model_uri"])
+    # The best trial's model is logged and loads back as a 10-class classifier of raw pixels.
+    best = next(c for c in children if c.info.run_id == summary.best_run_id)
+    model = mlflow.keras.load_model(best.data.tags["sweeplab.model_uri"])
     assert model.predict(np.zeros((3, 8, 8, 1), "float32"), verbose=0).shape == (3, 10)
     assert len({tuple(sorted(c.data.params.items())) for c in children}) == 2
 

@@ -39,7 +39,7 @@ def capture_predictions(monkeypatch):
 
 
 def test_two_trial_sweep_end_to_end(make_config, capture_predictions) -> None:
-    cfg = make_config("search.n_trials=2")
+    cfg = make_config("search.n_trials=2", "tracking.log_models=all")
     summary = sweep(cfg)
 
     parents, children = runs_of(cfg, "sweep"), runs_of(cfg, "trial")

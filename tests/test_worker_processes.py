@@ -51,7 +51,7 @@ def test_a_worker_killed_mid_epoch_fails_its_trial_and_the_sweep_finishes(
     cfg = make_config(*SLOW_EPOCHS, *QUIET, "search.n_trials=3", "search.sampler=random")
     train, trained = workers.Worker.train, []
 
-    def train_then_kill_the_second(self, config_yaml, shared, model_path, costs, on_epoch):
+    def train_then_kill_the_second(self, config_yaml, shared, costs, on_epoch, keep):
         trained.append(self.pid)
         if len(trained) == 2:  # SIGKILL this worker 0.3 s into the trial's second epoch
 
@@ -60,8 +60,8 @@ def test_a_worker_killed_mid_epoch_fails_its_trial_and_the_sweep_finishes(
                 if epoch == 0:
                     threading.Timer(0.3, os.kill, (self.pid, signal.SIGKILL)).start()
 
-            return train(self, config_yaml, shared, model_path, costs, on_epoch_and_kill)
-        return train(self, config_yaml, shared, model_path, costs, on_epoch)
+            return train(self, config_yaml, shared, costs, on_epoch_and_kill, keep)
+        return train(self, config_yaml, shared, costs, on_epoch, keep)
 
     monkeypatch.setattr(workers.Worker, "train", train_then_kill_the_second)
     summary = sweep(cfg)
@@ -128,19 +128,29 @@ def test_two_workers_finish_exactly_n_trials_without_duplicates(make_config) -> 
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
 
 
-def test_default_sweep_logs_models_in_the_background_and_tests_the_best(make_config) -> None:
-    """The default path end to end: trials in a worker, each model logged by the sweep's upload
-    thread after the run's metrics; every run ends FINISHED and the final stage loads the best
-    trial's logged model."""
-    cfg = make_config(WORKERS, "search.n_trials=3", "tracking.log_models=true")
+def test_default_sweep_logs_the_models_worth_keeping_and_tests_the_best(make_config) -> None:
+    """The default path end to end: trials in a worker process, which saves the model of each
+    trial that improved on the best so far (tracking.log_models=best) for the sweep to log
+    without loading it; the others keep no model. The final stage tests the best trial's
+    logged model, which agrees with what the worker measured."""
+    import mlflow
+
+    cfg = make_config(WORKERS, "search.n_trials=4", "search.sampler=random")
     summary = sweep(cfg)
-    assert summary.finished_trials == 3
+    assert summary.finished_trials == 4
     runs = trial_runs(cfg)
     assert {r.info.status for r in runs.values()} == {"FINISHED"}
-    for run in runs.values():
-        assert run.data.tags["sweeplab.model_uri"].startswith("models:/")
+    best_so_far = -1.0
+    for number in sorted(runs):
+        run = runs[number]
+        value = run.data.metrics["final_val_accuracy"]
+        assert ("sweeplab.model_uri" in run.data.tags) == (value > best_so_far), number
+        best_so_far = max(best_so_far, value)
         assert run.data.metrics["rss_mb"] > 0 and run.data.metrics["sweep_rss_mb"] > 0
         assert run.data.metrics["model_params"] > 0  # measured in the worker
+    best = trial_runs(cfg)[study_of(cfg).best_trial.number]
+    model = mlflow.keras.load_model(best.data.tags["sweeplab.model_uri"])
+    assert model.count_params() == best.data.metrics["model_params"]
     assert summary.final.source == "trial_model"
     # the data handed to the workers and the model files: removed when the sweep ends
     assert not (Path(prepare(cfg).output_dir) / ".workers").exists()

@@ -115,6 +115,14 @@ def main() -> None:
         [
             ("--repeats", {"type": int, "default": None, "help": "interleaved repeats"}),
             ("--smoke", {"action": "store_true", "help": "2 tiny trials: does it run at all"}),
+            (
+                "--log-models",
+                {
+                    "default": "best",
+                    "choices": ["best", "all", "false"],
+                    "help": "sweeplab's tracking.log_models (best: its default)",
+                },
+            ),
         ],
     )
     size = dict(SMOKE if args.smoke else QUICK if args.quick else FULL)
@@ -125,7 +133,7 @@ def main() -> None:
         f"train.epochs={size['epochs']}",
         "train.batch_size=64",
         f"seed={SEED}",
-        "tracking.log_models=true",
+        f"tracking.log_models={args.log_models}",
         "search.pruner=none",  # every arm trains every epoch of the same fixed trials
         "final.enabled=false",  # the test report and registry are not trial work (timed apart)
     ]
@@ -478,12 +486,12 @@ def arm_sweeplab(spec: dict, rec: dict, started: Clock) -> None:
         return outcome
 
     runner.TrialRunner.run = run
-    # Training as the sweep waits for it: in its worker process (issue 13), the pipe included;
-    # the model upload runs in a background thread, off the trial's critical path.
+    # Training as the sweep waits for it: in its worker process (issue 13), the pipe and the
+    # worker's save of a kept model included.
     timed(runner.TrialRunner, "_train", add_trial("train_s"))
     timed(runner, "load_data", add("data_load_s"))
     timed(tracker.EpochLogger, "on_epoch_end", add_trial("epoch_log_s"))
-    timed(tracker.TrialRun, "log_model", add("model_log_background_s"))
+    timed(tracker.TrialRun, "log_model_files", add_trial("model_log_s"))  # a worker's files
     timed(tracker.SweepTracker, "__init__", add("store_open_s"))
     timed(backend.OptunaEngine, "__init__", add("store_open_s"))
     sys.argv = [

@@ -71,8 +71,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
         scan_folder(cfg.data.get("path"), warn=False)  # load_data scans again, and warns
     engine = str(cfg.search.engine)
     name = study_name(cfg)
-    # Worker processes start first: TensorFlow imports in them while this process sets up.
-    pool = WorkerPool(settings) if settings.workers else None
+    pool = WorkerPool(settings) if settings.workers else None  # started once the models check
     try:
         with interrupts_stop(pool):
             return _sweep(cfg, space, name, engine, pool)
@@ -95,6 +94,8 @@ def _sweep(
     with removed_on_error(cfg):
         create_output_dir(Path(cfg.output_dir))  # a file system that refuses it: fail now
         check_models(cfg, space)
+        if pool is not None:  # TensorFlow imports in the workers while this process sets up
+            pool.start()
         # Heavy imports only once the config is known to be good: bad input fails in a second.
         from experiments.quiet import quiet_tensorflow
 

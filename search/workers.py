@@ -144,7 +144,7 @@ class Worker:
                 os.getpid(),
                 settings.threads,
                 os.environ.get("KERAS_HOME"),
-                "tracking.mlflow_tracker:save_model_files",
+                "tracking.model_files:save_model_files",
             ),
             name=f"sweeplab-worker-{slot}",
             daemon=True,  # ended with the sweep on any normal exit; kill -9: its watchdog
@@ -295,8 +295,15 @@ class WorkerPool:
         self._standby: dict[int, Worker] = {}  # successors started a trial ahead
         self.started = 0  # processes started, for the record (replacements included)
         for slot in range(settings.workers):
-            self._workers[slot] = self._start(slot)  # TensorFlow imports while the sweep sets up
+            self._workers[slot] = None  # started by `start`, or by the first trial of the slot
             self._free.put(slot)
+
+    def start(self) -> None:
+        """Start every slot's worker now, so TensorFlow imports in them while the sweep sets up
+        (its stores, the data), not on the first trials' critical path."""
+        for slot, current in self._workers.items():
+            if current is None:
+                self._workers[slot] = self._start(slot)
 
     def _start(self, slot: int) -> Worker:
         self.started += 1

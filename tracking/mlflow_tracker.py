@@ -50,20 +50,6 @@ def model_policy(value: Any) -> str:
     return str(value)
 
 
-def save_model_files(model: keras.Model, sample: np.ndarray, folder: str) -> None:
-    """Save `model` as an MLflow Keras model folder (signature from `sample`), no store touched.
-
-    Called in the worker process that trained the model; the sweep then logs the folder
-    (`TrialRun.log_model_files`).
-    """
-    from mlflow.models import infer_signature
-
-    signature = infer_signature(sample, model.predict(sample, verbose=0))
-    mlflow.keras.save_model(
-        model, folder, signature=signature, pip_requirements=_model_requirements()
-    )
-
-
 def git_commit() -> str:
     """The checked-out commit of the project, or 'unknown' outside a git work tree."""
     try:
@@ -202,9 +188,9 @@ class TrialRun:
 
     def log_model(self, model: keras.Model, sample: np.ndarray) -> str:
         """Log the trained model as an MLflow Keras model; returns its model URI."""
-        from mlflow.models import infer_signature
+        from tracking.model_files import keras_signature
 
-        signature = infer_signature(sample, model.predict(sample, verbose=0))
+        signature = keras_signature(model, sample)
         with mlflow.start_run(run_id=self.run_id, nested=True):
             # link the final epoch's metrics (step), not epoch 0's; a readable name.
             info = mlflow.keras.log_model(
@@ -218,7 +204,7 @@ class TrialRun:
         return info.model_uri
 
     def log_model_files(self, folder: str) -> str:
-        """Log a model a worker process saved (`save_model_files`) as this run's MLflow model.
+        """Log the model files a worker saved (`model_files.save_model_files`) as this run's model.
 
         Store calls and a file copy only, no TensorFlow: the sweep process records what its
         workers trained without loading their models. Returns the model URI.

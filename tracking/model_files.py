@@ -1,0 +1,38 @@
+"""A trained model as MLflow model files, written by the worker process that trained it.
+
+The worker (experiments/worker.py) resolves `save_model_files` by name when it starts, so the
+imports below (MLflow's Keras flavour, about half a second) happen then, while the sweep sets
+up, and not in the first kept trial. No store is touched here: the sweep logs the folder
+(`TrialRun.log_model_files`).
+"""
+
+from __future__ import annotations
+
+import keras
+import mlflow.keras
+import numpy as np
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+
+from tracking.mlflow_tracker import _model_requirements
+
+
+def keras_signature(model: keras.Model, sample: np.ndarray) -> ModelSignature:
+    """Raw float32 images in, class probabilities out, read off the model's shapes.
+
+    What `infer_signature(sample, model.predict(sample))` gives for these models, without the
+    predict call (a fresh trace of the model, ~0.1-0.3 s a trial).
+    """
+    image = Schema([TensorSpec(np.dtype("float32"), (-1, *sample.shape[1:]))])
+    scores = Schema([TensorSpec(np.dtype("float32"), (-1, *model.output_shape[1:]))])
+    return ModelSignature(inputs=image, outputs=scores)
+
+
+def save_model_files(model: keras.Model, sample: np.ndarray, folder: str) -> None:
+    """Save `model` as an MLflow Keras model folder with its signature."""
+    mlflow.keras.save_model(
+        model,
+        folder,
+        signature=keras_signature(model, sample),
+        pip_requirements=_model_requirements(),
+    )

@@ -11,7 +11,7 @@ WORKERS ?=
 RUNARGS = $(if $(WORKERS),search.workers=$(WORKERS)) $(ARGS)
 export TF_CPP_MIN_LOG_LEVEL = 3
 
-.PHONY: help setup run sweep test test-fast ui dashboard report postgres lint bench clean
+.PHONY: help setup run sweep test test-slow test-all ui dashboard report postgres lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,11 +30,14 @@ run: setup  ## the default sweep: Optuna over a CNN on the embedded digits set (
 sweep: setup  ## a named sweep overlay: make sweep SWEEP=cnn ARGS="search.n_trials=5" WORKERS=2
 	$(PY) -m search.run +sweep=$(SWEEP) output_dir=$(OUT) $(RUNARGS)
 
-test: setup  ## the whole test suite (real training at tiny sizes)
-	$(PY) -m pytest -q $(ARGS)
-
-test-fast: setup  ## the test suite without tests marked slow
+test: setup  ## the test suite (real training at tiny sizes), without the cases marked slow
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+test-slow: setup  ## the long end-to-end cases (kill and resume, clusters, many workers); CI runs them too
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+test-all: setup  ## everything: make test, then make test-slow, in one pytest run
+	$(PY) -m pytest -q $(ARGS)
 
 # MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: the same UI with 2 processes instead of ~10 (280 MB each).
 ui: setup  ## the MLflow UI on 127.0.0.1:$(PORT) over the sweeps' store; prints the sweep's link

@@ -155,7 +155,7 @@ class TrialRunner:
             record.set_tags({"sweeplab.data_fingerprint": data.fingerprint()})
             record.log_dataset(data.describe())
             try:
-                result, model = self._train(cfg, data, [record.callback(), *(callbacks or [])])
+                result, model = self._train(cfg, data, record.callback(), callbacks or [])
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as err:
@@ -222,7 +222,11 @@ class TrialRunner:
         return best is None or (value > best.value if self.maximize else value < best.value)
 
     def _train(
-        self, cfg: DictConfig, data: ImageData, callbacks: list[keras.callbacks.Callback]
+        self,
+        cfg: DictConfig,
+        data: ImageData,
+        logger: keras.callbacks.Callback,
+        callbacks: list[keras.callbacks.Callback],
     ) -> tuple[Trained, keras.Model | None]:
         """Train here (no pool) or in a worker. Returns the result and, when the model is worth
         keeping and was trained here, the model; a worker saves a kept model to files instead
@@ -231,7 +235,7 @@ class TrialRunner:
             from experiments.evaluation.cost import model_costs
             from experiments.training.trial import run_trial
 
-            r = run_trial(cfg, data, callbacks)
+            r = run_trial(cfg, data, [logger, *callbacks])
             costs = model_costs(r.model, data.sample(1), self.costs)
             trained = Trained(
                 r.metrics, r.history, r.seconds, resident_mb(), r.feature_cache, costs
@@ -239,9 +243,13 @@ class TrialRunner:
             return trained, r.model if self._worth_keeping(r.metrics) else None
 
         def on_epoch(epoch: int, logs: dict[str, float]) -> None:
-            with STORE_LOCK:  # MLflow's epoch metrics, then the pruner's verdict
+            with STORE_LOCK:  # the engine's callbacks: the pruner's verdict
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, logs)
+
+        def after_epoch(epoch: int, logs: dict[str, float]) -> None:
+            with STORE_LOCK:  # the epoch's curves, written while the worker trains on
+                logger.on_epoch_end(epoch, logs)
 
         def keep(trained: Trained) -> str | None:
             if not self._worth_keeping(trained.metrics):
@@ -250,7 +258,9 @@ class TrialRunner:
 
         shared = self._shared_for(data)
         with released(), self.pool.worker() as worker:
-            trained = worker.train(OmegaConf.to_yaml(cfg), shared, self.costs, on_epoch, keep)
+            trained = worker.train(
+                OmegaConf.to_yaml(cfg), shared, self.costs, on_epoch, keep, after_epoch
+            )
         return trained, None
 
     def _shared_for(self, data: ImageData) -> SharedData:

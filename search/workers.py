@@ -172,12 +172,15 @@ class Worker:
         costs: tuple[str, ...],
         on_epoch: EpochHook,
         keep: Callable[[Trained], str | None] = lambda trained: None,
+        after_epoch: EpochHook = lambda epoch, logs: None,
     ) -> Trained:
         """Train one trial; raises TrialFailed (died, timed out, NaN loss), WorkerError (an
         exception in training), UserInputError, or what `on_epoch` raised.
 
-        `keep(trained)` names the folder to save the model to when it is worth keeping (None:
-        dropped); the result's `model_folder` is set once it is saved there.
+        Each epoch, `on_epoch` gives the verdict (it raises to stop: pruning) and the worker
+        goes on at once; `after_epoch` (recording the epoch) runs meanwhile, so store writes do
+        not hold up training. `keep(trained)` names the folder to save the model to when it is
+        worth keeping (None: dropped); the result's `model_folder` is set once it is saved.
         """
         timeout = self.settings.trial_timeout
         last: list[int | None] = [None]
@@ -198,8 +201,10 @@ class Worker:
                         with suppress(TrialFailed):  # died meanwhile: replaced after the trial
                             self._send("stop", last)
                             self._receive(deadline, last)  # "stopped": the worker is free again
+                        after_epoch(epoch, logs)  # the stopping epoch is part of the curve
                         raise
                     self._send("go", last)
+                    after_epoch(epoch, logs)
                 elif message[0] == "done":
                     trained: Trained = message[1]
                     self.trials, self.rss_mb = self.trials + 1, trained.rss_mb

@@ -51,7 +51,7 @@ def test_a_worker_killed_mid_epoch_fails_its_trial_and_the_sweep_finishes(
     cfg = make_config(*SLOW_EPOCHS, *QUIET, "search.n_trials=3", "search.sampler=random")
     train, trained = workers.Worker.train, []
 
-    def train_then_kill_the_second(self, config_yaml, shared, costs, on_epoch, keep):
+    def train_then_kill_the_second(self, config_yaml, shared, costs, on_epoch, keep, after):
         trained.append(self.pid)
         if len(trained) == 2:  # SIGKILL this worker 0.3 s into the trial's second epoch
 
@@ -60,8 +60,8 @@ def test_a_worker_killed_mid_epoch_fails_its_trial_and_the_sweep_finishes(
                 if epoch == 0:
                     threading.Timer(0.3, os.kill, (self.pid, signal.SIGKILL)).start()
 
-            return train(self, config_yaml, shared, costs, on_epoch_and_kill, keep)
-        return train(self, config_yaml, shared, costs, on_epoch, keep)
+            return train(self, config_yaml, shared, costs, on_epoch_and_kill, keep, after)
+        return train(self, config_yaml, shared, costs, on_epoch, keep, after)
 
     monkeypatch.setattr(workers.Worker, "train", train_then_kill_the_second)
     summary = sweep(cfg)

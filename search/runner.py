@@ -147,12 +147,12 @@ class TrialRunner:
         self.started += 1
         cfg = apply_params(self.base, {**params, **(overrides or {})})
         data = self.data_for(cfg)
+        run_tags = {**self.tags, "trial_number": number, "data_fingerprint": data.fingerprint()}
         with self.tracker.trial_run(
-            f"trial-{number}", params, {**self.tags, "trial_number": number, **(tags or {})}
+            f"trial-{number}", params, {**run_tags, **(tags or {})}
         ) as record:
             self.last_run_id = record.run_id
             record.log_text(OmegaConf.to_yaml(cfg), "trial_config.yaml")
-            record.set_tags({"sweeplab.data_fingerprint": data.fingerprint()})
             record.log_dataset(data.describe())
             try:
                 result, model = self._train(cfg, data, record.callback(), callbacks or [])
@@ -178,20 +178,21 @@ class TrialRunner:
                 raise
             value = result.metrics.get(self.objective, math.nan)
             self.failures.record(TrialOutcome.COMPLETE)
-            record.set_tags(result.feature_cache.tags())  # cached or not, hits and misses
-            record.log_metrics(
+            # One store call: timings, memory, final metrics, and the size (and latency when
+            # used) of every trial for the leaderboard and multi-objective search; the feature
+            # cache's tags (cached or not, hits and misses).
+            record.log_batch(
                 {
                     "train_seconds": result.seconds,
                     "epochs": result.epochs,
                     "rss_mb": result.rss_mb,  # of the process that trained it
                     **({"sweep_rss_mb": resident_mb()} if self.pool else {}),
-                }
+                    **{f"final_{k}": v for k, v in result.metrics.items()},
+                    **result.costs,
+                },
+                result.feature_cache.tags(),
             )
-            record.log_metrics({f"final_{k}": v for k, v in result.metrics.items()})
-            # size (and latency when used) of every trial, for the leaderboard and
-            # multi-objective search; in result.metrics so an engine can return them as values.
-            record.log_metrics(result.costs)
-            result.metrics.update(result.costs)
+            result.metrics.update(result.costs)  # so an engine can return them as values
             if model is not None:  # trained here and worth keeping
                 record.log_model(model, data.sample(8))
             elif result.model_folder:  # saved by its worker: files to log, no TensorFlow

@@ -119,6 +119,18 @@ class TrialRun:
         batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
 
+    def log_batch(self, metrics: Mapping[str, float], tags: Mapping[str, Any]) -> None:
+        """Metrics (step 0) and tags in one store call: a trial's closing figures at once."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            self.run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            tags=[mlflow.entities.RunTag(k, mask(str(v))) for k, v in tags.items()],
+            synchronous=True,
+        )
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.client.log_batch(
             self.run_id, tags=[mlflow.entities.RunTag(k, mask(str(v))) for k, v in tags.items()]

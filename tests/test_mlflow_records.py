@@ -27,6 +27,7 @@ def pruned_sweep(tmp_path_factory):
             "search.pruners.median.n_startup_trials=3",
             "search.pruners.median.n_warmup_steps=0",
             "+space.optimizer.learning_rate={type:float,low:1e-8,high:0.01,log:true}",
+            "tracking.log_models=all",  # three equal trials: "best" would keep the first only
         ],
         out,
     )

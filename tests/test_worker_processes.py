@@ -151,6 +151,12 @@ def test_default_sweep_logs_the_models_worth_keeping_and_tests_the_best(make_con
     best = trial_runs(cfg)[study_of(cfg).best_trial.number]
     model = mlflow.keras.load_model(best.data.tags["sweeplab.model_uri"])
     assert model.count_params() == best.data.metrics["model_params"]
+    # The Models tab shows the model with the last epoch's metrics, as a model logged in-process.
+    client = MlflowClient(prepare(cfg).tracking.tracking_uri)
+    (output,) = client.get_run(best.info.run_id).outputs.model_outputs
+    linked = {m.key: m for m in client.get_logged_model(output.model_id).metrics}
+    assert output.step == 1 == linked["val_accuracy"].step  # train.epochs=2
+    assert linked["val_accuracy"].value == pytest.approx(best.data.metrics["final_val_accuracy"])
     assert summary.final.source == "trial_model"
     # the data handed to the workers and the model files: removed when the sweep ends
     assert not (Path(prepare(cfg).output_dir) / ".workers").exists()

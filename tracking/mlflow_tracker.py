@@ -76,6 +76,7 @@ class EpochLogger(keras.callbacks.Callback):
         super().__init__()
         self._client, self._run_id = client, run_id
         self.last_step: int | None = None  # the logged model links this step's metrics
+        self.last_metrics: list = []  # ... which are these
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
         from mlflow.entities import Metric
@@ -87,7 +88,7 @@ class EpochLogger(keras.callbacks.Callback):
             if np.isscalar(value) or np.ndim(value) == 0
         ]
         self._client.log_batch(self._run_id, metrics=metrics, synchronous=True)
-        self.last_step = epoch
+        self.last_step, self.last_metrics = epoch, metrics
 
 
 class TrialRun:
@@ -221,7 +222,7 @@ class TrialRun:
         Store calls and a file copy only, no TensorFlow: the sweep process records what its
         workers trained without loading their models. Returns the model URI.
         """
-        from mlflow.entities import LoggedModelOutput
+        from mlflow.entities import LoggedModelOutput, Metric
 
         experiment_id = self.client.get_run(self.run_id).info.experiment_id
         logged = self.client.create_logged_model(
@@ -229,8 +230,16 @@ class TrialRun:
         )
         self.client.log_model_artifacts(logged.model_id, folder)
         self.client.finalize_logged_model(logged.model_id, "READY")
-        # linked to the final epoch's metrics (step), as log_model does
+        # linked to the final epoch's metrics (step), as log_model does (the Models tab)
         self.client.log_outputs(self.run_id, [LoggedModelOutput(logged.model_id, self.last_step)])
+        final = max(self._loggers, key=lambda lg: lg.last_step or 0, default=None)
+        if final is not None and final.last_metrics:
+            linked = [
+                Metric(m.key, m.value, m.timestamp, m.step, run_id=self.run_id,
+                       model_id=logged.model_id)
+                for m in final.last_metrics
+            ]  # fmt: skip
+            self.client.log_batch(self.run_id, metrics=linked, synchronous=True)
         uri = f"models:/{logged.model_id}"
         self.set_tags({TAG + "model_uri": uri})
         return uri

@@ -3,12 +3,12 @@
     python bench/feature_cache.py            # sign-language-digits, all 2,062 photos
     python bench/feature_cache.py --quick    # 15 photos per digit at 96 px (~1 min)
     python bench/feature_cache.py --per-class 100 --unfreeze-layers 0   # head-only fine-tuning
-    python bench/feature_cache.py --preset none   # the space's un-augmented trials (all cached)
+    python bench/feature_cache.py --preset light  # the space's augmented trials (K cached copies)
 
 `+sweep=transfer` as documented (MobileNet alpha 0.25, ImageNet weights from $KERAS_HOME or
 ../shared/data/keras-weights, 10 epochs: 6 head-only, then 4 with the top 20 layers open;
-augmentation preset light: the cached runs train phase 1 on 4 cached augmented copies and run
-phase 2 uncached; `--preset none`: both phases cached), with
+augmentation preset none, as trial 0: both phases cached; `--preset light`: the cached runs train
+phase 1 on 4 cached augmented copies and run phase 2 uncached), with
 `data.image_size=224 model.input_size=224`, run three times on the same split and seed:
 uncached (`model.feature_cache.enabled=false`), cached with an empty cache (cold: builds the
 entries) and cached again (warm: a later trial of the same sweep, a resumed run or a worker).
@@ -78,7 +78,7 @@ def main() -> None:
             ),
             (
                 "--preset",
-                {"default": None, "help": "data.augmentation.preset (the overlay's: light)"},
+                {"default": None, "help": "data.augmentation.preset (the overlay's: none)"},
             ),
         ],
     )
@@ -88,7 +88,7 @@ def main() -> None:
         tmp = Path(name)
         keras_home(tmp)
         base = [
-            "+sweep=transfer",
+            "sweep=transfer",  # the root config's `sweep: null` default takes no `+sweep=`
             "data=directory",
             f"data.path={SHARED_DATA / 'sign-language-digits'}",
             f"data.max_per_class={'null' if per_class is None else per_class}",

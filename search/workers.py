@@ -298,7 +298,6 @@ class WorkerPool:
         self._workers: dict[int, Worker | None] = {}
         self.stopping = threading.Event()  # set by `interrupt`: every trial ends as interrupted
         self._standby: dict[int, Worker] = {}  # successors started a trial ahead
-        self.started = 0  # processes started, for the record (replacements included)
         for slot in range(settings.workers):
             self._workers[slot] = None  # started by `start`, or by the first trial of the slot
             self._free.put(slot)
@@ -311,7 +310,6 @@ class WorkerPool:
                 self._workers[slot] = self._start(slot)
 
     def _start(self, slot: int) -> Worker:
-        self.started += 1
         return Worker(slot, self.settings, self.gpus, self.stopping)
 
     @contextmanager

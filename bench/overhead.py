@@ -418,9 +418,10 @@ def worker(arm: str, spec_path: str, result_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     rec: dict[str, Any] = {"trials": []}
     started = now()
-    from experiments.quiet import quiet_tensorflow
+    if arm != "sweeplab":  # sweeplab's own process imports no TensorFlow (its workers do)
+        from experiments.quiet import quiet_tensorflow
 
-    quiet_tensorflow()
+        quiet_tensorflow()
     {"sweeplab": arm_sweeplab, "bare": arm_bare, "keras_tuner": arm_keras_tuner,
      "optuna_mlflow": arm_optuna_mlflow}[arm](spec, rec, started)  # fmt: skip
     rec["done"] = now()

@@ -29,6 +29,16 @@ def quiet_tensorflow() -> None:
             os.close(devnull)
     import keras  # noqa: F401
 
+    quiet_logs()
+
+
+def quiet_logs() -> None:
+    """Turn down the Python-side warnings of the libraries a sweep uses; imports none of them.
+
+    The sweep process with worker processes never imports TensorFlow (the workers do), and still
+    wants MLflow's and alembic's chatter off.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # inherited by the worker processes
     for name in ("tensorflow", "absl", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="keras")

@@ -46,7 +46,7 @@ class Trained:
     history: dict[str, list[float]]
     seconds: float
     rss_mb: float  # the worker's resident memory after the trial
-    feature_cache: Any  # experiments.training.feature_cache.CacheReport
+    feature_cache: Any  # experiments.training.cache_report.CacheReport
     costs: dict[str, float]  # model_costs of the trained model
     model_folder: str | None = None  # where the worker saved the model, when it was kept
     model_error: str | None = None  # why saving a kept model failed

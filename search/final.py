@@ -90,6 +90,9 @@ def finalize(
     final = cfg.get("final")
     if final is None or not final.enabled or best is None or best.run_id is None:
         return None
+    from experiments.quiet import quiet_tensorflow
+
+    quiet_tensorflow()  # with worker processes, the first TensorFlow import of this process
     from experiments.evaluation.plots import confusion_matrix_figure, misclassified_figure
     from experiments.serving.export import export_model
     from search.space import apply_params

@@ -12,11 +12,11 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-import keras
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.data.load import load_data, loading_key
@@ -28,11 +28,19 @@ from search.objectives import measured_costs, objectives_of
 from search.space import apply_params
 from search.store_lock import STORE_LOCK, released
 from search.trials import FailureStreak, failure_reason, was_interrupted
-from tracking.mlflow_tracker import SweepTracker
+from tracking.mlflow_tracker import EpochLogger, SweepTracker
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the sweep process with workers never imports TensorFlow
+    import keras
+
     from experiments.data.shared import SharedData
-    from search.workers import WorkerPool
+    from search.workers import Worker, WorkerPool
+
+
+class EpochListener(Protocol):
+    """What an engine hands a trial to hear each epoch's logs (the pruner); raising stops it."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None: ...
 
 
 @dataclass
@@ -120,7 +128,7 @@ class TrialRunner:
         self,
         number: int,
         params: Mapping[str, Any],
-        callbacks: list[keras.callbacks.Callback] | None = None,
+        callbacks: list[EpochListener] | None = None,
         tags: Mapping[str, Any] | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> Outcome:
@@ -139,7 +147,7 @@ class TrialRunner:
         self,
         number: int,
         params: Mapping[str, Any],
-        callbacks: list[keras.callbacks.Callback] | None,
+        callbacks: list[EpochListener] | None,
         tags: Mapping[str, Any] | None,
         overrides: Mapping[str, Any] | None,
     ) -> Outcome:
@@ -148,6 +156,33 @@ class TrialRunner:
         cfg = apply_params(self.base, {**params, **(overrides or {})})
         data = self.data_for(cfg)
         run_tags = {**self.tags, "trial_number": number, "data_fingerprint": data.fingerprint()}
+        with ExitStack() as hold:
+            worker = self._hand_over(cfg, data, hold)  # None: the trial trains here
+            return self._record(number, params, cfg, data, worker, callbacks, run_tags, tags)
+
+    def _hand_over(self, cfg: DictConfig, data: ImageData, hold: ExitStack) -> Worker | None:
+        """With a pool, a worker (held by `hold`) that has the trial and starts on it while this
+        process records the trial's run: store writes off the trial's critical path."""
+        if self.pool is None:
+            return None
+        shared = self._shared_for(data)
+        with released():  # waiting for a free worker: other threads record meanwhile
+            worker = hold.enter_context(self.pool.worker())
+            worker.send_trial(OmegaConf.to_yaml(cfg), shared, self.costs)
+        return worker
+
+    def _record(
+        self,
+        number: int,
+        params: Mapping[str, Any],
+        cfg: DictConfig,
+        data: ImageData,
+        worker: Worker | None,
+        callbacks: list[EpochListener] | None,
+        run_tags: dict[str, Any],
+        tags: Mapping[str, Any] | None,
+    ) -> Outcome:
+        """The trial's MLflow run around its training (here, or followed in `worker`)."""
         with self.tracker.trial_run(
             f"trial-{number}", params, {**run_tags, **(tags or {})}
         ) as record:
@@ -155,7 +190,7 @@ class TrialRunner:
             record.log_text(OmegaConf.to_yaml(cfg), "trial_config.yaml")
             record.log_dataset(data.describe())
             try:
-                result, model = self._train(cfg, data, record.callback(), callbacks or [])
+                result, model = self._train(cfg, data, record.callback(), callbacks or [], worker)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as err:
@@ -226,17 +261,22 @@ class TrialRunner:
         self,
         cfg: DictConfig,
         data: ImageData,
-        logger: keras.callbacks.Callback,
-        callbacks: list[keras.callbacks.Callback],
+        logger: EpochLogger,
+        callbacks: list[EpochListener],
+        worker: Worker | None,
     ) -> tuple[Trained, keras.Model | None]:
         """Train here (no pool) or in a worker. Returns the result and, when the model is worth
         keeping and was trained here, the model; a worker saves a kept model to files instead
         (`Trained.model_folder`), so this process never loads it."""
-        if self.pool is None:
+        if worker is None:
+            import keras
+
             from experiments.evaluation.cost import model_costs
             from experiments.training.trial import run_trial
 
-            r = run_trial(cfg, data, [logger, *callbacks])
+            hooks = [keras.callbacks.LambdaCallback(on_epoch_end=hook.on_epoch_end)
+                     for hook in (logger, *callbacks)]  # fmt: skip
+            r = run_trial(cfg, data, hooks)
             costs = model_costs(r.model, data.sample(1), self.costs)
             trained = Trained(
                 r.metrics, r.history, r.seconds, resident_mb(), r.feature_cache, costs
@@ -257,12 +297,8 @@ class TrialRunner:
                 return None
             return str(self.scratch / "models" / uuid.uuid4().hex)
 
-        shared = self._shared_for(data)
-        with released(), self.pool.worker() as worker:
-            trained = worker.train(
-                OmegaConf.to_yaml(cfg), shared, self.costs, on_epoch, keep, after_epoch
-            )
-        return trained, None
+        with released():
+            return worker.train(on_epoch, keep, after_epoch), None
 
     def _shared_for(self, data: ImageData) -> SharedData:
         """`data` written once for the workers to map (see `experiments.data.shared`)."""

@@ -71,7 +71,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
         scan_folder(cfg.data.get("path"), warn=False)  # load_data scans again, and warns
     engine = str(cfg.search.engine)
     name = study_name(cfg)
-    pool = WorkerPool(settings) if settings.workers else None  # started once the models check
+    pool = WorkerPool(settings) if settings.workers else None  # started once the config checks
     try:
         with interrupts_stop(pool):
             return _sweep(cfg, space, name, engine, pool)
@@ -93,13 +93,13 @@ def _sweep(
     # What is found from here on (a weights file, the data) removes what this start created.
     with removed_on_error(cfg):
         create_output_dir(Path(cfg.output_dir))  # a file system that refuses it: fail now
-        check_models(cfg, space)
         if pool is not None:  # TensorFlow imports in the workers while this process sets up
-            pool.start()
+            pool.start()  # (its stores, the data, the model checks); never in this process
+        check_models(cfg, space)
         # Heavy imports only once the config is known to be good: bad input fails in a second.
-        from experiments.quiet import quiet_tensorflow
+        from experiments.quiet import quiet_logs, quiet_tensorflow
 
-        quiet_tensorflow()
+        quiet_tensorflow() if pool is None else quiet_logs()
         from experiments.data.load import load_data
         from search.resume import print_interrupted, recover
         from search.runner import TrialRunner

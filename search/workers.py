@@ -160,36 +160,41 @@ class Worker:
                     _restore("CUDA_VISIBLE_DEVICES", saved)
         child.close()
         self._ready = False
+        self.busy = False  # a trial was sent and has not ended
+        self._deadline: float | None = None  # search.trial_timeout of the trial sent
 
     @property
     def pid(self) -> int | None:
         return self.process.pid
 
+    def send_trial(self, config_yaml: str, shared: Any, costs: tuple[str, ...]) -> None:
+        """Hand the worker its next trial; `train` then follows it. Sent before the sweep records
+        the trial's run, so that the worker builds its model while those store writes happen."""
+        if not self._ready:
+            self._receive(time.monotonic() + READY_TIMEOUT_S, [None], "start")
+            self._ready = True
+        timeout = self.settings.trial_timeout
+        self._deadline = None if timeout is None else time.monotonic() + float(timeout)
+        self.busy = True  # until its last message: an error meanwhile kills the worker
+        self._send(("trial", config_yaml, shared, costs), [None])
+
     def train(
         self,
-        config_yaml: str,
-        shared: Any,
-        costs: tuple[str, ...],
         on_epoch: EpochHook,
         keep: Callable[[Trained], str | None] = lambda trained: None,
         after_epoch: EpochHook = lambda epoch, logs: None,
     ) -> Trained:
-        """Train one trial; raises TrialFailed (died, timed out, NaN loss), WorkerError (an
-        exception in training), UserInputError, or what `on_epoch` raised.
+        """Follow the trial `send_trial` handed over to its end; raises TrialFailed (died, timed
+        out, NaN loss), WorkerError (an exception in training), UserInputError, or what
+        `on_epoch` raised.
 
         Each epoch, `on_epoch` gives the verdict (it raises to stop: pruning) and the worker
         goes on at once; `after_epoch` (recording the epoch) runs meanwhile, so store writes do
         not hold up training. `keep(trained)` names the folder to save the model to when it is
         worth keeping (None: dropped); the result's `model_folder` is set once it is saved.
         """
-        timeout = self.settings.trial_timeout
-        last: list[int | None] = [None]
+        deadline, last = self._deadline, [None]
         try:
-            if not self._ready:
-                self._receive(time.monotonic() + READY_TIMEOUT_S, last, "start")
-                self._ready = True
-            deadline = None if timeout is None else time.monotonic() + float(timeout)
-            self._send(("trial", config_yaml, shared, costs), last)
             while True:
                 message = self._receive(deadline, last)
                 if message[0] == "epoch":
@@ -201,6 +206,7 @@ class Worker:
                         with suppress(TrialFailed):  # died meanwhile: replaced after the trial
                             self._send("stop", last)
                             self._receive(deadline, last)  # "stopped": the worker is free again
+                            self.busy = False
                         after_epoch(epoch, logs)  # the stopping epoch is part of the curve
                         raise
                     self._send("go", last)
@@ -213,9 +219,10 @@ class Worker:
                     if folder:
                         _, trained.model_error = self._receive(deadline, last)
                         trained.model_folder = None if trained.model_error else folder
+                    self.busy = False
                     return trained
                 elif message[0] == "error":
-                    self.trials += 1
+                    self.trials, self.busy = self.trials + 1, False
                     _, kind, reason = message
                     error = {"nan": TrialFailed, "input": UserInputError}.get(kind, WorkerError)
                     raise error(reason)
@@ -258,7 +265,7 @@ class Worker:
 
     def alive_and_idle(self) -> bool:
         """Whether the worker can take another trial (it answered the last one)."""
-        return self.process.is_alive() and not self.conn.poll(0)
+        return self.process.is_alive() and not self.busy and not self.conn.poll(0)
 
     def worn_out(self) -> bool:
         """Past `search.worker.max_trials` trials or `max_rss_mb` MiB: time for a fresh one."""
@@ -275,7 +282,11 @@ class Worker:
         )
 
     def stop(self) -> None:
-        """Ask the worker to quit; kill it if it does not within a few seconds."""
+        """Ask the worker to quit; kill it if it does not within a few seconds. A worker that
+        never trained (still importing TensorFlow when a check failed) is killed at once."""
+        if not self._ready:
+            self.kill()
+            return
         with suppress(OSError, ValueError):
             self.conn.send(("quit",))
         self.process.join(5)
@@ -327,6 +338,8 @@ class WorkerPool:
             self._free.put(slot)
             raise
         except BaseException:
+            if current.busy:  # failed between handing over a trial and following it
+                current.kill()
             self._renew(slot, current)
             raise
         else:

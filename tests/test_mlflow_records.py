@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -121,8 +123,9 @@ def test_a_new_sqlite_store_appears_whole_even_when_processes_race(tmp_path) -> 
         "import sys; from tracking.mlflow_tracker import create_sqlite_store; "
         "create_sqlite_store(sys.argv[1])"
     )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}  # no template: both build
     racers = [
-        subprocess.Popen([sys.executable, "-c", code, f"sqlite:///{db}"], cwd=ROOT)
+        subprocess.Popen([sys.executable, "-c", code, f"sqlite:///{db}"], cwd=ROOT, env=env)
         for _ in range(2)
     ]
     assert [p.wait(timeout=120) for p in racers] == [0, 0]
@@ -133,3 +136,36 @@ def test_a_new_sqlite_store_appears_whole_even_when_processes_race(tmp_path) -> 
     create_sqlite_store(f"sqlite:///{db}")  # an existing store is left alone
     assert db.stat().st_mtime_ns == before
     assert client.get_experiment_by_name("both-use-it") is not None
+
+
+def test_new_stores_are_copied_from_a_template_and_a_damaged_one_is_rebuilt(
+    tmp_path, monkeypatch
+) -> None:
+    """The first store builds MLflow's schema and keeps it as the template; the next is a copy
+    (an empty, working store whose Default experiment is stamped now); a damaged template is
+    never used: the store is built again and the template replaced."""
+    from tracking.mlflow_tracker import create_sqlite_store, store_template
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    template = store_template()
+    assert template.parent.parent.parent == tmp_path / "cache" and not template.exists()
+    create_sqlite_store(f"sqlite:///{tmp_path / 'first.db'}")
+    assert template.is_file()
+    MlflowClient(f"sqlite:///{tmp_path / 'first.db'}").create_experiment("only-in-first")
+
+    started = int(time.time() * 1000)
+    create_sqlite_store(f"sqlite:///{tmp_path / 'copy.db'}")
+    copy = MlflowClient(f"sqlite:///{tmp_path / 'copy.db'}")
+    experiments = copy.search_experiments()
+    assert [e.name for e in experiments] == ["Default"]  # nothing of another store in it
+    assert experiments[0].artifact_location == str(tmp_path / "mlruns" / "0")
+    assert experiments[0].creation_time >= started
+    assert copy.create_experiment("works") and copy.get_experiment_by_name("works")
+
+    template.write_bytes(b"not a database")
+    create_sqlite_store(f"sqlite:///{tmp_path / 'rebuilt.db'}")
+    rebuilt = MlflowClient(f"sqlite:///{tmp_path / 'rebuilt.db'}")
+    assert [e.name for e in rebuilt.search_experiments()] == ["Default"]
+    assert template.read_bytes()[:16] == b"SQLite format 3\x00"  # replaced by a good one
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

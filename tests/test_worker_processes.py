@@ -51,7 +51,7 @@ def test_a_worker_killed_mid_epoch_fails_its_trial_and_the_sweep_finishes(
     cfg = make_config(*SLOW_EPOCHS, *QUIET, "search.n_trials=3", "search.sampler=random")
     train, trained = workers.Worker.train, []
 
-    def train_then_kill_the_second(self, config_yaml, shared, costs, on_epoch, keep, after):
+    def train_then_kill_the_second(self, on_epoch, keep, after):
         trained.append(self.pid)
         if len(trained) == 2:  # SIGKILL this worker 0.3 s into the trial's second epoch
 
@@ -60,8 +60,8 @@ def test_a_worker_killed_mid_epoch_fails_its_trial_and_the_sweep_finishes(
                 if epoch == 0:
                     threading.Timer(0.3, os.kill, (self.pid, signal.SIGKILL)).start()
 
-            return train(self, config_yaml, shared, costs, on_epoch_and_kill, keep, after)
-        return train(self, config_yaml, shared, costs, on_epoch, keep, after)
+            return train(self, on_epoch_and_kill, keep, after)
+        return train(self, on_epoch, keep, after)
 
     monkeypatch.setattr(workers.Worker, "train", train_then_kill_the_second)
     summary = sweep(cfg)
@@ -160,3 +160,26 @@ def test_default_sweep_logs_the_models_worth_keeping_and_tests_the_best(make_con
     assert summary.final.source == "trial_model"
     # the data handed to the workers and the model files: removed when the sweep ends
     assert not (Path(prepare(cfg).output_dir) / ".workers").exists()
+
+
+def test_the_sweep_process_never_imports_tensorflow_while_workers_train(tmp_path) -> None:
+    """TensorFlow's import (about 4 s) is paid in the worker, beside the sweep's own start-up,
+    and not twice; the sweep process imports it only for the final stage (off here)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, TINY
+
+    code = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print('tensorflow imported:', 'tensorflow' in sys.modules))\n"
+        "sys.argv = ['search.run', *sys.argv[1:]]\n"
+        "runpy.run_module('search.run', run_name='__main__', alter_sys=True)\n"
+    )
+    args = [*TINY, WORKERS, "search.n_trials=2", "final.enabled=false", f"output_dir={tmp_path}"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 finished trials" in done.stdout
+    assert done.stdout.rstrip().endswith("tensorflow imported: False"), done.stdout[-2000:]

@@ -1,8 +1,8 @@
 """One MLflow parent run per sweep invocation, one nested child run per trial.
 
 The search code sees three things: `SweepTracker.sweep_run` (a context for the parent run),
-`SweepTracker.trial_run` (a context for a child run) and `TrialRun.callback()` (a Keras callback
-that writes per-epoch curves). Each context ends its run with the right status even when the
+`SweepTracker.trial_run` (a context for a child run) and `TrialRun.callback()` (what writes
+per-epoch curves). Each context ends its run with the right status even when the
 body raises or the user presses Ctrl-C, so no run is left RUNNING by this process.
 """
 
@@ -16,11 +16,10 @@ import subprocess
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import keras
 import mlflow
 import numpy as np
 from mlflow.entities import RunStatus
@@ -37,10 +36,19 @@ TAG = "sweeplab."
 
 
 def _model_requirements() -> list[str]:
-    """Fixed requirements for logged models: MLflow would otherwise spend ~10 s inferring them."""
-    import tensorflow as tf
+    """Fixed requirements for logged models: MLflow would otherwise spend ~10 s inferring them.
 
-    return [f"keras=={keras.__version__}", f"tensorflow-cpu=={tf.__version__}", "pillow"]
+    Read from the installed distributions, not from the modules: the sweep process does not
+    import TensorFlow (its workers train).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    requirements = [f"keras=={version('keras')}"]
+    for dist in ("tensorflow-cpu", "tensorflow"):  # whichever TensorFlow is installed
+        with suppress(PackageNotFoundError):
+            requirements.append(f"{dist}=={version(dist)}")
+            break
+    return [*requirements, "pillow"]
 
 
 def model_policy(value: Any) -> str:
@@ -65,15 +73,16 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-class EpochLogger(keras.callbacks.Callback):
+class EpochLogger:
     """Writes every epoch's logs (loss, accuracy, val_*) to a run, with step = epoch.
 
-    A second training phase (fine-tuning) passes `initial_epoch` to `fit`, so Keras numbers its
-    epochs on from the first phase and the curve stays one axis.
+    Called with each epoch's logs: from a worker's messages, or as a Keras callback's
+    `on_epoch_end` where the trial trains in this process (not a Keras class itself, so this
+    module imports no TensorFlow). A second training phase (fine-tuning) passes `initial_epoch`
+    to `fit`, so Keras numbers its epochs on from the first phase and the curve stays one axis.
     """
 
     def __init__(self, client: MlflowClient, run_id: str) -> None:
-        super().__init__()
         self._client, self._run_id = client, run_id
         self.last_step: int | None = None  # the logged model links this step's metrics
         self.last_metrics: list = []  # ... which are these
@@ -199,7 +208,7 @@ class TrialRun:
         )
         self.log_text(json.dumps(dict(info), indent=2, default=str), "dataset.json")
 
-    def log_model(self, model: keras.Model, sample: np.ndarray) -> str:
+    def log_model(self, model: Any, sample: np.ndarray) -> str:  # a keras.Model
         """Log the trained model as an MLflow Keras model; returns its model URI."""
         from tracking.model_files import keras_signature
 
@@ -271,6 +280,10 @@ def create_sqlite_store(uri: str) -> None:
     table behind that fails every later start ("table _alembic_tmp_... already exists"). Built
     aside and linked (`os.link` never replaces an existing file), the store appears complete or
     not at all; when two processes race, the first link wins and the other uses that store.
+
+    The migrations take 1-2 s, a sweep's largest start-up cost after its imports, so the first
+    store this MLflow version creates is kept as a template (`store_template`) that later
+    sweeps copy in milliseconds.
     """
     if not uri.startswith("sqlite:///"):
         return
@@ -281,14 +294,66 @@ def create_sqlite_store(uri: str) -> None:
     building = final.with_name(f".{final.name}.building-{os.getpid()}")
     ready = final.with_name(f".{final.name}.ready-{os.getpid()}")
     try:
-        MlflowClient(f"sqlite:///{building}").search_experiments(max_results=1)
-        # A fresh copy: the file MLflow's cached engine keeps open is never the one linked.
-        shutil.copyfile(building, ready)
+        if not _from_template(ready):
+            MlflowClient(f"sqlite:///{building}").search_experiments(max_results=1)
+            # A fresh copy: the file MLflow's cached engine keeps open is never the one linked.
+            shutil.copyfile(building, ready)
+            _keep_as_template(building)
         with suppress(FileExistsError):  # another process linked its store first
             os.link(ready, final)
     finally:
         for leftover in (building, ready, Path(f"{building}-journal")):
             leftover.unlink(missing_ok=True)
+
+
+def store_template() -> Path:
+    """Where a new, empty SQLite store of this MLflow version is kept for copying: beside the
+    folder cache of data=directory ($XDG_CACHE_HOME/sweeplab, else ~/.cache/sweeplab)."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
+    return root / "sweeplab" / "stores" / f"mlflow-{mlflow.__version__}.db"
+
+
+def _from_template(target: Path) -> bool:
+    """Copy the template to `target`, with its Default experiment stamped as MLflow would have
+    made it here and now; False (nothing copied) when there is no usable template."""
+    import sqlite3
+
+    template = store_template()
+    if not template.is_file():
+        return False
+    try:
+        shutil.copyfile(template, target)
+        from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+
+        location = str(Path(DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH).resolve() / "0")
+        now = int(time.time() * 1000)
+        with closing(sqlite3.connect(target)) as db, db:
+            updated = db.execute(
+                "UPDATE experiments SET artifact_location = ?, creation_time = ?, "
+                "last_update_time = ? WHERE experiment_id = 0",
+                (location, now, now),
+            ).rowcount
+            (runs,) = db.execute("SELECT COUNT(*) FROM runs").fetchone()
+        if updated != 1 or runs != 0:
+            raise sqlite3.DatabaseError("not an empty store")
+        return True
+    except (OSError, sqlite3.Error):  # unreadable or damaged: build a new store, replace it
+        target.unlink(missing_ok=True)
+        with suppress(OSError):
+            template.unlink()
+        return False
+
+
+def _keep_as_template(store: Path) -> None:
+    """Keep a just-built empty store as the template (written aside, then renamed: atomic)."""
+    template = store_template()
+    part = template.with_name(f".{template.name}.part-{os.getpid()}")
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(store, part)
+        os.replace(part, template)
+    except OSError:  # a read-only cache: every new store is built, as without a template
+        part.unlink(missing_ok=True)
 
 
 def _opened(first_call: Callable[[], Any], attempts: int = 6) -> Any:

@@ -48,7 +48,6 @@ def load_data(cfg: DictConfig, seed: int) -> ImageData:
 
 def _load_digits(image_size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """scikit-learn's 8x8 digits (values 0..16) as [0, 255] images of image_size x image_size."""
-    import tensorflow as tf
     from sklearn.datasets import load_digits
 
     if image_size < 8:
@@ -56,6 +55,29 @@ def _load_digits(image_size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     digits = load_digits()
     images = (digits.images.astype("float32") * (255.0 / 16.0))[..., None]
     if image_size != 8:
-        images = tf.image.resize(images, (image_size, image_size), method="bilinear").numpy()
+        images = resize_bilinear(images, image_size)
     class_names = [str(i) for i in range(10)]
     return images.astype("float32"), digits.target.astype("int32"), class_names
+
+
+def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
+    """`tf.image.resize(images, (size, size), "bilinear")` in NumPy (equal within 2e-4 on [0, 255]).
+
+    Half-pixel centres, no antialiasing, as TensorFlow does it; in NumPy so that the sweep
+    process, which loads the data for its workers, never imports TensorFlow.
+    """
+    rows = _interpolation(images.shape[1], size)
+    cols = _interpolation(images.shape[2], size)
+    lower, upper, frac = rows
+    images = images[:, lower] * (1 - frac)[:, None, None] + images[:, upper] * frac[:, None, None]
+    lower, upper, frac = cols
+    return images[:, :, lower] * (1 - frac)[:, None] + images[:, :, upper] * frac[:, None]
+
+
+def _interpolation(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source rows (below, above) and the weight of the one above, for each output row."""
+    position = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
+    floor = np.floor(position)
+    lower = np.maximum(floor, 0).astype(int)
+    upper = np.minimum(np.ceil(position), in_size - 1).astype(int)
+    return lower, upper, (position - floor).astype("float32")

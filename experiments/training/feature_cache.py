@@ -38,7 +38,6 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
@@ -64,34 +63,12 @@ from experiments.models.cut import (
     upper_model,
 )
 from experiments.models.transfer import BACKBONE_LAYER
+from experiments.training.cache_report import CacheReport
 from experiments.training.feature_store import FeatureStore
 from experiments.training.schedule import Compile, Fit, tunable_layers, unfreeze_count
 
 EXTRACT_BATCH = 64  # inference batch for building entries (not part of the key)
 SPLITS = ("train", "val")  # the test split is never read during the search
-
-
-@dataclass
-class CacheReport:
-    """Whether a trial ran on cached activations, and how the cache answered."""
-
-    used: bool
-    reason: str  # "cached", or why the trial ran uncached
-    hits: int = 0
-    misses: int = 0
-    corrupt: int = 0  # damaged entries found, deleted and rebuilt
-    build_seconds: float = 0.0  # inference passes that built missing entries
-    entries: list[str] = field(default_factory=list)
-
-    def tags(self) -> dict[str, str]:
-        """Flat string tags for a tracker (experiments/ does not import one)."""
-        return {
-            "sweeplab.feature_cache": self.reason,
-            "sweeplab.feature_cache.hits": str(self.hits),
-            "sweeplab.feature_cache.misses": str(self.misses),
-            "sweeplab.feature_cache.corrupt": str(self.corrupt),
-            "sweeplab.feature_cache.build_seconds": f"{self.build_seconds:.2f}",
-        }
 
 
 def uncached_reason(cfg: DictConfig) -> str | None:

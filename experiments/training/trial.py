@@ -20,7 +20,8 @@ from experiments.data.pipeline import dataset
 from experiments.data.splits import ImageData
 from experiments.errors import TrialFailed
 from experiments.models.build import build_model, compile_model
-from experiments.training.feature_cache import CachedPhases, CacheReport, uncached_reason
+from experiments.training.cache_report import CacheReport
+from experiments.training.feature_cache import CachedPhases, uncached_reason
 from experiments.training.schedule import fit_two_phase, is_two_phase
 
 

@@ -25,7 +25,6 @@ import optuna
 import sqlalchemy.exc
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
-from optuna_integration import KerasPruningCallback
 
 from experiments.errors import UserInputError
 from experiments.outcome import TrialOutcome
@@ -74,13 +73,19 @@ class _Failed(Exception):
     """A genuinely failed trial, re-raised so that Optuna records FAIL and the sweep goes on."""
 
 
-class ObjectivePruning(KerasPruningCallback):
-    """Optuna's Keras pruning callback, but loud when the monitored metric is missing.
+class ObjectivePruning:
+    """Reports the objective to the trial each epoch and stops it when Optuna's pruner says so.
 
-    `KerasPruningCallback` only warns and skips a metric it cannot find, which would switch
-    pruning off silently; this one stops the sweep. Epochs whose loss is NaN are not reported,
-    so a diverging trial ends FAIL (with its reason), not PRUNED.
+    What `optuna_integration.KerasPruningCallback` does (`trial.report`, `should_prune`), called
+    with each epoch's logs from a worker's messages (or by a Keras callback in the runner when
+    the trial trains in this process), so the sweep process imports no Keras. Unlike it, a
+    missing metric stops the sweep (it would only warn, and pruning would be off silently), and
+    epochs whose loss is NaN are not reported, so a diverging trial ends FAIL (with its reason),
+    not PRUNED.
     """
+
+    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+        self._trial, self._monitor = trial, monitor
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = logs or {}
@@ -93,7 +98,9 @@ class ObjectivePruning(KerasPruningCallback):
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             return
-        super().on_epoch_end(epoch, logs)
+        self._trial.report(float(logs[self._monitor]), step=epoch)
+        if self._trial.should_prune():
+            raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
 
 
 def suggest(trial: optuna.Trial, space: list[Param]) -> dict[str, Any]:

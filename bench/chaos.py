@@ -30,7 +30,7 @@ from _common import ROOT, parse_args, print_table, verdict, write_result
 
 SWEEP = [
     "data.image_size=16",
-    "train.epochs=6",
+    "train.epochs=12",  # trials of ~3 s: every kill lands while the sweep still has trials to run
     "train.batch_size=64",
     "model.filters=8",
     "model.dense_units=16",
@@ -95,12 +95,15 @@ def main() -> None:
     started = time.perf_counter()
     proc: subprocess.Popen | None = None
     for _ in range(kills):
-        if proc is None or proc.poll() is not None:
+        just_started = proc is None or proc.poll() is not None
+        if just_started:
             proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)  # fmt: skip
             starts += 1
         target = "worker" if rng.random() < 0.5 else "sweep"
-        wait = rng.uniform(8, 30)  # past a worker's start-up, into the trials
+        # A random moment into the trials: past a fresh start's imports and store set-up, or
+        # anywhere in the trial after a worker kill (the sweep is already running).
+        wait = rng.uniform(7, 15) if just_started else rng.uniform(2, 10)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
@@ -150,8 +153,10 @@ def main() -> None:
     worker_failures = [
         t.number for t in finished if "worker process" in t.user_attrs.get("failure_reason", "")
     ]
+    landed = sum("note" not in k for k in log)
     payload = {
         "n_trials": trials,
+        "kills_landed": landed,
         "kills": log,
         "starts": starts,
         "final_exit_code": final.returncode,
@@ -175,6 +180,8 @@ def main() -> None:
              "0 " + verdict(not running_runs and not running_trials)],
             ["finished / n_trials", f"{len(finished)} / {trials}",
              verdict(len(finished) == trials)],
+            ["kills that landed while the sweep ran", landed, f"{len(log)} " + verdict(
+                landed == len(log))],
             ["trials failed by a worker kill", len(worker_failures), "-"],
             ["workers outliving a killed sweep", len(orphans), "0 " + verdict(not orphans)],
         ],

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from experiments.data.load import load_data, loading_key
 from experiments.data.splits import ImageData
@@ -25,7 +25,7 @@ from experiments.errors import TrialFailed, UserInputError
 from experiments.outcome import TrialOutcome
 from experiments.worker import Trained, resident_mb
 from search.objectives import measured_costs, objectives_of
-from search.space import apply_params
+from search.space import apply_params, config_yaml
 from search.store_lock import STORE_LOCK, released
 from search.trials import FailureStreak, failure_reason, was_interrupted
 from tracking.mlflow_tracker import EpochLogger, SweepTracker
@@ -156,11 +156,12 @@ class TrialRunner:
         cfg = apply_params(self.base, {**params, **(overrides or {})})
         data = self.data_for(cfg)
         run_tags = {**self.tags, "trial_number": number, "data_fingerprint": data.fingerprint()}
+        text = config_yaml(cfg)
         with ExitStack() as hold:
-            worker = self._hand_over(cfg, data, hold)  # None: the trial trains here
-            return self._record(number, params, cfg, data, worker, callbacks, run_tags, tags)
+            worker = self._hand_over(text, data, hold)  # None: the trial trains here
+            return self._record(number, params, cfg, text, data, worker, callbacks, run_tags, tags)
 
-    def _hand_over(self, cfg: DictConfig, data: ImageData, hold: ExitStack) -> Worker | None:
+    def _hand_over(self, config_text: str, data: ImageData, hold: ExitStack) -> Worker | None:
         """With a pool, a worker (held by `hold`) that has the trial and starts on it while this
         process records the trial's run: store writes off the trial's critical path."""
         if self.pool is None:
@@ -168,7 +169,7 @@ class TrialRunner:
         shared = self._shared_for(data)
         with released():  # waiting for a free worker: other threads record meanwhile
             worker = hold.enter_context(self.pool.worker())
-            worker.send_trial(OmegaConf.to_yaml(cfg), shared, self.costs)
+            worker.send_trial(config_text, shared, self.costs)
         return worker
 
     def _record(
@@ -176,6 +177,7 @@ class TrialRunner:
         number: int,
         params: Mapping[str, Any],
         cfg: DictConfig,
+        config_text: str,
         data: ImageData,
         worker: Worker | None,
         callbacks: list[EpochListener] | None,
@@ -187,7 +189,7 @@ class TrialRunner:
             f"trial-{number}", params, {**run_tags, **(tags or {})}
         ) as record:
             self.last_run_id = record.run_id
-            record.log_text(OmegaConf.to_yaml(cfg), "trial_config.yaml")
+            record.log_text(config_text, "trial_config.yaml")
             record.log_dataset(data.describe())
             try:
                 result, model = self._train(cfg, data, record.callback(), callbacks or [], worker)
@@ -197,7 +199,7 @@ class TrialRunner:
                 if was_interrupted(err):  # Ctrl-C inside TensorFlow can surface as another error
                     raise KeyboardInterrupt(str(err)) from err  # KILLED, redone on resume
                 if self.is_pruned(err):
-                    epochs = _epochs_logged(record)
+                    epochs = record.epochs_logged
                     record.mark(
                         TrialOutcome.PRUNED, pruned_at_epoch=epochs - 1, epochs_trained=epochs
                     )
@@ -341,8 +343,3 @@ def first_trial_failed(reason: str) -> UserInputError:
 
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def _epochs_logged(record) -> int:
-    history = record.client.get_metric_history(record.run_id, "loss")
-    return len(history)

@@ -193,3 +193,23 @@ def test_apply_params_is_pure_and_overrides_dotted_paths(base) -> None:
     assert trial.optimizer.learning_rate == 0.005 and trial.model.conv_blocks == 1
     assert OmegaConf.to_yaml(base) == before
     assert trial.data == base.data
+
+
+@pytest.mark.parametrize("overrides", [[], ["sweep=transfer"], ["model=branched"]])
+def test_config_yaml_is_omegaconfs_text_and_reads_back_the_same(overrides, tmp_path) -> None:
+    """The trial config a worker and MLflow get: OmegaConf's own text (made faster), with the
+    strings that would read back as numbers, booleans or null still quoted."""
+    from conftest import CONF_DIR
+    from hydra import compose, initialize_config_dir
+
+    from search.space import config_yaml
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        base = compose("config", overrides=[*overrides, f"output_dir={tmp_path}"])
+    cfg = apply_params(base, {"optimizer.learning_rate": 0.004})
+    OmegaConf.set_struct(cfg, False)
+    cfg.data.tricky = {"float": "1e-3", "bool": "true", "int": "12", "none": None, "text": "é x"}
+    text = config_yaml(cfg)
+    assert text == OmegaConf.to_yaml(cfg)
+    assert OmegaConf.create(text) == cfg
+    assert OmegaConf.create(text).data.tricky.float == "1e-3"

@@ -38,7 +38,11 @@ if TYPE_CHECKING:  # the sweep process with workers never imports TensorFlow
 
 
 class EpochListener(Protocol):
-    """What an engine hands a trial to hear each epoch's logs (the pruner); raising stops it."""
+    """What an engine hands a trial to hear each epoch's logs (the pruner); raising stops it.
+
+    `decides` (optional, default True): whether it can stop the trial, so a worker waits for it
+    after each epoch; one that cannot (no pruner) hears the epoch while the worker trains on.
+    """
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None: ...
 
@@ -285,13 +289,19 @@ class TrialRunner:
             )
             return trained, r.model if self._worth_keeping(r.metrics) else None
 
+        deciding = [c for c in callbacks if getattr(c, "decides", True)]
+        hearing = [c for c in callbacks if not getattr(c, "decides", True)]
+
         def on_epoch(epoch: int, logs: dict[str, float]) -> None:
-            with STORE_LOCK:  # the engine's callbacks: the pruner's verdict
-                for callback in callbacks:
-                    callback.on_epoch_end(epoch, logs)
+            if deciding:
+                with STORE_LOCK:  # the engine's callbacks: the pruner's verdict
+                    for callback in deciding:
+                        callback.on_epoch_end(epoch, logs)
 
         def after_epoch(epoch: int, logs: dict[str, float]) -> None:
-            with STORE_LOCK:  # the epoch's curves, written while the worker trains on
+            with STORE_LOCK:  # the epoch's curves (and reports), while the worker trains on
+                for callback in hearing:
+                    callback.on_epoch_end(epoch, logs)
                 logger.on_epoch_end(epoch, logs)
 
         def keep(trained: Trained) -> str | None:

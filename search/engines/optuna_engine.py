@@ -86,6 +86,8 @@ class ObjectivePruning:
 
     def __init__(self, trial: optuna.Trial, monitor: str) -> None:
         self._trial, self._monitor = trial, monitor
+        # No pruner (search.pruner=none): the report is a record, not a verdict to wait for.
+        self.decides = not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = logs or {}

@@ -67,12 +67,14 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     check_engine(cfg)
     settings = worker_settings(cfg)  # search.workers, trial_timeout, worker.*
     check_stores(cfg)  # bad input: every store and folder, read-only, before anything is created
-    if cfg.data.get("source") == "directory":  # its layout (and links) before TensorFlow loads
-        scan_folder(cfg.data.get("path"), warn=False)  # load_data scans again, and warns
     engine = str(cfg.search.engine)
     name = study_name(cfg)
-    pool = WorkerPool(settings) if settings.workers else None  # started once the config checks
+    pool = WorkerPool(settings) if settings.workers else None
     try:
+        if pool is not None:  # TensorFlow's import (~4 s) runs in the workers from now on, beside
+            pool.start()  # this process's set-up; one that fails kills them (never trained)
+        if cfg.data.get("source") == "directory":  # its layout (and links) before loading
+            scan_folder(cfg.data.get("path"), warn=False)  # load_data scans again, and warns
         with interrupts_stop(pool):
             return _sweep(cfg, space, name, engine, pool)
     finally:
@@ -93,8 +95,6 @@ def _sweep(
     # What is found from here on (a weights file, the data) removes what this start created.
     with removed_on_error(cfg):
         create_output_dir(Path(cfg.output_dir))  # a file system that refuses it: fail now
-        if pool is not None:  # TensorFlow imports in the workers while this process sets up
-            pool.start()  # (its stores, the data, the model checks); never in this process
         check_models(cfg, space)
         # Heavy imports only once the config is known to be good: bad input fails in a second.
         from experiments.quiet import quiet_logs, quiet_tensorflow

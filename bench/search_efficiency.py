@@ -1,6 +1,7 @@
 """Search efficiency: best validation accuracy versus wall time, per search method.
 
-    python bench/search_efficiency.py [--quick] [--seeds N] [--data fashion-mnist-test]
+    python bench/search_efficiency.py [--quick] [--seeds N] [--trials N] [--data fashion-mnist-test]
+    python bench/search_efficiency.py --space transfer [--quick] [--seeds N] [--trials N]
 
 Every method searches the same space (conf/space/cnn.yaml) on the same real images (a per-class
 subsample of ../shared/data/fashion-mnist-test, split once with a fixed seed) with the same
@@ -14,8 +15,22 @@ budget (search.n_trials trials of at most train.epochs epochs), once per search 
 
 Timings come from the MLflow store each sweep writes (child run end times, `final_val_accuracy`),
 so every sweeplab engine is measured the same way. The figure of merit is the time to reach random
-search's final best (the median over seeds of random's best): target <= 1/3 of random's time.
+search's final best (the median over seeds of random's best; for an even number of seeds the lower
+of the middle two, a value random reached): target <= 1/3 of random's time.
 Methods whose pieces are not in this checkout are skipped with the reason.
+
+--space transfer: the default transfer sweep (`+sweep=transfer`: conf/sweep/transfer.yaml over
+conf/space/transfer.yaml, MobileNet alpha 0.25 with the offline ImageNet weights file copied into a
+temporary keras_home) on photos: the first images of each class of ../shared/data/
+sign-language-digits, through `data=directory`. Methods: `random` (no pruner), `tpe` (no pruner,
+n_startup_trials=5 as above) and `default` (the sweep as it is: TPE with Optuna's default 10
+start-up trials and the sweep's own Hyperband pruner); the Keras Tuner methods are skipped there.
+Each sweep has its own output_dir, so its own frozen-feature cache, cold at the start as a
+user's first sweep is (a cache shared across sweeps would favour whichever ran later).
+Results go to bench/results/search_efficiency_transfer.json.
+
+Trial 0 of every study is the base config (search/baseline.py), the same for every method; it is
+kept, and its time and epochs count for every method.
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -30,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import ROOT, SHARED_DATA, median, parse_args, print_table, verdict, write_result
+from transfer_vs_recipe import QUICK_SWEEP, WEIGHTS_FILE, keras_home
 
 TARGET = 1 / 3  # time to reach random's final best <= 1/3 of random's time
 DATA_SEED = 42  # data split and weight init: fixed, so only the search differs between seeds
@@ -39,37 +56,86 @@ FULL = {"per_class": 150, "epochs": 4, "n_trials": 16, "seeds": 3}
 TPE_STARTUP = ["search.samplers.tpe.n_startup_trials=5"]
 QUICK = {"per_class": 50, "epochs": 2, "n_trials": 5, "seeds": 3}
 
+# --space transfer. 10 epochs is the sweep's own train.epochs (6 head-only + 4 fine-tuning in its
+# base config); input sizes as its space samples them (96-224 px). 40 images per class (279
+# train / 61 validation): about 20 s a trial at nice 19 beside another load on 2 cores, so the
+# 108 trials take about 35 minutes (50 per class measured 22-27 s a trial).
+TRANSFER_DATA = "sign-language-digits"
+TRANSFER_FULL = {"per_class": 40, "epochs": 10, "n_trials": 12, "seeds": 3}
+# --quick: the same sweep at 96 px only and 4 epochs (transfer_vs_recipe.py's quick configs).
+TRANSFER_QUICK = {"per_class": 20, "epochs": 4, "n_trials": 4, "seeds": 3}
+BASELINE_NOTE = (
+    "trial 0 of every study is the base config (search/baseline.py), the same for every method: "
+    "kept, and its time and epochs count for every method"
+)
+
 
 def main() -> None:
     args = parse_args(
         __doc__.splitlines()[0],
         [
             ("--seeds", {"type": int, "default": None, "help": "search seeds per method"}),
-            ("--data", {"default": "fashion-mnist-test", "help": "a folder of ../shared/data"}),
+            ("--trials", {"type": int, "default": None, "help": "search.n_trials per sweep"}),
+            (
+                "--data",
+                {
+                    "default": None,
+                    "help": "a folder of ../shared/data (default: fashion-mnist-test; "
+                    f"{TRANSFER_DATA} with --space transfer)",
+                },
+            ),
+            (
+                "--space",
+                {
+                    "choices": ["cnn", "transfer"],
+                    "default": "cnn",
+                    "help": "cnn: conf/space/cnn.yaml (default); transfer: +sweep=transfer",
+                },
+            ),
         ],
     )
-    size = dict(QUICK if args.quick else FULL)
+    transfer = args.space == "transfer"
+    args.data = args.data or (TRANSFER_DATA if transfer else "fashion-mnist-test")
+    if transfer:
+        size = dict(TRANSFER_QUICK if args.quick else TRANSFER_FULL)
+    else:
+        size = dict(QUICK if args.quick else FULL)
     if args.seeds:
         size["seeds"] = args.seeds
+    if args.trials:
+        size["n_trials"] = args.trials
     source = SHARED_DATA / args.data
     if not source.is_dir():
         print(
             f"search_efficiency: skipped: {source} is not here (a fresh clone has no shared data)"
         )
         return
+    if transfer and not (SHARED_DATA / "keras-weights" / WEIGHTS_FILE).is_file():
+        print(f"search_efficiency: skipped: no {SHARED_DATA / 'keras-weights' / WEIGHTS_FILE}")
+        return
     from experiments.quiet import quiet_tensorflow
 
     quiet_tensorflow()
     work = Path(tempfile.mkdtemp(prefix="sweeplab-search-efficiency-"))
+    loads = [os.getloadavg()]
     try:
         subset = link_subset(source, work / "images", size["per_class"])
-        data_overrides, data_note = data_config(subset)
+        if transfer:
+            data_overrides, data_note = transfer_config(subset, work, args.quick)
+        else:
+            data_overrides, data_note = data_config(subset)
         print(
-            f"search efficiency: {args.data}, {size['per_class']} images per class ({data_note}), "
+            f"search efficiency ({'+sweep=transfer' if transfer else 'conf/space/cnn.yaml'}): "
+            f"{args.data}, {size['per_class']} images per class ({data_note}), "
             f"{size['n_trials']} trials x <= {size['epochs']} epochs, {size['seeds']} seeds",
             flush=True,
         )
-        methods, skipped = available_methods(data_overrides)
+        print(f"  note: {BASELINE_NOTE}")
+        print(f"  load average at the start (1, 5, 15 min): {_load(loads[0])}", flush=True)
+        if transfer:
+            methods, skipped = transfer_methods()
+        else:
+            methods, skipped = available_methods(data_overrides)
         for name, reason in skipped.items():
             print(f"  skip {name}: {reason}")
         curves: dict[str, list[dict[str, Any]]] = {name: [] for name in methods}
@@ -77,26 +143,44 @@ def main() -> None:
             for name, run in methods.items():
                 curve = run(work / "runs", data_overrides, subset, size, seed)
                 curves[name].append(curve)
+                loads.append(os.getloadavg())
                 print(
-                    f"  seed {seed} {name:<20} best {curve['best']:.4f} after "
-                    f"{curve['total_s']:6.1f}s, {curve['trials']} trials, {curve['epochs']} epochs",
+                    f"  seed {seed} {name:<20} best {curve['best']:.4f} (trial "
+                    f"{curve['best_trial'] or '-'}) after {curve['total_s']:6.1f}s, {curve['trials']} "
+                    f"trials, {curve['epochs']} epochs; load {_load(loads[-1])}",
                     flush=True,
                 )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report(curves, skipped, size, args)
+    one_minute = [load[0] for load in loads]
+    print(
+        f"\nload average (1 min) over the run: {min(one_minute):.2f}-{max(one_minute):.2f}, "
+        f"median {median(one_minute):.2f} ({len(loads)} samples: the start and after each sweep)"
+    )
+    report(curves, skipped, size, args, loads)
+
+
+def _load(load: tuple[float, ...]) -> str:
+    return " ".join(f"{x:.2f}" for x in load)
 
 
 # --------------------------------------------------------------------------- data
 
 
 def link_subset(source: Path, target: Path, per_class: int) -> Path:
-    """The first `per_class` images of each class folder, as symlinks (nothing is copied)."""
+    """The first `per_class` images of each class folder, hard-linked (copied across devices).
+
+    Not symlinks: a data folder's symbolic links are followed only while they stay inside it
+    (docs/operations.md, "Data links"), so links to ../shared/data would be skipped.
+    """
     for class_dir in sorted(p for p in source.iterdir() if p.is_dir()):
         files = sorted(f for f in class_dir.iterdir() if f.is_file())[:per_class]
         (target / class_dir.name).mkdir(parents=True)
         for f in files:
-            (target / class_dir.name / f.name).symlink_to(f)
+            try:
+                os.link(f, target / class_dir.name / f.name)
+            except OSError:  # another filesystem, or links not allowed: a copy
+                shutil.copyfile(f, target / class_dir.name / f.name)
     return target
 
 
@@ -154,12 +238,37 @@ def folder_loader(folder: Path):
     return load
 
 
+def transfer_config(subset: Path, work: Path, quick: bool) -> tuple[list[str], str]:
+    """`+sweep=transfer` on the photo subset with the offline MobileNet weights (--space transfer).
+
+    --quick takes transfer_vs_recipe.py's quick configs (96 px only, 4 epochs, 3 of them
+    head-only); their `final.*` keys do not apply, as the final stage is off here.
+    """
+    overrides = [
+        "+sweep=transfer",
+        "data=directory",
+        f"data.path={subset}",
+        f"keras_home={keras_home(work)}",
+    ]
+    if quick:
+        overrides += [o for o in QUICK_SWEEP if not o.startswith("final.")]
+    cfg = compose(overrides)
+    note = (
+        f"data=directory, decoded at {cfg.data.image_size} px, input sizes "
+        f"{list(cfg.space.model.input_size.choices)}, {cfg.model.backbone} alpha "
+        f"{cfg.model.alpha} ImageNet weights from {WEIGHTS_FILE}"
+    )
+    return overrides, note
+
+
 def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from search.overrides import normalize_overrides  # +sweep=NAME as sweep=NAME
+
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
+        return hydra_compose("config", overrides=normalize_overrides(overrides))
 
 
 # --------------------------------------------------------------------------- methods
@@ -194,13 +303,35 @@ def available_methods(data_overrides: list[str]) -> tuple[dict[str, Any], dict[s
     return methods, skipped
 
 
-def sweeplab_method(extra: list[str]):
-    """A method that is one sweeplab sweep with these overrides; its curve read from MLflow."""
+def transfer_methods() -> tuple[dict[str, Any], dict[str, str]]:
+    """--space transfer: random and TPE without pruning, and the transfer sweep as it is."""
+    methods = {
+        "random": sweeplab_method(["search.sampler=random", "search.pruner=none"], own_dir=True),
+        "tpe": sweeplab_method(
+            ["search.sampler=tpe", "search.pruner=none"] + TPE_STARTUP, own_dir=True
+        ),
+        # No overrides: conf/sweep/transfer.yaml's TPE (10 start-up trials) + Hyperband pruner.
+        "default": sweeplab_method([], label="default", own_dir=True),
+    }
+    reason = (
+        "not run on the transfer space (the brief of this mode: random, TPE and the sweep's "
+        "default, within ~35 minutes on 2 cores)"
+    )
+    return methods, {"kt_hyperband": reason, "plain_kt_hyperband": reason}
+
+
+def sweeplab_method(extra: list[str], label: str | None = None, own_dir: bool = False):
+    """A method that is one sweeplab sweep with these overrides; its curve read from MLflow.
+
+    own_dir: the sweep gets its own output_dir (stores and frozen-feature cache), deleted once its
+    curve is read; otherwise every sweep writes to `out`.
+    """
 
     def run(out: Path, data_overrides: list[str], subset: Path, size: dict, seed: int) -> dict:
         from search.sweep import sweep
 
-        name = "-".join(o.split("=")[-1] for o in extra) + f"-seed{seed}"
+        name = (label or "-".join(o.split("=")[-1] for o in extra)) + f"-seed{seed}"
+        out = out / name if own_dir else out
         cfg = compose(
             [
                 *data_overrides,
@@ -217,7 +348,10 @@ def sweeplab_method(extra: list[str]):
         )
         with contextlib.redirect_stdout(io.StringIO()):  # the sweep's own lines: not needed here
             summary = sweep(cfg)
-        return curve_from_mlflow(cfg, summary.parent_run_id)
+        curve = curve_from_mlflow(cfg, summary.parent_run_id)
+        if own_dir:
+            shutil.rmtree(out, ignore_errors=True)
+        return curve
 
     return run
 
@@ -235,17 +369,18 @@ def curve_from_mlflow(cfg, parent_run_id: str) -> dict[str, Any]:
     )
     t0 = parent.info.start_time / 1000
     finished = sorted(children, key=lambda r: r.info.end_time or 0)
-    points, best, epochs = [], -math.inf, 0
+    points, best, epochs, best_trial = [], -math.inf, 0, None
     for run in finished:
         epochs += len(client.get_metric_history(run.info.run_id, "loss"))
         value = run.data.metrics.get("final_val_accuracy")
         if value is not None and value > best:
-            best = value
+            best, best_trial = value, run.data.tags.get("sweeplab.trial_number")
         points.append((run.info.end_time / 1000 - t0, best, epochs))
     end = (parent.info.end_time or finished[-1].info.end_time) / 1000 - t0
     return {
         "points": points,
         "best": best,
+        "best_trial": best_trial,
         "total_s": end,
         "trials": len(finished),
         "epochs": epochs,
@@ -336,6 +471,7 @@ def plain_hyperband(out: Path, data_overrides: list[str], subset: Path, size: di
     return {
         "points": points,
         "best": best[0],
+        "best_trial": None,
         "total_s": time.time() - started,
         "trials": len(points),
         "epochs": epochs[0],
@@ -355,8 +491,13 @@ def best_at(points: list, seconds: float) -> float:
     return max(reached) if reached else float("nan")
 
 
-def report(curves: dict[str, list[dict]], skipped: dict[str, str], size: dict, args) -> None:
-    target_value = median([c["best"] for c in curves["random"]])
+def report(
+    curves: dict[str, list[dict]], skipped: dict[str, str], size: dict, args, loads: list
+) -> None:
+    # The middle of random's final bests (the lower middle one for an even number of seeds, so
+    # that it is a value random search reached).
+    finals = sorted(c["best"] for c in curves["random"])
+    target_value = finals[(len(finals) - 1) // 2]
     random_time = median([time_to_reach(c["points"], target_value) for c in curves["random"]])
     random_epochs = median([time_to_reach(c["points"], target_value, 2) for c in curves["random"]])
     random_total = median([c["total_s"] for c in curves["random"]])
@@ -376,6 +517,13 @@ def report(curves: dict[str, list[dict]], skipped: dict[str, str], size: dict, a
             "time_ratio_vs_random": ratio,
             "epochs_to_random_best": reach_epochs,
             "epochs_ratio_vs_random": epoch_ratio,
+            "time_to_random_best_each_seed_s": [
+                time_to_reach(c["points"], target_value) for c in runs
+            ],
+            "epochs_to_random_best_each_seed": [
+                time_to_reach(c["points"], target_value, 2) for c in runs
+            ],
+            "best_trial_each_seed": [c.get("best_trial") for c in runs],
             "best_at_s": {
                 f"{t:.0f}": median([best_at(c["points"], t) for c in runs]) for t in checkpoints
             },
@@ -410,6 +558,28 @@ def report(curves: dict[str, list[dict]], skipped: dict[str, str], size: dict, a
         ],  # fmt: skip
         rows,
     )
+    print(
+        f"\nper seed: final best (its trial), then s / epochs to random's best {target_value:.4f}"
+    )
+    for name, s in summary.items():
+        cells = [
+            f"{best:.4f} ({'-' if trial is None else trial}) {_cell_s(t)} / {_cell_s(e)}"
+            for best, trial, t, e in zip(
+                s["final_best_each_seed"],
+                s["best_trial_each_seed"],
+                s["time_to_random_best_each_seed_s"],
+                s["epochs_to_random_best_each_seed"],
+                strict=True,
+            )
+        ]
+        print(f"  {name:<20} " + ";  ".join(cells))
+    trial0 = {
+        name: sum(str(t) == "0" for t in s["best_trial_each_seed"]) for name, s in summary.items()
+    }
+    print(
+        "seeds whose final best is trial 0 (the base config): "
+        + ", ".join(f"{name} {n}/{len(curves[name])}" for name, n in trial0.items())
+    )
     sweeplab_methods = [m for m in summary if m not in ("random", "plain_kt_hyperband")]
     best_method = min(sweeplab_methods, key=lambda m: summary[m]["time_ratio_vs_random"])
     met = summary[best_method]["time_ratio_vs_random"] <= TARGET
@@ -421,15 +591,20 @@ def report(curves: dict[str, list[dict]], skipped: dict[str, str], size: dict, a
     )
     for name, reason in skipped.items():
         print(f"not measured: {name}: {reason}")
+    transfer = args.space == "transfer"
     write_result(
-        "search_efficiency",
+        "search_efficiency_transfer" if transfer else "search_efficiency",
         {
             "settings": {
                 **size,
                 "data": args.data,
                 "data_seed": DATA_SEED,
-                "space": "conf/space/cnn.yaml",
+                "space": "+sweep=transfer (conf/space/transfer.yaml)"
+                if transfer
+                else "conf/space/cnn.yaml",
             },  # fmt: skip
+            "baseline": BASELINE_NOTE,
+            "load_average_1_5_15_samples": [[round(x, 2) for x in load] for load in loads],
             "target": {
                 "time_ratio_vs_random_max": TARGET,
                 "method": best_method,
@@ -444,6 +619,10 @@ def report(curves: dict[str, list[dict]], skipped: dict[str, str], size: dict, a
         },
         args.quick,
     )
+
+
+def _cell_s(value: float) -> str:
+    return "never" if not math.isfinite(value) else f"{value:.0f}"
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ gone (kill -9 of the sweep), so no worker outlives its sweep.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import os
@@ -113,10 +114,15 @@ def serve(
     from experiments.training.trial import run_trial
 
     module, function = save_model_at.split(":")
+
     # The saver's module imports MLflow (1-3 s of CPU), needed first when trial 0 ends (it is
     # always kept: nothing to beat yet). Imported beside that trial's training, which leaves a
     # core idle on small models, instead of on its critical path or before "ready".
-    preload = threading.Thread(target=importlib.import_module, args=(module,), daemon=True)
+    def import_saver() -> None:
+        with contextlib.suppress(BaseException):  # raised where it is used (save_model) instead
+            importlib.import_module(module)
+
+    preload = threading.Thread(target=import_saver, daemon=True)
 
     def save_model(model: Any, sample: Any, folder: str) -> None:
         preload.join()  # an import that failed there is raised here, by importing again

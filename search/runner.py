@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from experiments.data.load import load_data, loading_key
 from experiments.data.splits import ImageData
@@ -25,7 +25,7 @@ from experiments.errors import TrialFailed, UserInputError
 from experiments.outcome import TrialOutcome
 from experiments.worker import Trained, resident_mb
 from search.objectives import measured_costs, objectives_of
-from search.space import apply_params, config_yaml
+from search.space import config_yaml, trial_values
 from search.store_lock import STORE_LOCK, released
 from search.trials import FailureStreak, failure_reason, was_interrupted
 from tracking.mlflow_tracker import EpochLogger, SweepTracker
@@ -102,6 +102,7 @@ class TrialRunner:
         self.costs = measured_costs(base)  # cost metrics measured on every trial
         self.started = 0  # trials this runner started (see _is_config_failure)
         self._local = threading.local()  # search.workers > 1 runs trials in threads
+        self._resolved: Any = None  # the base config resolved to dicts, once
 
     @property
     def last_run_id(self) -> str | None:
@@ -123,9 +124,12 @@ class TrialRunner:
 
     def data_for(self, cfg: DictConfig) -> ImageData:
         """The split for this trial's data config, loaded once per distinct data config."""
-        key = loading_key(cfg.data, int(cfg.seed))  # augmentation, class weights: same images
+        return self._loaded(cfg.data, int(cfg.seed))
+
+    def _loaded(self, data_cfg: DictConfig, seed: int) -> ImageData:
+        key = loading_key(data_cfg, seed)  # augmentation, class weights: same images
         if key not in self._data:
-            self._data[key] = load_data(cfg.data, int(cfg.seed))
+            self._data[key] = load_data(data_cfg, seed)
         return self._data[key]
 
     def run(
@@ -157,10 +161,15 @@ class TrialRunner:
     ) -> Outcome:
         self.last_run_id = None
         self.started += 1
-        cfg = apply_params(self.base, {**params, **(overrides or {})})
-        data = self.data_for(cfg)
+        if self._resolved is None:
+            self._resolved = OmegaConf.to_container(self.base, resolve=True)
+        values = trial_values(self._resolved, {**params, **(overrides or {})})
+        data = self._loaded(OmegaConf.create(values["data"]), int(values["seed"]))
         run_tags = {**self.tags, "trial_number": number, "data_fingerprint": data.fingerprint()}
-        text = config_yaml(cfg)
+        text = config_yaml(values)
+        # The whole config as OmegaConf nodes only where the trial trains here (a worker gets
+        # the text): building them costs the sweep process 20-100 ms a trial.
+        cfg = OmegaConf.create(values) if self.pool is None else None
         with ExitStack() as hold:
             worker = self._hand_over(text, data, hold)  # None: the trial trains here
             return self._record(number, params, cfg, text, data, worker, callbacks, run_tags, tags)
@@ -180,7 +189,7 @@ class TrialRunner:
         self,
         number: int,
         params: Mapping[str, Any],
-        cfg: DictConfig,
+        cfg: DictConfig | None,
         config_text: str,
         data: ImageData,
         worker: Worker | None,
@@ -265,7 +274,7 @@ class TrialRunner:
 
     def _train(
         self,
-        cfg: DictConfig,
+        cfg: DictConfig | None,
         data: ImageData,
         logger: EpochLogger,
         callbacks: list[EpochListener],
@@ -275,6 +284,7 @@ class TrialRunner:
         keeping and was trained here, the model; a worker saves a kept model to files instead
         (`Trained.model_folder`), so this process never loads it."""
         if worker is None:
+            assert cfg is not None  # built for trials that train here
             import keras
 
             from experiments.evaluation.cost import model_costs

@@ -171,8 +171,13 @@ class TrialRunner:
         # the text): building them costs the sweep process 20-100 ms a trial.
         cfg = OmegaConf.create(values) if self.pool is None else None
         with ExitStack() as hold:
-            worker = self._hand_over(text, data, hold)  # None: the trial trains here
-            return self._record(number, params, cfg, text, data, worker, callbacks, run_tags, tags)
+            try:
+                worker, failed = self._hand_over(text, data, hold), None  # None: trains here
+            except Exception as err:  # no worker could take it: recorded as the trial's failure
+                worker, failed = None, err
+            return self._record(
+                number, params, cfg, text, data, worker, failed, callbacks, run_tags, tags
+            )
 
     def _hand_over(self, config_text: str, data: ImageData, hold: ExitStack) -> Worker | None:
         """With a pool, a worker (held by `hold`) that has the trial and starts on it while this
@@ -193,11 +198,13 @@ class TrialRunner:
         config_text: str,
         data: ImageData,
         worker: Worker | None,
+        failed: Exception | None,
         callbacks: list[EpochListener] | None,
         run_tags: dict[str, Any],
         tags: Mapping[str, Any] | None,
     ) -> Outcome:
-        """The trial's MLflow run around its training (here, or followed in `worker`)."""
+        """The trial's MLflow run around its training (here, or followed in `worker`); `failed`:
+        why no worker took the trial (a worker that died starting), raised in the run."""
         with self.tracker.trial_run(
             f"trial-{number}", params, {**run_tags, **(tags or {})}
         ) as record:
@@ -205,6 +212,8 @@ class TrialRunner:
             record.log_text(config_text, "trial_config.yaml")
             record.log_dataset(data.describe())
             try:
+                if failed is not None:
+                    raise failed
                 result, model = self._train(cfg, data, record.callback(), callbacks or [], worker)
             except (KeyboardInterrupt, SystemExit):
                 raise

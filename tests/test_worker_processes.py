@@ -93,6 +93,36 @@ def test_a_trial_over_the_timeout_is_stopped_and_failed(make_config) -> None:
     assert time.monotonic() - started < 120  # 200 epochs would take far longer
 
 
+def test_trials_whose_worker_cannot_start_are_recorded_failures_and_the_streak_stops(
+    make_config, monkeypatch
+) -> None:
+    """A worker that dies before it is ready (a broken TensorFlow install, say) fails its trial
+    like any dead worker: a FAILED MLflow run and Optuna trial with the reason, counted in the
+    failure streak, so search.max_consecutive_failures stops the sweep (exit 3)."""
+    from experiments.errors import TooManyFailures, TrialFailed
+
+    cfg = make_config(
+        WORKERS, "tracking.log_models=false", "search.n_trials=5",
+        "search.max_consecutive_failures=2",
+    )  # fmt: skip
+    reason = "the worker process training this trial died: exited with code 1 before its first"
+
+    def cannot_start(self, config_yaml, shared, costs):
+        self.kill()
+        raise TrialFailed(reason)
+
+    monkeypatch.setattr(workers.Worker, "send_trial", cannot_start)
+    with pytest.raises(TooManyFailures):
+        sweep(cfg)
+    runs = trial_runs(cfg)
+    assert sorted(runs) == [0, 1]
+    assert [r.info.status for r in runs.values()] == ["FAILED", "FAILED"]
+    assert all(reason in r.data.tags["sweeplab.failure_reason"] for r in runs.values())
+    trials = study_of(cfg).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert all(reason in t.user_attrs["failure_reason"] for t in trials)
+
+
 @pytest.mark.parametrize(
     ("override", "mention"),
     [

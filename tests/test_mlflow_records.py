@@ -169,3 +169,28 @@ def test_new_stores_are_copied_from_a_template_and_a_damaged_one_is_rebuilt(
     assert [e.name for e in rebuilt.search_experiments()] == ["Default"]
     assert template.read_bytes()[:16] == b"SQLite format 3\x00"  # replaced by a good one
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_curves_over_mlflows_batch_limit_are_all_written_with_the_closing_figures(
+    tmp_path,
+) -> None:
+    """Epochs held back between writes (at most every CURVES_EVERY_S) reach the store at the
+    trial's close, split into calls MLflow accepts (1,000 metrics each) when they are many."""
+    from tracking.mlflow_tracker import TrialRun, create_sqlite_store
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    create_sqlite_store(uri)
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("curves")).info.run_id
+    record = TrialRun(client, run_id)
+    logger = record.callback()
+    for epoch in range(600):  # 1,200 metrics, all within one write interval
+        logger.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1), "val_accuracy": epoch / 600})
+    assert logger.pending == 1200
+    record.log_batch({"train_seconds": 3.0}, {"sweeplab.note": "closing"})
+    assert logger.pending == 0
+    assert len(client.get_metric_history(run_id, "loss")) == 600
+    assert len(client.get_metric_history(run_id, "val_accuracy")) == 600
+    run = client.get_run(run_id)
+    assert run.data.metrics["train_seconds"] == 3.0
+    assert run.data.tags["sweeplab.note"] == "closing"

@@ -112,6 +112,11 @@ class EpochLogger:
         if time.monotonic() - self._written_at >= CURVES_EVERY_S:
             self.flush()
 
+    @property
+    def pending(self) -> int:
+        """Metrics seen and not written yet."""
+        return len(self._pending)
+
     def take(self) -> list:
         """The epochs not written yet, for the caller to write (they are no longer pending)."""
         pending, self._pending = self._pending, []
@@ -173,11 +178,9 @@ class TrialRun:
 
         now = int(time.time() * 1000)
         closing = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        if sum(logger.pending for logger in self._loggers) + len(closing) > 1000:
+            self.flush_curves()  # too many for one call: the curves go first, on their own
         curves = [m for logger in self._loggers for m in logger.take()]
-        if len(curves) + len(closing) > 1000:
-            for start in range(0, len(curves), 1000):
-                self.client.log_batch(self.run_id, metrics=curves[start : start + 1000])
-            curves = []
         self.client.log_batch(
             self.run_id,
             metrics=[*curves, *closing],

@@ -3,7 +3,13 @@
 Started with the *spawn* context (TensorFlow is never forked) by `search.workers`, it imports
 TensorFlow once and then serves trials until told to quit or replaced. It never touches a store:
 it only trains and sends messages over its pipe, so the sweep process stays the one writer of the
-Optuna and MLflow stores. Per trial:
+Optuna and MLflow stores. It may be started before the sweep's config is composed (slot 0, by
+`search.workers.start_early`), so its settings come as the first message, not as arguments:
+
+    sweep -> worker   ("setup", threads)                 TensorFlow's threads (None: its default)
+    worker -> sweep   ("ready", pid)                     TensorFlow imported and set up
+
+Per trial:
 
     sweep -> worker   ("trial", config yaml, SharedData, cost names)
     worker -> sweep   ("epoch", epoch, logs)         then waits for "go" or "stop" (pruning)
@@ -81,13 +87,7 @@ def _watch_parent(parent: int) -> None:
         time.sleep(PARENT_POLL_S)
 
 
-def serve(
-    conn: Connection,
-    parent: int,
-    threads: int | None,
-    keras_home: str | None,
-    save_model_at: str,
-) -> None:
+def serve(conn: Connection, parent: int, keras_home: str | None, save_model_at: str) -> None:
     """The worker's main loop (the spawn target); returns when the sweep says quit.
 
     `save_model_at` ("module:function") names the function that writes a model the sweep keeps
@@ -102,12 +102,8 @@ def serve(
     from experiments.quiet import quiet_tensorflow
 
     quiet_tensorflow()
-    import tensorflow as tf
-
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
     import keras
+    import tensorflow as tf
     from omegaconf import OmegaConf
 
     from experiments.evaluation.cost import model_costs
@@ -117,10 +113,11 @@ def serve(
 
     # The saver's module imports MLflow (1-3 s of CPU), needed first when trial 0 ends (it is
     # always kept: nothing to beat yet). Imported beside that trial's training, which leaves a
-    # core idle on small models, instead of on its critical path or before "ready".
+    # core idle on small models, instead of on its critical path or before "ready"; its
+    # `warm_up`, when it has one, does the first save's one-time work there too.
     def import_saver() -> None:
         with contextlib.suppress(BaseException):  # raised where it is used (save_model) instead
-            importlib.import_module(module)
+            getattr(importlib.import_module(module), "warm_up", lambda: None)()
 
     preload = threading.Thread(target=import_saver, daemon=True)
 
@@ -138,6 +135,16 @@ def serve(
                 raise StopTraining()
 
     opened: dict[str, Any] = {}
+    try:
+        setup = conn.recv()
+    except EOFError:  # started early for a sweep that ended before it needed a worker
+        return
+    if setup[0] != "setup":
+        return
+    threads = setup[1]
+    if threads:  # before TensorFlow runs its first op, which fixes its thread pools
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     conn.send(("ready", os.getpid()))
     preload.start()
     while True:

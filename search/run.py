@@ -30,8 +30,24 @@ def main(cfg: DictConfig) -> None:
         sweep(cfg)
 
 
+# Hydra's own flags that print or launch instead of running one sweep in this process.
+_NO_SWEEP_HERE = {"-m", "--multirun", "-h", "--help", "--hydra-help", "-c", "--cfg", "-i",
+                  "--info", "--resolve", "--version", "--shell-completion", "-sc"}  # fmt: skip
+
+
+def trains_here(args: list[str]) -> bool:
+    """Whether this command line runs a sweep with worker processes in this process: then slot
+    0's worker starts before Hydra composes the config (`search.workers.start_early`)."""
+    workers = [a.split("=", 1)[1] for a in args if a.startswith("search.workers=")]
+    return not any(a in _NO_SWEEP_HERE for a in args) and workers[-1:] != ["0"]  # the last wins
+
+
 if __name__ == "__main__":
     from search.overrides import normalize_overrides
 
     sys.argv[1:] = normalize_overrides(sys.argv[1:])  # +sweep=NAME, the documented form
+    if trains_here(sys.argv[1:]):
+        from search.workers import start_early
+
+        start_early()  # TensorFlow imports in the worker while Hydra composes and checks
     main()

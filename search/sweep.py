@@ -22,10 +22,11 @@ from search.final import check_final_config, finalize
 from search.leftovers import removed_on_error
 from search.precheck import check_models
 from search.space import parse_space
+from search.store_wal import finish, write_ahead
 from search.stores import check_stores, create_output_dir
 from search.study import check_sweep_config, study_name
 from search.validate import check_values
-from search.workers import WorkerPool, interrupts_stop, worker_settings
+from search.workers import WorkerPool, discard_early, interrupts_stop, worker_settings
 from tracking.secrets import mask
 
 
@@ -69,7 +70,11 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     check_stores(cfg)  # bad input: every store and folder, read-only, before anything is created
     engine = str(cfg.search.engine)
     name = study_name(cfg)
+    stores = [str(cfg.tracking.tracking_uri), str(cfg.search.get("storage") or "")]
+    write_ahead(*stores)  # SQLite stores: commits without a sync each (search/store_wal.py)
     pool = WorkerPool(settings) if settings.workers else None
+    if pool is None:
+        discard_early()  # started by `python -m search.run` for a sweep that trains here
     try:
         if pool is not None:  # TensorFlow's import (~4 s) runs in the workers from now on, beside
             pool.start()  # this process's set-up; one that fails kills them (never trained)
@@ -78,6 +83,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
         with interrupts_stop(pool):
             return _sweep(cfg, space, name, engine, pool)
     finally:
+        finish(*stores)  # a finished store is one file again
         if pool is not None:
             pool.close()
             from search.runner import scratch_folder

@@ -11,6 +11,7 @@ per-trial leak. A worker that dies (segfault, SIGKILL, the OOM killer) or runs p
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import queue
@@ -126,42 +127,49 @@ def died(process: multiprocessing.process.BaseProcess, last_epoch: int | None) -
 
 
 class Worker:
-    """One worker process on one slot (its GPU, its share of the CPU threads)."""
+    """One worker process on one slot (its GPU, its share of the CPU threads).
 
-    def __init__(
-        self, slot: int, settings: WorkerSettings, gpus: list[str], stopping: threading.Event
-    ) -> None:
+    Spawned without settings (slot 0 may be spawned before the config exists: `start_early`);
+    `set_up` gives it the sweep's, and the worker reports ready once TensorFlow is set up.
+    """
+
+    def __init__(self, slot: int, gpus: list[str]) -> None:
         from experiments.worker import serve
 
-        self.slot, self.settings, self.trials, self.stopping = slot, settings, 0, stopping
-        self.rss_mb = 0.0
+        self.slot, self.trials, self.rss_mb = slot, 0, 0.0
+        self.settings, self.stopping = WorkerSettings(), threading.Event()  # set_up's, later
+        # What the process inherited, so that an early start is adopted only where it matches.
+        self.keras_home = os.environ.get("KERAS_HOME")
+        self.gpu = gpus[slot % len(gpus)] if gpus else None
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
         self.process = context.Process(
             target=serve,
-            args=(
-                child,
-                os.getpid(),
-                settings.threads,
-                os.environ.get("KERAS_HOME"),
-                "tracking.model_files:save_model_files",
-            ),
+            args=(child, os.getpid(), self.keras_home, "tracking.model_files:save_model_files"),
             name=f"sweeplab-worker-{slot}",
             daemon=True,  # ended with the sweep on any normal exit; kill -9: its watchdog
         )
         with _ENV_LOCK:
             saved = os.environ.get("CUDA_VISIBLE_DEVICES")
-            if gpus:
-                os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+            if self.gpu is not None:
+                os.environ["CUDA_VISIBLE_DEVICES"] = self.gpu
             try:
                 self.process.start()
             finally:
-                if gpus:
+                if self.gpu is not None:
                     _restore("CUDA_VISIBLE_DEVICES", saved)
         child.close()
         self._ready = False
         self.busy = False  # a trial was sent and has not ended
         self._deadline: float | None = None  # search.trial_timeout of the trial sent
+
+    def set_up(self, settings: WorkerSettings, stopping: threading.Event) -> Worker:
+        """Give the worker the sweep's settings (its TensorFlow threads); it reports ready once
+        they are applied. A worker that died meanwhile is found by the next receive."""
+        self.settings, self.stopping = settings, stopping
+        with suppress(OSError, ValueError):
+            self.conn.send(("setup", settings.threads))
+        return self
 
     @property
     def pid(self) -> int | None:
@@ -321,7 +329,8 @@ class WorkerPool:
                 self._workers[slot] = self._start(slot)
 
     def _start(self, slot: int) -> Worker:
-        return Worker(slot, self.settings, self.gpus, self.stopping)
+        early = _adopt_early(self.gpus) if slot == 0 else None
+        return (early or Worker(slot, self.gpus)).set_up(self.settings, self.stopping)
 
     @contextmanager
     def worker(self) -> Iterator[Worker]:
@@ -382,6 +391,49 @@ class WorkerPool:
                 current.stop()
             self._workers[slot] = None
         self._standby.clear()
+
+
+_early: Worker | None = None  # slot 0's worker, started before the config was composed
+
+
+def start_early() -> None:
+    """Start slot 0's worker now, before Hydra composes the config and the sweep checks it.
+
+    A worker's start is TensorFlow's import (3-4 s); the sweep's own start-up before its first
+    trial is shorter. Started at the sweep's first line, the worker is ready about when the
+    first trial is, instead of a second or more after it. `WorkerPool` adopts it for slot 0 when
+    it inherited what a worker started then would (KERAS_HOME, the GPU); otherwise, or when the
+    sweep needs no worker (bad input, `search.workers=0`), it is killed (`discard_early`, also
+    at exit). Only `python -m search.run` calls it: `sweep()` called from Python starts its
+    pool as before.
+    """
+    global _early
+    if _early is None:
+        _early = Worker(0, visible_gpus())
+        atexit.register(discard_early)  # before multiprocessing's own exit hook joins it
+
+
+def discard_early() -> None:
+    """Kill the early worker if no pool adopted it."""
+    global _early
+    early, _early = _early, None
+    if early is not None:
+        early.kill()
+
+
+def _adopt_early(gpus: list[str]) -> Worker | None:
+    global _early
+    early, _early = _early, None
+    if early is None:
+        return None
+    slot0 = gpus[0] if gpus else None
+    if early.process.is_alive() and (early.keras_home, early.gpu) == (
+        os.environ.get("KERAS_HOME"),
+        slot0,
+    ):
+        return early
+    early.kill()
+    return None
 
 
 def _restore(key: str, value: str | None) -> None:

@@ -180,3 +180,22 @@ def test_keras_home_is_where_keras_itself_caches(tmp_path, monkeypatch, keras_ho
     )
     expected = tmp_path / ("elsewhere" if keras_home_set else "user/.keras")
     assert Path(asked.stdout.strip()) == expected == keras_home()
+
+
+def test_a_data_fingerprint_is_hashed_once_and_a_changed_copy_hashes_anew() -> None:
+    """`ImageData.fingerprint` is asked a few times a trial: hashed once per object, and a
+    `dataclasses.replace` copy with other pixels gets its own hash."""
+    import dataclasses
+
+    import numpy as np
+
+    from experiments.data.splits import ImageData, Split
+
+    def split(value: int) -> Split:
+        return Split(np.full((4, 2, 2, 1), value, np.uint8), np.arange(4) % 2)
+
+    data = ImageData(split(1), split(2), split(3), ["a", "b"], "test")
+    first = data.fingerprint()
+    assert data.fingerprint() == first and "_content_hash" in vars(data)
+    changed = dataclasses.replace(data, train=split(9))
+    assert changed.fingerprint() != first

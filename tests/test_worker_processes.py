@@ -213,3 +213,111 @@ def test_the_sweep_process_never_imports_tensorflow_while_workers_train(tmp_path
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 finished trials" in done.stdout
     assert done.stdout.rstrip().endswith("tensorflow imported: False"), done.stdout[-2000:]
+
+
+def test_the_first_worker_starts_before_hydra_and_the_pool_adopts_it(tmp_path) -> None:
+    """`python -m search.run` starts slot 0's worker at its first line (TensorFlow imports
+    while Hydra composes and the sweep checks and sets up); the pool takes that worker instead
+    of starting another, and it trains the trials."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, TINY
+
+    code = (
+        "import atexit, runpy, sys\n"
+        "import search.workers as w\n"
+        "started, adopted = [], []\n"
+        "init, adopt = w.Worker.__init__, w._adopt_early\n"
+        "def counting(self, *a, **k):\n"
+        "    init(self, *a, **k); started.append(self.pid)\n"
+        "def adopting(*a, **k):\n"
+        "    worker = adopt(*a, **k); adopted.append(worker is not None); return worker\n"
+        "w.Worker.__init__, w._adopt_early = counting, adopting\n"
+        "atexit.register(lambda: print('workers started:', len(started), 'adopted:', adopted))\n"
+        "sys.argv = ['search.run', *sys.argv[1:]]\n"
+        "runpy.run_module('search.run', run_name='__main__', alter_sys=True)\n"
+    )
+    args = [*TINY, WORKERS, "search.n_trials=2", "final.enabled=false", f"output_dir={tmp_path}"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 finished trials" in done.stdout
+    assert done.stdout.rstrip().endswith("workers started: 1 adopted: [True]"), done.stdout[-2000:]
+
+
+def test_an_early_worker_is_adopted_only_where_it_matches_and_never_outlives_bad_input(
+    tmp_path, monkeypatch
+) -> None:
+    """A worker started before the config was known inherited this process's KERAS_HOME: a
+    sweep that sets another (keras_home=DIR) gets a fresh worker and the early one is killed.
+    A command line that fails its checks exits 2 without leaving its early worker behind."""
+    import subprocess
+    import sys
+    import uuid
+
+    from conftest import ROOT
+
+    monkeypatch.delenv("KERAS_HOME", raising=False)
+    settings = workers.WorkerSettings()
+    workers.start_early()
+    early = workers._early
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # what keras_home=DIR does
+    pool = workers.WorkerPool(settings)
+    try:
+        pool.start()
+        assert pool._workers[0] is not early and not early.process.is_alive()
+        assert pool._workers[0].keras_home == str(tmp_path / "keras")
+    finally:
+        pool.close()
+    monkeypatch.delenv("KERAS_HOME")
+    workers.start_early()
+    early = workers._early
+    pool = workers.WorkerPool(settings)
+    try:
+        pool.start()
+        assert pool._workers[0] is early  # it matches: adopted, and it answers
+        message = early._receive(time.monotonic() + 120, [None], "start")
+        assert message == ("ready", early.pid)
+    finally:
+        pool.close()
+
+    marker = uuid.uuid4().hex  # in the environment of every process the command starts
+    done = subprocess.run(
+        [sys.executable, "-m", "search.run", "search.workers=-1", f"output_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, "SWEEPLAB_TEST_MARKER": marker},
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "search.workers=-1" in done.stderr + done.stdout
+    time.sleep(0.5)
+    left = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"SWEEPLAB_TEST_MARKER={marker}".encode() in environ.read_bytes():
+                left.append(environ.parent.name)
+        except OSError:
+            continue
+    assert left == [], f"processes left by the failed command: {left}"
+
+
+@pytest.mark.parametrize(
+    ("args", "early"),
+    [
+        ([], True),
+        (["+sweep=transfer", "search.workers=2"], True),
+        (["search.workers=0"], False),
+        (["search.workers=0", "search.workers=1"], True),  # the last override wins
+        (["-m", "hydra/launcher=submitit_local"], False),  # the launcher's jobs train
+        (["--cfg", "job"], False),
+        (["--help"], False),
+    ],
+)
+def test_which_command_lines_start_a_worker_before_hydra(args, early) -> None:
+    from search.run import trains_here
+
+    assert trains_here(args) is early

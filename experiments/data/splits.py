@@ -9,6 +9,7 @@ one final evaluation: nothing in the search reads it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,8 +79,12 @@ class ImageData:
 
     def fingerprint(self) -> str:
         """A short content hash of every split's pixels and labels."""
-        if self.digest is not None:
-            return self.digest
+        return self.digest if self.digest is not None else self._content_hash
+
+    @functools.cached_property
+    def _content_hash(self) -> str:
+        """Hashed once per object (a sweep asks a few times a trial; 450 MB of 224 px photos
+        take about a second): a `dataclasses.replace` copy is a new object and hashes anew."""
         digest = hashlib.sha256()
         for name in SPLITS:
             split = self.split(name)

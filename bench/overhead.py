@@ -432,10 +432,15 @@ def arm_sweeplab(spec: dict, rec: dict, started: Clock) -> None:
     """`python -m search.run` (run in this process via runpy) with timing hooks around its parts."""
     import runpy
 
+    import search.run  # noqa: F401  (imported here so the import time is counted as imports)
+    import search.workers
+
+    # Where `python -m search.run` starts its first worker: after its own import, before
+    # anything else (here: the imports for the timing hooks below, which it does later too).
+    search.workers.start_early()
     import optuna
 
     import search.engines.optuna_engine as backend
-    import search.run  # noqa: F401  (imported here so the import time is counted as imports)
     import search.runner as runner
     import tracking.mlflow_tracker as tracker
 

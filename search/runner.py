@@ -28,7 +28,7 @@ from search.objectives import measured_costs, objectives_of
 from search.space import config_yaml, trial_values
 from search.store_lock import STORE_LOCK, released
 from search.trials import FailureStreak, failure_reason, was_interrupted
-from tracking.mlflow_tracker import EpochLogger, SweepTracker
+from tracking.mlflow_tracker import EpochLogger, SweepTracker, dataset_tags
 
 if TYPE_CHECKING:  # the sweep process with workers never imports TensorFlow
     import keras
@@ -165,7 +165,9 @@ class TrialRunner:
             self._resolved = OmegaConf.to_container(self.base, resolve=True)
         values = trial_values(self._resolved, {**params, **(overrides or {})})
         data = self._loaded(OmegaConf.create(values["data"]), int(values["seed"]))
-        run_tags = {**self.tags, "trial_number": number, "data_fingerprint": data.fingerprint()}
+        described = data.describe()
+        run_tags = {**self.tags, "trial_number": number, **dataset_tags(described)}
+        run_tags["data_fingerprint"] = described["fingerprint"]
         text = config_yaml(values)
         # The whole config as OmegaConf nodes only where the trial trains here (a worker gets
         # the text): building them costs the sweep process 20-100 ms a trial.
@@ -176,7 +178,17 @@ class TrialRunner:
             except Exception as err:  # no worker could take it: recorded as the trial's failure
                 worker, failed = None, err
             return self._record(
-                number, params, cfg, text, data, worker, failed, callbacks, run_tags, tags
+                number,
+                params,
+                cfg,
+                text,
+                data,
+                described,
+                worker,
+                failed,
+                callbacks,
+                run_tags,
+                tags,
             )
 
     def _hand_over(self, config_text: str, data: ImageData, hold: ExitStack) -> Worker | None:
@@ -197,6 +209,7 @@ class TrialRunner:
         cfg: DictConfig | None,
         config_text: str,
         data: ImageData,
+        described: dict[str, Any],
         worker: Worker | None,
         failed: Exception | None,
         callbacks: list[EpochListener] | None,
@@ -210,7 +223,7 @@ class TrialRunner:
         ) as record:
             self.last_run_id = record.run_id
             record.log_text(config_text, "trial_config.yaml")
-            record.log_dataset(data.describe())
+            record.log_dataset(described)
             try:
                 if failed is not None:
                     raise failed

@@ -200,9 +200,9 @@ class TrialRun:
         """Record the data a trial used (`ImageData.describe()`).
 
         As MLflow dataset inputs (one per split, context train / validation / test, digest = the
-        content fingerprint, so the UI shows which runs shared data), as tags for search and
-        filtering, and as `dataset.json` with class names, counts per class per split and any
-        skipped files.
+        content fingerprint, so the UI shows which runs shared data) and as `dataset.json` with
+        class names, counts per class per split and any skipped files; its tags for search and
+        filtering (`dataset_tags`) are set with the run's own, in the call that creates it.
         """
         from mlflow.data.code_dataset_source import CodeDatasetSource
         from mlflow.data.dataset_source_registry import resolve_dataset_source
@@ -244,15 +244,6 @@ class TrialRun:
                 if attempt == 2 or not _is_duplicate_key(err):
                     raise
                 time.sleep(0.2 * (attempt + 1))
-        self.set_tags(
-            {
-                TAG + "data_source": info.get("source"),
-                TAG + "data_path": where or "",
-                TAG + "data_sizes": json.dumps(info.get("sizes", {})),
-                TAG + "class_names": json.dumps(info.get("class_names", []))[:5000],
-                TAG + "data_skipped": info.get("skipped_count", 0),
-            }
-        )
         self.log_text(json.dumps(dict(info), indent=2, default=str), "dataset.json")
 
     def log_model(self, model: Any, sample: np.ndarray) -> str:  # a keras.Model
@@ -316,6 +307,18 @@ class TrialRun:
         elif state is TrialOutcome.FAILED and reason:
             tags.update(failed_tags(reason))
         self.set_tags(tags)
+
+
+def dataset_tags(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The tags (without their `sweeplab.` prefix) that say which data a run used
+    (`ImageData.describe()`), for searching and filtering runs in the UI."""
+    return {
+        "data_source": info.get("source"),
+        "data_path": info.get("path") or "",
+        "data_sizes": json.dumps(info.get("sizes", {})),
+        "class_names": json.dumps(info.get("class_names", []))[:5000],
+        "data_skipped": info.get("skipped_count", 0),
+    }
 
 
 def create_sqlite_store(uri: str) -> None:

@@ -432,7 +432,7 @@ def arm_sweeplab(spec: dict, rec: dict, started: Clock) -> None:
     """`python -m search.run` (run in this process via runpy) with timing hooks around its parts."""
     import runpy
 
-    import search.run  # noqa: F401  (imported here so the import time is counted as imports)
+    import search.command  # noqa: F401  (imported here so the import time is counted as imports)
     import search.workers
 
     # Where `python -m search.run` starts its first worker: after its own import, before

@@ -3,51 +3,11 @@
 python -m search.run                                   # default sweep (digits, CNN, Optuna)
 python -m search.run +sweep=cnn search.n_trials=5 optimizer=sgd
 
-The sweep itself is `search.sweep.sweep`; this module is only the command line around it (the
-environment is set in `search/__init__.py`, before anything imports TensorFlow).
+The command is `search.command.run_command`. This module stays this short because a worker
+process (spawned) imports it again as its parent's main module, before TensorFlow.
 """
 
-from __future__ import annotations
-
-import sys
-
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from search.added_keys import check_added_keys
-from search.cli import exit_codes
-from search.resume import resume_command, sigterm_as_interrupt  # light: no TensorFlow
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    from search.sweep import sweep
-
-    interrupted = f"interrupted; the next start cleans up. resume with: {resume_command()}"
-    with exit_codes(on_interrupt=interrupted), sigterm_as_interrupt():
-        check_added_keys(HydraConfig.get().overrides.task, cfg)  # +train.epoch=3: an error
-        sweep(cfg)
-
-
-# Hydra's own flags that print or launch instead of running one sweep in this process.
-_NO_SWEEP_HERE = {"-m", "--multirun", "-h", "--help", "--hydra-help", "-c", "--cfg", "-i",
-                  "--info", "--resolve", "--version", "--shell-completion", "-sc"}  # fmt: skip
-
-
-def trains_here(args: list[str]) -> bool:
-    """Whether this command line runs a sweep with worker processes in this process: then slot
-    0's worker starts before Hydra composes the config (`search.workers.start_early`)."""
-    workers = [a.split("=", 1)[1] for a in args if a.startswith("search.workers=")]
-    return not any(a in _NO_SWEEP_HERE for a in args) and workers[-1:] != ["0"]  # the last wins
-
-
 if __name__ == "__main__":
-    from search.overrides import normalize_overrides
+    from search.command import run_command
 
-    sys.argv[1:] = normalize_overrides(sys.argv[1:])  # +sweep=NAME, the documented form
-    if trains_here(sys.argv[1:]):
-        from search.workers import start_early
-
-        start_early()  # TensorFlow imports in the worker while Hydra composes and checks
-    main()
+    run_command()

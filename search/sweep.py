@@ -149,6 +149,10 @@ def _sweep(
     started = time.perf_counter()
     with tracker.sweep_run(f"sweep-{name}", tags, artifacts) as parent_id:
         runner.best = search.best()
+        if pool is not None:  # this process mostly waits on its workers from here on
+            from search.engines.optuna_report import import_in_background
+
+            import_in_background()  # the report's figure libraries, not at its end
         try:
             search.optimize(runner, int(cfg.search.n_trials) - done, cfg.search.get("timeout"))
         except KeyboardInterrupt:

@@ -318,6 +318,6 @@ def test_an_early_worker_is_adopted_only_where_it_matches_and_never_outlives_bad
     ],
 )
 def test_which_command_lines_start_a_worker_before_hydra(args, early) -> None:
-    from search.run import trains_here
+    from search.command import trains_here
 
     assert trains_here(args) is early

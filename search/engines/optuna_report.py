@@ -9,7 +9,9 @@ plots and importance code rather than hand-written ones.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -118,6 +120,21 @@ def _fits(dist: BaseDistribution, value: Any) -> bool:
     with contextlib.suppress(Exception):
         return dist._contains(dist.to_internal_repr(value))
     return False
+
+
+def import_in_background() -> None:
+    """Import what `figures` draws with, in a daemon thread: `optuna.visualization` pulls in
+    matplotlib and plotly, parameter importances scikit-learn (about a second of the report's
+    time otherwise). Started while trials train in worker processes, where this process mostly
+    waits; an import that fails here is raised again, with its error, where it is used."""
+
+    def imports() -> None:
+        with contextlib.suppress(BaseException):
+            importlib.import_module("optuna.visualization")
+            importlib.import_module("optuna.importance")
+            importlib.import_module("plotly.offline")
+
+    threading.Thread(target=imports, name="sweeplab-report-imports", daemon=True).start()
 
 
 def figures(study: optuna.Study, objectives: Sequence[Objective]) -> list[tuple[str, Any, str]]:

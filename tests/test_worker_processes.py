@@ -192,9 +192,9 @@ def test_default_sweep_logs_the_models_worth_keeping_and_tests_the_best(make_con
     assert not (Path(prepare(cfg).output_dir) / ".workers").exists()
 
 
-def test_the_sweep_process_never_imports_tensorflow_while_workers_train(tmp_path) -> None:
-    """TensorFlow's import (about 4 s) is paid in the worker, beside the sweep's own start-up,
-    and not twice; the sweep process imports it only for the final stage (off here)."""
+def sweep_command_reporting(prelude: str, report: str, output_dir: Path) -> str:
+    """Run `python -m search.run` (2 tiny trials in a worker, no final stage) in a subprocess
+    after `prelude`, and return the last line it prints at exit: `report`'s value."""
     import subprocess
     import sys
 
@@ -202,30 +202,32 @@ def test_the_sweep_process_never_imports_tensorflow_while_workers_train(tmp_path
 
     code = (
         "import atexit, runpy, sys\n"
-        "atexit.register(lambda: print('tensorflow imported:', 'tensorflow' in sys.modules))\n"
+        f"{prelude}"
+        f"atexit.register(lambda: print({report}))\n"
         "sys.argv = ['search.run', *sys.argv[1:]]\n"
         "runpy.run_module('search.run', run_name='__main__', alter_sys=True)\n"
     )
-    args = [*TINY, WORKERS, "search.n_trials=2", "final.enabled=false", f"output_dir={tmp_path}"]
+    args = [*TINY, WORKERS, "search.n_trials=2", "final.enabled=false", f"output_dir={output_dir}"]
     done = subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 finished trials" in done.stdout
-    assert done.stdout.rstrip().endswith("tensorflow imported: False"), done.stdout[-2000:]
+    return done.stdout.rstrip().splitlines()[-1]
+
+
+def test_the_sweep_process_never_imports_tensorflow_while_workers_train(tmp_path) -> None:
+    """TensorFlow's import (about 4 s) is paid in the worker, beside the sweep's own start-up,
+    and not twice; the sweep process imports it only for the final stage (off here)."""
+    last = sweep_command_reporting("", "'tensorflow' in sys.modules", tmp_path)
+    assert last == "False"
 
 
 def test_the_first_worker_starts_before_hydra_and_the_pool_adopts_it(tmp_path) -> None:
     """`python -m search.run` starts slot 0's worker at its first line (TensorFlow imports
     while Hydra composes and the sweep checks and sets up); the pool takes that worker instead
     of starting another, and it trains the trials."""
-    import subprocess
-    import sys
-
-    from conftest import ROOT, TINY
-
-    code = (
-        "import atexit, runpy, sys\n"
+    prelude = (
         "import search.workers as w\n"
         "started, adopted = [], []\n"
         "init, adopt = w.Worker.__init__, w._adopt_early\n"
@@ -234,17 +236,9 @@ def test_the_first_worker_starts_before_hydra_and_the_pool_adopts_it(tmp_path) -
         "def adopting(*a, **k):\n"
         "    worker = adopt(*a, **k); adopted.append(worker is not None); return worker\n"
         "w.Worker.__init__, w._adopt_early = counting, adopting\n"
-        "atexit.register(lambda: print('workers started:', len(started), 'adopted:', adopted))\n"
-        "sys.argv = ['search.run', *sys.argv[1:]]\n"
-        "runpy.run_module('search.run', run_name='__main__', alter_sys=True)\n"
     )
-    args = [*TINY, WORKERS, "search.n_trials=2", "final.enabled=false", f"output_dir={tmp_path}"]
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "2 finished trials" in done.stdout
-    assert done.stdout.rstrip().endswith("workers started: 1 adopted: [True]"), done.stdout[-2000:]
+    last = sweep_command_reporting(prelude, "len(started), adopted", tmp_path)
+    assert last == "1 [True]"  # one worker started in all, the early one, and it was adopted
 
 
 def test_an_early_worker_is_adopted_only_where_it_matches_and_never_outlives_bad_input(

@@ -165,9 +165,7 @@ class TrialRunner:
             self._resolved = OmegaConf.to_container(self.base, resolve=True)
         values = trial_values(self._resolved, {**params, **(overrides or {})})
         data = self._loaded(OmegaConf.create(values["data"]), int(values["seed"]))
-        described = data.describe()
-        run_tags = {**self.tags, "trial_number": number, **dataset_tags(described)}
-        run_tags["data_fingerprint"] = described["fingerprint"]
+        run_tags = {**self.tags, "trial_number": number}
         text = config_yaml(values)
         # The whole config as OmegaConf nodes only where the trial trains here (a worker gets
         # the text): building them costs the sweep process 20-100 ms a trial.
@@ -178,17 +176,7 @@ class TrialRunner:
             except Exception as err:  # no worker could take it: recorded as the trial's failure
                 worker, failed = None, err
             return self._record(
-                number,
-                params,
-                cfg,
-                text,
-                data,
-                described,
-                worker,
-                failed,
-                callbacks,
-                run_tags,
-                tags,
+                number, params, cfg, text, data, worker, failed, callbacks, run_tags, tags
             )
 
     def _hand_over(self, config_text: str, data: ImageData, hold: ExitStack) -> Worker | None:
@@ -209,7 +197,6 @@ class TrialRunner:
         cfg: DictConfig | None,
         config_text: str,
         data: ImageData,
-        described: dict[str, Any],
         worker: Worker | None,
         failed: Exception | None,
         callbacks: list[EpochListener] | None,
@@ -218,8 +205,9 @@ class TrialRunner:
     ) -> Outcome:
         """The trial's MLflow run around its training (here, or followed in `worker`); `failed`:
         why no worker took the trial (a worker that died starting), raised in the run."""
+        described = data.describe()
         with self.tracker.trial_run(
-            f"trial-{number}", params, {**run_tags, **(tags or {})}
+            f"trial-{number}", params, {**run_tags, **dataset_tags(described), **(tags or {})}
         ) as record:
             self.last_run_id = record.run_id
             record.log_text(config_text, "trial_config.yaml")

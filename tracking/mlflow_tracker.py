@@ -313,6 +313,7 @@ def dataset_tags(info: Mapping[str, Any]) -> dict[str, Any]:
     """The tags (without their `sweeplab.` prefix) that say which data a run used
     (`ImageData.describe()`), for searching and filtering runs in the UI."""
     return {
+        "data_fingerprint": info.get("fingerprint"),
         "data_source": info.get("source"),
         "data_path": info.get("path") or "",
         "data_sizes": json.dumps(info.get("sizes", {})),

@@ -199,3 +199,20 @@ def test_a_data_fingerprint_is_hashed_once_and_a_changed_copy_hashes_anew() -> N
     assert data.fingerprint() == first and "_content_hash" in vars(data)
     changed = dataclasses.replace(data, train=split(9))
     assert changed.fingerprint() != first
+
+
+def test_sweeplabs_cache_folder_is_one_place_and_an_empty_variable_counts_as_unset(
+    monkeypatch, tmp_path
+) -> None:
+    """data.cache=file's images and the MLflow store template share `experiments.cache_home`:
+    $XDG_CACHE_HOME/sweeplab, else ~/.cache/sweeplab (an empty variable too, as XDG says)."""
+    from pathlib import Path
+
+    from experiments.cache_home import cache_home
+    from tracking.mlflow_tracker import store_template
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_home() == tmp_path / "sweeplab"
+    assert store_template().parent == tmp_path / "sweeplab" / "stores"
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    assert cache_home() == Path("~/.cache/sweeplab").expanduser()

@@ -26,6 +26,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from experiments.cache_home import cache_home
 from experiments.outcome import TrialOutcome
 from tracking.liveness import this_worker
 from tracking.relocate import relocate
@@ -359,9 +360,8 @@ def create_sqlite_store(uri: str) -> None:
 
 def store_template() -> Path:
     """Where a new, empty SQLite store of this MLflow version is kept for copying: beside the
-    folder cache of data=directory ($XDG_CACHE_HOME/sweeplab, else ~/.cache/sweeplab)."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
-    return root / "sweeplab" / "stores" / f"mlflow-{mlflow.__version__}.db"
+    folder cache of data=directory (`experiments.cache_home`)."""
+    return cache_home() / "stores" / f"mlflow-{mlflow.__version__}.db"
 
 
 def _from_template(target: Path) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from experiments.cache_home import cache_home
 from experiments.data.folders import FolderScan, scan_folder
 from experiments.data.images import RESIZE_POLICIES, decode_all, decode_file, image_hw
 from experiments.data.splits import (
@@ -71,9 +72,7 @@ def options(cfg: DictConfig) -> Options:
         if picked[key] not in allowed:
             raise UserInputError(f"data.{key}={picked[key]!r}; accepted: {', '.join(allowed)}.")
     max_per_class = check_max_per_class(cfg.get("max_per_class"))
-    cache_dir = cfg.get("cache_dir") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", "~/.cache"), "sweeplab"
-    )
+    cache_dir = cfg.get("cache_dir") or cache_home()
     val_fraction, test_fraction = float(cfg.val_fraction), float(cfg.test_fraction)
     check_fractions(val_fraction, test_fraction)
     return Options(

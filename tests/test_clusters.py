@@ -223,3 +223,28 @@ def test_slurms_stop_signal_stops_a_worker_like_ctrl_c(tmp_path) -> None:
     log = next(out.glob("multirun/*/.submitit/*/*_log.out")).read_text()
     assert "resume with: python -m search.run " in log and "worker=0" in log, log
     assert "+cluster=" not in log.split("resume with:")[1], log
+
+
+def test_a_study_database_half_set_up_by_something_else_is_bad_input_not_a_race(
+    monkeypatch,
+) -> None:
+    """Workers starting together race to create Optuna's tables, and the loser retries
+    (`optuna_engine._lost_schema_race`). A database whose tables are in the way for good (here
+    a `studies` table of another shape) is not such a race: one paragraph naming the URL, at
+    once, without retries."""
+    import sqlalchemy
+
+    from experiments.errors import UserInputError
+    from search.engines import optuna_engine
+
+    waits: list[float] = []
+    monkeypatch.setattr(optuna_engine.time, "sleep", waits.append)
+    with postgres_server() as storage:
+        engine = sqlalchemy.create_engine(storage)
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text("CREATE TABLE studies (study_id INTEGER)"))
+        engine.dispose()
+        with pytest.raises(UserInputError) as caught:
+            optuna_engine.make_storage(storage)
+    assert waits == [], caught.value
+    assert f"search.storage={storage!r} cannot be opened" in str(caught.value)

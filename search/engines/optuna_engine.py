@@ -141,19 +141,28 @@ def make_storage(
         grace_period=grace_period if heartbeat_interval else None,
         heartbeat_stale_trial_callback=on_stale if heartbeat_interval else None,
     )
-    for attempt in range(5):
+    for attempt in range(6):
         try:
             return optuna.storages.RDBStorage(url, **storage_options)
-        except sqlalchemy.exc.IntegrityError:
-            # Workers starting together race to create the schema; the loser retries and finds it.
-            time.sleep(0.5 * (attempt + 1))
         except Exception as err:  # SQLAlchemy raises many kinds; all mean the URL is unusable
+            if attempt < 5 and _lost_schema_race(err):  # another worker created it: find it
+                time.sleep(0.5 * (attempt + 1))
+                continue
             raise UserInputError(
                 f"search.storage={url!r} cannot be opened ({type(err).__name__}: {err}). "
                 "Accepted: sqlite:///path/to/file.db or "
                 "postgresql+psycopg://user:password@host/database."
             ) from err
-    return optuna.storages.RDBStorage(url, **storage_options)
+    raise AssertionError("unreachable")
+
+
+def _lost_schema_race(err: Exception) -> bool:
+    """Whether creating Optuna's tables failed because another worker, starting at the same
+    moment, created them first: on PostgreSQL a unique violation or "relation ... already
+    exists" (DuplicateTable, a ProgrammingError), depending on which statement met the other's."""
+    if isinstance(err, sqlalchemy.exc.IntegrityError):
+        return True
+    return isinstance(err, sqlalchemy.exc.ProgrammingError) and "already exists" in str(err)
 
 
 def best_of(study: optuna.Study) -> Best | None:

@@ -30,6 +30,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from search.stores import sqlite_path
+
 _FILES: set[str] = set()  # real paths of the stores that write ahead in this process
 # The pooled connections switched, to close when the sweep ends: (pool entry, DBAPI connection).
 _OPENED: dict[str, list[tuple[ConnectionPoolEntry, sqlite3.Connection]]] = {}
@@ -37,10 +39,8 @@ _OPENED: dict[str, list[tuple[ConnectionPoolEntry, sqlite3.Connection]]] = {}
 
 def sqlite_file(uri: str) -> str | None:
     """The real path of a `sqlite:///` URI's file; None for any other URI or an in-memory one."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
-    return os.path.realpath(path) if path and path != ":memory:" else None
+    path = sqlite_path(uri)
+    return str(path) if path is not None and path.name != ":memory:" else None
 
 
 def write_ahead(*uris: str) -> None:

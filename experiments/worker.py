@@ -1,7 +1,7 @@
 """The worker process: trains trials that the sweep process sends, one at a time.
 
 Started with the *spawn* context (TensorFlow is never forked) by `search.workers`, it imports
-TensorFlow once and then serves trials until told to quit or replaced. It never touches a store:
+TensorFlow once and then serves trials until the sweep ends it (worn out, or the sweep is over). It never touches a store:
 it only trains and sends messages over its pipe, so the sweep process stays the one writer of the
 Optuna and MLflow stores. It may be started before the sweep's config is composed (slot 0, by
 `search.workers.start_early`), so its settings come as the first message, not as arguments:
@@ -15,7 +15,7 @@ Per trial:
     worker -> sweep   ("epoch", epoch, logs)         then waits for "go" or "stop" (pruning)
     worker -> sweep   ("done", Trained)              then waits for the model's fate:
     sweep -> worker   ("save", folder) | ("drop",)   worth keeping (tracking.log_models) or not
-    worker -> sweep   ("saved", error or None)       after a "save"
+    worker -> sweep   ("saved", error, KerasFiles)   after a "save" (error or KerasFiles: None)
                     | ("stopped",)                   after a "stop" verdict
                     | ("error", kind, reason)        the trial failed; kind: "nan" (TrialFailed),
                                                      "input" (UserInputError) or "error"
@@ -28,9 +28,7 @@ gone (kill -9 of the sweep), so no worker outlives its sweep.
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import importlib
 import os
 import signal
 import sys
@@ -56,6 +54,7 @@ class Trained:
     costs: dict[str, float]  # model_costs of the trained model
     model_folder: str | None = None  # where the worker saved the model, when it was kept
     model_error: str | None = None  # why saving a kept model failed
+    keras_files: Any = None  # experiments.serving.keras_files.KerasFiles of the saved model
 
     @property
     def epochs(self) -> int:
@@ -87,12 +86,12 @@ def _watch_parent(parent: int) -> None:
         time.sleep(PARENT_POLL_S)
 
 
-def serve(conn: Connection, parent: int, keras_home: str | None, save_model_at: str) -> None:
-    """The worker's main loop (the spawn target); returns when the sweep says quit.
+def serve(conn: Connection, parent: int, keras_home: str | None) -> None:
+    """The worker's main loop (the spawn target); returns when the sweep's end of the pipe closes
+    (the sweep normally kills a worker it no longer needs).
 
-    `save_model_at` ("module:function") names the function that writes a model the sweep keeps
-    as files the sweep logs: the tracker's, named rather than handed over, so that experiments/
-    imports no tracker and TensorFlow is first imported here, quietly, not while unpickling.
+    A kept model is saved as Keras files only (`experiments.serving.keras_files`): the sweep
+    process writes the MLflow half of its folder, so this process never imports MLflow.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -107,23 +106,8 @@ def serve(conn: Connection, parent: int, keras_home: str | None, save_model_at: 
     from omegaconf import OmegaConf
 
     from experiments.evaluation.cost import model_costs
+    from experiments.serving.keras_files import save_keras_files
     from experiments.training.trial import run_trial
-
-    module, function = save_model_at.split(":")
-
-    # The saver's module imports MLflow (1-3 s of CPU), needed first when trial 0 ends (it is
-    # always kept: nothing to beat yet). Imported beside that trial's training, which leaves a
-    # core idle on small models, instead of on its critical path or before "ready"; its
-    # `warm_up`, when it has one, does the first save's one-time work there too.
-    def import_saver() -> None:
-        with contextlib.suppress(BaseException):  # raised where it is used (save_model) instead
-            getattr(importlib.import_module(module), "warm_up", lambda: None)()
-
-    preload = threading.Thread(target=import_saver, daemon=True)
-
-    def save_model(model: Any, sample: Any, folder: str) -> None:
-        preload.join()  # an import that failed there is raised here, by importing again
-        getattr(importlib.import_module(module), function)(model, sample, folder)
 
     class Reporter(keras.callbacks.Callback):
         """Sends each epoch's logs and waits for the sweep's verdict."""
@@ -133,6 +117,30 @@ def serve(conn: Connection, parent: int, keras_home: str | None, save_model_at: 
             conn.send(("epoch", epoch, logs))
             if conn.recv() == "stop":
                 raise StopTraining()
+
+    def serve_trial(config_yaml: str, data: Any, cost_names: tuple[str, ...]) -> None:
+        """Train one trial and answer the sweep until the trial's last message."""
+        try:
+            result = run_trial(OmegaConf.create(config_yaml), data, [Reporter()])
+            costs = model_costs(result.model, data.sample(1), cost_names)
+        except StopTraining:
+            conn.send(("stopped",))
+            return
+        except Exception as err:
+            conn.send(("error", *_kind_and_reason(err)))
+            return
+        trained = Trained(
+            result.metrics, result.history, result.seconds, resident_mb(), result.feature_cache,
+            costs,
+        )  # fmt: skip
+        conn.send(("done", trained))
+        verdict = conn.recv()
+        if verdict[0] == "save":
+            try:
+                files = save_keras_files(result.model, data.sample(1), verdict[1])
+                conn.send(("saved", None, files))
+            except Exception as err:  # the trial's result stands; the sweep says what is missing
+                conn.send(("saved", f"{type(err).__name__}: {err}", None))
 
     opened: dict[str, Any] = {}
     try:
@@ -146,15 +154,11 @@ def serve(conn: Connection, parent: int, keras_home: str | None, save_model_at: 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     conn.send(("ready", os.getpid()))
-    preload.start()
     while True:
         try:
-            message = conn.recv()
-        except EOFError:
+            _, config_yaml, shared, cost_names = conn.recv()
+        except EOFError:  # the sweep closed its end
             return
-        if message[0] == "quit":
-            return
-        _, config_yaml, shared, cost_names = message
         if shared.key not in opened:
             opened.clear()
             opened[shared.key] = shared.open()
@@ -162,37 +166,12 @@ def serve(conn: Connection, parent: int, keras_home: str | None, save_model_at: 
             # the per-trial gc.collect() (fresh_session) does not re-scan it, 0.3-0.6 s a trial
             # otherwise (the sweep process does the same).
             gc.freeze()
-        data = opened[shared.key]
-        try:
-            result = run_trial(OmegaConf.create(config_yaml), data, [Reporter()])
-            costs = model_costs(result.model, data.sample(1), tuple(cost_names))
-        except StopTraining:
-            conn.send(("stopped",))
-            continue
-        except Exception as err:
-            conn.send(("error", *_kind_and_reason(err)))
-            continue
-        conn.send(
-            (
-                "done",
-                Trained(
-                    result.metrics,
-                    result.history,
-                    result.seconds,
-                    resident_mb(),
-                    result.feature_cache,
-                    costs,
-                ),
-            )
-        )
-        verdict = conn.recv()
-        if verdict[0] == "save":
-            try:
-                save_model(result.model, data.sample(8), verdict[1])
-                conn.send(("saved", None))
-            except Exception as err:  # the trial's result stands; the sweep says what is missing
-                conn.send(("saved", f"{type(err).__name__}: {err}"))
-        del result
+        serve_trial(config_yaml, opened[shared.key], tuple(cost_names))
+        # The trial's graph and model are dropped now, while the sweep records the trial and
+        # asks for the next one, not on the next trial's critical path (run_trial's own
+        # fresh_session then finds little left to free).
+        keras.backend.clear_session()
+        gc.collect()
 
 
 def _is_scalar(value: Any) -> bool:

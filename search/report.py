@@ -43,7 +43,7 @@ def load_view(tracking_uri: str, experiment: str, which: str | None) -> SweepVie
     if view.engine == "optuna":
         from search.engines.optuna_report import load_study, study_truth
 
-        study = load_study(str(view.cfg.search.storage), ref.study)
+        study = view.engine_record = load_study(str(view.cfg.search.storage), ref.study)
         truth = study_truth(study) if study is not None else {}
         for row in view.rows:
             if row.trial in truth:

@@ -256,7 +256,7 @@ class TrialRunner:
             if model is not None:  # trained here and worth keeping
                 record.log_model(model, data.sample(8))
             elif result.model_folder:  # saved by its worker: files to log, no TensorFlow
-                record.log_model_files(result.model_folder)
+                record.log_model_files(result.model_folder, result.keras_files)
                 shutil.rmtree(result.model_folder, ignore_errors=True)
             if result.model_error:
                 record.set_tags({"sweeplab.model_error": result.model_error[:5000]})

@@ -175,8 +175,6 @@ def _sweep(
                 flush=True,
             )
         summary.final = finalize(cfg, runner, tracker, best, name, _top(search, cfg))
-        if pool is not None:  # no more training: the workers exit while the report is written
-            pool.dismiss()
         after_sweep.report(cfg, tracker, name)  # the HTML report on the parent run
     _print_summary(cfg, summary, time.perf_counter() - started)
     return summary

@@ -42,7 +42,9 @@ def study_for(view: SweepView) -> Any:
     from search.engines import optuna_report
 
     if view.engine == "optuna":
-        study = optuna_report.load_study(str(view.cfg.search.storage), view.ref.study)
+        study = view.engine_record or optuna_report.load_study(
+            str(view.cfg.search.storage), view.ref.study
+        )
         if study is not None:
             return study
     return optuna_report.study_from_rows(view.rows, view.space, view.objectives)

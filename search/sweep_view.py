@@ -8,7 +8,7 @@ the sweep's own space, so the rows compare, sort and plot like the values the en
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -29,6 +29,9 @@ class SweepView:
     objectives: list[Objective]
     records: list[TrialRecord]
     rows: list[Row]
+    # The engine's own record where one was read for the view (an Optuna study), so the report
+    # drawn from the view does not open the storage a second time.
+    engine_record: Any = field(default=None, repr=False)
 
     @property
     def engine(self) -> str:

@@ -145,7 +145,7 @@ class Worker:
         self.conn, child = context.Pipe()
         self.process = context.Process(
             target=serve,
-            args=(child, os.getpid(), self.keras_home, "tracking.model_files:save_model_files"),
+            args=(child, os.getpid(), self.keras_home),
             name=f"sweeplab-worker-{slot}",
             daemon=True,  # ended with the sweep on any normal exit; kill -9: its watchdog
         )
@@ -225,7 +225,7 @@ class Worker:
                     folder = keep(trained)
                     self._send(("save", folder) if folder else ("drop",), last)
                     if folder:
-                        _, trained.model_error = self._receive(deadline, last)
+                        _, trained.model_error, trained.keras_files = self._receive(deadline, last)
                         trained.model_folder = None if trained.model_error else folder
                     self.busy = False
                     return trained
@@ -289,18 +289,12 @@ class Worker:
             s.max_rss_mb is not None and self.rss_mb > 0.9 * s.max_rss_mb
         )
 
-    def stop(self) -> None:
-        """Ask the worker to quit; kill it if it does not within a few seconds. A worker that
-        never trained (still importing TensorFlow when a check failed) is killed at once."""
-        if not self._ready:
-            self.kill()
-            return
-        with suppress(OSError, ValueError):
-            self.conn.send(("quit",))
-        self.process.join(5)
-        self.kill()
-
     def kill(self) -> None:
+        """End the worker now. Also how a worker the sweep no longer needs (worn out, or the
+        sweep is ending) is ended: between trials it holds nothing unsaved (a kept model's files
+        were acknowledged; it writes no store), so it is not asked to quit, which would make the
+        sweep's end, or a worn-out worker's replacement, wait 0.3 s or more for TensorFlow's
+        teardown."""
         if self.process.is_alive():
             self.process.kill()
         self.process.join(5)
@@ -364,7 +358,7 @@ class WorkerPool:
             current.kill()
             self._workers[slot] = None
         elif not current.process.is_alive() or current.worn_out():
-            current.stop()
+            current.kill()
             standby = self._standby.pop(slot, None)
             ok = standby is not None and standby.process.is_alive()
             self._workers[slot] = standby if ok else self._start(slot)
@@ -376,19 +370,11 @@ class WorkerPool:
         """Ctrl-C or SIGTERM: make every thread's trial end as interrupted, now."""
         self.stopping.set()
 
-    def dismiss(self) -> None:
-        """Tell every idle worker to quit, without waiting: they exit (TensorFlow's teardown
-        takes a second) while the sweep writes its report; `close` then finds them gone."""
-        for current in [*self._workers.values(), *self._standby.values()]:
-            if current is not None and current.alive_and_idle():
-                with suppress(OSError, ValueError):
-                    current.conn.send(("quit",))
-
     def close(self) -> None:
         """Stop every worker (the sweep is ending, normally or not)."""
         for slot, current in [*self._workers.items(), *self._standby.items()]:
             if current is not None:
-                current.stop()
+                current.kill()
             self._workers[slot] = None
         self._standby.clear()
 

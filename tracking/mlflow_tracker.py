@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -32,6 +32,9 @@ from tracking.liveness import this_worker
 from tracking.relocate import relocate
 from tracking.run_tags import failed_tags, pruned_tags, who_and_where
 from tracking.secrets import mask
+
+if TYPE_CHECKING:
+    from experiments.serving.keras_files import KerasFiles
 
 TAG = "sweeplab."
 
@@ -264,14 +267,18 @@ class TrialRun:
         self.set_tags({TAG + "model_uri": info.model_uri})
         return info.model_uri
 
-    def log_model_files(self, folder: str) -> str:
-        """Log the model files a worker saved (`model_files.save_model_files`) as this run's model.
+    def log_model_files(self, folder: str, files: KerasFiles) -> str:
+        """Log the Keras files a worker saved in `folder` as this run's MLflow Keras model.
 
-        Store calls and a file copy only, no TensorFlow: the sweep process records what its
-        workers trained without loading their models. Returns the model URI.
+        The MLflow half of the folder is written here (`tracking.model_files`), then store calls
+        and a file copy, no TensorFlow: the sweep process records what its workers trained
+        without loading their models. Returns the model URI.
         """
         from mlflow.entities import LoggedModelOutput, Metric
 
+        from tracking.model_files import complete_model_folder
+
+        complete_model_folder(folder, files, _model_requirements())
         experiment_id = self.client.get_run(self.run_id).info.experiment_id
         logged = self.client.create_logged_model(
             experiment_id, name=self.model_name, source_run_id=self.run_id

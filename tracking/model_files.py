@@ -1,51 +1,89 @@
-"""A trained model as MLflow model files, written by the worker process that trained it.
+"""The MLflow half of a trained model's folder, written by the sweep process without Keras.
 
-The worker (experiments/worker.py) imports this module in a background thread once it is ready,
-beside its first trial, so the imports below (MLflow, its Keras flavour and the pyfunc modules
-that the first save would otherwise import: 1-3 s of CPU in all) are not on the first kept
-trial's critical path. No store is touched here: the sweep logs the folder
-(`TrialRun.log_model_files`).
+A worker saves a kept model's Keras files (`experiments.serving.keras_files`); this module adds
+what MLflow's Keras flavour (`mlflow.keras.save_model`) writes around them, `MLmodel` (flavours,
+signature, size) and the environment files, so that the folder loads with `mlflow.keras` and
+`mlflow.pyfunc` like one MLflow saved itself. `mlflow.keras` cannot be used here: it imports
+Keras, and the sweep process imports no TensorFlow while its workers train. The layout is
+MLflow 3.17's; `tests/test_model_files.py` compares it file by file with `mlflow.keras.save_model`
+so that an MLflow upgrade that changes it fails there, not in a user's registry.
 """
 
 from __future__ import annotations
 
-import keras
-import mlflow.keras
-import mlflow.pyfunc  # noqa: F401 - imported by the first save_model otherwise (0.35 s)
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 import numpy as np
-from mlflow.models import ModelSignature
+import yaml
+from mlflow import pyfunc
+from mlflow.models import Model, ModelSignature
+from mlflow.models.model import MLMODEL_FILE_NAME
 from mlflow.types import Schema, TensorSpec
+from mlflow.utils.environment import (
+    _CONDA_ENV_FILE_NAME,
+    _PYTHON_ENV_FILE_NAME,
+    _REQUIREMENTS_FILE_NAME,
+    _generate_mlflow_version_pinning,
+    _mlflow_conda_env,
+    _PythonEnv,
+)
+from mlflow.utils.file_utils import get_total_file_size
 
-from tracking.mlflow_tracker import _model_requirements
+from experiments.serving.keras_files import DATA_FOLDER, KerasFiles
+
+FLAVOR = "keras"  # mlflow.keras.FLAVOR_NAME
+LOADER_MODULE = "mlflow.keras"
 
 
-def keras_signature(model: keras.Model, sample: np.ndarray) -> ModelSignature:
-    """Raw float32 images in, class probabilities out, read off the model's shapes.
+def signature_of(
+    input_shape: Sequence[int | None], output_shape: Sequence[int | None]
+) -> ModelSignature:
+    """Raw float32 images in, class probabilities out (one image's shapes, no batch axis).
 
     What `infer_signature(sample, model.predict(sample))` gives for these models, without the
     predict call (a fresh trace of the model, ~0.1-0.3 s a trial).
     """
-    image = Schema([TensorSpec(np.dtype("float32"), (-1, *sample.shape[1:]))])
-    scores = Schema([TensorSpec(np.dtype("float32"), (-1, *model.output_shape[1:]))])
+    image = Schema([TensorSpec(np.dtype("float32"), (-1, *input_shape))])
+    scores = Schema([TensorSpec(np.dtype("float32"), (-1, *output_shape))])
     return ModelSignature(inputs=image, outputs=scores)
 
 
-def warm_up() -> None:
-    """The first save's one-time work, done ahead (the worker runs it beside its first trial).
+def keras_signature(model: Any, sample: np.ndarray) -> ModelSignature:
+    """The signature of a keras.Model (trained in this process) for inputs like `sample`."""
+    return signature_of(sample.shape[1:], model.output_shape[1:])
 
-    MLflow checks a model's requirements against the installed packages on every save; the
-    first check maps every installed distribution to its modules, 0.7 s here, then cached.
+
+def complete_model_folder(folder: str | Path, files: KerasFiles, requirements: list[str]) -> None:
+    """Write `MLmodel` and the environment files beside the Keras files a worker saved.
+
+    The same steps, in the same order, as `mlflow.keras.save_model(..., signature=...,
+    pip_requirements=requirements)` after its `model.save`; MLflow's check of the requirements
+    against the installed packages is skipped: they are read from the installed packages.
     """
-    from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
-
-    warn_dependency_requirement_mismatches(_model_requirements())
-
-
-def save_model_files(model: keras.Model, sample: np.ndarray, folder: str) -> None:
-    """Save `model` as an MLflow Keras model folder with its signature."""
-    mlflow.keras.save_model(
-        model,
-        folder,
-        signature=keras_signature(model, sample),
-        pip_requirements=_model_requirements(),
+    folder = Path(folder)
+    model = Model()
+    model.signature = signature_of(files.input_shape, files.output_shape)
+    model.add_flavor(
+        FLAVOR,
+        data=DATA_FOLDER,
+        keras_version=files.keras_version,
+        keras_backend=files.keras_backend,
+        save_exported_model=False,
     )
+    pyfunc.add_to_model(
+        model,
+        loader_module=LOADER_MODULE,
+        conda_env=_CONDA_ENV_FILE_NAME,
+        python_env=_PYTHON_ENV_FILE_NAME,
+    )
+    if size := get_total_file_size(str(folder)):
+        model.model_size_bytes = size
+    model.save(str(folder / MLMODEL_FILE_NAME))
+    pins = [_generate_mlflow_version_pinning(), *requirements]
+    conda_env = _mlflow_conda_env(additional_pip_deps=pins, install_mlflow=False)
+    with open(folder / _CONDA_ENV_FILE_NAME, "w") as f:
+        yaml.safe_dump(conda_env, stream=f, default_flow_style=False)
+    (folder / _REQUIREMENTS_FILE_NAME).write_text("\n".join(pins))
+    _PythonEnv.current().to_yaml(str(folder / _PYTHON_ENV_FILE_NAME))

@@ -233,7 +233,10 @@ def parts(rec: dict[str, Any], k: int, launched: float, ended: float, total: flo
         value = mapping.get(key)
         return 0.0 if value is None else value[k]
 
-    first, last, done = trials[0]["start"][k], trials[-1]["end"][k], rec["done"][k]
+    # sweeplab: the first trial waits for its worker's TensorFlow import, which bare Keras does
+    # before its loop; the loop starts once a worker is up (the wait counts as start-up).
+    first = trials[0]["start"][k] + get(rec, "worker_wait_s")
+    last, done = trials[-1]["end"][k], rec["done"][k]
     setup = get(rec, "setup_excluded_s")
     epoch_log = sum(get(t, "epoch_log_s") for t in trials)
     model_log = sum(get(t, "model_log_s") for t in trials)
@@ -492,6 +495,16 @@ def arm_sweeplab(spec: dict, rec: dict, started: Clock) -> None:
         return outcome
 
     runner.TrialRunner.run = run
+    send_trial = search.workers.Worker.send_trial
+
+    def send_when_ready(self, *args, **kwargs):  # the first one waits for the worker to be up
+        t0 = now()
+        try:
+            return send_trial(self, *args, **kwargs)
+        finally:
+            rec.setdefault("worker_wait_s", since(t0))
+
+    search.workers.Worker.send_trial = send_when_ready
     # Training as the sweep waits for it: in its worker process (issue 13), the pipe and the
     # worker's save of a kept model included.
     timed(runner.TrialRunner, "_train", add_trial("train_s"))

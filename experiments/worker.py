@@ -1,9 +1,9 @@
 """The worker process: trains trials that the sweep process sends, one at a time.
 
 Started with the *spawn* context (TensorFlow is never forked) by `search.workers`, it imports
-TensorFlow once and then serves trials until the sweep ends it (worn out, or the sweep is over). It never touches a store:
-it only trains and sends messages over its pipe, so the sweep process stays the one writer of the
-Optuna and MLflow stores. It may be started before the sweep's config is composed (slot 0, by
+TensorFlow once and then serves trials until the sweep ends it (worn out, or the sweep is over).
+It never touches a store: it only trains and sends messages over its pipe, so the sweep process
+stays the one writer of the Optuna and MLflow stores. It may be started before the sweep's config is composed (slot 0, by
 `search.workers.start_early`), so its settings come as the first message, not as arguments:
 
     sweep -> worker   ("setup", threads)                 TensorFlow's threads (None: its default)
@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from experiments.serving.keras_files import KerasFiles, save_keras_files  # no TensorFlow import
+
 PARENT_POLL_S = 0.5
 
 
@@ -54,7 +56,7 @@ class Trained:
     costs: dict[str, float]  # model_costs of the trained model
     model_folder: str | None = None  # where the worker saved the model, when it was kept
     model_error: str | None = None  # why saving a kept model failed
-    keras_files: Any = None  # experiments.serving.keras_files.KerasFiles of the saved model
+    keras_files: KerasFiles | None = None  # what the sweep needs to complete the model folder
 
     @property
     def epochs(self) -> int:
@@ -106,7 +108,6 @@ def serve(conn: Connection, parent: int, keras_home: str | None) -> None:
     from omegaconf import OmegaConf
 
     from experiments.evaluation.cost import model_costs
-    from experiments.serving.keras_files import save_keras_files
     from experiments.training.trial import run_trial
 
     class Reporter(keras.callbacks.Callback):

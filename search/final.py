@@ -114,7 +114,7 @@ def finalize(
     else:
         model, source = _final_model(trial_cfg, data, recorder, best.run_id, bool(final.retrain))
 
-    report = _test_report(model, data, int(cfg.seed))
+    report = score_on_test(model, data, int(cfg.seed))
     figures = {
         "confusion_matrix.png": confusion_matrix_figure(report, data.class_names),
         "misclassified.png": misclassified_figure(
@@ -205,7 +205,7 @@ def _register(
     result.registered_uri, result.registered_version = registered.alias_uri, registered.version
 
 
-def _test_report(model: Any, data: ImageData, seed: int) -> TestReport:
+def score_on_test(model: Any, data: ImageData, seed: int) -> TestReport:
     """Score the model on the test split; streamed through the input pipeline when the pixels
     are not held in memory (data.cache=none decodes the files batch by batch)."""
     from experiments.evaluation.metrics import evaluate_model, evaluate_predictions
@@ -238,12 +238,16 @@ def _test_pixels(data: ImageData) -> np.ndarray | _DecodedImages:
 
 def _reevaluate(cfg: DictConfig, runner, recorder, top: list):
     """The top-k re-evaluation when final.top_k > 0 (logged on the parent run), else None."""
-    from search.reevaluate import distinct, reevaluate, settings
+    from search.reevaluate import Contenders, reevaluate, settings
 
     top_k, seeds = settings(cfg)
     if top_k == 0:
         return None
-    result = reevaluate(cfg, runner, distinct(top)[:top_k], seeds)
+    contenders = Contenders.for_config(cfg, len(runner.data_for(cfg).val))
+    result = reevaluate(cfg, runner, contenders(top), seeds, runner.budget)
+    if result is None:
+        print("final: no re-evaluation fits in search.timeout; the best trial is tested as it is")
+        return None
     recorder.log_reevaluation([c.summary() for c in result.candidates], result.crowned.trial.number)
     return result
 
@@ -261,13 +265,17 @@ def _final_model(cfg: DictConfig, data, recorder, run_id: str, retrain: bool):
         print("final: the best trial's model was not logged; retraining its config on train")
         return run_trial(cfg, data).model, "retrained_train"
     print("final: retraining the best config on train + validation")
+    return run_trial(cfg, train_plus_val(data)).model, "retrained_train_val"
+
+
+def train_plus_val(data: ImageData) -> ImageData:
+    """`data` with the validation images added to the training split (test untouched)."""
     train, val = data.train, data.val
     pixels = None if train.x is None else np.concatenate([train.x, val.x])  # None: decoded files
-    merged = dataclasses.replace(
+    return dataclasses.replace(
         data,
         train=type(train)(pixels, np.concatenate([train.y, val.y]), train.files + val.files),
     )
-    return run_trial(cfg, merged).model, "retrained_train_val"
 
 
 def _print(result: FinalResult, report) -> None:

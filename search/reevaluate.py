@@ -9,6 +9,9 @@ first) are each trained `final.seeds` more times with new training seeds, on the
 the config with the best mean of those new scores is crowned. The original trial's own score is
 left out of the mean: it is the score the config was selected for, biased upward.
 
+Only contenders are re-trained (`Contenders`): the top k within the noise of the best, and,
+under `search.timeout`, only while each still fits in the budget (search/budget.py).
+
 The model the final stage then tests and registers is the crowned config's re-trained model
 with the best validation score among its seeds (or, with `final.retrain=true`, the crowned config
 retrained on train + validation); the spread (every score, mean, std) goes to the parent run.
@@ -16,6 +19,7 @@ retrained on train + validation); the spread (every score, mean, std) goes to th
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,6 +29,7 @@ from omegaconf import DictConfig, open_dict
 from experiments.errors import UserInputError
 
 if TYPE_CHECKING:  # search.runner loads Keras; the config check must not
+    from search.budget import Budget
     from search.runner import Best
 
 
@@ -80,6 +85,15 @@ def settings(cfg: DictConfig) -> tuple[int, int]:
                 "how many of the best trials are re-trained before the test (0: test the best "
                 "trial as it is), final.seeds how many new seeds each is re-trained with."
             )
+    within = final.get("contender_se")
+    if within is not None and (
+        isinstance(within, bool) or not isinstance(within, int | float) or within < 0
+    ):
+        raise UserInputError(
+            f"final.contender_se={within!r} must be a number of 0 or more (re-evaluate only the "
+            "top trials whose validation accuracy lies within that many standard errors of the "
+            "best's), or null to re-evaluate the top final.top_k as they are."
+        )
     return int(top_k), int(seeds)
 
 
@@ -94,10 +108,54 @@ def distinct(trials: list[Best]) -> list[Best]:
     return kept
 
 
-def reevaluate(cfg: DictConfig, runner: Any, top: list[Best], seeds: int) -> Reevaluation:
+@dataclass
+class Contenders:
+    """The configs worth re-evaluating, best first: the `top_k` best distinct ones, less those
+    whose search score lies more than `final.contender_se` standard errors below the best.
+
+    An accuracy on n validation images has a binomial standard error of sqrt(p (1 - p) / n)
+    (p (1 - p) floored at 1 / n); a trial two of them below the best is no plausible winner, and
+    re-training it only spends the budget (docs/benchmarks.md section 6: a collapsed trial at
+    0.100 re-trained beside a best of 0.654). Other objectives (a loss) have no such scale: the
+    top k are kept, as they are with `final.contender_se=null`.
+    """
+
+    top_k: int
+    maximize: bool
+    val_images: int | None = None  # None: the objective is not an accuracy
+    within_se: float | None = None  # None: no noise filter
+
+    @classmethod
+    def for_config(cls, cfg: DictConfig, val_images: int) -> Contenders:
+        objective = str(cfg.train.objective)
+        maximize = cfg.train.direction == "maximize"
+        accuracy = maximize and objective.endswith("accuracy") and val_images > 0
+        within = (cfg.get("final") or {}).get("contender_se")
+        return cls(
+            settings(cfg)[0],
+            maximize,
+            val_images if accuracy else None,
+            None if within is None else float(within),
+        )
+
+    def __call__(self, trials: list[Best]) -> list[Best]:
+        ranked = sorted(trials, key=lambda t: (-t.value if self.maximize else t.value, t.number))
+        top = distinct(ranked)[: self.top_k]
+        if not top or self.val_images is None or self.within_se is None:
+            return top
+        n, best = self.val_images, top[0].value
+        margin = self.within_se * math.sqrt(max(best * (1.0 - best), 1.0 / n) / n)
+        return [t for t in top if t.value >= best - margin]
+
+
+def reevaluate(
+    cfg: DictConfig, runner: Any, top: list[Best], seeds: int, budget: Budget
+) -> Reevaluation | None:
     """Re-train each of `top` with `seeds` new training seeds; crown the best mean score.
 
-    `runner` is the sweep's TrialRunner: its data split is reused, never reloaded.
+    `runner` is the sweep's TrialRunner: its data split is reused, never reloaded. A candidate
+    whose re-training does not fit in what is left of `budget` is skipped; None when none fit
+    (the best trial is then tested as it is).
     """
     from experiments.training.trial import run_trial
     from search.space import apply_params
@@ -109,6 +167,14 @@ def reevaluate(cfg: DictConfig, runner: Any, top: list[Best], seeds: int) -> Ree
     crowned: Candidate | None = None
     crowned_model: Any = None
     for trial in top:
+        needed = seeds * budget.estimate(trial)
+        if not budget.fits(needed):
+            print(
+                f"re-evaluation of trial {trial.number} skipped: its {needed:.0f}s of re-training "
+                f"do not fit in the {max(budget.left(), 0):.0f}s left of search.timeout",
+                flush=True,
+            )
+            continue
         trial_cfg = apply_params(cfg, trial.params)
         data = runner.data_for(trial_cfg)  # the split of the base seed, as the search used
         candidate, model, best_score = Candidate(trial), None, None
@@ -132,7 +198,8 @@ def reevaluate(cfg: DictConfig, runner: Any, top: list[Best], seeds: int) -> Ree
         )
         if crowned is None or better(candidate.mean, crowned.mean):
             crowned, crowned_model = candidate, model
-    assert crowned is not None, "reevaluate needs at least one trial"
+    if crowned is None:
+        return None
     print(
         f"crowned trial {crowned.trial.number}: best mean {objective} {crowned.mean:.4f} "
         f"(top {len(candidates)}, {seeds} seeds each)",

@@ -24,6 +24,7 @@ from experiments.data.splits import ImageData
 from experiments.errors import TrialFailed, UserInputError
 from experiments.outcome import TrialOutcome
 from experiments.worker import Trained, resident_mb
+from search.budget import Budget
 from search.objectives import measured_costs, objectives_of
 from search.space import config_yaml, trial_values
 from search.store_lock import STORE_LOCK, released
@@ -83,6 +84,7 @@ class TrialRunner:
         is_pruned: Callable[[BaseException], bool] = lambda err: False,
         data: ImageData | None = None,
         pool: WorkerPool | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.base, self.tracker, self.tags, self.is_pruned = base, tracker, dict(tags), is_pruned
         # With a pool, trials train in worker processes; without one (search.workers=0,
@@ -103,6 +105,8 @@ class TrialRunner:
         self.started = 0  # trials this runner started (see _is_config_failure)
         self._local = threading.local()  # search.workers > 1 runs trials in threads
         self._resolved: Any = None  # the base config resolved to dicts, once
+        # search.timeout: when the search ends; fed every completed trial (search/budget.py).
+        self.budget = budget if budget is not None else Budget(None)
 
     @property
     def last_run_id(self) -> str | None:
@@ -227,7 +231,8 @@ class TrialRunner:
                         TrialOutcome.PRUNED, pruned_at_epoch=epochs - 1, epochs_trained=epochs
                     )
                     self.failures.record(TrialOutcome.PRUNED)
-                    self._print(number, params, f"pruned at epoch {epochs - 1}", None)
+                    why = " (search.timeout)" if str(err).startswith("search.timeout") else ""
+                    self._print(number, params, f"pruned at epoch {epochs - 1}{why}", None)
                 else:
                     reason = failure_reason(err)
                     record.mark(TrialOutcome.FAILED, reason)
@@ -262,6 +267,8 @@ class TrialRunner:
                 record.set_tags({"sweeplab.model_error": result.model_error[:5000]})
             record.mark(TrialOutcome.COMPLETE)
             self._update_best(value, number, dict(params), record.run_id)
+            if not math.isnan(value):
+                self.budget.record(Best(value, number, dict(params), record.run_id), result.seconds)
             self._print(number, params, f"{self.objective}={value:.4f}", result.seconds)
         return Outcome(result, record.run_id)
 

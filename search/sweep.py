@@ -17,10 +17,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.data.folders import scan_folder
 from search import after_sweep
+from search.budget import Budget
 from search.engines import check_engine, make_engine
 from search.final import check_final_config, finalize
 from search.leftovers import removed_on_error
 from search.precheck import check_models
+from search.reevaluate import Contenders
 from search.space import parse_space
 from search.store_wal import finish, write_ahead
 from search.stores import check_stores, create_output_dir
@@ -59,6 +61,7 @@ def prepare(cfg: DictConfig) -> DictConfig:
 
 def sweep(cfg: DictConfig) -> SweepSummary:
     """Validate the config, then run the configured engine under one MLflow parent run."""
+    started = time.monotonic()  # search.timeout counts from here (search/budget.py)
     cfg = prepare(cfg)
     check_sweep_config(cfg)
     check_final_config(cfg)
@@ -81,7 +84,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
         if cfg.data.get("source") == "directory":  # its layout (and links) before loading
             scan_folder(cfg.data.get("path"), warn=False)  # load_data scans again, and warns
         with interrupts_stop(pool):
-            return _sweep(cfg, space, name, engine, pool)
+            return _sweep(cfg, space, name, engine, pool, started)
     finally:
         finish(*stores)  # a finished store is one file again
         if pool is not None:
@@ -95,9 +98,10 @@ def sweep(cfg: DictConfig) -> SweepSummary:
 
 
 def _sweep(
-    cfg: DictConfig, space: list, name: str, engine: str, pool: WorkerPool | None
+    cfg: DictConfig, space: list, name: str, engine: str, pool: WorkerPool | None, started: float
 ) -> SweepSummary:
-    """The sweep after its config passed every check; trials train in `pool` (None: here)."""
+    """The sweep after its config passed every check; trials train in `pool` (None: here);
+    `started`: the invocation's start (time.monotonic()), where search.timeout counts from."""
     # What is found from here on (a weights file, the data) removes what this start created.
     with removed_on_error(cfg):
         create_output_dir(Path(cfg.output_dir))  # a file system that refuses it: fail now
@@ -128,8 +132,15 @@ def _sweep(
             return _summary(name, engine, None, search.best(), done)
         tracker = SweepTracker(cfg.tracking)
         recover(search, tracker, name)
+    budget = Budget.from_config(cfg, Contenders.for_config(cfg, len(data.val)), started)
     runner = TrialRunner(
-        cfg, tracker, {"study": name, "engine": engine}, search.is_pruned, data=data, pool=pool
+        cfg,
+        tracker,
+        {"study": name, "engine": engine},
+        search.is_pruned,
+        data=data,
+        pool=pool,
+        budget=budget,
     )
     # Everything alive now (TensorFlow, MLflow, the data) lives for the whole sweep: freezing it
     # keeps the per-trial gc.collect() from re-scanning it (0.3-0.6 s a trial otherwise).
@@ -146,15 +157,16 @@ def _sweep(
         "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
         "space.yaml": OmegaConf.to_yaml(cfg.space, resolve=True),
     }
-    started = time.perf_counter()
+    began = time.perf_counter()
     with tracker.sweep_run(f"sweep-{name}", tags, artifacts) as parent_id:
         runner.best = search.best()
+        budget.has_model = runner.best is not None  # a resumed study: its best is a model
         if pool is not None:  # this process mostly waits on its workers from here on
             from search.engines.optuna_report import import_in_background
 
             import_in_background()  # the report's figure libraries, not at its end
         try:
-            search.optimize(runner, int(cfg.search.n_trials) - done, cfg.search.get("timeout"))
+            search.optimize(runner, int(cfg.search.n_trials) - done)
         except KeyboardInterrupt:
             print_interrupted(cfg, name, search)
             raise
@@ -176,7 +188,7 @@ def _sweep(
             )
         summary.final = finalize(cfg, runner, tracker, best, name, _top(search, cfg))
         after_sweep.report(cfg, tracker, name)  # the HTML report on the parent run
-    _print_summary(cfg, summary, time.perf_counter() - started)
+    _print_summary(cfg, summary, time.perf_counter() - began)
     return summary
 
 

@@ -37,7 +37,9 @@ def test_top_k_reevaluation_trains_k_times_s_and_crowns_the_best_mean(
         return result
 
     monkeypatch.setattr(trial_module, "run_trial", counted)
-    cfg = make_config("search.n_trials=3", NO_MODELS, "final.top_k=2", "final.seeds=2")
+    cfg = make_config(
+        "search.n_trials=3", NO_MODELS, "final.top_k=2", "final.seeds=2", "final.contender_se=null"
+    )
     summary = sweep(cfg)
 
     assert len(trainings) == 2 * 2
@@ -85,6 +87,7 @@ def test_top_k_reevaluation_trains_k_times_s_and_crowns_the_best_mean(
         ("final.top_k=-1", "final.top_k=-1 must be a whole number of 0 or more"),
         ("final.seeds=0", "final.seeds=0 must be a whole number of 1 or more"),
         ("final.top_k=two", "final.top_k='two'"),
+        ("final.contender_se=-1", "final.contender_se=-1 must be a number of 0 or more"),
     ],
 )
 def test_bad_reevaluation_settings_are_refused(make_config, override, mention) -> None:

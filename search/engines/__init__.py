@@ -41,8 +41,9 @@ class Engine(Protocol):
         """The k best complete trials, best first (the final stage's top-k re-evaluation)."""
         ...
 
-    def optimize(self, runner: TrialRunner, n_trials: int, timeout: float | None) -> None:
-        """Run trials through `runner` until the study is complete or `timeout` passed.
+    def optimize(self, runner: TrialRunner, n_trials: int) -> None:
+        """Run trials through `runner` until the study is complete or `runner.budget` says the
+        search is over (search.timeout, search/budget.py).
 
         Raises `TooManyFailures` when `runner.failures` says so, KeyboardInterrupt on Ctrl-C
         after noting the cut trial in `interrupted`.

@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from experiments.errors import UserInputError
 from experiments.outcome import TrialOutcome
 from search.baseline import announce, baseline
+from search.budget import Budget
 from search.engines.optuna_algorithms import (
     TrialSeededSampler,
     describe,
@@ -84,10 +85,13 @@ class ObjectivePruning:
     not PRUNED.
     """
 
-    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+    def __init__(self, trial: optuna.Trial, monitor: str, budget: Budget | None = None) -> None:
         self._trial, self._monitor = trial, monitor
-        # No pruner (search.pruner=none): the report is a record, not a verdict to wait for.
-        self.decides = not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
+        self._budget = budget if budget is not None else Budget(None)
+        # No pruner (search.pruner=none) and no budget: the report is a record, not a verdict
+        # to wait for.
+        no_pruner = isinstance(trial.study.pruner, optuna.pruners.NopPruner)
+        self.decides = not no_pruner or self._budget.limited
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = logs or {}
@@ -103,6 +107,10 @@ class ObjectivePruning:
         self._trial.report(float(logs[self._monitor]), step=epoch)
         if self._trial.should_prune():
             raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
+        if self._budget.search_over():  # the time left is the final stage's (search/budget.py)
+            raise optuna.TrialPruned(
+                f"search.timeout: stopped at epoch {epoch}, the time left is the final stage's"
+            )
 
 
 def suggest(trial: optuna.Trial, space: list[Param]) -> dict[str, Any]:
@@ -310,8 +318,9 @@ class OptunaEngine:
                 return
         study.enqueue_trial(params, user_attrs={"retry_of": number})
 
-    def optimize(self, runner: TrialRunner, n_trials: int, timeout: float | None) -> None:
-        """Run trials until the study has search.n_trials finished ones (or `timeout` passed).
+    def optimize(self, runner: TrialRunner, n_trials: int) -> None:
+        """Run trials until the study has search.n_trials finished ones, or until the search's
+        share of `search.timeout` is spent (`runner.budget`: search/budget.py).
 
         The stop rule counts the study's finished trials in the storage (not this call's, so
         `n_trials`, this call's share when it started, is only informative): the total stays
@@ -325,7 +334,7 @@ class OptunaEngine:
             params = suggest(trial, self.space)
             # Optuna cannot prune a multi-objective trial (no pruning callback then).
             multi = len(self.objectives) > 1
-            pruning = [] if multi else [ObjectivePruning(trial, runner.objective)]
+            pruning = [] if multi else [ObjectivePruning(trial, runner.objective, runner.budget)]
             tags = {"optuna_study": study_name, "optuna_trial": trial.number}
             try:
                 outcome = runner.run(trial.number, params, pruning, tags=tags)
@@ -356,8 +365,20 @@ class OptunaEngine:
             print("the remaining trials are running in other workers: nothing to start here.")
             return
 
-        def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
+        said: list[bool] = []
+
+        def done() -> bool:
             if runner.failures.stop_reason or self.claimed() >= total:
+                return True
+            if runner.budget.search_over():
+                if not said:
+                    said.append(True)
+                    print("search.timeout: the time left is the final stage's; no new trial")
+                return True
+            return False
+
+        def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
+            if done():
                 study.stop()
 
         # search.workers > 1: that many threads, each driving its own worker process (storage
@@ -368,15 +389,13 @@ class OptunaEngine:
                 self.study,
                 objective,
                 threads,
-                lambda: bool(runner.failures.stop_reason) or self.claimed() >= total,
-                timeout,
+                done,
                 catch=(_Failed,),
             )
         else:
             self.study.optimize(
                 objective,
                 n_trials=None,
-                timeout=timeout,
                 catch=(_Failed,),
                 callbacks=[stop_when_done],
             )

@@ -26,7 +26,6 @@ def optimize_in_threads(
     objective: Objective,
     threads: int,
     is_done: Callable[[], bool],
-    timeout: float | None,
     catch: tuple[type[Exception], ...],
 ) -> None:
     """Run `objective` in `threads` threads until `is_done()` (read under the claim lock)."""
@@ -58,7 +57,6 @@ def optimize_in_threads(
             study.optimize(
                 claimed_objective,
                 n_trials=None,
-                timeout=timeout,
                 catch=catch,
                 callbacks=[next_or_stop],
             )

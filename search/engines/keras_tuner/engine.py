@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -190,17 +189,17 @@ class KerasTunerEngine:
             for t in done
         ]
 
-    def optimize(self, runner: TrialRunner, n_trials: int, timeout: float | None) -> None:
-        """Run up to `n_trials` more trials (or until `timeout` seconds have passed).
+    def optimize(self, runner: TrialRunner, n_trials: int) -> None:
+        """Run up to `n_trials` more trials, or until the search's share of `search.timeout` is
+        spent (`runner.budget`, checked between trials: a running trial is not stopped).
 
         An interrupted trial stays in the oracle's ongoing trials, so the next run retries it.
         """
-        started = time.monotonic()
         # Keras Tuner pads trial ids to the width of max_trials; the loop does the counting.
         self.oracle.max_trials = len(self.oracle.trials) + n_trials
         for _ in range(n_trials):
-            if timeout is not None and time.monotonic() - started >= timeout:
-                print(f"search.timeout={timeout}s reached: no further trial started", flush=True)
+            if runner.budget.search_over():
+                print("search.timeout: the time left is the final stage's; no new trial")
                 return
             trial = self.oracle.create_trial(self.tuner.tuner_id)
             if trial.status != TrialStatus.RUNNING:

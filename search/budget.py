@@ -1,0 +1,121 @@
+"""`search.timeout`: one wall-clock budget for the whole invocation, the final stage included.
+
+A user who gives a sweep 20 minutes wants the tested model in about 20 minutes. A budget that
+only stops new trials from starting overran badly (docs/benchmarks.md section 6: a 220-s
+budget ended after 817 s): a trial started just before the end ran on for minutes, and the
+top-k re-evaluation (search/reevaluate.py) then re-trained every top trial, however poor, after
+it. So the search keeps back what the final stage will spend:
+
+- the reserve is `final.seeds` re-trainings of each current contender (`contenders`: the top
+  `final.top_k` distinct configs within the noise of the best), each estimated by that trial's
+  own training time, plus one more training of the best with `final.retrain=true`;
+- the search ends once the time left is no more than the reserve: no trial starts after that,
+  and a running one is stopped at its next epoch end (pruned, so it is never a contender);
+- the final stage re-evaluates the contenders, best first, only while each still fits.
+
+One exception keeps a sweep useful on any budget: until a trial of the study has completed,
+nothing is stopped, so a budget smaller than one trial still ends with a tested model.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from omegaconf import DictConfig
+
+if TYPE_CHECKING:  # search.runner loads Keras; the config checks must not
+    from search.runner import Best
+
+TEST_SECONDS = 5.0  # testing, registering and the report after the re-evaluation (measured: 2-4 s)
+
+
+@dataclass
+class Budget:
+    """The invocation's deadline and the final stage's reserve, from the trials completed so far.
+
+    `seconds` None: no budget (every check passes). `clock` is for tests.
+    """
+
+    seconds: float | None
+    top_k: int = 0
+    seeds: int = 0
+    retrain: bool = False
+    # Best first: the trials the final stage would re-evaluate (search.reevaluate.Contenders).
+    contenders: Callable[[list[Best]], list[Best]] = lambda trials: trials[:1]
+    clock: Callable[[], float] = time.monotonic
+    started: float | None = None  # clock() at the invocation's start; None: now
+    has_model: bool = False  # a trial of the study has completed (here or in an earlier run)
+    completed: list[Best] = field(default_factory=list)  # this invocation's, in finishing order
+    train_seconds: dict[int, float] = field(default_factory=dict)  # trial number -> seconds
+
+    def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.clock()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: DictConfig,
+        contenders: Callable[[list[Best]], list[Best]],
+        started: float | None = None,
+    ) -> Budget:
+        """The budget of `search.timeout` from `started` (a time.monotonic() reading), reserving
+        for `final.top_k` x `final.seeds` re-trainings."""
+        timeout = config.search.get("timeout")
+        final = config.get("final") or {}
+        enabled = bool(final.get("enabled", False))
+        return cls(
+            None if timeout is None else float(timeout),
+            top_k=int(final.get("top_k") or 0) if enabled else 0,
+            seeds=int(final.get("seeds") or 0) if enabled else 0,
+            retrain=enabled and bool(final.get("retrain")),
+            contenders=contenders,
+            started=started,
+        )
+
+    @property
+    def limited(self) -> bool:
+        return self.seconds is not None
+
+    def left(self) -> float:
+        """Seconds left of the budget (infinite without one; negative once overrun)."""
+        if self.seconds is None:
+            return float("inf")
+        assert self.started is not None  # set in __post_init__
+        return self.started + self.seconds - self.clock()
+
+    def record(self, trial: Best, seconds: float) -> None:
+        """A trial completed, having trained for `seconds`."""
+        self.has_model = True
+        self.completed.append(trial)
+        self.train_seconds[trial.number] = seconds
+
+    def estimate(self, trial: Best) -> float:
+        """Seconds one re-training of `trial` takes: its own training time when it ran here, else
+        the median of this invocation's (a trial of an earlier invocation), else 0."""
+        if trial.number in self.train_seconds:
+            return self.train_seconds[trial.number]
+        known = list(self.train_seconds.values())
+        return statistics.median(known) if known else 0.0
+
+    def reserve(self) -> float:
+        """Seconds the final stage needs for the trials completed so far."""
+        if not self.completed:
+            return 0.0
+        ranked = self.contenders(self.completed) if self.top_k else []
+        seconds = sum(self.seeds * self.estimate(t) for t in ranked)
+        if self.retrain:
+            seconds += self.estimate(ranked[0] if ranked else self.completed[0])
+        return seconds + TEST_SECONDS
+
+    def search_over(self) -> bool:
+        """Whether the search must end now: the time left is the final stage's."""
+        return self.has_model and self.left() <= self.reserve()
+
+    def fits(self, seconds: float) -> bool:
+        """Whether `seconds` more of the final stage fit in what is left."""
+        return seconds + TEST_SECONDS <= self.left()

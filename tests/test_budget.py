@@ -1,0 +1,145 @@
+"""`search.timeout` is the whole invocation's budget (search/budget.py): the search keeps back
+what the final stage's re-evaluation needs, a running trial is stopped once the time left is the
+final stage's, and the final stage re-trains only contenders that still fit. The sweep test runs a
+real sweep (tiny CNN on real digits, real MLflow and Optuna stores) on a clock that the test moves.
+"""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from test_sweep import runs_of
+
+import search.budget as budget_module
+from search.budget import TEST_SECONDS, Budget
+from search.engines.optuna_engine import ObjectivePruning
+from search.reevaluate import Contenders
+from search.runner import Best
+from search.study import study_name
+from search.sweep import prepare, sweep
+
+
+class Clock:
+    """A clock the test sets."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def trial(number: int, value: float) -> Best:
+    return Best(value, number, {"optimizer.learning_rate": 0.001 * (number + 1)}, None)
+
+
+def test_the_search_keeps_back_the_reevaluation_of_its_contenders() -> None:
+    clock = Clock()
+    contenders = Contenders(top_k=2, maximize=True)
+    budget = Budget(100.0, top_k=2, seeds=2, contenders=contenders, clock=clock)
+    clock.now = 99.0
+    assert not budget.search_over()  # no model yet: nothing is stopped before one exists
+
+    budget.record(trial(0, 0.80), seconds=10.0)
+    budget.record(trial(1, 0.85), seconds=6.0)
+    budget.record(trial(2, 0.70), seconds=30.0)  # third: not among the top 2
+    assert budget.reserve() == pytest.approx(2 * (6.0 + 10.0) + TEST_SECONDS)
+    clock.now = 100.0 - budget.reserve() - 0.1
+    assert not budget.search_over()
+    clock.now += 0.2
+    assert budget.search_over()
+    assert budget.fits(30.0 - TEST_SECONDS - 1.0) and not budget.fits(40.0)
+
+
+def test_retrain_on_train_and_validation_is_reserved_too() -> None:
+    kept = Budget(100.0, top_k=1, seeds=1, contenders=Contenders(1, True), clock=Clock())
+    retrained = Budget(
+        100.0, top_k=1, seeds=1, retrain=True, contenders=Contenders(1, True), clock=Clock()
+    )
+    for budget in (kept, retrained):
+        budget.record(trial(0, 0.9), seconds=12.0)
+    assert retrained.reserve() - kept.reserve() == pytest.approx(12.0)
+
+
+def test_no_budget_never_ends_the_search() -> None:
+    budget = Budget(None, top_k=3, seeds=2, contenders=Contenders(3, True))
+    budget.record(trial(0, 0.9), seconds=1e9)
+    assert not budget.search_over() and budget.fits(1e12)
+
+
+def test_contenders_are_the_top_k_within_the_noise_of_the_best() -> None:
+    trials = [trial(0, 0.654), trial(1, 0.100), trial(2, 0.640), trial(3, 0.600)]
+    # 451 validation images at p = 0.654: one standard error is 0.0224, two are 0.0448.
+    picked = Contenders(top_k=3, maximize=True, val_images=451, within_se=2.0)(trials)
+    assert [t.number for t in picked] == [0, 2]
+    unfiltered = Contenders(top_k=3, maximize=True, val_images=451, within_se=None)(trials)
+    assert [t.number for t in unfiltered] == [0, 2, 3]
+    # A loss has no binomial scale: the top k as they are, lowest first.
+    losses = Contenders(top_k=2, maximize=False, val_images=None, within_se=2.0)(trials)
+    assert [t.number for t in losses] == [1, 3]
+    # The same config twice (a re-queued trial) is one contender.
+    twice = [trial(0, 0.7), Best(0.69, 5, trial(0, 0).params, None), trial(2, 0.68)]
+    assert [t.number for t in Contenders(2, True)(twice)] == [0, 2]
+
+
+def test_a_running_trial_is_pruned_once_the_time_left_is_the_final_stages(tmp_path) -> None:
+    clock = Clock()
+    budget = Budget(100.0, top_k=1, seeds=1, contenders=Contenders(1, True), clock=clock)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize")
+    running = study.ask()
+    callback = ObjectivePruning(running, "val_accuracy", budget)
+    assert callback.decides  # even without a pruner: the worker must wait for the verdict
+    logs = {"loss": 1.0, "val_accuracy": 0.5}
+    clock.now = 500.0
+    callback.on_epoch_end(0, logs)  # no model yet: the first trial always finishes
+    budget.record(trial(0, 0.9), seconds=20.0)
+    clock.now = 100.0 - 20.0 - TEST_SECONDS - 1.0
+    callback.on_epoch_end(1, logs)
+    clock.now += 2.0
+    with pytest.raises(optuna.TrialPruned, match="search.timeout"):
+        callback.on_epoch_end(2, logs)
+
+
+def test_a_sweep_stops_its_running_trial_and_skips_what_does_not_fit(
+    make_config, monkeypatch, capsys
+) -> None:
+    """Trial 0 completes; trial 1 starts with time to spare, then the clock jumps past the
+    budget at its first epoch's end: it is pruned, no trial 2 starts, and the re-evaluation does
+    not fit, so the best trial's logged model is tested as it is."""
+    clock = Clock()
+    reads: list[float] = []
+    original = Budget.from_config.__func__
+
+    def from_config(cls, config, contenders, started=None):
+        made = original(cls, config, contenders, 0.0)
+        made.clock = ticking
+        return made
+
+    def ticking() -> float:  # read after trial 0 (between trials), then at trial 1's epoch 0
+        reads.append(clock.now)
+        if len(reads) >= 2:
+            clock.now = 1e6
+        return clock.now
+
+    monkeypatch.setattr(budget_module.Budget, "from_config", classmethod(from_config))
+    cfg = make_config(
+        "search.n_trials=5", "search.timeout=600", "final.top_k=2", "final.seeds=1",
+        "search.pruner=none",
+    )  # fmt: skip
+    summary = sweep(cfg)
+
+    out = capsys.readouterr().out
+    study = optuna.load_study(
+        study_name=study_name(prepare(cfg)), storage=prepare(cfg).search.storage
+    )
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert "pruned at epoch 0 (search.timeout)" in out
+    assert "no new trial" in out
+    assert "re-evaluation of trial 0 skipped" in out
+    assert summary.final is not None and summary.final.source == "trial_model"
+    runs = runs_of(cfg)
+    assert runs and all(r.info.status == "FINISHED" for r in runs)
+    pruned = [r for r in runs_of(cfg, "trial") if r.data.tags.get("sweeplab.state") == "pruned"]
+    assert len(pruned) == 1

@@ -13,8 +13,9 @@ it. So the search keeps back what the final stage will spend:
   and a running one is stopped at its next epoch end (pruned, so it is never a contender);
 - the final stage re-evaluates the contenders, best first, only while each still fits.
 
-One exception keeps a sweep useful on any budget: until a trial of the study has completed,
-nothing is stopped, so a budget smaller than one trial still ends with a tested model.
+One exception keeps a sweep useful on any budget: until a trial of the study has completed, a
+running trial is never stopped, so a budget smaller than one trial still ends with a tested
+model (and overruns by the rest of that trial).
 """
 
 from __future__ import annotations
@@ -113,8 +114,13 @@ class Budget:
         return seconds + TEST_SECONDS
 
     def search_over(self) -> bool:
-        """Whether the search must end now: the time left is the final stage's."""
-        return self.has_model and self.left() <= self.reserve()
+        """Whether the search must end now (no trial starts): the time left is the final stage's."""
+        return self.left() <= self.reserve()
+
+    def stops_running_trial(self) -> bool:
+        """Whether a running trial must stop at this epoch's end: the search is over, and a model
+        exists without it (see the module doc)."""
+        return self.has_model and self.search_over()
 
     def fits(self, seconds: float) -> bool:
         """Whether `seconds` more of the final stage fit in what is left."""

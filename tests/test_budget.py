@@ -39,7 +39,9 @@ def test_the_search_keeps_back_the_reevaluation_of_its_contenders() -> None:
     contenders = Contenders(top_k=2, maximize=True)
     budget = Budget(100.0, top_k=2, seeds=2, contenders=contenders, clock=clock)
     clock.now = 99.0
-    assert not budget.search_over()  # no model yet: nothing is stopped before one exists
+    assert not budget.search_over()
+    clock.now = 101.0  # over, but no model yet: a running trial goes on to give one
+    assert budget.search_over() and not budget.stops_running_trial()
 
     budget.record(trial(0, 0.80), seconds=10.0)
     budget.record(trial(1, 0.85), seconds=6.0)
@@ -48,7 +50,7 @@ def test_the_search_keeps_back_the_reevaluation_of_its_contenders() -> None:
     clock.now = 100.0 - budget.reserve() - 0.1
     assert not budget.search_over()
     clock.now += 0.2
-    assert budget.search_over()
+    assert budget.search_over() and budget.stops_running_trial()
     assert budget.fits(30.0 - TEST_SECONDS - 1.0) and not budget.fits(40.0)
 
 

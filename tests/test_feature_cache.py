@@ -189,7 +189,7 @@ def test_augmentation_preset_is_one_setting_not_a_second_one():
     assert augmentation_layers({"preset": "none", "flip": "none", "zoom": 0.0}, 0) == []
     with pytest.raises(UserInputError, match="preset=light and data.augmentation.zoom"):
         augmentation_layers({"preset": "light", "zoom": 0.3}, 0)
-    with pytest.raises(UserInputError, match="accepted: none, light"):
+    with pytest.raises(UserInputError, match="accepted: none, flip, light"):
         augmentation_layers({"preset": "heavy"}, 0)
 
 

@@ -107,7 +107,7 @@ class ObjectivePruning:
         self._trial.report(float(logs[self._monitor]), step=epoch)
         if self._trial.should_prune():
             raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
-        if self._budget.search_over():  # the time left is the final stage's (search/budget.py)
+        if self._budget.stops_running_trial():  # the time left is the final stage's
             raise optuna.TrialPruned(
                 f"search.timeout: stopped at epoch {epoch}, the time left is the final stage's"
             )

@@ -123,8 +123,7 @@ def one_set(name: str, root: Path, quick: bool, per_class_override: int | None) 
             [
                 "sweep=transfer",
                 *common,
-                f"search.timeout={budget}",
-                "tracking.log_models=false",  # the tested model comes from the re-evaluation
+                f"search.timeout={budget}",  # the rest as a user runs it (models logged)
                 f"output_dir={root / name / ('sweep_' + label)}",
             ]
             + (QUICK_SWEEP if quick else [])

@@ -8,10 +8,13 @@ it. So the search keeps back what the final stage will spend:
 
 - the reserve is `final.seeds` re-trainings of each current contender (`contenders`: the top
   `final.top_k` distinct configs within the noise of the best), each estimated by that trial's
-  own training time, plus one more training of the best with `final.retrain=true`;
-- the search ends once the time left is no more than the reserve: no trial starts after that,
-  and a running one is stopped at its next epoch end (pruned, so it is never a contender);
-- the final stage re-evaluates the contenders, best first, only while each still fits.
+  own training time, plus, with `final.retrain=true`, one training of the best on train +
+  validation (its time scaled by the larger training split);
+- no trial starts unless the shortest trial so far would still end before the reserve's time (a
+  trial cut short is wasted), and a running one is stopped at its next epoch end once the time
+  left is no more than the reserve (pruned, so it is never a contender);
+- the final stage re-evaluates the contenders, best first, only while each still fits beside the
+  retraining, and retrains only if that still fits (else it tests the re-evaluated model).
 
 One exception keeps a sweep useful on any budget: until a trial of the study has completed, a
 running trial is never stopped, so a budget smaller than one trial still ends with a tested
@@ -45,6 +48,7 @@ class Budget:
     top_k: int = 0
     seeds: int = 0
     retrain: bool = False
+    retrain_scale: float = 1.0  # (train + validation images) / training images
     # Best first: the trials the final stage would re-evaluate (search.reevaluate.Contenders).
     contenders: Callable[[list[Best]], list[Best]] = lambda trials: trials[:1]
     clock: Callable[[], float] = time.monotonic
@@ -63,9 +67,10 @@ class Budget:
         config: DictConfig,
         contenders: Callable[[list[Best]], list[Best]],
         started: float | None = None,
+        retrain_scale: float = 1.0,
     ) -> Budget:
         """The budget of `search.timeout` from `started` (a time.monotonic() reading), reserving
-        for `final.top_k` x `final.seeds` re-trainings."""
+        for `final.top_k` x `final.seeds` re-trainings and `final.retrain`'s training."""
         timeout = config.search.get("timeout")
         final = config.get("final") or {}
         enabled = bool(final.get("enabled", False))
@@ -74,6 +79,7 @@ class Budget:
             top_k=int(final.get("top_k") or 0) if enabled else 0,
             seeds=int(final.get("seeds") or 0) if enabled else 0,
             retrain=enabled and bool(final.get("retrain")),
+            retrain_scale=retrain_scale,
             contenders=contenders,
             started=started,
         )
@@ -109,18 +115,23 @@ class Budget:
             return 0.0
         ranked = self.contenders(self.completed) if self.top_k else []
         seconds = sum(self.seeds * self.estimate(t) for t in ranked)
-        if self.retrain:
-            seconds += self.estimate(ranked[0] if ranked else self.completed[0])
+        seconds += self.retrain_seconds(ranked[0] if ranked else self.completed[0])
         return seconds + TEST_SECONDS
 
+    def retrain_seconds(self, trial: Best) -> float:
+        """Seconds `final.retrain` takes to train `trial`'s config on train + validation (0 off)."""
+        return self.retrain_scale * self.estimate(trial) if self.retrain else 0.0
+
     def search_over(self) -> bool:
-        """Whether the search must end now (no trial starts): the time left is the final stage's."""
-        return self.left() <= self.reserve()
+        """Whether no trial may start: not even the shortest so far would end before the time
+        left is the final stage's."""
+        shortest = min(self.train_seconds.values(), default=0.0)
+        return self.left() <= self.reserve() + shortest
 
     def stops_running_trial(self) -> bool:
-        """Whether a running trial must stop at this epoch's end: the search is over, and a model
-        exists without it (see the module doc)."""
-        return self.has_model and self.search_over()
+        """Whether a running trial must stop at this epoch's end: the time left is the final
+        stage's, and a model exists without it (see the module doc)."""
+        return self.has_model and self.left() <= self.reserve()
 
     def fits(self, seconds: float) -> bool:
         """Whether `seconds` more of the final stage fit in what is left."""

@@ -109,10 +109,11 @@ def finalize(
         best = dataclasses.replace(reevaluated.crowned.trial, value=reevaluated.crowned.mean)
         trial_cfg = apply_params(cfg, best.params)
         data = runner.data_for(trial_cfg)
-    if reevaluated is not None and not final.retrain:
+    retrain = bool(final.retrain) and _retrain_fits(runner.budget, best)
+    if reevaluated is not None and not retrain:
         model, source = reevaluated.model, "reevaluated_seed"
     else:
-        model, source = _final_model(trial_cfg, data, recorder, best.run_id, bool(final.retrain))
+        model, source = _final_model(trial_cfg, data, recorder, best.run_id, retrain)
 
     report = score_on_test(model, data, int(cfg.seed))
     figures = {
@@ -250,6 +251,18 @@ def _reevaluate(cfg: DictConfig, runner, recorder, top: list):
         return None
     recorder.log_reevaluation([c.summary() for c in result.candidates], result.crowned.trial.number)
     return result
+
+
+def _retrain_fits(budget, best) -> bool:
+    """Whether `final.retrain` fits in what is left of search.timeout; says so when not."""
+    needed = budget.retrain_seconds(best)
+    if budget.fits(needed):
+        return True
+    print(
+        f"final: retraining on train + validation ({needed:.0f}s) does not fit in the "
+        f"{max(budget.left(), 0):.0f}s left of search.timeout; the model trained on train is tested"
+    )
+    return False
 
 
 def _final_model(cfg: DictConfig, data, recorder, run_id: str, retrain: bool):

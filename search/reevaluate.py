@@ -168,7 +168,7 @@ def reevaluate(
     crowned_model: Any = None
     for trial in top:
         needed = seeds * budget.estimate(trial)
-        if not budget.fits(needed):
+        if not budget.fits(needed + budget.retrain_seconds(top[0])):  # final.retrain comes first
             print(
                 f"re-evaluation of trial {trial.number} skipped: its {needed:.0f}s of re-training "
                 f"do not fit in the {max(budget.left(), 0):.0f}s left of search.timeout",

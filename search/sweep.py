@@ -132,7 +132,9 @@ def _sweep(
             return _summary(name, engine, None, search.best(), done)
         tracker = SweepTracker(cfg.tracking)
         recover(search, tracker, name)
-    budget = Budget.from_config(cfg, Contenders.for_config(cfg, len(data.val)), started)
+    contenders = Contenders.for_config(cfg, len(data.val))
+    scale = (len(data.train) + len(data.val)) / max(len(data.train), 1)  # final.retrain's data
+    budget = Budget.from_config(cfg, contenders, started, scale)
     runner = TrialRunner(
         cfg,
         tracker,

@@ -47,21 +47,27 @@ def test_the_search_keeps_back_the_reevaluation_of_its_contenders() -> None:
     budget.record(trial(1, 0.85), seconds=6.0)
     budget.record(trial(2, 0.70), seconds=30.0)  # third: not among the top 2
     assert budget.reserve() == pytest.approx(2 * (6.0 + 10.0) + TEST_SECONDS)
-    clock.now = 100.0 - budget.reserve() - 0.1
+    # A new trial starts only while the shortest one so far (6 s) still fits before the reserve.
+    clock.now = 100.0 - budget.reserve() - 6.0 - 0.1
     assert not budget.search_over()
     clock.now += 0.2
-    assert budget.search_over() and budget.stops_running_trial()
+    assert budget.search_over() and not budget.stops_running_trial()
+    clock.now = (
+        100.0 - budget.reserve() + 0.1
+    )  # a running trial stops once only the reserve is left
+    assert budget.stops_running_trial()
     assert budget.fits(30.0 - TEST_SECONDS - 1.0) and not budget.fits(40.0)
 
 
 def test_retrain_on_train_and_validation_is_reserved_too() -> None:
     kept = Budget(100.0, top_k=1, seeds=1, contenders=Contenders(1, True), clock=Clock())
     retrained = Budget(
-        100.0, top_k=1, seeds=1, retrain=True, contenders=Contenders(1, True), clock=Clock()
-    )
+        100.0, top_k=1, seeds=1, retrain=True, retrain_scale=1.25,
+        contenders=Contenders(1, True), clock=Clock(),
+    )  # fmt: skip
     for budget in (kept, retrained):
         budget.record(trial(0, 0.9), seconds=12.0)
-    assert retrained.reserve() - kept.reserve() == pytest.approx(12.0)
+    assert retrained.reserve() - kept.reserve() == pytest.approx(1.25 * 12.0)
 
 
 def test_no_budget_never_ends_the_search() -> None:
@@ -103,18 +109,19 @@ def test_a_running_trial_is_pruned_once_the_time_left_is_the_final_stages(tmp_pa
         callback.on_epoch_end(2, logs)
 
 
+@pytest.mark.parametrize("retrain", [False, True])
 def test_a_sweep_stops_its_running_trial_and_skips_what_does_not_fit(
-    make_config, monkeypatch, capsys
+    make_config, monkeypatch, capsys, retrain
 ) -> None:
     """Trial 0 completes; trial 1 starts with time to spare, then the clock jumps past the
-    budget at its first epoch's end: it is pruned, no trial 2 starts, and the re-evaluation does
-    not fit, so the best trial's logged model is tested as it is."""
+    budget at its first epoch's end: it is pruned, no trial 2 starts, and neither the
+    re-evaluation nor the retraining fits, so the best trial's logged model is tested as it is."""
     clock = Clock()
     reads: list[float] = []
     original = Budget.from_config.__func__
 
-    def from_config(cls, config, contenders, started=None):
-        made = original(cls, config, contenders, 0.0)
+    def from_config(cls, config, contenders, started=None, retrain_scale=1.0):
+        made = original(cls, config, contenders, 0.0, retrain_scale)
         made.clock = ticking
         return made
 
@@ -127,7 +134,7 @@ def test_a_sweep_stops_its_running_trial_and_skips_what_does_not_fit(
     monkeypatch.setattr(budget_module.Budget, "from_config", classmethod(from_config))
     cfg = make_config(
         "search.n_trials=5", "search.timeout=600", "final.top_k=2", "final.seeds=1",
-        "search.pruner=none",
+        "search.pruner=none", f"final.retrain={str(retrain).lower()}",
     )  # fmt: skip
     summary = sweep(cfg)
 
@@ -140,6 +147,7 @@ def test_a_sweep_stops_its_running_trial_and_skips_what_does_not_fit(
     assert "pruned at epoch 0 (search.timeout)" in out
     assert "no new trial" in out
     assert "re-evaluation of trial 0 skipped" in out
+    assert ("retraining on train + validation" in out) == retrain
     assert summary.final is not None and summary.final.source == "trial_model"
     runs = runs_of(cfg)
     assert runs and all(r.info.status == "FINISHED" for r in runs)

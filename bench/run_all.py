@@ -27,6 +27,7 @@ BENCHMARKS = (
     ("feature_cache", "transfer trial at 224 px, frozen-feature cache on vs off", "#12"),
     ("transfer_vs_recipe", "test accuracy, default transfer sweep vs the seed's recipe", "#12"),
     ("transfer_augmentation", "transfer sweep's augmentation arms at one budget", "#12"),
+    ("retrain", "final.retrain: base transfer config trained on train vs train + val", "#12"),
 )
 
 

@@ -9,7 +9,8 @@ it. So the search keeps back what the final stage will spend:
 - the reserve is `final.seeds` re-trainings of each current contender (`contenders`: the top
   `final.top_k` distinct configs within the noise of the best), each estimated by that trial's
   own training time, plus, with `final.retrain=true`, one training of the best on train +
-  validation (its time scaled by the larger training split);
+  validation (its time scaled by the larger training split); a lone contender is not
+  re-evaluated when it will be retrained (there is nothing to choose between);
 - no trial starts unless the shortest trial so far would still end before the reserve's time (a
   trial cut short is wasted), and a running one is stopped at its next epoch end once the time
   left is no more than the reserve (pruned, so it is never a contender);
@@ -101,10 +102,10 @@ class Budget:
         self.completed.append(trial)
         self.train_seconds[trial.number] = seconds
 
-    def estimate(self, trial: Best) -> float:
+    def estimate(self, trial: Best | None) -> float:
         """Seconds one re-training of `trial` takes: its own training time when it ran here, else
-        the median of this invocation's (a trial of an earlier invocation), else 0."""
-        if trial.number in self.train_seconds:
+        the median of this invocation's (None, or a trial of an earlier invocation), else 0."""
+        if trial is not None and trial.number in self.train_seconds:
             return self.train_seconds[trial.number]
         known = list(self.train_seconds.values())
         return statistics.median(known) if known else 0.0
@@ -114,11 +115,13 @@ class Budget:
         if not self.completed:
             return 0.0
         ranked = self.contenders(self.completed) if self.top_k else []
-        seconds = sum(self.seeds * self.estimate(t) for t in ranked)
-        seconds += self.retrain_seconds(ranked[0] if ranked else self.completed[0])
+        seconds = 0.0
+        if len(ranked) > 1 or not self.retrain:  # one contender and a retraining: nothing to rank
+            seconds = sum(self.seeds * self.estimate(t) for t in ranked)
+        seconds += self.retrain_seconds(ranked[0] if ranked else None)  # None: no ranking
         return seconds + TEST_SECONDS
 
-    def retrain_seconds(self, trial: Best) -> float:
+    def retrain_seconds(self, trial: Best | None) -> float:
         """Seconds `final.retrain` takes to train `trial`'s config on train + validation (0 off)."""
         return self.retrain_scale * self.estimate(trial) if self.retrain else 0.0
 

@@ -244,8 +244,14 @@ def _reevaluate(cfg: DictConfig, runner, recorder, top: list):
     top_k, seeds = settings(cfg)
     if top_k == 0:
         return None
-    contenders = Contenders.for_config(cfg, len(runner.data_for(cfg).val))
-    result = reevaluate(cfg, runner, contenders(top), seeds, runner.budget)
+    contenders = Contenders.for_config(cfg, len(runner.data_for(cfg).val))(top)
+    if len(contenders) == 1 and cfg.final.retrain:
+        print(
+            f"final: trial {contenders[0].number} is the only contender (final.contender_se): "
+            "nothing to re-evaluate; it is retrained on train + validation"
+        )
+        return None
+    result = reevaluate(cfg, runner, contenders, seeds, runner.budget)
     if result is None:
         print("final: no re-evaluation fits in search.timeout; the best trial is tested as it is")
         return None

@@ -59,7 +59,7 @@ def test_the_search_keeps_back_the_reevaluation_of_its_contenders() -> None:
     assert budget.fits(30.0 - TEST_SECONDS - 1.0) and not budget.fits(40.0)
 
 
-def test_retrain_on_train_and_validation_is_reserved_too() -> None:
+def test_retrain_is_reserved_and_replaces_a_lone_contenders_reevaluation() -> None:
     kept = Budget(100.0, top_k=1, seeds=1, contenders=Contenders(1, True), clock=Clock())
     retrained = Budget(
         100.0, top_k=1, seeds=1, retrain=True, retrain_scale=1.25,
@@ -67,7 +67,8 @@ def test_retrain_on_train_and_validation_is_reserved_too() -> None:
     )  # fmt: skip
     for budget in (kept, retrained):
         budget.record(trial(0, 0.9), seconds=12.0)
-    assert retrained.reserve() - kept.reserve() == pytest.approx(1.25 * 12.0)
+    assert kept.reserve() == pytest.approx(12.0 + TEST_SECONDS)  # one re-training
+    assert retrained.reserve() == pytest.approx(1.25 * 12.0 + TEST_SECONDS)  # the retraining only
 
 
 def test_no_budget_never_ends_the_search() -> None:
@@ -146,10 +147,31 @@ def test_a_sweep_stops_its_running_trial_and_skips_what_does_not_fit(
     assert states == [TrialState.COMPLETE, TrialState.PRUNED]
     assert "pruned at epoch 0 (search.timeout)" in out
     assert "no new trial" in out
-    assert "re-evaluation of trial 0 skipped" in out
-    assert ("retraining on train + validation" in out) == retrain
+    if retrain:  # a lone contender is retrained, not re-evaluated; the retraining does not fit
+        assert "trial 0 is the only contender" in out
+        assert "retraining on train + validation (" in out
+    else:
+        assert "re-evaluation of trial 0 skipped" in out
     assert summary.final is not None and summary.final.source == "trial_model"
     runs = runs_of(cfg)
     assert runs and all(r.info.status == "FINISHED" for r in runs)
     pruned = [r for r in runs_of(cfg, "trial") if r.data.tags.get("sweeplab.state") == "pruned"]
     assert len(pruned) == 1
+
+
+def test_a_lone_contender_to_be_retrained_is_not_reevaluated() -> None:
+    budget = Budget(
+        100.0, top_k=3, seeds=1, retrain=True, contenders=Contenders(3, True, 310, 2.0),
+        clock=Clock(),
+    )  # fmt: skip
+    budget.record(trial(0, 0.95), seconds=10.0)
+    budget.record(trial(1, 0.50), seconds=10.0)  # far below: no contender
+    assert budget.reserve() == pytest.approx(10.0 + TEST_SECONDS)  # the retraining alone
+
+
+def test_a_sweep_retrains_its_only_contender_without_reevaluating_it(make_config, capsys) -> None:
+    cfg = make_config("search.n_trials=1", "final.top_k=3", "final.seeds=1", "final.retrain=true")
+    summary = sweep(cfg)
+    out = capsys.readouterr().out
+    assert "trial 0 is the only contender" in out and "re-evaluated trial" not in out
+    assert summary.final is not None and summary.final.source == "retrained_train_val"

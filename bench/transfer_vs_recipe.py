@@ -86,6 +86,12 @@ def run_sweep(overrides: list[str]) -> dict[str, Any]:
         "trials": summary.finished_trials,
         "pruned": sum("pruned at epoch" in line for line in lines),
         "wall_s": round(seconds, 1),
+        # What the sweep did: each trial's line, the budget's and the final stage's decisions.
+        "story": [
+            line
+            for line in lines
+            if line.startswith(("trial ", "final:", "re-evaluat", "crowned", "search.timeout"))
+        ],
         "log_tail": lines[-12:],
     }
 

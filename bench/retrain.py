@@ -22,8 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import SHARED_DATA, parse_args, print_table, write_result
-from transfer_vs_recipe import QUICK_PER_CLASS, SETS, WEIGHTS_FILE, compose, keras_home
+from _common import parse_args, print_table, write_result
+from transfer_vs_recipe import SETS, base_config, compose, require_sets
 
 QUICK = ["data.image_size=96", "model.input_size=96", "train.epochs=3"]
 
@@ -62,26 +62,16 @@ def main() -> None:
             ("--seeds", {"nargs": "+", "type": int, "default": [0, 1, 2]}),
         ],
     )
-    missing = [SETS[s][0] for s in args.sets if not (SHARED_DATA / SETS[s][0]).exists()]
-    if missing or not (SHARED_DATA / "keras-weights" / WEIGHTS_FILE).exists():
-        raise SystemExit(f"retrain: {SHARED_DATA} lacks {missing or WEIGHTS_FILE}")
+    require_sets(args.sets, "retrain")
     from experiments.quiet import quiet_tensorflow
 
     quiet_tensorflow()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="retrain-") as tmp:
         for name in args.sets:
-            folder, per_class = SETS[name]
-            per_class = QUICK_PER_CLASS if args.quick else per_class
-            overrides = [
-                "sweep=transfer",
-                "data=directory",
-                f"data.path={SHARED_DATA / folder}",
-                f"keras_home={keras_home(Path(tmp) / name)}",
-                f"output_dir={Path(tmp) / name / 'runs'}",
-                *([f"data.max_per_class={per_class}"] if per_class else []),
-                *(QUICK if args.quick else []),
-            ]
+            folder, per_class, overrides = base_config(
+                name, Path(tmp), QUICK if args.quick else None
+            )
             print(f"\n{folder} ({per_class or 'all'} per class)", flush=True)
             rows = [one_seed(overrides, seed) for seed in args.seeds]
             results[name] = {

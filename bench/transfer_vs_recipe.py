@@ -96,6 +96,30 @@ def run_sweep(overrides: list[str]) -> dict[str, Any]:
     }
 
 
+def require_sets(names: list[str], script: str) -> None:
+    """Exit with what is missing when ../shared/data lacks a set or the weights file."""
+    missing = [SETS[s][0] for s in names if not (SHARED_DATA / SETS[s][0]).exists()]
+    if missing or not (SHARED_DATA / "keras-weights" / WEIGHTS_FILE).exists():
+        raise SystemExit(f"{script}: {SHARED_DATA} lacks {missing or WEIGHTS_FILE}")
+
+
+def base_config(name: str, root: Path, quick: list[str] | None) -> tuple[str, int | None, list]:
+    """(folder, images per class, overrides) of `sweep=transfer` on set `name` under `root`:
+    its own output folder and Keras cache; `quick` (None: full size) shrinks it."""
+    folder, per_class = SETS[name]
+    per_class = QUICK_PER_CLASS if quick is not None else per_class
+    overrides = [
+        "sweep=transfer",
+        "data=directory",
+        f"data.path={SHARED_DATA / folder}",
+        f"keras_home={keras_home(root / name)}",
+        f"output_dir={root / name / 'runs'}",
+        *([f"data.max_per_class={per_class}"] if per_class else []),
+        *(quick or []),
+    ]
+    return folder, per_class, overrides
+
+
 def keras_home(root: Path) -> Path:
     home = root / "keras_home"
     (home / "models").mkdir(parents=True)

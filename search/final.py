@@ -253,7 +253,10 @@ def _reevaluate(cfg: DictConfig, runner, recorder, top: list):
         return None
     result = reevaluate(cfg, runner, contenders, seeds, runner.budget)
     if result is None:
-        print("final: no re-evaluation fits in search.timeout; the best trial is tested as it is")
+        print(
+            "final: no re-evaluation fits in what is left of search.timeout; the best trial is "
+            "taken without one"
+        )
         return None
     recorder.log_reevaluation([c.summary() for c in result.candidates], result.crowned.trial.number)
     return result

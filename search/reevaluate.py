@@ -154,8 +154,8 @@ def reevaluate(
     """Re-train each of `top` with `seeds` new training seeds; crown the best mean score.
 
     `runner` is the sweep's TrialRunner: its data split is reused, never reloaded. A candidate
-    whose re-training does not fit in what is left of `budget` is skipped; None when none fit
-    (the best trial is then tested as it is).
+    whose re-training does not fit in what is left of `budget` (beside `final.retrain`'s training)
+    is skipped; None when none fit (the best trial is then taken without re-evaluation).
     """
     from experiments.training.trial import run_trial
     from search.space import apply_params

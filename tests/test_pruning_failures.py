@@ -171,3 +171,33 @@ def test_bad_pruning_and_heartbeat_settings_fail_before_training(make_config, ov
     with pytest.raises(UserInputError):
         sweep(cfg)
     assert not (Path(cfg.output_dir) / "mlflow.db").exists()
+
+
+def test_an_interrupted_trials_mark_survives_a_storage_session_the_interrupt_broke(
+    tmp_path, monkeypatch
+) -> None:
+    """An interrupt inside a storage call (a per-epoch report) leaves the session broken, so the
+    first write after it fails; the mark and the re-queue are written on the next try."""
+    from optuna.distributions import FloatDistribution
+
+    from search.engines.optuna_engine import OptunaEngine
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    trial = study.ask({"x": FloatDistribution(0.0, 1.0)})
+    engine = OptunaEngine.__new__(OptunaEngine)  # only its study is used here
+    engine.study = study
+    writes: list[str] = []
+    original = optuna.Trial.set_user_attr
+
+    def broken_once(self, key, value):
+        writes.append(key)
+        if len(writes) == 1:
+            raise optuna.exceptions.StorageInternalError("This transaction is closed")
+        return original(self, key, value)
+
+    monkeypatch.setattr(optuna.Trial, "set_user_attr", broken_once)
+    engine._note_interrupted(trial, {"x": trial.params["x"]}, "run-1")
+    marked = study.trials[0].user_attrs
+    assert marked["interrupted"] == "Ctrl-C or SIGTERM" and marked["mlflow_run_id"] == "run-1"
+    queued = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert [t.user_attrs.get("retry_of") for t in queued] == [0]

@@ -44,6 +44,8 @@ from search.space import Param
 from search.trials import failure_reason, is_finished
 from tracking.liveness import is_alive, this_worker
 
+STORAGE_TRIES = 3  # writes of an interrupted trial's mark (OptunaEngine._note_interrupted)
+
 
 def outcome_of(trial: FrozenTrial) -> TrialOutcome | None:
     """The shared outcome of an Optuna trial; None while it runs or waits.
@@ -309,6 +311,26 @@ class OptunaEngine:
         self.recovered.append(trial.number)
         self._requeue(study, trial.number, trial.params)
 
+    def _note_interrupted(self, trial: optuna.Trial, params: dict, run_id: str | None) -> None:
+        """Mark a trial cut short by Ctrl-C or a signal as interrupted and queue it again.
+
+        The interrupt can land inside a storage call (the trial's per-epoch report), and that
+        leaves this thread's storage session broken: the next call fails ("This transaction is
+        closed") and only then rolls the session back. So each write is tried again, on a fresh
+        session, a few times. Best effort after that: the trial stays FAIL without the mark.
+        """
+        for _ in range(STORAGE_TRIES):
+            try:
+                trial.set_user_attr("interrupted", "Ctrl-C or SIGTERM")
+                trial.set_user_attr("mlflow_run_id", run_id)
+                self._requeue(self.study, trial.number, params)
+                return
+            except Exception:
+                backend = getattr(self.study._storage, "_backend", self.study._storage)
+                if isinstance(backend, optuna.storages.RDBStorage):
+                    with suppress(Exception):
+                        backend.remove_session()  # this thread's next call opens a new one
+
     @staticmethod
     def _requeue(study: optuna.Study, number: int, params: dict[str, Any]) -> None:
         if not params:
@@ -343,11 +365,7 @@ class OptunaEngine:
                 raise
             except KeyboardInterrupt:
                 self.interrupted.append(trial.number)
-                # Best effort: if the storage write fails, the next start re-queues it (pid gone).
-                with suppress(Exception):
-                    trial.set_user_attr("interrupted", "Ctrl-C or SIGTERM")
-                    trial.set_user_attr("mlflow_run_id", runner.last_run_id)
-                    self._requeue(self.study, trial.number, params)
+                self._note_interrupted(trial, params, runner.last_run_id)
                 raise
             except UserInputError:  # a config error (MonitorMissing, a failed first trial):
                 raise  # FAIL without failure_reason, not counted; the sweep stops with exit 2

@@ -239,12 +239,12 @@ def _test_pixels(data: ImageData) -> np.ndarray | _DecodedImages:
 
 def _reevaluate(cfg: DictConfig, runner, recorder, top: list):
     """The top-k re-evaluation when final.top_k > 0 (logged on the parent run), else None."""
-    from search.reevaluate import Contenders, reevaluate, settings
+    from search.reevaluate import reevaluate, settings
 
     top_k, seeds = settings(cfg)
     if top_k == 0:
         return None
-    contenders = Contenders.for_config(cfg, len(runner.data_for(cfg).val))(top)
+    contenders = runner.budget.contenders(top)  # the rule the search reserved time for
     if len(contenders) == 1 and cfg.final.retrain:
         print(
             f"final: trial {contenders[0].number} is the only contender (final.contender_se): "

@@ -105,12 +105,12 @@ def finalize(
         return None
     recorder = FinalRecorder(tracker)
     reevaluated = _reevaluate(cfg, runner, recorder, top or [best])
-    if reevaluated is not None:  # the crowned config, scored by its mean over the new seeds
+    if reevaluated is not None:  # the crowned config, scored by its mean over its trainings
         best = dataclasses.replace(reevaluated.crowned.trial, value=reevaluated.crowned.mean)
         trial_cfg = apply_params(cfg, best.params)
         data = runner.data_for(trial_cfg)
     retrain = bool(final.retrain) and _retrain_fits(runner.budget, best)
-    if reevaluated is not None and not retrain:
+    if reevaluated is not None and reevaluated.model is not None and not retrain:
         model, source = reevaluated.model, "reevaluated_seed"
     else:
         model, source = _final_model(trial_cfg, data, recorder, best.run_id, retrain)

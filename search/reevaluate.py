@@ -6,8 +6,14 @@ by points). Google's deep learning tuning playbook: re-train the top few with se
 pick the best MEAN. So before the final test, `final.top_k` distinct configs (best validation
 first) are each trained `final.seeds` more times with new training seeds, on the same data split
 (the split's seed, `seed`, is untouched, so test images never enter any training or choice), and
-the config with the best mean of those new scores is crowned. The original trial's own score is
-left out of the mean: it is the score the config was selected for, biased upward.
+the config with the best mean score over all its trainings, the search's and the new seeds', is
+crowned. The search's score is the one the config was selected for, biased upward; every
+contender was selected by its own, so each mean carries that bias, diluted by the new seeds.
+Round 7 left it out, which crowned a config the budget could not compare: under
+`search.timeout` a contender whose re-training does not fit is skipped, and a re-evaluated config
+whose new score fell below the skipped one's was crowned all the same (sign-language-digits:
+trial 1, search 0.974, new seed 0.945, over trial 0's 0.968). Now a skipped contender competes
+with the one score it has.
 
 Only contenders are re-trained (`Contenders`): the top k within the noise of the best, and,
 under `search.timeout`, only while each still fits in the budget (search/budget.py).
@@ -35,7 +41,8 @@ if TYPE_CHECKING:  # search.runner loads Keras; the config check must not
 
 @dataclass
 class Candidate:
-    """One re-evaluated config: its original trial and the scores of its re-trainings."""
+    """One contender: its original trial and the scores of its re-trainings (none when the
+    budget skipped it)."""
 
     trial: Best
     seeds: list[int] = field(default_factory=list)
@@ -43,13 +50,18 @@ class Candidate:
     seconds: float = 0.0
 
     @property
+    def every_score(self) -> list[float]:
+        """The search's score, then the new seeds'."""
+        return [float(self.trial.value), *self.scores]
+
+    @property
     def mean(self) -> float:
-        return statistics.fmean(self.scores)
+        return statistics.fmean(self.every_score)
 
     @property
     def std(self) -> float:
-        """Sample standard deviation of the seeds' scores (0 for a single seed)."""
-        return statistics.stdev(self.scores) if len(self.scores) > 1 else 0.0
+        """Sample standard deviation over every training of the config (0 for one)."""
+        return statistics.stdev(self.every_score) if len(self.every_score) > 1 else 0.0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -71,7 +83,7 @@ class Reevaluation:
 
     candidates: list[Candidate]
     crowned: Candidate
-    model: Any  # the crowned config's re-trained model with the best validation score
+    model: Any  # the crowned config's re-trained model with the best score; None: not re-trained
 
 
 def settings(cfg: DictConfig) -> tuple[int, int]:
@@ -155,7 +167,8 @@ def reevaluate(
 
     `runner` is the sweep's TrialRunner: its data split is reused, never reloaded. A candidate
     whose re-training does not fit in what is left of `budget` (beside `final.retrain`'s training)
-    is skipped; None when none fit (the best trial is then taken without re-evaluation).
+    is skipped and competes with its search score alone (its model: None); None when none fit
+    (the best trial is then taken without re-evaluation).
     """
     from experiments.training.trial import run_trial
     from search.space import apply_params
@@ -164,8 +177,7 @@ def reevaluate(
     maximize = cfg.train.direction == "maximize"
     better = (lambda a, b: a > b) if maximize else (lambda a, b: a < b)
     candidates: list[Candidate] = []
-    crowned: Candidate | None = None
-    crowned_model: Any = None
+    models: dict[int, Any] = {}  # trial number -> its re-trained model with the best score
     for trial in top:
         needed = seeds * budget.estimate(trial)
         if not budget.fits(needed + budget.retrain_seconds(top[0])):  # final.retrain comes first
@@ -174,6 +186,7 @@ def reevaluate(
                 f"do not fit in the {max(budget.left(), 0):.0f}s left of search.timeout",
                 flush=True,
             )
+            candidates.append(Candidate(trial))
             continue
         trial_cfg = apply_params(cfg, trial.params)
         data = runner.data_for(trial_cfg)  # the split of the base seed, as the search used
@@ -191,18 +204,31 @@ def reevaluate(
                 model, best_score = result.model, score
             del result
         candidates.append(candidate)
+        models[trial.number] = model
         print(
-            f"re-evaluated trial {trial.number}: {objective} mean {candidate.mean:.4f} "
-            f"std {candidate.std:.4f} over {seeds} seeds (search: {trial.value:.4f})",
+            f"re-evaluated trial {trial.number}: {objective} {format_scores(candidate.scores)} "
+            f"on {seeds} new seeds (search: {trial.value:.4f}); mean {candidate.mean:.4f} "
+            f"std {candidate.std:.4f}",
             flush=True,
         )
-        if crowned is None or better(candidate.mean, crowned.mean):
-            crowned, crowned_model = candidate, model
-    if crowned is None:
+    if not models:
         return None
+    crowned = crown(candidates, maximize)
     print(
-        f"crowned trial {crowned.trial.number}: best mean {objective} {crowned.mean:.4f} "
-        f"(top {len(candidates)}, {seeds} seeds each)",
+        f"crowned trial {crowned.trial.number}: best mean {objective} {crowned.mean:.4f} over its "
+        f"search and re-evaluation scores (top {len(candidates)}, {len(models)} re-evaluated, "
+        f"{seeds} new seeds each)",
         flush=True,
     )
-    return Reevaluation(candidates, crowned, crowned_model)
+    return Reevaluation(candidates, crowned, models.get(crowned.trial.number))
+
+
+def crown(candidates: list[Candidate], maximize: bool) -> Candidate:
+    """The candidate with the best mean over all its trainings; a tie keeps the earlier one
+    (candidates come best search score first)."""
+    sign = 1.0 if maximize else -1.0
+    return max(candidates, key=lambda c: (sign * c.mean, -candidates.index(c)))
+
+
+def format_scores(scores: list[float]) -> str:
+    return " ".join(f"{s:.4f}" for s in scores)

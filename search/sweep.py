@@ -28,6 +28,7 @@ from search.store_wal import finish, write_ahead
 from search.stores import check_stores, create_output_dir
 from search.study import check_sweep_config, study_name
 from search.validate import check_values
+from search.variants import check_variants
 from search.workers import WorkerPool, discard_early, interrupts_stop, worker_settings
 from tracking.secrets import mask
 
@@ -64,6 +65,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     started = time.monotonic()  # search.timeout counts from here (search/budget.py)
     cfg = prepare(cfg)
     check_sweep_config(cfg)
+    check_variants(cfg)
     check_final_config(cfg)
     after_sweep.check(cfg)  # objectives, champion rule, pruning note
     space = parse_space(cfg.space, cfg)

@@ -14,7 +14,7 @@ from test_sweep import runs_of
 import search.budget as budget_module
 from search.budget import TEST_SECONDS, Budget
 from search.engines.optuna_engine import ObjectivePruning
-from search.reevaluate import Contenders
+from search.reevaluate import Candidate, Contenders, crown
 from search.runner import Best
 from search.study import study_name
 from search.sweep import prepare, sweep
@@ -175,3 +175,18 @@ def test_a_sweep_retrains_its_only_contender_without_reevaluating_it(make_config
     out = capsys.readouterr().out
     assert "trial 0 is the only contender" in out and "re-evaluated trial" not in out
     assert summary.final is not None and summary.final.source == "retrained_train_val"
+
+
+def test_a_contender_the_budget_skipped_still_competes_with_its_search_score() -> None:
+    """Round 7's bench on sign-language-digits: trial 1 (search 0.974) re-evaluated at 0.945 on
+    a new seed; trial 0 (0.968) did not fit and was skipped, yet trial 1 was crowned."""
+    reevaluated = Candidate(trial(1, 0.974), seeds=[1], scores=[0.945])
+    skipped = Candidate(trial(0, 0.968))
+    assert reevaluated.mean == pytest.approx((0.974 + 0.945) / 2)
+    assert crown([reevaluated, skipped], maximize=True) is skipped
+    steady = Candidate(trial(1, 0.974), seeds=[1], scores=[0.970])
+    assert crown([steady, skipped], maximize=True) is steady
+    losses = [Candidate(trial(0, 0.30), scores=[0.40]), Candidate(trial(1, 0.32))]
+    assert crown(losses, maximize=False) is losses[1]  # a loss: the lower mean wins
+    tie = [Candidate(trial(0, 0.9)), Candidate(trial(1, 0.9))]
+    assert crown(tie, maximize=True) is tie[0]  # the better-ranked trial keeps a tie

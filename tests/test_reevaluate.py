@@ -17,6 +17,7 @@ from test_sweep import runs_of
 import experiments.training.trial as trial_module
 from experiments.data.load import load_data
 from experiments.errors import UserInputError
+from search.budget import Budget
 from search.final import check_final_config
 from search.sweep import sweep
 
@@ -60,8 +61,9 @@ def test_top_k_reevaluation_trains_k_times_s_and_crowns_the_best_mean(
         assert candidate["scores"] == pytest.approx(scores)
         assert candidate["search_score"] == pytest.approx(trial.value)
         assert all(t["lr"] == pytest.approx(trial.params["optimizer.learning_rate"]) for t in pair)
-        assert candidate["mean"] == pytest.approx(statistics.fmean(scores))
-        assert candidate["std"] == pytest.approx(statistics.stdev(scores))
+        every = [trial.value, *scores]  # the search's training and the new seeds'
+        assert candidate["mean"] == pytest.approx(statistics.fmean(every))
+        assert candidate["std"] == pytest.approx(statistics.stdev(every))
         metrics = parent.data.metrics
         assert metrics[f"reeval_trial{trial.number}_mean"] == pytest.approx(candidate["mean"])
         assert metrics[f"reeval_trial{trial.number}_std"] == pytest.approx(candidate["std"])
@@ -79,6 +81,36 @@ def test_top_k_reevaluation_trains_k_times_s_and_crowns_the_best_mean(
     predicted = chosen.predict(data.test.x, verbose=0).argmax(axis=1)
     accuracy = float(np.mean(predicted == data.test.y))
     assert summary.final.metrics["test_accuracy"] == pytest.approx(accuracy)
+
+
+def test_a_contender_skipped_for_time_competes_with_its_search_score(
+    make_config, monkeypatch, capsys
+) -> None:
+    """The budget fits the best contender's re-training, then nothing more: the second contender
+    is skipped, yet competes with its search score; the crown is the best mean over every
+    training, and the tested model is the crowned config's own (re-trained, or the trial's)."""
+    answers = iter([True])
+    monkeypatch.setattr(Budget, "fits", lambda self, seconds: next(answers, False))
+    cfg = make_config(
+        "search.n_trials=3", "final.top_k=2", "final.seeds=1", "final.contender_se=null"
+    )
+    summary = sweep(cfg)
+
+    out = capsys.readouterr().out
+    (parent,) = runs_of(cfg, "sweep")
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    logged = json.loads(
+        Path(client.download_artifacts(parent.info.run_id, "reevaluation.json")).read_text()
+    )
+    first, skipped = logged["candidates"]
+    assert len(first["scores"]) == 1 and skipped["scores"] == []
+    assert f"re-evaluation of trial {skipped['trial']} skipped" in out
+    assert first["mean"] == pytest.approx((first["search_score"] + first["scores"][0]) / 2)
+    assert skipped["mean"] == pytest.approx(skipped["search_score"])
+    crowned = first if first["mean"] >= skipped["mean"] else skipped
+    assert logged["crowned_trial"] == crowned["trial"]
+    expected = "reevaluated_seed" if crowned is first else "trial_model"
+    assert summary.final is not None and summary.final.source == expected
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,7 @@ from search.objectives import Objective, objectives_of
 from search.runner import Best, TrialRunner
 from search.space import Param
 from search.trials import failure_reason, is_finished
+from search.variants import announce_variants, variants
 from tracking.liveness import is_alive, this_worker
 
 STORAGE_TRIES = 3  # writes of an interrupted trial's mark (OptunaEngine._note_interrupted)
@@ -238,9 +239,10 @@ class OptunaEngine:
         self._enqueue_baseline(cfg)
 
     def _enqueue_baseline(self, cfg: DictConfig) -> None:
-        """Baseline first (search/baseline.py): a new study's trial 0 is the base config's values.
+        """Baseline first (search/baseline.py): a new study's trial 0 is the base config's values,
+        and the next ones `search.variants` of it (search/variants.py).
 
-        Only a study without any trial gets it, so a continued study never runs it again.
+        Only a study without any trial gets them, so a continued study never runs them again.
         """
         if self.study.get_trials(deepcopy=False):
             return
@@ -251,6 +253,13 @@ class OptunaEngine:
             self.study.enqueue_trial(
                 base.values, user_attrs={"baseline": True}, skip_if_exists=True
             )
+        points = variants(self.space, cfg)
+        announce_variants(points)
+        for words, point in points:
+            if point.usable:
+                self.study.enqueue_trial(
+                    point.values, user_attrs={"variant": words}, skip_if_exists=True
+                )
 
     def finished(self) -> int:
         return sum(counts_as_finished(t) for t in self.study.get_trials(deepcopy=False))

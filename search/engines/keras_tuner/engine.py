@@ -39,6 +39,7 @@ from search.engines.keras_tuner.translation import params_of, to_hyperparameters
 from search.runner import Best, TrialRunner
 from search.space import Param
 from search.trials import failure_reason, is_finished
+from search.variants import announce_variants, variants
 
 # Keras Tuner's statuses as the shared outcomes; RUNNING and IDLE are not ended yet.
 _OUTCOMES = {
@@ -123,8 +124,16 @@ class KerasTunerEngine:
         _check_same_space(self.tuner, declared)
         if not self.oracle.trials:  # a new project (a continued one never gets trial 0 again)
             announce(base)
-            if base.usable:
-                _defaults_first(self.oracle, dict(declared.values))
+            points = variants(space, cfg)
+            announce_variants(points)
+            queued = [dict(declared.values)] if base.usable else []
+            for _, point in points:
+                values = (
+                    dict(to_hyperparameters(space, point.values).values) if point.usable else {}
+                )
+                if values and values not in queued:  # as Optuna's skip_if_exists
+                    queued.append(values)
+            _queued_first(self.oracle, queued)
         self.tuner.save()
 
     def _open(self, oracle: kt.Oracle) -> SweepTuner:
@@ -227,20 +236,26 @@ class KerasTunerEngine:
             runner.failures.raise_if_exceeded()
 
 
-def _defaults_first(oracle: kt.Oracle, defaults: dict[str, Any]) -> None:
-    """Baseline first (search/baseline.py): the oracle's first proposal is the default values.
+def _queued_first(oracle: kt.Oracle, queued: list[dict[str, Any]]) -> None:
+    """Baseline first (search/baseline.py), then `search.variants` (search/variants.py): the
+    oracle's first proposals are these values, in order.
 
     Keras Tuner's oracles start at random; every one of them (random, Bayesian's initial points,
-    Hyperband's bracket candidates) draws through `_random_values`, so its first call, and only
-    that one, returns the defaults (the base config's values) instead.
+    Hyperband's bracket candidates) draws through `_random_values`, so its first calls return the
+    queued values instead, and every later proposal is the oracle's own.
     """
     draw = oracle._random_values
+    waiting = list(queued)
 
-    def first_the_defaults() -> dict[str, Any] | None:
-        oracle._random_values = draw  # one shot: every later proposal is the oracle's own
-        return dict(defaults)
+    def queued_then_drawn() -> dict[str, Any] | None:
+        if not waiting:
+            return draw()
+        if len(waiting) == 1:
+            oracle._random_values = draw  # the last queued point: from now on the oracle's own
+        return dict(waiting.pop(0))
 
-    oracle._random_values = first_the_defaults
+    if waiting:
+        oracle._random_values = queued_then_drawn
 
 
 def _without_defaults(space: list[dict]) -> list[dict]:

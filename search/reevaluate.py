@@ -225,9 +225,9 @@ def reevaluate(
 
 def crown(candidates: list[Candidate], maximize: bool) -> Candidate:
     """The candidate with the best mean over all its trainings; a tie keeps the earlier one
-    (candidates come best search score first)."""
+    (candidates come best search score first, and `max` returns the first of equal maxima)."""
     sign = 1.0 if maximize else -1.0
-    return max(candidates, key=lambda c: (sign * c.mean, -candidates.index(c)))
+    return max(candidates, key=lambda c: sign * c.mean)
 
 
 def format_scores(scores: list[float]) -> str:

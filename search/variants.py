@@ -3,9 +3,9 @@
 Why: a budget of a few trials spends its first ones on the sampler's random start-up draws, which
 on the transfer space are mostly worse than the base config (docs/benchmarks.md section 2: random
 search's best was trial 0 in 3 of 3 seeds). `search.variants` lists a few hand-picked changes to
-the base instead, each a known regime of the task (conf/sweep/transfer.yaml: a frozen backbone
-with an augmented dense head, as in the seed's recipe), so that a short sweep compares the base
-with them before it draws at random. Each variant is `{space key: value}`; the other keys keep
+the base instead (conf/sweep/transfer.yaml: a horizontal flip, the cheap augmentation photos of
+objects usually allow), so that a short sweep compares the base with them before it draws at
+random. Each variant is `{space key: value}`; the other keys keep
 the base config's values. Queued once, after the baseline, in a new study only (Optuna:
 `enqueue_trial`; Keras Tuner: the oracle's next proposals), like the baseline itself.
 

@@ -128,10 +128,10 @@ class KerasTunerEngine:
             announce_variants(points)
             queued = [dict(declared.values)] if base.usable else []
             for _, point in points:
-                values = (
-                    dict(to_hyperparameters(space, point.values).values) if point.usable else {}
-                )
-                if values and values not in queued:  # as Optuna's skip_if_exists
+                if not point.usable:
+                    continue
+                values = dict(to_hyperparameters(space, point.values).values)
+                if values not in queued:  # as Optuna's skip_if_exists
                     queued.append(values)
             _queued_first(self.oracle, queued)
         self.tuner.save()
@@ -248,8 +248,6 @@ def _queued_first(oracle: kt.Oracle, queued: list[dict[str, Any]]) -> None:
     waiting = list(queued)
 
     def queued_then_drawn() -> dict[str, Any] | None:
-        if not waiting:
-            return draw()
         if len(waiting) == 1:
             oracle._random_values = draw  # the last queued point: from now on the oracle's own
         return dict(waiting.pop(0))

@@ -28,6 +28,7 @@ BENCHMARKS = (
     ("transfer_vs_recipe", "test accuracy, default transfer sweep vs the seed's recipe", "#12"),
     ("transfer_augmentation", "transfer sweep's augmentation arms at one budget", "#12"),
     ("retrain", "final.retrain: base transfer config trained on train vs train + val", "#12"),
+    ("ensemble", "final.ensemble: averages of transfer models vs their members, test", "#12"),
 )
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserInputError
+from search.ensemble import Member, ensemble_size, gather, ranked
 from search.registry import CHAMPION_METRICS, Decision, data_label, decide, registered_name
 
 if TYPE_CHECKING:  # mlflow and TensorFlow load only when the final stage runs
@@ -34,7 +35,7 @@ class FinalResult:
     """What the final stage produced."""
 
     metrics: dict[str, float]
-    source: str  # trial_model | retrained_train_val | retrained_train
+    source: str  # trial_model | reevaluated_seed | retrained_train_val | retrained_train | ensemble
     registered_uri: str | None  # models:/NAME@ALIAS
     registered_version: str | None
     exports: dict[str, Path]
@@ -56,6 +57,7 @@ def check_final_config(cfg: DictConfig) -> None:
     from search.reevaluate import settings
 
     settings(cfg)  # final.top_k, final.seeds
+    ensemble_size(cfg)
     if final.register and not str(final.get("alias") or "").strip():
         raise UserInputError("final.alias is empty; give the registry alias, e.g. champion.")
     metric = final.get("champion_metric", "test_accuracy")
@@ -114,6 +116,12 @@ def finalize(
         model, source = reevaluated.model, "reevaluated_seed"
     else:
         model, source = _final_model(trial_cfg, data, recorder, best.run_id, retrain)
+    members: list[str] = []
+    if ensemble_size(cfg) > 1:
+        model, source, members = _ensemble(
+            cfg, recorder, (model, source), best, _contenders(cfg, runner, top or [best], best),
+            reevaluated,
+        )  # fmt: skip
 
     report = score_on_test(model, data, int(cfg.seed))
     figures = {
@@ -125,7 +133,12 @@ def finalize(
     recorder.log_test_report(
         report,
         figures,
-        {"source": source, "best_run_id": best.run_id, "test_images": len(data.test)},
+        {
+            "source": source,
+            "best_run_id": best.run_id,
+            "test_images": len(data.test),
+            **({"ensemble_members": "; ".join(members)} if members else {}),
+        },
     )
     result = FinalResult(report.metrics, source, None, None, {})
 
@@ -260,6 +273,75 @@ def _reevaluate(cfg: DictConfig, runner, recorder, top: list):
         return None
     recorder.log_reevaluation([c.summary() for c in result.candidates], result.crowned.trial.number)
     return result
+
+
+def _contenders(cfg: DictConfig, runner, top: list, best) -> list:
+    """The trials whose models may join the ensemble: the re-evaluation's contenders (the top
+    final.top_k within the noise of the best), and always the crowned one."""
+    from search.reevaluate import settings
+
+    pool = runner.budget.contenders(top) if settings(cfg)[0] else []
+    return pool if any(t.number == best.number for t in pool) else [best, *pool]
+
+
+SINGLE_LABELS = {
+    "trial_model": "trial {n}",
+    "retrained_train": "trial {n} retrained on train",
+    "retrained_train_val": "trial {n} retrained on train + validation",
+}
+
+
+def _ensemble(
+    cfg: DictConfig, recorder, single: tuple[Any, str], best, contenders: list, reevaluated
+) -> tuple[Any, str, list[str]]:
+    """The shipped model: the average of the single model and up to final.ensemble - 1 more of
+    the contenders' models (search/ensemble.py); the single model alone when no other is at hand.
+    Returns (model, source, the members' labels)."""
+    from functools import partial
+
+    from experiments.data.load import loading_key
+    from experiments.models.ensemble import average_model
+    from search.select import effective_rule
+    from search.space import apply_params
+
+    model, source = single
+    if effective_rule(cfg) is not None:
+        print(
+            "final: final.ensemble is not applied: the champion was chosen by final.select or by "
+            "several objectives, whose metrics (a latency, a size) an average of models would "
+            "change; the chosen trial's model is shipped alone"
+        )
+        return model, source, []
+    seed = int(cfg.seed)
+    key = loading_key(apply_params(cfg, best.params).data, seed)
+    same_images = {
+        t.number: t
+        for t in contenders
+        if loading_key(apply_params(cfg, t.params).data, seed) == key
+    }
+    retrained = reevaluated.trained if reevaluated is not None else []
+    others = [m for m in retrained if m.trial in same_images and m.load() is not model]
+    single_member = next((m for m in retrained if m.load() is model), None)
+    others += [
+        Member(
+            f"trial {t.number}", t.number, float(t.value), partial(recorder.trial_model, t.run_id)
+        )
+        for t in same_images.values()
+        if t.run_id is not None and not (source == "trial_model" and t.number == best.number)
+    ]
+    first = single_member or Member(
+        SINGLE_LABELS[source].format(n=best.number), best.number, None, lambda: model
+    )
+    maximize = cfg.train.direction == "maximize"
+    chosen = gather(ranked(first, others, maximize), ensemble_size(cfg))
+    if len(chosen) == 1:
+        return model, source, []
+    objective = str(cfg.train.objective)
+    labels = [
+        m.label + ("" if m.score is None else f" ({objective} {m.score:.4f})") for m, _ in chosen
+    ]
+    print(f"final: the shipped model averages {len(chosen)} models: {'; '.join(labels)}")
+    return average_model([m for _, m in chosen]), "ensemble", labels
 
 
 def _retrain_fits(budget, best) -> bool:

@@ -21,18 +21,22 @@ under `search.timeout`, only while each still fits in the budget (search/budget.
 The model the final stage then tests and registers is the crowned config's re-trained model
 with the best validation score among its seeds (or, with `final.retrain=true`, the crowned config
 retrained on train + validation); the spread (every score, mean, std) goes to the parent run.
+Every re-trained model is kept (`Reevaluation.trained`): with `final.ensemble` above 1 the shipped
+model averages it with the others (search/ensemble.py).
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, open_dict
 
 from experiments.errors import UserInputError
+from search.ensemble import Member
 
 if TYPE_CHECKING:  # search.runner loads Keras; the config check must not
     from search.budget import Budget
@@ -84,6 +88,7 @@ class Reevaluation:
     candidates: list[Candidate]
     crowned: Candidate
     model: Any  # the crowned config's re-trained model with the best score; None: not re-trained
+    trained: list[Member] = field(default_factory=list)  # every re-trained model (final.ensemble)
 
 
 def settings(cfg: DictConfig) -> tuple[int, int]:
@@ -178,6 +183,7 @@ def reevaluate(
     better = (lambda a, b: a > b) if maximize else (lambda a, b: a < b)
     candidates: list[Candidate] = []
     models: dict[int, Any] = {}  # trial number -> its re-trained model with the best score
+    trained: list[Member] = []
     for trial in top:
         needed = seeds * budget.estimate(trial)
         if not budget.fits(needed + budget.retrain_seconds(top[0])):  # final.retrain comes first
@@ -200,6 +206,14 @@ def reevaluate(
             candidate.seeds.append(int(seeded.seed))
             candidate.scores.append(score)
             candidate.seconds += result.seconds
+            trained.append(
+                Member(
+                    f"trial {trial.number} seed {seeded.seed}",
+                    trial.number,
+                    score,
+                    _holder(result.model),
+                )
+            )
             if best_score is None or better(score, best_score):
                 model, best_score = result.model, score
             del result
@@ -220,7 +234,12 @@ def reevaluate(
         f"{seeds} new seeds each)",
         flush=True,
     )
-    return Reevaluation(candidates, crowned, models.get(crowned.trial.number))
+    return Reevaluation(candidates, crowned, models.get(crowned.trial.number), trained)
+
+
+def _holder(model: Any) -> Callable[[], Any]:
+    """A loader for a model already in memory."""
+    return lambda: model
 
 
 def crown(candidates: list[Candidate], maximize: bool) -> Candidate:

@@ -144,8 +144,25 @@ def _header(view: SweepView, best: Any, rule: str | None, pareto: list[int]) -> 
         lines.append(_fact("best trial", f"#{best.trial}: {values}; {params}"))
     if pareto:
         lines.append(_fact("Pareto front", ", ".join(f"#{n}" for n in pareto)))
+    shipped = _shipped(view.ref.tags, view.ref.metrics)
+    if shipped:
+        lines.append(_fact("shipped model", shipped))
     lines.append("</table>")
     return "\n".join(lines)
+
+
+def _shipped(tags: dict[str, str], metrics: dict[str, float]) -> str:
+    """What the final stage tested and registered: its source (the members of an ensemble) and
+    its test accuracy; empty when the final stage did not run."""
+    source = tags.get("sweeplab.final.source")
+    if not source:
+        return ""
+    what = source.replace("_", " ")
+    members = tags.get("sweeplab.final.ensemble_members")
+    if members:
+        what = f"the average of {len(members.split('; '))} models: {members}"
+    accuracy = metrics.get("test_accuracy")
+    return what + ("" if accuracy is None else f"; test accuracy {accuracy:.4f}")
 
 
 def _fact(name: str, value: str) -> str:

@@ -42,6 +42,7 @@ class SweepRef:
     config_yaml: str  # the resolved config the sweep ran with (its config.yaml artifact)
     tags: dict[str, str]
     experiment_id: str
+    metrics: dict[str, float] = field(default_factory=dict)  # the final stage's test_* among them
 
 
 @dataclass
@@ -138,6 +139,7 @@ def _ref(client: MlflowClient, run: Any) -> SweepRef:
         text,
         tags,
         run.info.experiment_id,
+        dict(run.data.metrics),
     )
 
 

@@ -101,6 +101,25 @@ def test_without_other_models_in_hand_the_single_model_is_shipped(make_config) -
     assert "sweeplab.final.ensemble_members" not in parent.data.tags
 
 
+def test_keras_tuner_sweeps_ship_an_ensemble_too(make_config) -> None:
+    """The final stage is the engines' own: a Keras Tuner sweep (random search) with the same
+    final settings ships the average of its contenders' models."""
+    cfg = make_config(
+        "search=keras_tuner",
+        "search.tuner=random",
+        "search.n_trials=2",
+        "final.top_k=2",
+        "final.seeds=1",
+        "final.contender_se=null",
+        "final.ensemble=3",
+    )
+    summary = sweep(cfg)
+    assert summary.final is not None and summary.final.source == "ensemble"
+    (parent,) = runs_of(cfg, "sweep")
+    labels = parent.data.tags["sweeplab.final.ensemble_members"].split("; ")
+    assert len(labels) == 3 and "seed" in labels[0]  # the crowned config's re-trained model first
+
+
 def test_a_champion_rule_ships_the_chosen_trial_alone(make_config, capsys) -> None:
     """final.select judges a trial by its own metrics (here its latency): an average of several
     models would change them, so the rule's champion is shipped alone, and the sweep says why."""

@@ -18,14 +18,10 @@ bench/results/base_variants.json.
 from __future__ import annotations
 
 import statistics
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from _common import parse_args, print_table, write_result
-from transfer_vs_recipe import SETS, base_config, compose, require_sets
-
-QUICK = ["data.image_size=96", "model.input_size=96", "train.epochs=3"]
+from transfer_vs_recipe import SETS, compose, each_set
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -71,17 +67,10 @@ def main() -> None:
         ],
     )
     variants = dict(parse_variant(v) for v in args.variant)
-    require_sets(args.sets, "base_variants")
-    from experiments.quiet import quiet_tensorflow
-
-    quiet_tensorflow()
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="base_variants-") as tmp:
-        for name in args.sets:
-            folder, per_class, common = base_config(name, Path(tmp), QUICK if args.quick else None)
-            print(f"\n{folder} ({per_class or 'all'} per class)", flush=True)
-            rows = [one_seed(common, variants, seed) for seed in args.seeds]
-            results[name] = {"data": folder, "per_class": per_class, "seeds": rows}
+    for name, folder, per_class, common in each_set(args.sets, "base_variants", args.quick):
+        rows = [one_seed(common, variants, seed) for seed in args.seeds]
+        results[name] = {"data": folder, "per_class": per_class, "seeds": rows}
     table = []
     for r in results.values():
         for variant in variants:

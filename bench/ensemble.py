@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from _common import parse_args, print_table, write_result
-from transfer_vs_recipe import SETS, base_config, compose, require_sets
+from transfer_vs_recipe import SETS, compose, each_set
 
-QUICK = ["data.image_size=96", "model.input_size=96", "train.epochs=3"]
 SPLIT_SEED = 42  # bench/transfer_vs_recipe.py's
 CONFIGS = {"base": [], "flip": ["data.augmentation.preset=flip"]}
 
@@ -117,33 +114,24 @@ def main() -> None:
             ("--seeds", {"nargs": "+", "type": int, "default": [42, 43, 44]}),
         ],
     )
-    require_sets(args.sets, "ensemble")
-    from experiments.quiet import quiet_tensorflow
-
-    quiet_tensorflow()
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="ensemble-") as tmp:
-        for name in args.sets:
-            folder, per_class, overrides = base_config(
-                name, Path(tmp), QUICK if args.quick else None
-            )
-            print(f"\n{folder} ({per_class or 'all'} per class)", flush=True)
-            rows, data, models = train_models(overrides, args.seeds)
-            first, second = args.seeds[:2]
-            sweep_b = [f"base{first}", f"flip{first}", f"base{second}", f"flip{second}"]
-            mean = sum(rows[k]["probabilities"] for k in sweep_b) / len(sweep_b)
-            results[name] = {
-                "data": folder,
-                "per_class": per_class,
-                "split": [len(data.train), len(data.val), len(data.test)],
-                "models": {
-                    k: {m: v for m, v in r.items() if m != "probabilities"} for k, r in rows.items()
-                },  # fmt: skip
-                "averages": averages(rows, data.test.y),
-                "sweep_b": {"members": sweep_b, "test": accuracy(mean, data.test.y)},
-                "inference": inference_ms(models, data.test.x),
-            }
-            del models
+    for name, folder, per_class, overrides in each_set(args.sets, "ensemble", args.quick):
+        rows, data, models = train_models(overrides, args.seeds)
+        first, second = args.seeds[:2]
+        sweep_b = [f"base{first}", f"flip{first}", f"base{second}", f"flip{second}"]
+        mean = sum(rows[k]["probabilities"] for k in sweep_b) / len(sweep_b)
+        results[name] = {
+            "data": folder,
+            "per_class": per_class,
+            "split": [len(data.train), len(data.val), len(data.test)],
+            "models": {
+                k: {m: v for m, v in r.items() if m != "probabilities"} for k, r in rows.items()
+            },  # fmt: skip
+            "averages": averages(rows, data.test.y),
+            "sweep_b": {"members": sweep_b, "test": accuracy(mean, data.test.y)},
+            "inference": inference_ms(models, data.test.x),
+        }
+        del models
     print_table(
         "averages of the base and flipped-base models: test gain over their members' mean",
         ["data", "models", "count", "better", "min", "mean", "max"],

@@ -18,14 +18,10 @@ MobileNet weights file); results go to bench/results/retrain.json.
 from __future__ import annotations
 
 import statistics
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from _common import parse_args, print_table, write_result
-from transfer_vs_recipe import SETS, base_config, compose, require_sets
-
-QUICK = ["data.image_size=96", "model.input_size=96", "train.epochs=3"]
+from transfer_vs_recipe import SETS, compose, each_set
 
 
 def one_seed(overrides: list[str], seed: int) -> dict[str, Any]:
@@ -62,24 +58,15 @@ def main() -> None:
             ("--seeds", {"nargs": "+", "type": int, "default": [0, 1, 2]}),
         ],
     )
-    require_sets(args.sets, "retrain")
-    from experiments.quiet import quiet_tensorflow
-
-    quiet_tensorflow()
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="retrain-") as tmp:
-        for name in args.sets:
-            folder, per_class, overrides = base_config(
-                name, Path(tmp), QUICK if args.quick else None
-            )
-            print(f"\n{folder} ({per_class or 'all'} per class)", flush=True)
-            rows = [one_seed(overrides, seed) for seed in args.seeds]
-            results[name] = {
-                "data": folder,
-                "per_class": per_class,
-                "seeds": rows,
-                "mean_gain": statistics.fmean(r["gain"] for r in rows),
-            }
+    for name, folder, per_class, overrides in each_set(args.sets, "retrain", args.quick):
+        rows = [one_seed(overrides, seed) for seed in args.seeds]
+        results[name] = {
+            "data": folder,
+            "per_class": per_class,
+            "seeds": rows,
+            "mean_gain": statistics.fmean(r["gain"] for r in rows),
+        }
     print_table(
         "test accuracy of the base transfer config: trained on train vs on train + validation",
         ["data", "seed", "train", "val", "test (train)", "test (train+val)", "gain", "s", "s+val"],

@@ -27,6 +27,7 @@ import io
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,29 @@ def base_config(name: str, root: Path, quick: list[str] | None) -> tuple[str, in
         *(quick or []),
     ]
     return folder, per_class, overrides
+
+
+# The base config at small sizes, for the paired benchmarks' --quick (retrain, base_variants,
+# ensemble).
+QUICK_BASE = ["data.image_size=96", "model.input_size=96", "train.epochs=3"]
+
+
+def each_set(
+    names: list[str], script: str, quick: bool
+) -> Iterator[tuple[str, str, int | None, list]]:
+    """(name, folder, images per class, the base config's overrides) of each set, every one under
+    one temporary folder (removed after the last); checks the sets first and quiets TensorFlow."""
+    require_sets(names, script)
+    from experiments.quiet import quiet_tensorflow
+
+    quiet_tensorflow()
+    with tempfile.TemporaryDirectory(prefix=f"{script}-") as tmp:
+        for name in names:
+            folder, per_class, overrides = base_config(
+                name, Path(tmp), QUICK_BASE if quick else None
+            )
+            print(f"\n{folder} ({per_class or 'all'} per class)", flush=True)
+            yield name, folder, per_class, overrides
 
 
 def keras_home(root: Path) -> Path:

@@ -3,10 +3,10 @@
 By the end of a sweep the final stage holds several models of its best configs: the model it
 would test alone (the crowned config's re-trained or retrained model, or the best trial's own),
 the other re-evaluation models, and each contender's trial model in the MLflow store. Their
-seeds disagree on many images, and their average is more accurate than any one of them:
-on cifar10-test 300/class every pair and triple of six base and flipped-base models tested
-better averaged than their members' mean, by 2.4 to 4.3 points (docs/transfer.md, "The shipped
-model: an ensemble"). So the shipped model is the average of up to `final.ensemble` of them, the
+seeds disagree on many images, and the average of their class probabilities is more accurate:
+every average of 2 to 4 of six base and flipped-base transfer models tested above its members'
+mean, by +1.3 to +5.9 points on cifar10-test 300/class and +0.5 to +2.8 on sign-language-digits
+(bench/ensemble.py, docs/benchmarks.md section 10). So the shipped model is the average of up to `final.ensemble` of them, the
 single model first, then the others by validation score, best first.
 
 Only contenders are members (the configs within the noise of the best, search/reevaluate.py), so
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from omegaconf import DictConfig
@@ -47,6 +48,78 @@ def ensemble_size(cfg: DictConfig) -> int:
             "best model, as tested without an ensemble)."
         )
     return size
+
+
+def contenders_of(cfg: DictConfig, runner: Any, top: list, best: Any) -> list:
+    """The trials whose models may join the ensemble: the re-evaluation's contenders (the top
+    final.top_k within the noise of the best), and always the crowned one."""
+    from search.reevaluate import settings
+
+    pool = runner.budget.contenders(top) if settings(cfg)[0] else []
+    return pool if any(t.number == best.number for t in pool) else [best, *pool]
+
+
+SINGLE_LABELS = {
+    "trial_model": "trial {n}",
+    "retrained_train": "trial {n} retrained on train",
+    "retrained_train_val": "trial {n} retrained on train + validation",
+}
+
+
+def shipped_model(
+    cfg: DictConfig,
+    recorder: Any,
+    single: tuple[Any, str],
+    best: Any,
+    contenders: list,
+    reevaluated: Any,
+) -> tuple[Any, str, list[str]]:
+    """The shipped model: the average of the single model (`single`: it and its source) and up
+    to final.ensemble - 1 more of the contenders' models; the single model alone when no other
+    is at hand, or when a champion rule chose it. Returns (model, source, the members' labels)."""
+    from experiments.data.load import loading_key
+    from experiments.models.ensemble import average_model
+    from search.select import effective_rule
+    from search.space import apply_params
+
+    model, source = single
+    if effective_rule(cfg) is not None:
+        print(
+            "final: final.ensemble is not applied: the champion was chosen by final.select or by "
+            "several objectives, whose metrics (a latency, a size) an average of models would "
+            "change; the chosen trial's model is shipped alone"
+        )
+        return model, source, []
+    seed = int(cfg.seed)
+    key = loading_key(apply_params(cfg, best.params).data, seed)
+    same_images = {
+        t.number: t
+        for t in contenders
+        if loading_key(apply_params(cfg, t.params).data, seed) == key
+    }
+    retrained = reevaluated.trained if reevaluated is not None else []
+    others = [m for m in retrained if m.trial in same_images and m.load() is not model]
+    single_member = next((m for m in retrained if m.load() is model), None)
+    others += [
+        Member(
+            f"trial {t.number}", t.number, float(t.value), partial(recorder.trial_model, t.run_id)
+        )
+        for t in same_images.values()
+        if t.run_id is not None and not (source == "trial_model" and t.number == best.number)
+    ]
+    first = single_member or Member(
+        SINGLE_LABELS[source].format(n=best.number), best.number, None, lambda: model
+    )
+    maximize = cfg.train.direction == "maximize"
+    chosen = gather(ranked(first, others, maximize), ensemble_size(cfg))
+    if len(chosen) == 1:
+        return model, source, []
+    objective = str(cfg.train.objective)
+    labels = [
+        m.label + ("" if m.score is None else f" ({objective} {m.score:.4f})") for m, _ in chosen
+    ]
+    print(f"final: the shipped model averages {len(chosen)} models: {'; '.join(labels)}")
+    return average_model([m for _, m in chosen]), "ensemble", labels
 
 
 def ranked(single: Member, others: list[Member], maximize: bool) -> list[Member]:

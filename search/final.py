@@ -19,7 +19,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserInputError
-from search.ensemble import Member, ensemble_size, gather, ranked
+from search.ensemble import contenders_of, ensemble_size, shipped_model
 from search.registry import CHAMPION_METRICS, Decision, data_label, decide, registered_name
 
 if TYPE_CHECKING:  # mlflow and TensorFlow load only when the final stage runs
@@ -118,8 +118,8 @@ def finalize(
         model, source = _final_model(trial_cfg, data, recorder, best.run_id, retrain)
     members: list[str] = []
     if ensemble_size(cfg) > 1:
-        model, source, members = _ensemble(
-            cfg, recorder, (model, source), best, _contenders(cfg, runner, top or [best], best),
+        model, source, members = shipped_model(
+            cfg, recorder, (model, source), best, contenders_of(cfg, runner, top or [best], best),
             reevaluated,
         )  # fmt: skip
 
@@ -273,75 +273,6 @@ def _reevaluate(cfg: DictConfig, runner, recorder, top: list):
         return None
     recorder.log_reevaluation([c.summary() for c in result.candidates], result.crowned.trial.number)
     return result
-
-
-def _contenders(cfg: DictConfig, runner, top: list, best) -> list:
-    """The trials whose models may join the ensemble: the re-evaluation's contenders (the top
-    final.top_k within the noise of the best), and always the crowned one."""
-    from search.reevaluate import settings
-
-    pool = runner.budget.contenders(top) if settings(cfg)[0] else []
-    return pool if any(t.number == best.number for t in pool) else [best, *pool]
-
-
-SINGLE_LABELS = {
-    "trial_model": "trial {n}",
-    "retrained_train": "trial {n} retrained on train",
-    "retrained_train_val": "trial {n} retrained on train + validation",
-}
-
-
-def _ensemble(
-    cfg: DictConfig, recorder, single: tuple[Any, str], best, contenders: list, reevaluated
-) -> tuple[Any, str, list[str]]:
-    """The shipped model: the average of the single model and up to final.ensemble - 1 more of
-    the contenders' models (search/ensemble.py); the single model alone when no other is at hand.
-    Returns (model, source, the members' labels)."""
-    from functools import partial
-
-    from experiments.data.load import loading_key
-    from experiments.models.ensemble import average_model
-    from search.select import effective_rule
-    from search.space import apply_params
-
-    model, source = single
-    if effective_rule(cfg) is not None:
-        print(
-            "final: final.ensemble is not applied: the champion was chosen by final.select or by "
-            "several objectives, whose metrics (a latency, a size) an average of models would "
-            "change; the chosen trial's model is shipped alone"
-        )
-        return model, source, []
-    seed = int(cfg.seed)
-    key = loading_key(apply_params(cfg, best.params).data, seed)
-    same_images = {
-        t.number: t
-        for t in contenders
-        if loading_key(apply_params(cfg, t.params).data, seed) == key
-    }
-    retrained = reevaluated.trained if reevaluated is not None else []
-    others = [m for m in retrained if m.trial in same_images and m.load() is not model]
-    single_member = next((m for m in retrained if m.load() is model), None)
-    others += [
-        Member(
-            f"trial {t.number}", t.number, float(t.value), partial(recorder.trial_model, t.run_id)
-        )
-        for t in same_images.values()
-        if t.run_id is not None and not (source == "trial_model" and t.number == best.number)
-    ]
-    first = single_member or Member(
-        SINGLE_LABELS[source].format(n=best.number), best.number, None, lambda: model
-    )
-    maximize = cfg.train.direction == "maximize"
-    chosen = gather(ranked(first, others, maximize), ensemble_size(cfg))
-    if len(chosen) == 1:
-        return model, source, []
-    objective = str(cfg.train.objective)
-    labels = [
-        m.label + ("" if m.score is None else f" ({objective} {m.score:.4f})") for m, _ in chosen
-    ]
-    print(f"final: the shipped model averages {len(chosen)} models: {'; '.join(labels)}")
-    return average_model([m for _, m in chosen]), "ensemble", labels
 
 
 def _retrain_fits(budget, best) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from experiments.errors import UserInputError
 from search.space import Param, active_values
 
 
@@ -29,15 +30,28 @@ class Baseline:
 
     values: dict[str, Any]
     outside: list[str]  # "key=value (accepted: ...)" for every base value the space cannot hold
+    enabled: bool = True  # search.baseline
 
     @property
     def usable(self) -> bool:
-        return not self.outside
+        return self.enabled and not self.outside
+
+
+def check_baseline(cfg: DictConfig) -> None:
+    """Bad input: `search.baseline` must be true or false."""
+    value = cfg.search.get("baseline", True)
+    if not isinstance(value, bool):
+        raise UserInputError(
+            f"search.baseline={value!r} must be true (trial 0 of a new study is the base config's "
+            "own values) or false (trial 0 is the sampler's own draw)."
+        )
 
 
 def baseline(space: list[Param], cfg: DictConfig) -> Baseline:
     """The base config's point of `space`, checked against every parameter's range."""
     values = active_values(space, cfg)
+    if not cfg.search.get("baseline", True):
+        return Baseline(values, [], enabled=False)
     outside = []
     for p in space:
         if p.name in values and not fits(p, values[p.name]):
@@ -75,6 +89,8 @@ def announce(base: Baseline) -> None:
     """One line: trial 0 is the base config, or why it is not."""
     if base.usable:
         print("trial 0 of this new study: the base config's own values", flush=True)
+    elif not base.enabled:
+        print("trial 0 of this new study: the sampler's own draw (search.baseline=false)")
     else:
         print(
             "no baseline trial: the base config's "

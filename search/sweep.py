@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.data.folders import scan_folder
 from search import after_sweep
+from search.baseline import check_baseline
 from search.budget import Budget
 from search.engines import check_engine, make_engine
 from search.final import check_final_config, finalize
@@ -65,6 +66,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     started = time.monotonic()  # search.timeout counts from here (search/budget.py)
     cfg = prepare(cfg)
     check_sweep_config(cfg)
+    check_baseline(cfg)
     check_variants(cfg)
     check_final_config(cfg)
     after_sweep.check(cfg)  # objectives, champion rule, pruning note

@@ -6,8 +6,10 @@ from __future__ import annotations
 import optuna
 import pytest
 from omegaconf import OmegaConf
+from test_sweep import runs_of
 from transfer_helpers import transfer_config
 
+from experiments.errors import UserInputError
 from search.baseline import baseline, fits
 from search.engines.keras_tuner import KerasTunerEngine
 from search.space import Param, parse_space
@@ -56,6 +58,34 @@ def test_a_base_value_outside_the_space_is_not_enqueued(make_config, capsys) -> 
     (trial,) = optuna.load_study(study_name=summary.study_name, storage=cfg.search.storage).trials
     assert "baseline" not in trial.user_attrs
     assert 0.0003 <= trial.params["optimizer.learning_rate"] <= 0.01
+
+
+@pytest.mark.parametrize("engine", ["optuna", "keras_tuner"])
+def test_search_baseline_false_leaves_trial_0_to_the_sampler(make_config, capsys, engine) -> None:
+    """A plain search (random search as a reference): no base config queued, in either engine."""
+    overrides = [NO_MODELS, IN_SPACE, "optimizer.learning_rate=0.004", "search.baseline=false"]
+    if engine == "keras_tuner":
+        overrides += ["search=keras_tuner", "search.tuner=random"]
+    else:
+        overrides += ["search.sampler=random"]
+    cfg = make_config("search.n_trials=2", *overrides)
+    summary = sweep(cfg)
+    assert "trial 0 of this new study: the sampler's own draw" in capsys.readouterr().out
+    (first, *_) = sorted(
+        runs_of(cfg, "trial"), key=lambda r: int(r.data.tags["sweeplab.trial_number"])
+    )
+    drawn = float(first.data.params["optimizer.learning_rate"])
+    assert drawn != 0.004  # the base value; a random float draw equal to it: practically never
+    if engine == "optuna":
+        study = optuna.load_study(study_name=summary.study_name, storage=cfg.search.storage)
+        assert not any("baseline" in t.user_attrs for t in study.trials)
+
+
+@pytest.mark.parametrize("value", ["5", "maybe", "[true]"])
+def test_a_search_baseline_that_is_not_a_boolean_is_refused(make_config, value) -> None:
+    cfg = make_config(f"search.baseline={value}")
+    with pytest.raises(UserInputError, match=r"search\.baseline=.* must be true"):
+        sweep(cfg)
 
 
 @pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])

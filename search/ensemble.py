@@ -50,13 +50,10 @@ def ensemble_size(cfg: DictConfig) -> int:
     return size
 
 
-def contenders_of(cfg: DictConfig, runner: Any, top: list, best: Any) -> list:
+def with_crowned(contenders: list, best: Any) -> list:
     """The trials whose models may join the ensemble: the re-evaluation's contenders (the top
-    final.top_k within the noise of the best), and always the crowned one."""
-    from search.reevaluate import settings
-
-    pool = runner.budget.contenders(top) if settings(cfg)[0] else []
-    return pool if any(t.number == best.number for t in pool) else [best, *pool]
+    final.top_k within the noise of the best; none when it is 0), and always the crowned one."""
+    return contenders if any(t.number == best.number for t in contenders) else [best, *contenders]
 
 
 SINGLE_LABELS = {
@@ -98,8 +95,8 @@ def shipped_model(
         if loading_key(apply_params(cfg, t.params).data, seed) == key
     }
     retrained = reevaluated.trained if reevaluated is not None else []
-    others = [m for m in retrained if m.trial in same_images and m.load() is not model]
     single_member = next((m for m in retrained if m.load() is model), None)
+    others = [m for m in retrained if m.trial in same_images and m is not single_member]
     others += [
         Member(
             f"trial {t.number}", t.number, float(t.value), partial(recorder.trial_model, t.run_id)

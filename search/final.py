@@ -19,7 +19,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserInputError
-from search.ensemble import contenders_of, ensemble_size, shipped_model
+from search.ensemble import ensemble_size, shipped_model, with_crowned
 from search.registry import CHAMPION_METRICS, Decision, data_label, decide, registered_name
 
 if TYPE_CHECKING:  # mlflow and TensorFlow load only when the final stage runs
@@ -97,6 +97,7 @@ def finalize(
     quiet_tensorflow()  # with worker processes, the first TensorFlow import of this process
     from experiments.evaluation.plots import confusion_matrix_figure, misclassified_figure
     from experiments.serving.export import export_model
+    from search.reevaluate import settings
     from search.space import apply_params
     from tracking.champion import FinalRecorder
 
@@ -106,7 +107,9 @@ def finalize(
         print("final: the test split is empty; nothing to evaluate, register or export")
         return None
     recorder = FinalRecorder(tracker)
-    reevaluated = _reevaluate(cfg, runner, recorder, top or [best])
+    # The rule the search reserved time for (search/budget.py): re-evaluated, then averaged.
+    contenders = runner.budget.contenders(top or [best]) if settings(cfg)[0] else []
+    reevaluated = _reevaluate(cfg, runner, recorder, contenders)
     if reevaluated is not None:  # the crowned config, scored by its mean over its trainings
         best = dataclasses.replace(reevaluated.crowned.trial, value=reevaluated.crowned.mean)
         trial_cfg = apply_params(cfg, best.params)
@@ -119,8 +122,7 @@ def finalize(
     members: list[str] = []
     if ensemble_size(cfg) > 1:
         model, source, members = shipped_model(
-            cfg, recorder, (model, source), best, contenders_of(cfg, runner, top or [best], best),
-            reevaluated,
+            cfg, recorder, (model, source), best, with_crowned(contenders, best), reevaluated,
         )  # fmt: skip
 
     report = score_on_test(model, data, int(cfg.seed))
@@ -250,21 +252,20 @@ def _test_pixels(data: ImageData) -> np.ndarray | _DecodedImages:
     return data.test.x if data.test.x is not None else _DecodedImages(data.test.files, data.decoder)
 
 
-def _reevaluate(cfg: DictConfig, runner, recorder, top: list):
-    """The top-k re-evaluation when final.top_k > 0 (logged on the parent run), else None."""
+def _reevaluate(cfg: DictConfig, runner, recorder, contenders: list):
+    """The top-k re-evaluation of `contenders` (none when final.top_k is 0), logged on the parent
+    run; None when there is nothing to re-evaluate."""
     from search.reevaluate import reevaluate, settings
 
-    top_k, seeds = settings(cfg)
-    if top_k == 0:
+    if not contenders:
         return None
-    contenders = runner.budget.contenders(top)  # the rule the search reserved time for
     if len(contenders) == 1 and cfg.final.retrain:
         print(
             f"final: trial {contenders[0].number} is the only contender (final.contender_se): "
             "nothing to re-evaluate; it is retrained on train + validation"
         )
         return None
-    result = reevaluate(cfg, runner, contenders, seeds, runner.budget)
+    result = reevaluate(cfg, runner, contenders, settings(cfg)[1], runner.budget)
     if result is None:
         print(
             "final: no re-evaluation fits in what is left of search.timeout; the best trial is "

@@ -180,9 +180,7 @@ def reevaluate(
 
     objective = str(cfg.train.objective)
     maximize = cfg.train.direction == "maximize"
-    better = (lambda a, b: a > b) if maximize else (lambda a, b: a < b)
     candidates: list[Candidate] = []
-    models: dict[int, Any] = {}  # trial number -> its re-trained model with the best score
     trained: list[Member] = []
     for trial in top:
         needed = seeds * budget.estimate(trial)
@@ -196,7 +194,7 @@ def reevaluate(
             continue
         trial_cfg = apply_params(cfg, trial.params)
         data = runner.data_for(trial_cfg)  # the split of the base seed, as the search used
-        candidate, model, best_score = Candidate(trial), None, None
+        candidate = Candidate(trial)
         for j in range(seeds):
             seeded = trial_cfg.copy()
             with open_dict(seeded):
@@ -214,27 +212,29 @@ def reevaluate(
                     _holder(result.model),
                 )
             )
-            if best_score is None or better(score, best_score):
-                model, best_score = result.model, score
             del result
         candidates.append(candidate)
-        models[trial.number] = model
         print(
             f"re-evaluated trial {trial.number}: {objective} {format_scores(candidate.scores)} "
             f"on {seeds} new seeds (search: {trial.value:.4f}); mean {candidate.mean:.4f} "
             f"std {candidate.std:.4f}",
             flush=True,
         )
-    if not models:
+    if not trained:
         return None
     crowned = crown(candidates, maximize)
     print(
         f"crowned trial {crowned.trial.number}: best mean {objective} {crowned.mean:.4f} over its "
-        f"search and re-evaluation scores (top {len(candidates)}, {len(models)} re-evaluated, "
-        f"{seeds} new seeds each)",
+        f"search and re-evaluation scores (top {len(candidates)}, "
+        f"{sum(bool(c.scores) for c in candidates)} re-evaluated, {seeds} new seeds each)",
         flush=True,
     )
-    return Reevaluation(candidates, crowned, models.get(crowned.trial.number), trained)
+    own = [m for m in trained if m.trial == crowned.trial.number]
+    # Its best-scored seed (the first of equal scores); None when the budget skipped it.
+    best_seed = (max if maximize else min)(own, key=lambda m: m.score, default=None)
+    return Reevaluation(
+        candidates, crowned, None if best_seed is None else best_seed.load(), trained
+    )
 
 
 def _holder(model: Any) -> Callable[[], Any]:

@@ -99,7 +99,7 @@ def inference_ms(models: list, x: np.ndarray) -> dict[str, float]:
         return 1000 * (time.perf_counter() - started) / len(x)
 
     single = timed(models[0])
-    five = (models * 5)[:5] if len(models) < 5 else models[:5]
+    five = (models * 5)[:5]  # the first 5, repeated when fewer were trained
     import keras
 
     clones = [keras.models.clone_model(m) for m in five]  # distinct objects, renamed freely

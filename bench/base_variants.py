@@ -33,7 +33,7 @@ def one_seed(common: list[str], variants: dict[str, list[str]], seed: int) -> di
     """Train and test every variant on the split of `seed`."""
     from experiments.data.load import load_data
     from experiments.training.trial import run_trial
-    from search.final import score_on_test
+    from search.final.stage import score_on_test
     from search.sweep import prepare
 
     row: dict[str, Any] = {"seed": seed}

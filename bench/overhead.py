@@ -170,7 +170,7 @@ def trial_specs(overrides: list[str], configs: list[dict[str, Any]]) -> dict[str
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from search.space import apply_params
+    from search.space.apply import apply_params
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         base = compose("config", overrides=[*overrides, "output_dir=unused"])
@@ -435,16 +435,16 @@ def arm_sweeplab(spec: dict, rec: dict, started: Clock) -> None:
     """`python -m search.run` (run in this process via runpy) with timing hooks around its parts."""
     import runpy
 
-    import search.command  # noqa: F401  (imported here so the import time is counted as imports)
-    import search.workers
+    import search.cli.command  # noqa: F401  (imported here so the import time is counted as imports)
+    import search.execution.pool
 
     # Where `python -m search.run` starts its first worker: after its own import, before
     # anything else (here: the imports for the timing hooks below, which it does later too).
-    search.workers.start_early()
+    search.execution.pool.start_early()
     import optuna
 
-    import search.engines.optuna_engine as backend
-    import search.runner as runner
+    import search.engines.optuna.engine as backend
+    import search.trials.runner as runner
     import tracking.mlflow_tracker as tracker
 
     rec["imports_s"] = since(started)
@@ -495,7 +495,7 @@ def arm_sweeplab(spec: dict, rec: dict, started: Clock) -> None:
         return outcome
 
     runner.TrialRunner.run = run
-    send_trial = search.workers.Worker.send_trial
+    send_trial = search.execution.pool.Worker.send_trial
 
     def send_when_ready(self, *args, **kwargs):  # the first one waits for the worker to be up
         t0 = now()
@@ -504,7 +504,7 @@ def arm_sweeplab(spec: dict, rec: dict, started: Clock) -> None:
         finally:
             rec.setdefault("worker_wait_s", since(t0))
 
-    search.workers.Worker.send_trial = send_when_ready
+    search.execution.pool.Worker.send_trial = send_when_ready
     # Training as the sweep waits for it: in its worker process (issue 13), the pipe and the
     # worker's save of a kept model included.
     timed(runner.TrialRunner, "_train", add_trial("train_s"))

@@ -28,7 +28,7 @@ def one_seed(overrides: list[str], seed: int) -> dict[str, Any]:
     """Train the base config on train and on train + validation; test both."""
     from experiments.data.load import load_data
     from experiments.training.trial import run_trial
-    from search.final import score_on_test, train_plus_val
+    from search.final.stage import score_on_test, train_plus_val
     from search.sweep import prepare
 
     cfg = prepare(compose([*overrides, f"seed={seed}"]))  # absolute paths, KERAS_HOME

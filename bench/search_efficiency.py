@@ -29,7 +29,7 @@ Each sweep has its own output_dir, so its own frozen-feature cache, cold at the 
 user's first sweep is (a cache shared across sweeps would favour whichever ran later).
 Results go to bench/results/search_efficiency_transfer.json.
 
-Trial 0 of every study is the base config (search/baseline.py), the same for every method; it is
+Trial 0 of every study is the base config (search/space/baseline.py), the same for every method; it is
 kept, and its time and epochs count for every method. Except `plain_random` (--space transfer):
 random search with `search.baseline=false search.variants=[]`, as a user runs random search without
 sweeplab's start, every trial a draw. Each reference method (--reference: `random` and
@@ -72,7 +72,7 @@ TRANSFER_FULL = {"per_class": 40, "epochs": 10, "n_trials": 12, "seeds": 3}
 # --quick: the same sweep at 96 px only and 4 epochs (transfer_vs_recipe.py's quick configs).
 TRANSFER_QUICK = {"per_class": 20, "epochs": 4, "n_trials": 4, "seeds": 3}
 BASELINE_NOTE = (
-    "trial 0 of every study is the base config (search/baseline.py), the same for every method "
+    "trial 0 of every study is the base config (search/space/baseline.py), the same for every method "
     "but plain_random (search.baseline=false: random search as a user without sweeplab runs it): "
     "kept, and its time and epochs count"
 )
@@ -224,11 +224,11 @@ def data_config(subset: Path) -> tuple[list[str], str]:
             return overrides, "data=directory"
         except Exception as err:  # a changed interface: say so and use the fallback
             print(f"  data=directory did not compose ({err}); reading the folder in the bench")
-    import search.runner
+    import search.trials.runner
 
     loader = folder_loader(subset)
     loader(compose([]).data, DATA_SEED)  # read once now, so no method pays for it
-    search.runner.load_data = loader
+    search.trials.runner.load_data = loader
     return [], "read by the bench script: no data=directory loader in this checkout"
 
 
@@ -287,7 +287,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from search.overrides import normalize_overrides  # +sweep=NAME as sweep=NAME
+    from search.cli.overrides import normalize_overrides  # +sweep=NAME as sweep=NAME
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose("config", overrides=normalize_overrides(overrides))
@@ -432,8 +432,9 @@ def plain_hyperband(out: Path, data_overrides: list[str], subset: Path, size: di
 
     from experiments.data.pipeline import to_dataset
     from experiments.models.build import build_model, build_optimizer
-    from search.runner import load_data
-    from search.space import apply_params, parse_space
+    from search.space.apply import apply_params
+    from search.space.spec import parse_space
+    from search.trials.runner import load_data
 
     cfg = compose([*data_overrides, f"seed={DATA_SEED}", f"train.epochs={size['epochs']}"])
     space = parse_space(cfg.space, cfg)

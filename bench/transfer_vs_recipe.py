@@ -10,7 +10,7 @@ Each is tested once on the same held-out test split (same data config and seed, 
 split), and the table shows test accuracy, wall time, trials. Targets (issue 12): the sweep
 matches the recipe at (a) and beats it by 3 points at (b) wherever the recipe is below 0.95.
 
-`search.timeout` is the sweep's whole budget (search/budget.py): the search keeps back the time
+`search.timeout` is the sweep's whole budget (search/trials/budget.py): the search keeps back the time
 its top-k re-evaluation and the test need, so a sweep ends near its budget; its total wall time
 is reported beside it.
 
@@ -61,7 +61,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from search.overrides import normalize_overrides
+    from search.cli.overrides import normalize_overrides
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose("config", overrides=normalize_overrides(overrides))

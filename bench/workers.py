@@ -67,8 +67,8 @@ class StoreCalls:
 def run(workers: int, trials: int, calls: StoreCalls | None) -> dict:
     from hydra import compose, initialize_config_dir
 
-    from search import workers as pool
-    from search.study import study_name
+    from search.config.study import study_name
+    from search.execution import pool
     from search.sweep import prepare, sweep
 
     # When each worker became ready (its first send_trial waits for TensorFlow's import): the
@@ -128,7 +128,7 @@ def main() -> None:
     import mlflow
     from optuna.storages import BaseStorage
 
-    from search.engines.optuna_serialized import SerializedStorage
+    from search.engines.optuna.serialized import SerializedStorage
 
     calls = StoreCalls()
     storage_methods = [n for n, v in vars(BaseStorage).items() if callable(v) and n[0] != "_"]

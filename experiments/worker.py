@@ -1,10 +1,10 @@
 """The worker process: trains trials that the sweep process sends, one at a time.
 
-Started with the *spawn* context (TensorFlow is never forked) by `search.workers`, it imports
+Started with the *spawn* context (TensorFlow is never forked) by `search.execution.pool`, it imports
 TensorFlow once and then serves trials until the sweep ends it (worn out, or the sweep is over).
 It never touches a store: it only trains and sends messages over its pipe, so the sweep process
 stays the one writer of the Optuna and MLflow stores. It may be started before the sweep's config is composed (slot 0, by
-`search.workers.start_early`), so its settings come as the first message, not as arguments:
+`search.execution.pool.start_early`), so its settings come as the first message, not as arguments:
 
     sweep -> worker   ("setup", threads)                 TensorFlow's threads (None: its default)
     worker -> sweep   ("ready", pid)                     TensorFlow imported and set up
@@ -182,7 +182,7 @@ def _is_scalar(value: Any) -> bool:
 
 
 def _kind_and_reason(err: BaseException) -> tuple[str, str]:
-    """How the sweep re-raises a training error, and its text (as `search.trials.failure_reason`:
+    """How the sweep re-raises a training error, and its text (as `search.trials.outcomes.failure_reason`:
     a TrialFailed's own text, else type and message)."""
     from experiments.errors import TrialFailed, UserInputError
 
@@ -194,4 +194,4 @@ def _kind_and_reason(err: BaseException) -> tuple[str, str]:
 
 
 if __name__ == "__main__":  # pragma: no cover - started by multiprocessing, not by hand
-    sys.exit("experiments.worker is started by the sweep (search.workers)")
+    sys.exit("experiments.worker is started by the sweep (search.execution.pool)")

@@ -57,7 +57,7 @@ def tracking_uri(explicit: str | None) -> str:
                 "first."
             )
         uri = f"sqlite:///{path}"
-    from search.stores import check_server, check_sqlite_store
+    from search.config.stores import check_server, check_sqlite_store
 
     folder = path.parent if path else Path.cwd()
     check_sqlite_store("--tracking-uri", uri, folder, must_exist=True, write=False)
@@ -96,7 +96,7 @@ def predict(argv: list[str] | None = None) -> list[tuple[Path, list[tuple[str, f
 
 
 def main(argv: list[str] | None = None) -> None:
-    from search.cli import exit_codes
+    from search.cli.exit_codes import exit_codes
 
     with exit_codes():
         predict(argv)

@@ -57,7 +57,7 @@ def tracking_config(output_dir: str, tracking_uri: str | None, log_model: bool) 
 
 def check_rerun_store(tracking: DictConfig) -> None:
     """The store to read the run from must exist and be healthy: a rerun creates no store."""
-    from search.stores import check_server, check_sqlite_store, sqlite_path
+    from search.config.stores import check_server, check_sqlite_store, sqlite_path
 
     uri = str(tracking.tracking_uri)
     path = sqlite_path(uri)
@@ -83,7 +83,7 @@ def rerun(
     from experiments.quiet import quiet_tensorflow
 
     quiet_tensorflow()
-    from search.runner import TrialRunner
+    from search.trials.runner import TrialRunner
     from tracking.mlflow_tracker import TAG, SweepTracker
     from tracking.sources import trial_source
 
@@ -125,7 +125,8 @@ def sampled_params(cfg: DictConfig) -> dict[str, Any]:
     Runs logged before the space was nested hold dotted keys (`optimizer.learning_rate: {...}`);
     they are nested first, so that older runs re-run too.
     """
-    from search.space import active_values, parse_space
+    from search.space.apply import active_values
+    from search.space.spec import parse_space
 
     space = OmegaConf.create()
     for key, spec in OmegaConf.to_container(cfg.get("space") or OmegaConf.create()).items():
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         help="enable TensorFlow op determinism (changes CPU numerics; see README)",
     )
     args = parser.parse_args(argv)
-    from search.cli import exit_codes
+    from search.cli.exit_codes import exit_codes
 
     with exit_codes():
         result = rerun(

@@ -3,11 +3,11 @@
 python -m search.run                                   # default sweep (digits, CNN, Optuna)
 python -m search.run +sweep=cnn search.n_trials=5 optimizer=sgd
 
-The command is `search.command.run_command`. This module stays this short because a worker
+The command is `search.cli.command.run_command`. This module stays this short because a worker
 process (spawned) imports it again as its parent's main module, before TensorFlow.
 """
 
 if __name__ == "__main__":
-    from search.command import run_command
+    from search.cli.command import run_command
 
     run_command()

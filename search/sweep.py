@@ -16,21 +16,22 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.data.folders import scan_folder
-from search import after_sweep
-from search.baseline import check_baseline
-from search.budget import Budget
+from search.config.models import check_models
+from search.config.stores import check_stores, create_output_dir
+from search.config.study import check_sweep_config, study_name
+from search.config.values import check_values
 from search.engines import check_engine, make_engine
-from search.final import check_final_config, finalize
-from search.leftovers import removed_on_error
-from search.precheck import check_models
-from search.reevaluate import Contenders
-from search.space import parse_space
-from search.store_wal import finish, write_ahead
-from search.stores import check_stores, create_output_dir
-from search.study import check_sweep_config, study_name
-from search.validate import check_values
-from search.variants import check_variants
-from search.workers import WorkerPool, discard_early, interrupts_stop, worker_settings
+from search.execution.leftovers import removed_on_error
+from search.execution.pool import WorkerPool, discard_early, interrupts_stop, worker_settings
+from search.execution.store_wal import finish, write_ahead
+from search.final.champion import champion
+from search.final.champion import check as check_objectives_and_rule
+from search.final.reevaluate import Contenders
+from search.final.stage import check_final_config, finalize
+from search.space.baseline import check_baseline
+from search.space.spec import parse_space
+from search.space.variants import check_variants
+from search.trials.budget import Budget
 from tracking.secrets import mask
 
 
@@ -45,7 +46,7 @@ class SweepSummary:
     best_params: dict[str, Any]
     best_run_id: str | None
     finished_trials: int
-    final: Any = None  # search.final.FinalResult of the test / registry / export stage
+    final: Any = None  # search.final.stage.FinalResult of the test / registry / export stage
 
 
 def prepare(cfg: DictConfig) -> DictConfig:
@@ -63,13 +64,13 @@ def prepare(cfg: DictConfig) -> DictConfig:
 
 def sweep(cfg: DictConfig) -> SweepSummary:
     """Validate the config, then run the configured engine under one MLflow parent run."""
-    started = time.monotonic()  # search.timeout counts from here (search/budget.py)
+    started = time.monotonic()  # search.timeout counts from here (search/trials/budget.py)
     cfg = prepare(cfg)
     check_sweep_config(cfg)
     check_baseline(cfg)
     check_variants(cfg)
     check_final_config(cfg)
-    after_sweep.check(cfg)  # objectives, champion rule, pruning note
+    check_objectives_and_rule(cfg)  # objectives, champion rule, pruning note
     space = parse_space(cfg.space, cfg)
     check_values(cfg, space)  # bad input: types and ranges of fixed and sampleable values
     check_engine(cfg)
@@ -78,7 +79,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     engine = str(cfg.search.engine)
     name = study_name(cfg)
     stores = [str(cfg.tracking.tracking_uri), str(cfg.search.get("storage") or "")]
-    write_ahead(*stores)  # SQLite stores: commits without a sync each (search/store_wal.py)
+    write_ahead(*stores)  # SQLite stores: commits without a sync each (search/execution/store_wal.py)
     pool = WorkerPool(settings) if settings.workers else None
     if pool is None:
         discard_early()  # started by `python -m search.run` for a sweep that trains here
@@ -93,7 +94,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
         finish(*stores)  # a finished store is one file again
         if pool is not None:
             pool.close()
-            from search.runner import scratch_folder
+            from search.trials.runner import scratch_folder
 
             scratch = scratch_folder(cfg)
             shutil.rmtree(scratch, ignore_errors=True)
@@ -115,8 +116,8 @@ def _sweep(
 
         quiet_tensorflow() if pool is None else quiet_logs()
         from experiments.data.load import load_data
-        from search.resume import print_interrupted, recover
-        from search.runner import TrialRunner
+        from search.execution.resume import print_interrupted, recover
+        from search.trials.runner import TrialRunner
         from tracking.mlflow_tracker import SweepTracker
 
         # Bad data fails here, before any store is created or opened.
@@ -168,7 +169,7 @@ def _sweep(
         runner.best = search.best()
         budget.has_model = runner.best is not None  # a resumed study: its best is a model
         if pool is not None:  # this process mostly waits on its workers from here on
-            from search.engines.optuna_report import import_in_background
+            from search.reporting.figures import import_in_background
 
             import_in_background()  # the report's figure libraries, not at its end
         try:
@@ -177,7 +178,7 @@ def _sweep(
             print_interrupted(cfg, name, search)
             raise
         best = search.best()
-        best = after_sweep.champion(cfg, tracker, name, best)  # a final.select rule's pick
+        best = champion(cfg, tracker, name, best)  # a final.select rule's pick
         tracker.log_best(
             str(cfg.train.objective),
             best.value if best else None,
@@ -193,7 +194,9 @@ def _sweep(
                 flush=True,
             )
         summary.final = finalize(cfg, runner, tracker, best, name, _top(search, cfg))
-        after_sweep.report(cfg, tracker, name)  # the HTML report on the parent run
+        from search.reporting.publish import publish_report
+
+        publish_report(cfg, tracker, name)  # the HTML report on the parent run
     _print_summary(cfg, summary, time.perf_counter() - began)
     return summary
 

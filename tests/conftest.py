@@ -44,7 +44,7 @@ WORKERS = "search.workers=1"  # the default: trials in a worker process
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """The real composed config, as `python -m search.run OVERRIDES` would see it."""
-    from search.overrides import normalize_overrides
+    from search.cli.overrides import normalize_overrides
 
     overrides = normalize_overrides([*TINY, f"output_dir={output_dir}", *overrides])
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from search.advice import warnings_for
-from search.leaderboard import Row
-from search.space import Param
+from search.reporting.advice import warnings_for
+from search.space.spec import Param
+from search.trials.records import Row
 
 SPACE = [
     Param("optimizer.learning_rate", "float", 1e-4, 1e-1, log=True),

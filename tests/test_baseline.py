@@ -10,10 +10,10 @@ from test_sweep import runs_of
 from transfer_helpers import transfer_config
 
 from experiments.errors import UserInputError
-from search.baseline import baseline, fits
+from search.config.study import study_name
 from search.engines.keras_tuner import KerasTunerEngine
-from search.space import Param, parse_space
-from search.study import study_name
+from search.space.baseline import baseline, fits
+from search.space.spec import Param, parse_space
 from search.sweep import prepare, sweep
 
 NO_MODELS = "tracking.log_models=false"

@@ -1,4 +1,4 @@
-"""`search.timeout` is the whole invocation's budget (search/budget.py): the search keeps back
+"""`search.timeout` is the whole invocation's budget (search/trials/budget.py): the search keeps back
 what the final stage's re-evaluation needs, a running trial is stopped once the time left is the
 final stage's, and the final stage re-trains only contenders that still fit. The sweep test runs a
 real sweep (tiny CNN on real digits, real MLflow and Optuna stores) on a clock that the test moves.
@@ -11,13 +11,13 @@ import pytest
 from optuna.trial import TrialState
 from test_sweep import runs_of
 
-import search.budget as budget_module
-from search.budget import TEST_SECONDS, Budget
-from search.engines.optuna_engine import ObjectivePruning
-from search.reevaluate import Candidate, Contenders, crown
-from search.runner import Best
-from search.study import study_name
+import search.trials.budget as budget_module
+from search.config.study import study_name
+from search.engines.optuna.engine import ObjectivePruning
+from search.final.reevaluate import Candidate, Contenders, crown
 from search.sweep import prepare, sweep
+from search.trials.budget import TEST_SECONDS, Budget
+from search.trials.types import Best
 
 
 class Clock:

@@ -7,8 +7,8 @@ import pytest
 
 from experiments.errors import TooManyFailures, UserInputError
 from experiments.outcome import TrialOutcome
-from search.cli import exit_codes
-from search.trials import FailureStreak, was_interrupted
+from search.cli.exit_codes import exit_codes
+from search.trials.outcomes import FailureStreak, was_interrupted
 
 
 def exit_code(err: BaseException, capsys, on_interrupt: str | None = None) -> tuple[int, str]:

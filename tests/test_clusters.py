@@ -235,7 +235,7 @@ def test_a_study_database_half_set_up_by_something_else_is_bad_input_not_a_race(
     import sqlalchemy
 
     from experiments.errors import UserInputError
-    from search.engines import optuna_engine
+    from search.engines.optuna import engine as optuna_engine
 
     waits: list[float] = []
     monkeypatch.setattr(optuna_engine.time, "sleep", waits.append)

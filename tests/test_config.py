@@ -9,8 +9,8 @@ from conftest import CONF_DIR, TINY, run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from search.overrides import normalize_overrides
-from search.space import parse_space
+from search.cli.overrides import normalize_overrides
+from search.space.spec import parse_space
 
 
 def test_default_config_composes_every_group(make_config) -> None:

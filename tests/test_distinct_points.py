@@ -9,9 +9,9 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from search.engines.optuna_engine import OptunaEngine, suggest
-from search.space import parse_space
-from search.study import study_name
+from search.config.study import study_name
+from search.engines.optuna.engine import OptunaEngine, suggest
+from search.space.spec import parse_space
 from search.sweep import prepare, sweep
 
 NO_EXTRAS = ("tracking.log_models=false", "final.enabled=false", "search.pruner=none")

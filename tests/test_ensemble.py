@@ -17,8 +17,8 @@ from experiments.errors import UserInputError
 from experiments.models.ensemble import average_model
 from experiments.serving.export import export_model
 from experiments.serving.predictors import load_predictor
-from search.ensemble import Member, gather, ranked
-from search.final import check_final_config
+from search.final.ensemble import Member, gather, ranked
+from search.final.stage import check_final_config
 from search.sweep import sweep
 
 

@@ -340,7 +340,7 @@ def test_champion_moves_only_to_a_better_model_of_the_same_data(make_config, cap
 
 
 def test_champion_decision_refuses_other_data_and_ties() -> None:
-    from search.registry import decide
+    from search.final.registry import decide
 
     where = "models:/m@champion (version 3)"
     assert decide("test_accuracy", 0.5, "abc", None, where).register
@@ -368,7 +368,7 @@ def test_alias_stays_on_a_better_champion_a_concurrent_worker_registered(tmp_pat
     registered but leaves the alias on the other's model when that one scores at least as well."""
     from omegaconf import OmegaConf
 
-    from search.registry import decide
+    from search.final.registry import decide
     from tracking.champion import FinalRecorder
     from tracking.mlflow_tracker import SweepTracker
 

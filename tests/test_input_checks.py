@@ -15,10 +15,10 @@ from omegaconf import OmegaConf
 
 from experiments.data.folders import scan_folder
 from experiments.errors import UserInputError
-from search.space import parse_space
-from search.stores import check_stores
+from search.config.stores import check_stores
+from search.config.values import check_values
+from search.space.spec import parse_space
 from search.sweep import prepare
-from search.validate import check_values
 from tests.conftest import CONF_DIR, shared_data
 from tracking.mlflow_tracker import SweepTracker
 from tracking.secrets import mask
@@ -123,7 +123,9 @@ def test_a_read_only_store_is_refused_before_anything_is_written(make_config, mo
 
 def composed(*overrides: str):
     """The real config without the conftest's CNN-only shrinking (transfer has no filters)."""
-    from search.overrides import normalize_overrides  # +sweep=NAME, as the command line takes it
+    from search.cli.overrides import (
+        normalize_overrides,  # +sweep=NAME, as the command line takes it
+    )
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=normalize_overrides(overrides))

@@ -22,8 +22,8 @@ from optuna.distributions import (
 
 from experiments.errors import UserInputError
 from search.engines.keras_tuner.translation import decode, encode, params_of, to_hyperparameters
-from search.engines.optuna_engine import suggest
-from search.space import Param, parse_space
+from search.engines.optuna.engine import suggest
+from search.space.spec import Param, parse_space
 
 SPACE_FILES = sorted(p.stem for p in (CONF_DIR / "space").glob("*.yaml"))
 

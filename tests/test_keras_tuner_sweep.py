@@ -16,11 +16,11 @@ from omegaconf import open_dict
 from test_sweep import runs_of
 
 from experiments.errors import UserInputError
-from search.cli import exit_codes
+from search.cli.exit_codes import exit_codes
+from search.config.study import study_name
 from search.engines import Engine, make_engine
 from search.engines.keras_tuner import KerasTunerEngine
-from search.space import flatten_space, parse_space
-from search.study import study_name
+from search.space.spec import flatten_space, parse_space
 from search.sweep import prepare, sweep
 
 NO_MODELS = "tracking.log_models=false"

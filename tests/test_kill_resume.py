@@ -16,9 +16,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from search.engines.optuna_engine import OptunaEngine, counts_as_finished
-from search.space import flatten_space, parse_space
-from search.study import study_name
+from search.config.study import study_name
+from search.engines.optuna.engine import OptunaEngine, counts_as_finished
+from search.space.spec import flatten_space, parse_space
 from search.sweep import prepare
 from tests.conftest import ROOT, TINY, WORKERS, compose_config, run_cli
 from tracking.mlflow_tracker import SweepTracker

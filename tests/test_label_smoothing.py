@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from experiments.errors import UserInputError
 from experiments.models.build import build_optimizer, compile_model
 from experiments.models.losses import SmoothedSparseCategoricalCrossentropy, training_loss
-from search.study import check_sweep_config
+from search.config.study import check_sweep_config
 
 
 def test_smoothed_loss_equals_categorical_cross_entropy_with_smoothing() -> None:

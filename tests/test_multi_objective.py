@@ -9,10 +9,10 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from search.leaderboard import Row
-from search.objectives import Objective
-from search.select import Rule, choose
+from search.final.champion_rule import Rule, choose
 from search.sweep import sweep
+from search.trials.objectives import Objective
+from search.trials.records import Row
 from tests.conftest import compose_config, run_cli
 
 TWO_OBJECTIVES = (
@@ -121,7 +121,7 @@ def test_bad_objectives_are_refused_before_anything_runs(tmp_path, overrides, me
 
 def test_pruning_with_two_objectives_is_switched_off_and_said(tmp_path) -> None:
     """The default pruner (median) meets two objectives: the sweep says pruning is off."""
-    from search.objectives import pruning_note
+    from search.trials.objectives import pruning_note
 
     cfg = compose_config([TWO_OBJECTIVES], tmp_path)
     note = pruning_note(cfg)
@@ -134,9 +134,9 @@ def test_the_readme_rule_is_valid(tmp_path) -> None:
     """The README's command: two objectives and a latency-limited champion rule pass the checks."""
     import re
 
-    from search.after_sweep import check
-    from search.objectives import measured_costs
-    from search.select import rule_of
+    from search.final.champion import check
+    from search.final.champion_rule import rule_of
+    from search.trials.objectives import measured_costs
     from tests.conftest import ROOT
 
     readme = (ROOT / "README.md").read_text()

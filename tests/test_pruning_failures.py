@@ -12,8 +12,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from experiments.errors import TooManyFailures, UserInputError
-from search.engines.optuna_engine import MonitorMissing, ObjectivePruning
-from search.study import study_name
+from search.config.study import study_name
+from search.engines.optuna.engine import MonitorMissing, ObjectivePruning
 from search.sweep import prepare, sweep
 
 GOOD = {
@@ -180,7 +180,7 @@ def test_an_interrupted_trials_mark_survives_a_storage_session_the_interrupt_bro
     first write after it fails; the mark and the re-queue are written on the next try."""
     from optuna.distributions import FloatDistribution
 
-    from search.engines.optuna_engine import OptunaEngine
+    from search.engines.optuna.engine import OptunaEngine
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     trial = study.ask({"x": FloatDistribution(0.0, 1.0)})

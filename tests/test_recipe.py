@@ -11,9 +11,9 @@ from conftest import CONF_DIR, ROOT
 from hydra import compose, initialize_config_dir
 
 from experiments.models.build import build_model
-from search.baseline import baseline
-from search.overrides import normalize_overrides
-from search.space import parse_space
+from search.cli.overrides import normalize_overrides
+from search.space.baseline import baseline
+from search.space.spec import parse_space
 
 
 def composed(*overrides: str):

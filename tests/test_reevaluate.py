@@ -17,9 +17,9 @@ from test_sweep import runs_of
 import experiments.training.trial as trial_module
 from experiments.data.load import load_data
 from experiments.errors import UserInputError
-from search.budget import Budget
-from search.final import check_final_config
+from search.final.stage import check_final_config
 from search.sweep import sweep
+from search.trials.budget import Budget
 
 NO_MODELS = "tracking.log_models=false"
 

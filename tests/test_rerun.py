@@ -87,7 +87,7 @@ def test_runs_logged_with_a_dotted_space_still_rerun(make_config) -> None:
     from omegaconf import OmegaConf
 
     from search.rerun import sampled_params
-    from search.space import apply_params
+    from search.space.apply import apply_params
 
     trial = apply_params(make_config(), {"optimizer.learning_rate": 0.004, "model.filters": 16})
     trial.space = OmegaConf.create(

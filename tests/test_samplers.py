@@ -13,8 +13,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from experiments.errors import UserInputError
-from search.engines.optuna_algorithms import make_pruner, make_sampler
-from search.space import parse_space
+from search.engines.optuna.algorithms import make_pruner, make_sampler
+from search.space.spec import parse_space
 from search.sweep import prepare, sweep
 from tests.conftest import TINY, run_cli
 

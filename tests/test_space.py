@@ -6,7 +6,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from experiments.errors import UserInputError
-from search.space import Param, active_values, apply_params, flatten_space, parse_space
+from search.space.apply import active_values, apply_params
+from search.space.spec import Param, flatten_space, parse_space
 
 
 @pytest.fixture
@@ -202,7 +203,7 @@ def test_config_yaml_is_omegaconfs_text_and_reads_back_the_same(overrides, tmp_p
     from conftest import CONF_DIR
     from hydra import compose, initialize_config_dir
 
-    from search.space import config_yaml
+    from search.space.apply import config_yaml
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         base = compose("config", overrides=[*overrides, f"output_dir={tmp_path}"])

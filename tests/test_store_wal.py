@@ -1,5 +1,5 @@
 """The sweep's SQLite stores write ahead while it runs and are plain files once it ends
-(search/store_wal.py): the speed of unsynced commits during the sweep, and afterwards a store
+(search/execution/store_wal.py): the speed of unsynced commits during the sweep, and afterwards a store
 that is one self-contained file, readable alone and read-only."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 from conftest import TINY
 
-from search import runner
-from search.store_wal import finish, write_ahead
+from search.execution.store_wal import finish, write_ahead
 from search.sweep import prepare, sweep
+from search.trials import runner
 
 
 def journal_mode(path: Path) -> str:

@@ -11,8 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from search.space import flatten_space
-from search.study import study_name
+from search.config.study import study_name
+from search.space.spec import flatten_space
 from search.sweep import sweep
 from tracking.mlflow_tracker import TrialRun
 

@@ -175,7 +175,7 @@ def test_cli_offline_error_is_one_paragraph_and_exit_2(tmp_path, monkeypatch) ->
 
 @pytest.mark.parametrize("space", ["transfer", "transfer_backbones"])
 def test_transfer_spaces_search_backbone_head_and_schedule(tmp_path, space) -> None:
-    from search.space import parse_space
+    from search.space.spec import parse_space
 
     cfg = transfer_config(tmp_path, f"space={space}")
     params = {p.name: p for p in parse_space(cfg.space, cfg)}

@@ -9,11 +9,11 @@ import pytest
 from test_baseline import IN_SPACE, NO_MODELS, base_values
 
 from experiments.errors import UserInputError
+from search.config.study import study_name
 from search.engines.keras_tuner import KerasTunerEngine
-from search.space import parse_space
-from search.study import study_name
+from search.space.spec import parse_space
+from search.space.variants import check_variants
 from search.sweep import prepare, sweep
-from search.variants import check_variants
 
 BASE = "optimizer.learning_rate=0.004"
 TWO_VARIANTS = (

@@ -17,8 +17,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from experiments.errors import UserInputError
-from search import workers
-from search.study import study_name
+from search.config.study import study_name
+from search.execution import pool as workers
 from search.sweep import prepare, sweep
 
 # Epochs long enough that a kill lands inside one, trials short enough for 2 cores; trials in
@@ -312,6 +312,6 @@ def test_an_early_worker_is_adopted_only_where_it_matches_and_never_outlives_bad
     ],
 )
 def test_which_command_lines_start_a_worker_before_hydra(args, early) -> None:
-    from search.command import trains_here
+    from search.cli.command import trains_here
 
     assert trains_here(args) is early

@@ -30,11 +30,11 @@ def check_cluster_config(cfg: DictConfig) -> None:
     check_shared_stores(cfg)
     # The sweep's own checks (as `search.sweep.sweep` runs them first): a bad value fails here
     # once, not in every job after it waited in the cluster's queue.
+    from search.config.models import check_models
+    from search.config.study import check_sweep_config
     from search.engines import check_engine
-    from search.final import check_final_config
-    from search.precheck import check_models
-    from search.space import parse_space
-    from search.study import check_sweep_config
+    from search.final.stage import check_final_config
+    from search.space.spec import parse_space
 
     check_sweep_config(cfg)
     check_final_config(cfg)
@@ -92,7 +92,7 @@ class ClusterLaunchCheck(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from search.cli import fail
+        from search.cli.exit_codes import fail
 
         fail(
             "+cluster=... launches workers through Hydra's multirun: add -m and name the "
@@ -100,7 +100,7 @@ class ClusterLaunchCheck(Callback):
         )
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from search.cli import fail
+        from search.cli.exit_codes import fail
 
         try:
             check_worker_sweep(list(config.hydra.overrides.task))

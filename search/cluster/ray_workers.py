@@ -81,7 +81,7 @@ def compose_sweep(overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    from search.overrides import normalize_overrides
+    from search.cli.overrides import normalize_overrides
 
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -129,7 +129,7 @@ def launch(args: argparse.Namespace) -> int:
     """Start the workers, wait for all of them, report; the driver's exit status."""
     from search.cluster import ray_task
     from search.cluster.checks import check_cluster_config
-    from search.study import study_name
+    from search.config.study import study_name
 
     check_args(args)
     cfg = compose_sweep(args.overrides)
@@ -161,7 +161,7 @@ def launch(args: argparse.Namespace) -> int:
 def wait_for(ray: Any, pending: dict[Any, int], flag: Any) -> dict[int, tuple[int | None, str]]:
     """Each worker's (exit status, last lines) as it ends; Ctrl-C stops them all cleanly."""
     from search.cluster import ray_task
-    from search.resume import sigterm_as_interrupt
+    from search.execution.resume import sigterm_as_interrupt
 
     statuses: dict[int, tuple[int | None, str]] = {}
     with sigterm_as_interrupt():
@@ -218,7 +218,7 @@ def report(statuses: dict[int, tuple[int | None, str]]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from search.cli import exit_codes
+    from search.cli.exit_codes import exit_codes
 
     status = LOST
     with exit_codes():

@@ -1,6 +1,6 @@
 """The seam between a sweep and its search engine.
 
-`search.sweep` and `search.resume` call an engine only through `Engine`; each engine module
+`search.sweep` and `search.execution.resume` call an engine only through `Engine`; each engine module
 (the only modules that import optuna or keras_tuner) implements every member, so adding an
 engine means one class that satisfies this protocol plus a line in `make_engine`.
 """
@@ -15,8 +15,9 @@ from omegaconf import DictConfig
 from experiments.errors import UserInputError
 
 if TYPE_CHECKING:
-    from search.runner import Best, TrialRunner
-    from search.space import Param
+    from search.space.spec import Param
+    from search.trials.runner import TrialRunner
+    from search.trials.types import Best
 
 ENGINES = ("optuna", "keras_tuner")
 
@@ -30,7 +31,7 @@ class Engine(Protocol):
     interrupted: list[int]  # trials of this process cut short by Ctrl-C / SIGTERM
 
     def finished(self) -> int:
-        """Trials that count toward n_trials (`search.trials.is_finished`), over all runs."""
+        """Trials that count toward n_trials (`search.trials.outcomes.is_finished`), over all runs."""
         ...
 
     def best(self) -> Best | None:
@@ -43,7 +44,7 @@ class Engine(Protocol):
 
     def optimize(self, runner: TrialRunner, n_trials: int) -> None:
         """Run trials through `runner` until the study is complete or `runner.budget` says the
-        search is over (search.timeout, search/budget.py).
+        search is over (search.timeout, search/trials/budget.py).
 
         Raises `TooManyFailures` when `runner.failures` says so, KeyboardInterrupt on Ctrl-C
         after noting the cut trial in `interrupted`.
@@ -71,7 +72,7 @@ def make_engine(cfg: DictConfig, space: list[Param], name: str) -> Engine:
 
         return KerasTunerEngine(cfg, space, name)
     if engine == "optuna":
-        from search.engines.optuna_engine import OptunaEngine
+        from search.engines.optuna.engine import OptunaEngine
 
         return OptunaEngine(cfg, space, name)
     raise _unknown(engine)

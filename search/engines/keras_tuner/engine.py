@@ -8,7 +8,7 @@ a status plus a traceback in trial.json), has no time budget, counts failed tria
 `max_trials` and aborts in the middle of `end_trial` after too many failures, before the oracle
 is saved. Here a failed trial is marked failed in MLflow with its reason, the oracle is saved
 after every trial, `search.timeout` is checked between trials, and what counts toward
-`search.n_trials` and what stops the sweep are the shared rules of `search.trials`: complete and
+`search.n_trials` and what stops the sweep are the shared rules of `search.trials.outcomes`: complete and
 genuinely failed trials count, `search.max_consecutive_failures` failures in a row raise
 `TooManyFailures` (exit 3), an interrupted trial stays ongoing in the oracle and is redone.
 
@@ -33,13 +33,14 @@ from omegaconf import DictConfig
 
 from experiments.errors import UserInputError
 from experiments.outcome import TrialOutcome
-from search.baseline import announce, baseline
 from search.engines.keras_tuner.settings import check_settings, make_oracle
 from search.engines.keras_tuner.translation import params_of, to_hyperparameters
-from search.runner import Best, TrialRunner
-from search.space import Param
-from search.trials import failure_reason, is_finished
-from search.variants import announce_variants, variants
+from search.space.baseline import announce, baseline
+from search.space.spec import Param
+from search.space.variants import announce_variants, variants
+from search.trials.outcomes import failure_reason, is_finished
+from search.trials.runner import TrialRunner
+from search.trials.types import Best
 
 # Keras Tuner's statuses as the shared outcomes; RUNNING and IDLE are not ended yet.
 _OUTCOMES = {
@@ -185,7 +186,7 @@ class KerasTunerEngine:
 
     def top(self, k: int) -> list[Best]:
         """The k best completed trials by the objective, best first (the final stage re-trains
-        them with more seeds: search/reevaluate.py)."""
+        them with more seeds: search/final/reevaluate.py)."""
         ranked = self.oracle.get_best_trials(len(self.oracle.trials))
         done = [t for t in ranked if t.status == TrialStatus.COMPLETED][:k]
         return [
@@ -237,7 +238,7 @@ class KerasTunerEngine:
 
 
 def _queued_first(oracle: kt.Oracle, queued: list[dict[str, Any]]) -> None:
-    """Baseline first (search/baseline.py), then `search.variants` (search/variants.py): the
+    """Baseline first (search/space/baseline.py), then `search.variants` (search/space/variants.py): the
     oracle's first proposals are these values, in order.
 
     Keras Tuner's oracles start at random; every one of them (random, Bayesian's initial points,

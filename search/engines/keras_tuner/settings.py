@@ -85,7 +85,7 @@ def make_oracle(
         "allow_new_entries": False,
         "tune_new_entries": False,
         "seed": settings.seed,
-        # Failures are counted by the shared `search.trials` rules, after the oracle is saved.
+        # Failures are counted by the shared `search.trials.outcomes` rules, after the oracle is saved.
         "max_retries_per_trial": 0,
         "max_consecutive_failed_trials": None,
     }

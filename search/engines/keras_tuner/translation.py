@@ -9,7 +9,7 @@ from typing import Any
 
 import keras_tuner as kt
 
-from search.space import Param
+from search.space.spec import Param
 
 # Values Hyperband adds to a trial's hyperparameters; never logged as params.
 HYPERBAND_KEYS = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round")
@@ -29,7 +29,7 @@ def to_hyperparameters(
     express it, because an inner scope only finds a parent declared inside the outer one, and
     `when` parents are independent entries; so the conditions go into the declared config.
 
-    `defaults` (the base config's values, search/baseline.py) become the entries' default values,
+    `defaults` (the base config's values, search/space/baseline.py) become the entries' default values,
     which the engine proposes as a new project's first trial; without them Keras Tuner's own
     defaults apply (a range's low end, a choice list's first entry).
     """

@@ -1,0 +1,52 @@
+"""The trial the final stage tests and registers.
+
+With a `final.select` rule or several objectives, the champion is the trial the rule picks among
+the study's complete trials (read back from MLflow, so both engines are judged by the same
+records); otherwise it is the engine's own best, unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from search.final.champion_rule import choose, effective_rule, rule_of
+from search.trials.objectives import check_objectives, pruning_note
+from search.trials.types import Best
+
+
+def check(cfg: DictConfig) -> None:
+    """Fail on bad objectives or a bad champion rule; say when pruning is off. Runs with the
+    rest of the config checks, before any training (Keras Tuner with several objectives is
+    refused here)."""
+    check_objectives(cfg)
+    rule_of(cfg)
+    note = pruning_note(cfg)
+    if note:
+        print(note, flush=True)
+
+
+def champion(cfg: DictConfig, tracker: Any, study: str, best: Best | None) -> Best | None:
+    """The trial to test and register: the rule's pick, or `best` when there is no rule."""
+    rule = effective_rule(cfg)
+    if rule is None:
+        return best
+    from search.trials.records import view_of
+    from tracking.sweep_records import find_sweep, trial_records
+
+    ref = find_sweep(tracker.tracking_uri, str(cfg.tracking.experiment_name), tracker.parent_id)
+    view = view_of(ref, trial_records(tracker.tracking_uri, ref))
+    row = choose(view.rows, rule, view.objectives)
+    if row is None:
+        print(
+            f"final.select: no complete trial meets the rule ({rule.describe()}); no champion "
+            "is tested or registered. Loosen the limits or run more trials.",
+            flush=True,
+        )
+        return None
+    value = row.values.get(str(cfg.train.objective))
+    if value is None:
+        value = row.metrics.get(f"final_{cfg.train.objective}", float("nan"))
+    print(f"champion by rule ({rule.describe()}): trial {row.trial}", flush=True)
+    return Best(float(value), row.trial, dict(row.params), row.run_id)

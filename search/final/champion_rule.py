@@ -1,0 +1,140 @@
+"""Choose the champion by a rule the user writes in config (`final.select`).
+
+    final.select:
+      maximize: val_accuracy          # or minimize: <metric>
+      where:                           # optional limits, each {min: x} and/or {max: y}
+        latency_ms: {max: 5}
+
+Without a rule a single-objective sweep keeps the engine's own best trial (unchanged). With
+several objectives there is no single best, so the default rule is "the best value of the first
+objective"; a rule picks a point of the Pareto front the user can ship (the most accurate model
+under a latency limit). Candidates are the complete trials of the whole study, read back from
+MLflow, so both engines and resumed sweeps are judged the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.errors import UserInputError
+from search.trials.objectives import COST_METRICS, VALIDATION_METRICS, Objective, objectives_of
+from search.trials.records import Row
+
+EXAMPLE = "e.g. final.select={maximize:val_accuracy,where:{latency_ms:{max:5}}}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Best `goal` among the complete trials within every `where` limit."""
+
+    goal: Objective
+    where: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+
+    def admits(self, row: Row) -> bool:
+        for metric, (low, high) in self.where.items():
+            value = _value(row, metric)
+            if value is None or (low is not None and value < low):
+                return False
+            if high is not None and value > high:
+                return False
+        return True
+
+    def describe(self) -> str:
+        limits = [
+            " and ".join(
+                part
+                for part in (
+                    f"{metric} >= {low:g}" if low is not None else "",
+                    f"{metric} <= {high:g}" if high is not None else "",
+                )
+                if part
+            )
+            for metric, (low, high) in self.where.items()
+        ]
+        where = f" where {', '.join(limits)}" if limits else ""
+        return f"{self.goal.direction} {self.goal.metric}{where}"
+
+
+def rule_of(cfg: DictConfig) -> Rule | None:
+    """`final.select`, checked; None when the config has none."""
+    final = cfg.get("final")
+    raw = final.get("select") if final is not None else None
+    if not raw:
+        return None
+    select = OmegaConf.to_container(raw, resolve=True) if OmegaConf.is_config(raw) else raw
+    accepted = (*VALIDATION_METRICS, *COST_METRICS)
+    goals = [k for k in ("maximize", "minimize") if k in select]
+    extra = set(select) - {"maximize", "minimize", "where"}
+    if len(goals) != 1 or extra:
+        raise UserInputError(
+            f"final.select={select!r} needs exactly one of maximize or minimize (a metric) and "
+            f"optionally where (limits); {EXAMPLE}."
+        )
+    metric = str(select[goals[0]])
+    where: dict[str, tuple[float | None, float | None]] = {}
+    for name, limits in (select.get("where") or {}).items():
+        if not isinstance(limits, dict) or not limits or set(limits) - {"min", "max"}:
+            raise UserInputError(
+                f"final.select.where.{name}={limits!r} must be {{min: x}}, {{max: y}} or both; "
+                f"{EXAMPLE}."
+            )
+        where[str(name)] = (_number(name, limits.get("min")), _number(name, limits.get("max")))
+    for name in (metric, *where):
+        if name not in accepted:
+            raise UserInputError(
+                f"final.select names {name!r}, which no trial measures; accepted: "
+                f"{', '.join(accepted)}."
+            )
+    return Rule(Objective(metric, goals[0]), where)
+
+
+def _number(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserInputError(f"final.select.where.{name} limit {value!r} must be a number.")
+    return float(value)
+
+
+def effective_rule(cfg: DictConfig) -> Rule | None:
+    """The rule that chooses the champion, or None: the engine's own best (single objective)."""
+    rule = rule_of(cfg)
+    objectives = objectives_of(cfg)
+    if rule is None and len(objectives) > 1:
+        return Rule(objectives[0])
+    return rule
+
+
+def choose(rows: Sequence[Row], rule: Rule, objectives: Sequence[Objective]) -> Row | None:
+    """The complete trial the rule picks; ties go to the other objectives, then the earliest."""
+    eligible = [
+        r
+        for r in rows
+        if r.state == "complete" and _value(r, rule.goal.metric) is not None and rule.admits(r)
+    ]
+    if not eligible:
+        return None
+
+    def key(row: Row) -> tuple:
+        ranks = [_signed(_value(row, rule.goal.metric), rule.goal.maximize)]
+        ranks += [_signed(_value(row, o.metric), o.maximize) for o in objectives]
+        return (*ranks, row.trial)
+
+    return min(eligible, key=key)
+
+
+def _value(row: Row, metric: str) -> float | None:
+    value = row.values.get(metric)
+    if value is None:
+        value = row.metrics.get(f"final_{metric}", row.metrics.get(metric))
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _signed(value: float | None, maximize: bool) -> float:
+    if value is None:
+        return math.inf
+    return -value if maximize else value

@@ -1,0 +1,253 @@
+"""Choosing the winner without the winner's curse: re-train the top k trials with more seeds.
+
+The best of many trials by one noisy validation score is partly the luckiest one (a few hundred
+validation images; a different seed for weight init, shuffling and augmentation moves the score
+by points). Google's deep learning tuning playbook: re-train the top few with several seeds and
+pick the best MEAN. So before the final test, `final.top_k` distinct configs (best validation
+first) are each trained `final.seeds` more times with new training seeds, on the same data split
+(the split's seed, `seed`, is untouched, so test images never enter any training or choice), and
+the config with the best mean score over all its trainings, the search's and the new seeds', is
+crowned. The search's score is the one the config was selected for, biased upward; every
+contender was selected by its own, so each mean carries that bias, diluted by the new seeds.
+Round 7 left it out, which crowned a config the budget could not compare: under
+`search.timeout` a contender whose re-training does not fit is skipped, and a re-evaluated config
+whose new score fell below the skipped one's was crowned all the same (sign-language-digits:
+trial 1, search 0.974, new seed 0.945, over trial 0's 0.968). Now a skipped contender competes
+with the one score it has.
+
+Only contenders are re-trained (`Contenders`): the top k within the noise of the best, and,
+under `search.timeout`, only while each still fits in the budget (search/trials/budget.py).
+
+The model the final stage then tests and registers is the crowned config's re-trained model
+with the best validation score among its seeds (or, with `final.retrain=true`, the crowned config
+retrained on train + validation); the spread (every score, mean, std) goes to the parent run.
+Every re-trained model is kept (`Reevaluation.trained`): with `final.ensemble` above 1 the shipped
+model averages it with the others (search/final/ensemble.py).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig, open_dict
+
+from experiments.errors import UserInputError
+from search.final.ensemble import Member
+
+if TYPE_CHECKING:  # search.trials.runner loads Keras; the config check must not
+    from search.trials.budget import Budget
+    from search.trials.types import Best
+
+
+@dataclass
+class Candidate:
+    """One contender: its original trial and the scores of its re-trainings (none when the
+    budget skipped it)."""
+
+    trial: Best
+    seeds: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def every_score(self) -> list[float]:
+        """The search's score, then the new seeds'."""
+        return [float(self.trial.value), *self.scores]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.every_score)
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation over every training of the config (0 for one)."""
+        return statistics.stdev(self.every_score) if len(self.every_score) > 1 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial.number,
+            "run_id": self.trial.run_id,
+            "params": self.trial.params,
+            "search_score": self.trial.value,
+            "seeds": self.seeds,
+            "scores": self.scores,
+            "mean": self.mean,
+            "std": self.std,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+@dataclass
+class Reevaluation:
+    """The candidates in search order, the crowned one and its model to test."""
+
+    candidates: list[Candidate]
+    crowned: Candidate
+    model: Any  # the crowned config's re-trained model with the best score; None: not re-trained
+    trained: list[Member] = field(default_factory=list)  # every re-trained model (final.ensemble)
+
+
+def settings(cfg: DictConfig) -> tuple[int, int]:
+    """(final.top_k, final.seeds), checked: top_k 0 switches re-evaluation off."""
+    final = cfg.get("final") or {}
+    top_k, seeds = final.get("top_k", 0), final.get("seeds", 0)
+    for key, value, low in (("top_k", top_k, 0), ("seeds", seeds, 1 if top_k else 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UserInputError(
+                f"final.{key}={value!r} must be a whole number of {low} or more: final.top_k is "
+                "how many of the best trials are re-trained before the test (0: test the best "
+                "trial as it is), final.seeds how many new seeds each is re-trained with."
+            )
+    within = final.get("contender_se")
+    if within is not None and (
+        isinstance(within, bool) or not isinstance(within, int | float) or within < 0
+    ):
+        raise UserInputError(
+            f"final.contender_se={within!r} must be a number of 0 or more (re-evaluate only the "
+            "top trials whose validation accuracy lies within that many standard errors of the "
+            "best's), or null to re-evaluate the top final.top_k as they are."
+        )
+    return int(top_k), int(seeds)
+
+
+def distinct(trials: list[Best]) -> list[Best]:
+    """Best first, one trial per config (Hyperband rounds and re-queued trials repeat one)."""
+    seen: list[dict[str, Any]] = []
+    kept = []
+    for trial in trials:
+        if trial.params not in seen:
+            seen.append(trial.params)
+            kept.append(trial)
+    return kept
+
+
+@dataclass
+class Contenders:
+    """The configs worth re-evaluating, best first: the `top_k` best distinct ones, less those
+    whose search score lies more than `final.contender_se` standard errors below the best.
+
+    An accuracy on n validation images has a binomial standard error of sqrt(p (1 - p) / n)
+    (p (1 - p) floored at 1 / n); a trial two of them below the best is no plausible winner, and
+    re-training it only spends the budget (docs/benchmarks.md section 6: a collapsed trial at
+    0.100 re-trained beside a best of 0.654). Other objectives (a loss) have no such scale: the
+    top k are kept, as they are with `final.contender_se=null`.
+    """
+
+    top_k: int
+    maximize: bool
+    val_images: int | None = None  # None: the objective is not an accuracy
+    within_se: float | None = None  # None: no noise filter
+
+    @classmethod
+    def for_config(cls, cfg: DictConfig, val_images: int) -> Contenders:
+        objective = str(cfg.train.objective)
+        maximize = cfg.train.direction == "maximize"
+        accuracy = maximize and objective.endswith("accuracy") and val_images > 0
+        within = (cfg.get("final") or {}).get("contender_se")
+        return cls(
+            settings(cfg)[0],
+            maximize,
+            val_images if accuracy else None,
+            None if within is None else float(within),
+        )
+
+    def __call__(self, trials: list[Best]) -> list[Best]:
+        ranked = sorted(trials, key=lambda t: (-t.value if self.maximize else t.value, t.number))
+        top = distinct(ranked)[: self.top_k]
+        if not top or self.val_images is None or self.within_se is None:
+            return top
+        n, best = self.val_images, top[0].value
+        margin = self.within_se * math.sqrt(max(best * (1.0 - best), 1.0 / n) / n)
+        return [t for t in top if t.value >= best - margin]
+
+
+def reevaluate(
+    cfg: DictConfig, runner: Any, top: list[Best], seeds: int, budget: Budget
+) -> Reevaluation | None:
+    """Re-train each of `top` with `seeds` new training seeds; crown the best mean score.
+
+    `runner` is the sweep's TrialRunner: its data split is reused, never reloaded. A candidate
+    whose re-training does not fit in what is left of `budget` (beside `final.retrain`'s training)
+    is skipped and competes with its search score alone (its model: None); None when none fit
+    (the best trial is then taken without re-evaluation).
+    """
+    from experiments.training.trial import run_trial
+    from search.space.apply import apply_params
+
+    objective = str(cfg.train.objective)
+    maximize = cfg.train.direction == "maximize"
+    candidates: list[Candidate] = []
+    trained: list[Member] = []
+    for trial in top:
+        needed = seeds * budget.estimate(trial)
+        if not budget.fits(needed + budget.retrain_seconds(top[0])):  # final.retrain comes first
+            print(
+                f"re-evaluation of trial {trial.number} skipped: its {needed:.0f}s of re-training "
+                f"do not fit in the {max(budget.left(), 0):.0f}s left of search.timeout",
+                flush=True,
+            )
+            candidates.append(Candidate(trial))
+            continue
+        trial_cfg = apply_params(cfg, trial.params)
+        data = runner.data_for(trial_cfg)  # the split of the base seed, as the search used
+        candidate = Candidate(trial)
+        for j in range(seeds):
+            seeded = trial_cfg.copy()
+            with open_dict(seeded):
+                seeded.seed = int(cfg.seed) + 1 + j  # init, shuffling, augmentation; not the split
+            result = run_trial(seeded, data)
+            score = float(result.metrics[objective])
+            candidate.seeds.append(int(seeded.seed))
+            candidate.scores.append(score)
+            candidate.seconds += result.seconds
+            trained.append(
+                Member(
+                    f"trial {trial.number} seed {seeded.seed}",
+                    trial.number,
+                    score,
+                    _holder(result.model),
+                )
+            )
+            del result
+        candidates.append(candidate)
+        print(
+            f"re-evaluated trial {trial.number}: {objective} {format_scores(candidate.scores)} "
+            f"on {seeds} new seeds (search: {trial.value:.4f}); mean {candidate.mean:.4f} "
+            f"std {candidate.std:.4f}",
+            flush=True,
+        )
+    if not trained:
+        return None
+    crowned = crown(candidates, maximize)
+    print(
+        f"crowned trial {crowned.trial.number}: best mean {objective} {crowned.mean:.4f} over its "
+        f"search and re-evaluation scores (top {len(candidates)}, "
+        f"{sum(bool(c.scores) for c in candidates)} re-evaluated, {seeds} new seeds each)",
+        flush=True,
+    )
+    own = [m for m in trained if m.trial == crowned.trial.number]
+    # Its best-scored seed (the first of equal scores); None when the budget skipped it.
+    best_seed = (max if maximize else min)(own, key=lambda m: m.score, default=None)
+    return Reevaluation(
+        candidates, crowned, None if best_seed is None else best_seed.load(), trained
+    )
+
+
+def _holder(model: Any) -> Callable[[], Any]:
+    """A loader for a model already in memory."""
+    return lambda: model
+
+
+def crown(candidates: list[Candidate], maximize: bool) -> Candidate:
+    """The candidate with the best mean over all its trainings; a tie keeps the earlier one
+    (candidates come best search score first, and `max` returns the first of equal maxima)."""
+    sign = 1.0 if maximize else -1.0
+    return max(candidates, key=lambda c: sign * c.mean)
+
+
+def format_scores(scores: list[float]) -> str:
+    return " ".join(f"{s:.4f}" for s in scores)

@@ -1,0 +1,328 @@
+"""The final stage of a sweep: test the best model once, register it, export it.
+
+Runs inside the sweep's parent run after the search. The best trial (by the validation
+objective) is either reloaded from MLflow or, with `final.retrain=true`, its config is retrained
+on train + validation; then it is evaluated on the test split (never read by the search), the
+report and plots go to the parent run, the model is registered with an alias and exported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.errors import UserInputError
+from search.final.ensemble import ensemble_size, shipped_model, with_crowned
+from search.final.registry import CHAMPION_METRICS, Decision, data_label, decide, registered_name
+
+if TYPE_CHECKING:  # mlflow and TensorFlow load only when the final stage runs
+    from experiments.data.splits import ImageData
+    from experiments.evaluation.metrics import TestReport
+    from tracking.champion import FinalRecorder
+
+INPUT_EXAMPLE_IMAGES = 2
+
+
+@dataclass
+class FinalResult:
+    """What the final stage produced."""
+
+    metrics: dict[str, float]
+    source: str  # trial_model | reevaluated_seed | retrained_train_val | retrained_train | ensemble
+    registered_uri: str | None  # models:/NAME@ALIAS
+    registered_version: str | None
+    exports: dict[str, Path]
+
+
+def check_final_config(cfg: DictConfig) -> None:
+    """Fail before any training on final.* values that cannot work."""
+    from experiments.serving.export import check_formats
+
+    final = cfg.get("final")
+    if final is None or not final.enabled:
+        return
+    check_formats(export_formats(cfg))
+    limit = final.get("max_misclassified")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise UserInputError(
+            f"final.max_misclassified={limit!r} must be a whole number of 0 or more."
+        )
+    from search.final.reevaluate import settings
+
+    settings(cfg)  # final.top_k, final.seeds
+    ensemble_size(cfg)
+    if final.register and not str(final.get("alias") or "").strip():
+        raise UserInputError("final.alias is empty; give the registry alias, e.g. champion.")
+    metric = final.get("champion_metric", "test_accuracy")
+    if metric not in CHAMPION_METRICS:
+        raise UserInputError(
+            f"final.champion_metric={metric!r} is not a test metric the final stage reports; "
+            f"accepted: {', '.join(CHAMPION_METRICS)}."
+        )
+
+
+def export_formats(cfg: DictConfig) -> list[str]:
+    """`final.export` as a list: [keras,tflite], or a single name / comma-separated text."""
+    export = cfg.final.get("export") or []
+    if isinstance(export, str):
+        return [f.strip() for f in export.split(",") if f.strip()]
+    if not (OmegaConf.is_list(export) or isinstance(export, list)):
+        raise UserInputError(
+            f"final.export={export!r} must be a list of formats, e.g. final.export=[keras,tflite]."
+        )
+    return [str(f) for f in export]
+
+
+def finalize(
+    cfg: DictConfig, runner, tracker, best, study: str, top: list | None = None
+) -> FinalResult | None:
+    """Evaluate, register and export the best trial of the sweep; None when disabled or no best.
+
+    `runner` is the sweep's TrialRunner (its cached data split is reused), `tracker` the
+    SweepTracker with the parent run open, `best` the engine's best trial, `top` its best trials
+    (best first) for the top-k re-evaluation (search/final/reevaluate.py, final.top_k > 0).
+    """
+    final = cfg.get("final")
+    if final is None or not final.enabled or best is None or best.run_id is None:
+        return None
+    from experiments.quiet import quiet_tensorflow
+
+    quiet_tensorflow()  # with worker processes, the first TensorFlow import of this process
+    from experiments.evaluation.plots import confusion_matrix_figure, misclassified_figure
+    from experiments.serving.export import export_model
+    from search.final.reevaluate import settings
+    from search.space.apply import apply_params
+    from tracking.champion import FinalRecorder
+
+    trial_cfg = apply_params(cfg, best.params)
+    data = runner.data_for(trial_cfg)
+    if len(data.test) == 0:
+        print("final: the test split is empty; nothing to evaluate, register or export")
+        return None
+    recorder = FinalRecorder(tracker)
+    # The rule the search reserved time for (search/trials/budget.py): re-evaluated, then averaged.
+    contenders = runner.budget.contenders(top or [best]) if settings(cfg)[0] else []
+    reevaluated = _reevaluate(cfg, runner, recorder, contenders)
+    if reevaluated is not None:  # the crowned config, scored by its mean over its trainings
+        best = dataclasses.replace(reevaluated.crowned.trial, value=reevaluated.crowned.mean)
+        trial_cfg = apply_params(cfg, best.params)
+        data = runner.data_for(trial_cfg)
+    retrain = bool(final.retrain) and _retrain_fits(runner.budget, best)
+    if reevaluated is not None and reevaluated.model is not None and not retrain:
+        model, source = reevaluated.model, "reevaluated_seed"
+    else:
+        model, source = _final_model(trial_cfg, data, recorder, best.run_id, retrain)
+    members: list[str] = []
+    if ensemble_size(cfg) > 1:
+        model, source, members = shipped_model(
+            cfg, recorder, (model, source), best, with_crowned(contenders, best), reevaluated,
+        )  # fmt: skip
+
+    report = score_on_test(model, data, int(cfg.seed))
+    figures = {
+        "confusion_matrix.png": confusion_matrix_figure(report, data.class_names),
+        "misclassified.png": misclassified_figure(
+            report, _test_pixels(data), data.class_names, int(final.max_misclassified)
+        ),
+    }
+    recorder.log_test_report(
+        report,
+        figures,
+        {
+            "source": source,
+            "best_run_id": best.run_id,
+            "test_images": len(data.test),
+            **({"ensemble_members": "; ".join(members)} if members else {}),
+        },
+    )
+    result = FinalResult(report.metrics, source, None, None, {})
+
+    if export_formats(cfg):
+        out = Path(cfg.output_dir) / "exports" / study
+        result.exports = export_model(model, export_formats(cfg), out, data.class_names)
+        recorder.log_exports(result.exports)
+
+    if final.register:
+        _register(cfg, model, data, report, recorder, result, best, study, tracker.parent_id)
+    _print(result, report)
+    return result
+
+
+def _register(
+    cfg: DictConfig,
+    model: Any,
+    data: ImageData,
+    report: TestReport,
+    recorder: FinalRecorder,
+    result: FinalResult,
+    best: Any,
+    study: str,
+    parent_id: str | None,
+) -> None:
+    """Register the tested model when it beats the current champion on the same data."""
+    from experiments.serving.export import serving_model
+
+    final = cfg.final
+    fingerprint = data.fingerprint()
+    name = registered_name(cfg, data_label(data.source, data.info), fingerprint)
+    alias = str(final.alias)
+    metric = str(final.get("champion_metric", "test_accuracy"))
+    current = recorder.champion(name, alias)
+    where = f"models:/{name}@{alias}" + (f" (version {current['version']})" if current else "")
+    decision: Decision = decide(metric, report.metrics[metric], fingerprint, current, where)
+    if not decision.register:
+        print(f"final: not registered: {decision.reason}", flush=True)
+        recorder.tag({"registered": False, "not_registered_reason": decision.reason})
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        keras_file = Path(tmp) / "model.keras"
+        serving = serving_model(model)  # takes raw images of any size, like the exports
+        serving.save(keras_file)
+        registered = recorder.register(
+            keras_file,
+            data.class_names,
+            data.sample(INPUT_EXAMPLE_IMAGES, "test"),
+            tuple(serving.input_shape[1:]),
+            name,
+            alias,
+            {
+                "study": study,
+                "sweep_run_id": parent_id,
+                "best_run_id": best.run_id,
+                "source": result.source,
+                "data_fingerprint": fingerprint,
+                "champion_metric": metric,
+                cfg.train.objective: f"{best.value:.6g}",
+                **{k: f"{v:.6g}" for k, v in report.metrics.items()},
+            },
+            still_wins=lambda now: (
+                decide(
+                    metric, report.metrics[metric], fingerprint, now, f"models:/{name}@{alias}"
+                ).register
+            ),
+        )
+    if not registered.aliased:
+        reason = (
+            f"version {registered.version} of {name} is registered, but another worker's "
+            f"champion, registered at the same moment, scores at least as well: {alias} stays "
+            "on that one."
+        )
+        print(f"final: {reason}", flush=True)
+        recorder.tag({"registered": False, "not_registered_reason": reason})
+        return
+    print(f"final: registered: {decision.reason}", flush=True)
+    result.registered_uri, result.registered_version = registered.alias_uri, registered.version
+
+
+def score_on_test(model: Any, data: ImageData, seed: int) -> TestReport:
+    """Score the model on the test split; streamed through the input pipeline when the pixels
+    are not held in memory (data.cache=none decodes the files batch by batch)."""
+    from experiments.evaluation.metrics import evaluate_model, evaluate_predictions
+
+    if data.test.x is not None:
+        return evaluate_model(model, data.test.x, data.test.y, data.class_names)
+    from experiments.data.pipeline import dataset
+
+    batches = dataset(data, "test", 256, training=False, seed=seed)
+    return evaluate_predictions(model.predict(batches, verbose=0), data.test.y, data.class_names)
+
+
+class _DecodedImages:
+    """Test images decoded on access: the misclassified grid reads a few, not the split."""
+
+    def __init__(self, files: tuple[str, ...], decoder: Callable[[str], np.ndarray]) -> None:
+        self.files, self.decoder = files, decoder
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return np.asarray(self.decoder(self.files[int(index)]), dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def _test_pixels(data: ImageData) -> np.ndarray | _DecodedImages:
+    """The test pixels, or (data.cache=none) a view that decodes each image it is asked for."""
+    return data.test.x if data.test.x is not None else _DecodedImages(data.test.files, data.decoder)
+
+
+def _reevaluate(cfg: DictConfig, runner, recorder, contenders: list):
+    """The top-k re-evaluation of `contenders` (none when final.top_k is 0), logged on the parent
+    run; None when there is nothing to re-evaluate."""
+    from search.final.reevaluate import reevaluate, settings
+
+    if not contenders:
+        return None
+    if len(contenders) == 1 and cfg.final.retrain:
+        print(
+            f"final: trial {contenders[0].number} is the only contender (final.contender_se): "
+            "nothing to re-evaluate; it is retrained on train + validation"
+        )
+        return None
+    result = reevaluate(cfg, runner, contenders, settings(cfg)[1], runner.budget)
+    if result is None:
+        print(
+            "final: no re-evaluation fits in what is left of search.timeout; the best trial is "
+            "taken without one"
+        )
+        return None
+    recorder.log_reevaluation([c.summary() for c in result.candidates], result.crowned.trial.number)
+    return result
+
+
+def _retrain_fits(budget, best) -> bool:
+    """Whether `final.retrain` fits in what is left of search.timeout; says so when not."""
+    needed = budget.retrain_seconds(best)
+    if budget.fits(needed):
+        return True
+    print(
+        f"final: retraining on train + validation ({needed:.0f}s) does not fit in the "
+        f"{max(budget.left(), 0):.0f}s left of search.timeout; the model trained on train is tested"
+    )
+    return False
+
+
+def _final_model(cfg: DictConfig, data, recorder, run_id: str, retrain: bool):
+    """The model to test: the logged trial model, or a retrain of the best config."""
+    from experiments.training.trial import run_trial
+
+    if not retrain:
+        model = recorder.trial_model(run_id)
+        if model is not None:
+            return model, "trial_model"
+        # Not logged (log_models=false, or "best" and a select rule chose a trial that never led
+        # when it finished): the seeded trial is reproduced.
+        print("final: the best trial's model was not logged; retraining its config on train")
+        return run_trial(cfg, data).model, "retrained_train"
+    print("final: retraining the best config on train + validation")
+    return run_trial(cfg, train_plus_val(data)).model, "retrained_train_val"
+
+
+def train_plus_val(data: ImageData) -> ImageData:
+    """`data` with the validation images added to the training split (test untouched)."""
+    train, val = data.train, data.val
+    pixels = None if train.x is None else np.concatenate([train.x, val.x])  # None: decoded files
+    return dataclasses.replace(
+        data,
+        train=type(train)(pixels, np.concatenate([train.y, val.y]), train.files + val.files),
+    )
+
+
+def _print(result: FinalResult, report) -> None:
+    m = result.metrics
+    print(
+        f"test ({len(report.y_true)} images, {result.source}): accuracy={m['test_accuracy']:.4f} "
+        f"f1_macro={m['test_f1_macro']:.4f} precision_macro={m['test_precision_macro']:.4f} "
+        f"recall_macro={m['test_recall_macro']:.4f}",
+        flush=True,
+    )
+    if result.registered_uri:
+        print(f"registered {result.registered_uri} (version {result.registered_version})")
+    for kind, path in result.exports.items():
+        print(f"exported {kind}: {path}")

@@ -1,0 +1,246 @@
+"""The self-contained HTML report of a sweep: what it learned and which model to ship.
+
+One file that opens offline: plotly.js is inlined once in the page head (no script from the
+internet), then every figure is a plotly div. The study plots and importances are Optuna's own
+(`search.reporting.figures`); the validation curves of the top trials come from the MLflow
+metric history; the leaderboard, the pruned / failed trials and the warnings are built here from
+the engine-neutral `SweepView`.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from search.final.champion_rule import choose, effective_rule
+from search.reporting.advice import warnings_for
+from search.reporting.leaderboard import rank, records
+from search.trials.records import SweepView
+from tracking.sweep_records import metric_curves
+
+TOP_CURVES = 5
+TOP_ROWS = 15
+
+
+@dataclass
+class Report:
+    """What the report found, for the caller (and tests) besides the HTML text."""
+
+    html: str
+    warnings: list[str]
+    pareto: list[int]  # trial numbers on the Pareto front (several objectives)
+    figures: list[str]  # titles of the figures drawn
+    seconds: float = 0.0
+
+
+def study_for(view: SweepView) -> Any:
+    """The Optuna study: loaded from storage for an Optuna sweep, rebuilt from MLflow otherwise."""
+    from search.reporting import figures as optuna_report
+
+    if view.engine == "optuna":
+        study = view.engine_record or optuna_report.load_study(
+            str(view.cfg.search.storage), view.ref.study
+        )
+        if study is not None:
+            return study
+    return optuna_report.study_from_rows(view.rows, view.space, view.objectives)
+
+
+def build(view: SweepView, tracking_uri: str) -> Report:
+    """The report of `view`; reads curves from the MLflow store at `tracking_uri`."""
+    from plotly.offline import get_plotlyjs
+
+    from search.reporting import figures as optuna_report
+
+    started = time.perf_counter()
+    study = study_for(view)
+    multi = len(view.objectives) > 1
+    drawn = optuna_report.figures(study, view.objectives)
+    ranked = rank(list(view.rows), view.objectives)
+    rule = effective_rule(view.cfg)
+    best = choose(ranked, rule, view.objectives) if rule else _first_complete(ranked)
+    importances = optuna_report.importances(study, 0, multi)
+    warnings = warnings_for(best, ranked, view.space, importances)
+    pareto = optuna_report.pareto_numbers(study) if multi else []
+    curves = _curves_figure(view, ranked, tracking_uri)
+    sections = [
+        _header(view, best, rule.describe() if rule else None, pareto),
+        _warnings_html(warnings),
+        _leaderboard_html(view, ranked[:TOP_ROWS], pareto),
+    ]
+    for title, figure, note in [*drawn, curves]:
+        sections.append(_figure_html(title, figure, note))
+    sections.append(_stopped_html(view))
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>sweep {html.escape(view.ref.study)}</title><style>{STYLE}</style>"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
+        + "\n".join(sections)
+        + "</body></html>"
+    )
+    titles = [t for t, f, _ in [*drawn, curves] if f is not None]
+    return Report(page, warnings, pareto, titles, time.perf_counter() - started)
+
+
+def write(view: SweepView, tracking_uri: str, path: Path) -> Report:
+    """Build the report and write it to `path`."""
+    report = build(view, tracking_uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report.html, encoding="utf-8")
+    return report
+
+
+def _first_complete(ranked: list) -> Any:
+    return next((r for r in ranked if r.state == "complete"), None)
+
+
+def _curves_figure(view: SweepView, ranked: list, tracking_uri: str) -> tuple[str, Any, str]:
+    import plotly.graph_objects as go
+
+    metric = next((o.metric for o in view.objectives if o.metric.startswith("val_")), "val_loss")
+    top = [r for r in ranked if r.state in ("complete", "pruned")][:TOP_CURVES]
+    title = f"Validation curves of the top {len(top)} trials ({metric}, from MLflow)"
+    if not top:
+        return title, None, "not drawn: no trial reached the end of an epoch"
+    histories = metric_curves(tracking_uri, [r.run_id for r in top], metric)
+    figure = go.Figure()
+    for r in top:
+        values = histories.get(r.run_id, [])
+        figure.add_trace(
+            go.Scatter(
+                x=list(range(len(values))),
+                y=values,
+                mode="lines+markers",
+                name=f"trial {r.trial} (rank {r.rank}, {r.state})",
+            )
+        )
+    figure.update_layout(title=title, xaxis_title="epoch", yaxis_title=metric)
+    return title, figure, ""
+
+
+def _header(view: SweepView, best: Any, rule: str | None, pareto: list[int]) -> str:
+    counts: dict[str, int] = {}
+    for r in view.rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trials"
+    objectives = ", ".join(f"{o.direction} {o.metric}" for o in view.objectives)
+    lines = [
+        f"<h1>Sweep {html.escape(view.ref.study)}</h1>",
+        "<table class='facts'>",
+        _fact("engine", view.engine),
+        _fact("objectives", objectives),
+        _fact("trials", states),
+        _fact("parent run", view.ref.run_id),
+    ]
+    if rule:
+        lines.append(_fact("champion rule", rule))
+    if best is not None:
+        values = ", ".join(f"{k}={_num(v)}" for k, v in best.values.items())
+        params = ", ".join(f"{k}={_num(v)}" for k, v in best.params.items())
+        lines.append(_fact("best trial", f"#{best.trial}: {values}; {params}"))
+    if pareto:
+        lines.append(_fact("Pareto front", ", ".join(f"#{n}" for n in pareto)))
+    shipped = _shipped(view.ref.tags, view.ref.metrics)
+    if shipped:
+        lines.append(_fact("shipped model", shipped))
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+def _shipped(tags: dict[str, str], metrics: dict[str, float]) -> str:
+    """What the final stage tested and registered: its source (the members of an ensemble) and
+    its test accuracy; empty when the final stage did not run."""
+    source = tags.get("sweeplab.final.source")
+    if not source:
+        return ""
+    what = source.replace("_", " ")
+    members = tags.get("sweeplab.final.ensemble_members")
+    if members:
+        what = f"the average of {len(members.split('; '))} models: {members}"
+    accuracy = metrics.get("test_accuracy")
+    return what + ("" if accuracy is None else f"; test accuracy {accuracy:.4f}")
+
+
+def _fact(name: str, value: str) -> str:
+    return f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>"
+
+
+def _warnings_html(warnings: list[str]) -> str:
+    if not warnings:
+        return "<h2>Warnings</h2><p>none: the sweep looks well set up.</p>"
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+    return f"<h2>Warnings</h2><ul class='warnings'>{items}</ul>"
+
+
+def _leaderboard_html(view: SweepView, rows: list, pareto: list[int]) -> str:
+    table = records(rows, view.objectives)
+    if not table:
+        return "<h2>Leaderboard</h2><p>no trials recorded.</p>"
+    columns = [c for c in table[0] if c != "run_id"]
+    for entry in table[1:]:
+        columns.extend(c for c in entry if c not in columns and c != "run_id")
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for entry in table:
+        mark = " class='pareto'" if entry["trial"] in pareto else ""
+        cells = "".join(f"<td>{html.escape(_num(entry.get(c)))}</td>" for c in columns)
+        body.append(f"<tr{mark}>{cells}</tr>")
+    note = " (Pareto-optimal trials highlighted)" if pareto else ""
+    return (
+        f"<h2>Leaderboard: top {len(rows)}{note}</h2>"
+        f"<table class='board'><tr>{head}</tr>{''.join(body)}</table>"
+    )
+
+
+def _figure_html(title: str, figure: Any, note: str) -> str:
+    if figure is None:
+        return f"<h2>{html.escape(title)}</h2><p class='note'>{html.escape(note)}</p>"
+    div = figure.to_html(full_html=False, include_plotlyjs=False, default_height="460px")
+    return f"<h2>{html.escape(title)}</h2><div class='plot'>{div}</div>"
+
+
+def _stopped_html(view: SweepView) -> str:
+    stopped = [r for r in view.records if r.state not in ("complete",)]
+    if not stopped:
+        return "<h2>Pruned and failed trials</h2><p>none: every trial ran to its end.</p>"
+    pruner = str(view.cfg.search.get("pruner") or "")
+    rows = []
+    for r in stopped:
+        if r.state == "pruned":
+            at = r.tags.get("sweeplab.pruned_at_epoch", "?")
+            why = f"stopped after epoch {at} by the {pruner} pruner: its curve was below the others"
+        else:
+            why = r.reason or r.state
+        rows.append(
+            f"<tr><td>{r.number}</td><td>{html.escape(r.state)}</td>"
+            f"<td>{_num(r.epochs)}</td><td class='reason'>{html.escape(why)}</td></tr>"
+        )
+    return (
+        "<h2>Pruned and failed trials</h2><table class='board'><tr><th>trial</th><th>state</th>"
+        f"<th>epochs</th><th>why</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def _num(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+STYLE = """
+body { font-family: sans-serif; margin: 24px; color: #222; }
+h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
+.facts th { background: #f3f3f3; }
+.board tr.pareto { background: #e8f4e8; }
+.warnings li { color: #8a4b00; margin: 4px 0; }
+.note { color: #777; font-style: italic; }
+.reason { max-width: 700px; white-space: pre-wrap; }
+"""

@@ -1,0 +1,141 @@
+"""`search.timeout`: one wall-clock budget for the whole invocation, the final stage included.
+
+A user who gives a sweep 20 minutes wants the tested model in about 20 minutes. A budget that
+only stops new trials from starting overran badly (docs/benchmarks.md section 6: a 220-s
+budget ended after 817 s): a trial started just before the end ran on for minutes, and the
+top-k re-evaluation (search/final/reevaluate.py) then re-trained every top trial, however poor, after
+it. So the search keeps back what the final stage will spend:
+
+- the reserve is `final.seeds` re-trainings of each current contender (`contenders`: the top
+  `final.top_k` distinct configs within the noise of the best), each estimated by that trial's
+  own training time, plus, with `final.retrain=true`, one training of the best on train +
+  validation (its time scaled by the larger training split); a lone contender is not
+  re-evaluated when it will be retrained (there is nothing to choose between);
+- no trial starts unless the shortest trial so far would still end before the reserve's time (a
+  trial cut short is wasted), and a running one is stopped at its next epoch end once the time
+  left is no more than the reserve (pruned, so it is never a contender);
+- the final stage re-evaluates the contenders, best first, only while each still fits beside the
+  retraining, and retrains only if that still fits (else it tests the re-evaluated model).
+
+One exception keeps a sweep useful on any budget: until a trial of the study has completed, a
+running trial is never stopped, so a budget smaller than one trial still ends with a tested
+model (and overruns by the rest of that trial).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig
+
+from search.trials.types import Best
+
+# A margin for what follows the trainings: testing, registering, the report. Not measured apart;
+# with it, the sweeps of docs/benchmarks.md section 6 ended 13-42 s inside their budgets.
+TEST_SECONDS = 5.0
+
+
+@dataclass
+class Budget:
+    """The invocation's deadline and the final stage's reserve, from the trials completed so far.
+
+    `seconds` None: no budget (every check passes). `clock` is for tests.
+    """
+
+    seconds: float | None
+    top_k: int = 0
+    seeds: int = 0
+    retrain: bool = False
+    retrain_scale: float = 1.0  # (train + validation images) / training images
+    # Best first: the trials the final stage would re-evaluate (search.final.reevaluate.Contenders).
+    contenders: Callable[[list[Best]], list[Best]] = lambda trials: trials[:1]
+    clock: Callable[[], float] = time.monotonic
+    started: float | None = None  # clock() at the invocation's start; None: now
+    has_model: bool = False  # a trial of the study has completed (here or in an earlier run)
+    completed: list[Best] = field(default_factory=list)  # this invocation's, in finishing order
+    train_seconds: dict[int, float] = field(default_factory=dict)  # trial number -> seconds
+
+    def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.clock()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: DictConfig,
+        contenders: Callable[[list[Best]], list[Best]],
+        started: float | None = None,
+        retrain_scale: float = 1.0,
+    ) -> Budget:
+        """The budget of `search.timeout` from `started` (a time.monotonic() reading), reserving
+        for `final.top_k` x `final.seeds` re-trainings and `final.retrain`'s training."""
+        timeout = config.search.get("timeout")
+        final = config.get("final") or {}
+        enabled = bool(final.get("enabled", False))
+        return cls(
+            None if timeout is None else float(timeout),
+            top_k=int(final.get("top_k") or 0) if enabled else 0,
+            seeds=int(final.get("seeds") or 0) if enabled else 0,
+            retrain=enabled and bool(final.get("retrain")),
+            retrain_scale=retrain_scale,
+            contenders=contenders,
+            started=started,
+        )
+
+    @property
+    def limited(self) -> bool:
+        return self.seconds is not None
+
+    def left(self) -> float:
+        """Seconds left of the budget (infinite without one; negative once overrun)."""
+        if self.seconds is None:
+            return float("inf")
+        assert self.started is not None  # set in __post_init__
+        return self.started + self.seconds - self.clock()
+
+    def record(self, trial: Best, seconds: float) -> None:
+        """A trial completed, having trained for `seconds`."""
+        self.has_model = True
+        self.completed.append(trial)
+        self.train_seconds[trial.number] = seconds
+
+    def estimate(self, trial: Best | None) -> float:
+        """Seconds one re-training of `trial` takes: its own training time when it ran here, else
+        the median of this invocation's (None, or a trial of an earlier invocation), else 0."""
+        if trial is not None and trial.number in self.train_seconds:
+            return self.train_seconds[trial.number]
+        known = list(self.train_seconds.values())
+        return statistics.median(known) if known else 0.0
+
+    def reserve(self) -> float:
+        """Seconds the final stage needs for the trials completed so far."""
+        if not self.completed:
+            return 0.0
+        ranked = self.contenders(self.completed) if self.top_k else []
+        seconds = 0.0
+        if len(ranked) > 1 or not self.retrain:  # one contender and a retraining: nothing to rank
+            seconds = sum(self.seeds * self.estimate(t) for t in ranked)
+        seconds += self.retrain_seconds(ranked[0] if ranked else None)  # None: no ranking
+        return seconds + TEST_SECONDS
+
+    def retrain_seconds(self, trial: Best | None) -> float:
+        """Seconds `final.retrain` takes to train `trial`'s config on train + validation (0 off)."""
+        return self.retrain_scale * self.estimate(trial) if self.retrain else 0.0
+
+    def search_over(self) -> bool:
+        """Whether no trial may start: not even the shortest so far would end before the time
+        left is the final stage's."""
+        shortest = min(self.train_seconds.values(), default=0.0)
+        return self.left() <= self.reserve() + shortest
+
+    def stops_running_trial(self) -> bool:
+        """Whether a running trial must stop at this epoch's end: the time left is the final
+        stage's, and a model exists without it (see the module doc)."""
+        return self.has_model and self.left() <= self.reserve()
+
+    def fits(self, seconds: float) -> bool:
+        """Whether `seconds` more of the final stage fit in what is left."""
+        return seconds + TEST_SECONDS <= self.left()

@@ -139,7 +139,7 @@ def _sweep(
         recover(search, tracker, name)
     contenders = Contenders.for_config(cfg, len(data.val))
     scale = (len(data.train) + len(data.val)) / max(len(data.train), 1)  # final.retrain's data
-    budget = Budget.from_config(cfg, contenders, started, scale)
+    budget = Budget.from_config(cfg, contenders, started, scale, contenders.noise)
     runner = TrialRunner(
         cfg,
         tracker,

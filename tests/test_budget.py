@@ -121,14 +121,14 @@ def test_a_sweep_stops_its_running_trial_and_skips_what_does_not_fit(
     reads: list[float] = []
     original = Budget.from_config.__func__
 
-    def from_config(cls, config, contenders, started=None, retrain_scale=1.0):
-        made = original(cls, config, contenders, 0.0, retrain_scale)
+    def from_config(cls, config, contenders, started=None, retrain_scale=1.0, noise=None):
+        made = original(cls, config, contenders, 0.0, retrain_scale, noise)
         made.clock = ticking
         return made
 
-    def ticking() -> float:  # read after trial 0 (between trials), then at trial 1's epoch 0
+    def ticking() -> float:  # read by the plan and between trials after trial 0, then at trial 1's epoch 0
         reads.append(clock.now)
-        if len(reads) >= 2:
+        if len(reads) >= 3:
             clock.now = 1e6
         return clock.now
 
@@ -190,3 +190,78 @@ def test_a_contender_the_budget_skipped_still_competes_with_its_search_score() -
     assert crown(losses, maximize=False) is losses[1]  # a loss: the lower mean wins
     tie = [Candidate(trial(0, 0.9)), Candidate(trial(1, 0.9))]
     assert crown(tie, maximize=True) is tie[0]  # the better-ranked trial keeps a tie
+
+
+def test_patience_ends_the_search_after_trials_without_a_gain_beyond_the_noise() -> None:
+    """search.patience: P trials in a row that beat the best by no more than one standard error
+    end the search (the rest of the budget goes to the final stage); a real gain resets it."""
+    contenders = Contenders(top_k=1, maximize=True, val_images=100)
+    budget = Budget(
+        1000.0, top_k=1, seeds=1, contenders=contenders, clock=Clock(), patience=2,
+        noise=contenders.noise,
+    )  # fmt: skip
+    noise = contenders.noise(0.80)  # sqrt(0.8 * 0.2 / 100) = 0.04
+    assert noise == pytest.approx(0.04)
+    budget.record(trial(0, 0.80), seconds=10.0)
+    budget.record(trial(1, 0.80 + noise - 0.001), seconds=10.0)  # within the noise: no gain
+    assert not budget.plateaued() and not budget.search_over()
+    budget.record(trial(2, 0.90), seconds=10.0)  # beyond it: the count starts again
+    assert budget.since_gain == 0 and budget.leading == 0.90
+    budget.record(trial(3, 0.85), seconds=10.0)
+    assert not budget.search_over()
+    budget.record_pruned()  # a pruned trial gains nothing either
+    assert budget.plateaued() and budget.search_over()
+
+
+def test_patience_needs_a_time_budget() -> None:
+    """Without search.timeout there is no rest of the time to give elsewhere: n_trials decides."""
+    budget = Budget(None, patience=1, clock=Clock())
+    for number in range(3):
+        budget.record(trial(number, 0.5), seconds=1.0)
+    assert budget.since_gain == 2 and not budget.plateaued() and not budget.search_over()
+
+
+def test_the_plan_says_what_the_budget_buys() -> None:
+    clock = Clock()
+    budget = Budget(
+        400.0, top_k=1, seeds=1, retrain=True, retrain_scale=1.5,
+        contenders=Contenders(1, True), clock=clock, patience=10,
+    )  # fmt: skip
+    clock.now = 20.0
+    budget.record(trial(0, 0.9), seconds=20.0)
+    plan = budget.plan(trial(0, 0.9))
+    # 380 s left; the reserve is one retraining (30 s) and the test margin; 20-s trials fit 17x.
+    assert budget.reserve() == pytest.approx(30.0 + TEST_SECONDS)
+    assert "380s of search.timeout left: about 17 more trials like it" in plan
+    assert "search.patience" in plan and "costs about 30s (final.retrain_seeds)" in plan
+
+
+def test_patience_ends_a_sweep_and_the_rest_buys_retrained_seeds(make_config, capsys) -> None:
+    """A real sweep on a roomy budget: after `search.patience` trials without a gain the search
+    ends, and the final stage retrains the crowned config on train + validation with new seeds,
+    each a member of the shipped ensemble, up to final.ensemble."""
+    cfg = make_config(
+        "search.n_trials=30", "search.timeout=600", "search.patience=1", "search.sampler=random",
+        "search.pruner=none", "~space.optimizer", "~space.model",
+        "+space.model.filters={type:categorical,choices:[8]}",  # every trial is the base
+        "final.retrain=true", "final.retrain_seeds=auto", "final.ensemble=3",
+        "final.register=false", "final.top_k=0",
+    )  # fmt: skip
+    summary = sweep(cfg)
+    out = capsys.readouterr().out
+    assert "plan: trial 0 trained in" in out
+    assert "search.patience=1): the" in out
+    assert summary.finished_trials < 30
+    assert out.count("final: retraining the best config on train + validation") == 3
+    assert summary.final.source == "ensemble"
+    assert f"seed {cfg.seed + 101}" in out and f"seed {cfg.seed + 102}" in out
+
+
+def test_retrain_seeds_is_checked(make_config) -> None:
+    from experiments.errors import UserInputError
+    from search.final.stage import check_final_config
+
+    for bad in ("0", "4", "many"):
+        cfg = make_config(f"final.retrain_seeds={bad}", "final.ensemble=3")
+        with pytest.raises(UserInputError, match=f"final.retrain_seeds='?{bad}'? must be"):
+            check_final_config(prepare(cfg))

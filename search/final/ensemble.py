@@ -70,10 +70,12 @@ def shipped_model(
     best: Any,
     contenders: list,
     reevaluated: Any,
+    seeds: list[Member] | None = None,
 ) -> tuple[Any, str, list[str]]:
-    """The shipped model: the average of the single model (`single`: it and its source) and up
-    to final.ensemble - 1 more of the contenders' models; the single model alone when no other
-    is at hand, or when a champion rule chose it. Returns (model, source, the members' labels)."""
+    """The shipped model: the average of the single model (`single`: it and its source), the
+    crowned config's other seeds retrained on train + validation (`seeds`), then up to
+    final.ensemble in all with the contenders' models; the single model alone when no other is at
+    hand, or when a champion rule chose it. Returns (model, source, the members' labels)."""
     from experiments.data.load import loading_key
     from experiments.models.ensemble import average_model
     from search.final.champion_rule import effective_rule
@@ -108,7 +110,9 @@ def shipped_model(
         SINGLE_LABELS[source].format(n=best.number), best.number, None, lambda: model
     )
     maximize = cfg.train.direction == "maximize"
-    chosen = gather(ranked(first, others, maximize), ensemble_size(cfg))
+    candidates = ranked(first, others, maximize)
+    candidates[1:1] = seeds or []  # the strongest members: the best config on more images
+    chosen = gather(candidates, ensemble_size(cfg))
     if len(chosen) == 1:
         return model, source, []
     objective = str(cfg.train.objective)

@@ -155,14 +155,21 @@ class Contenders:
             None if within is None else float(within),
         )
 
+    def noise(self, value: float) -> float:
+        """One standard error of a validation score `value` (0 for a score that is not an
+        accuracy): the seed noise a real gain must exceed (search.patience)."""
+        if self.val_images is None:
+            return 0.0
+        n = self.val_images
+        return math.sqrt(max(value * (1.0 - value), 1.0 / n) / n)
+
     def __call__(self, trials: list[Best]) -> list[Best]:
         ranked = sorted(trials, key=lambda t: (-t.value if self.maximize else t.value, t.number))
         top = distinct(ranked)[: self.top_k]
         if not top or self.val_images is None or self.within_se is None:
             return top
-        n, best = self.val_images, top[0].value
-        margin = self.within_se * math.sqrt(max(best * (1.0 - best), 1.0 / n) / n)
-        return [t for t in top if t.value >= best - margin]
+        margin = self.within_se * self.noise(top[0].value)
+        return [t for t in top if t.value >= top[0].value - margin]
 
 
 def reevaluate(

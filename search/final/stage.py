@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.errors import UserInputError
-from search.final.ensemble import ensemble_size, shipped_model, with_crowned
+from search.final.ensemble import Member, ensemble_size, shipped_model, with_crowned
 from search.final.registry import CHAMPION_METRICS, Decision, data_label, decide, registered_name
 
 if TYPE_CHECKING:  # mlflow and TensorFlow load only when the final stage runs
     from experiments.data.splits import ImageData
     from experiments.evaluation.metrics import TestReport
+    from search.trials.budget import Budget
+    from search.trials.types import Best
     from tracking.champion import FinalRecorder
 
 INPUT_EXAMPLE_IMAGES = 2
@@ -58,6 +61,7 @@ def check_final_config(cfg: DictConfig) -> None:
 
     settings(cfg)  # final.top_k, final.seeds
     ensemble_size(cfg)
+    retrain_seeds(cfg)
     if final.register and not str(final.get("alias") or "").strip():
         raise UserInputError("final.alias is empty; give the registry alias, e.g. champion.")
     metric = final.get("champion_metric", "test_accuracy")
@@ -115,14 +119,19 @@ def finalize(
         trial_cfg = apply_params(cfg, best.params)
         data = runner.data_for(trial_cfg)
     retrain = bool(final.retrain) and _retrain_fits(runner.budget, best)
+    seeds: list[Member] = []
     if reevaluated is not None and reevaluated.model is not None and not retrain:
         model, source = reevaluated.model, "reevaluated_seed"
     else:
+        began = time.perf_counter()
         model, source = _final_model(trial_cfg, data, recorder, best.run_id, retrain)
+        if source == "retrained_train_val":  # its measured time prices the next seeds
+            seeds = _more_seeds(cfg, trial_cfg, data, runner.budget, best, time.perf_counter() - began)
     members: list[str] = []
     if ensemble_size(cfg) > 1:
         model, source, members = shipped_model(
             cfg, recorder, (model, source), best, with_crowned(contenders, best), reevaluated,
+            seeds,
         )  # fmt: skip
 
     report = score_on_test(model, data, int(cfg.seed))
@@ -302,6 +311,69 @@ def _final_model(cfg: DictConfig, data, recorder, run_id: str, retrain: bool):
         return run_trial(cfg, data).model, "retrained_train"
     print("final: retraining the best config on train + validation")
     return run_trial(cfg, train_plus_val(data)).model, "retrained_train_val"
+
+
+def retrain_seeds(cfg: DictConfig) -> int | None:
+    """`final.retrain_seeds`, checked: how many models of the crowned config are retrained on
+    train + validation; None for auto (as many as search.timeout leaves time for)."""
+    final = cfg.get("final") or {}
+    value = final.get("retrain_seeds", 1)
+    if value == "auto":
+        return None
+    size = ensemble_size(cfg)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= size:
+        raise UserInputError(
+            f"final.retrain_seeds={value!r} must be a whole number from 1 to final.ensemble "
+            f"({size}): how many models of the crowned config are retrained on train + "
+            "validation, each a member of the shipped ensemble; or auto, as many as "
+            "search.timeout leaves time for, up to final.ensemble."
+        )
+    return value
+
+
+def _more_seeds(
+    cfg: DictConfig, trial_cfg: DictConfig, data: ImageData, budget: Budget, best: Best,
+    first_seconds: float,
+) -> list[Member]:  # fmt: skip
+    """The crowned config retrained on train + validation with new training seeds, after the
+    first (`first_seconds` long), while `final.retrain_seeds` asks for more and they fit in what
+    is left of search.timeout; each joins the shipped ensemble (search/final/ensemble.py).
+
+    Why: more time must buy accuracy, and sampling more configs did not (issue 25) while an
+    average of seeds of the best config did (docs/benchmarks.md section 10); a model trained on
+    train + validation is the strongest member the sweep can make.
+    """
+    from experiments.training.trial import run_trial
+    from search.final.champion_rule import effective_rule
+
+    wanted = retrain_seeds(cfg)
+    limit = ensemble_size(cfg) if wanted is None else wanted
+    if limit <= 1 or effective_rule(cfg) is not None:  # a rule's champion ships alone
+        return []
+    grown = train_plus_val(data)
+    made: list[Member] = []
+    seconds = first_seconds
+    while 1 + len(made) < limit:
+        if not budget.fits(seconds):
+            print(
+                f"final: {1 + len(made)} of {limit} models retrained on train + validation; the "
+                f"next ({seconds:.0f}s) does not fit in the {max(budget.left(), 0):.0f}s left of "
+                "search.timeout"
+            )
+            break
+        seeded = trial_cfg.copy()
+        with open_dict(seeded):  # init, shuffling, augmentation; never the split
+            seeded.seed = int(cfg.seed) + 101 + len(made)
+        print(f"final: retraining the best config on train + validation, seed {seeded.seed}")
+        result = run_trial(seeded, grown)
+        seconds = max(seconds, result.seconds)
+        label = f"trial {best.number} retrained on train + validation, seed {seeded.seed}"
+        made.append(Member(label, best.number, None, _holding(result.model)))
+    return made
+
+
+def _holding(model: Any) -> Callable[[], Any]:
+    return lambda: model
 
 
 def train_plus_val(data: ImageData) -> ImageData:

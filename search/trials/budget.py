@@ -20,6 +20,15 @@ it. So the search keeps back what the final stage will spend:
 One exception keeps a sweep useful on any budget: until a trial of the study has completed, a
 running trial is never stopped, so a budget smaller than one trial still ends with a tested
 model (and overruns by the rest of that trial).
+
+More time must buy a better model, and more sampling alone did not: on three photo sets the
+base config (trial 0) stayed the best by validation through 36 trials (issue 25). So with
+`search.patience=P` the search also ends once P trials in a row (complete or pruned) failed to
+beat the best by more than its seed noise (one binomial standard error of an accuracy on the
+validation images), and what is left of the budget goes to what is known to pay: more models of
+the crowned config retrained on train + validation for the shipped ensemble (`final.retrain_seeds:
+auto`, search/final/stage.py). The plan (`plan()`) is printed once the first trial of this
+invocation completes, from its measured time.
 """
 
 from __future__ import annotations
@@ -57,6 +66,12 @@ class Budget:
     has_model: bool = False  # a trial of the study has completed (here or in an earlier run)
     completed: list[Best] = field(default_factory=list)  # this invocation's, in finishing order
     train_seconds: dict[int, float] = field(default_factory=dict)  # trial number -> seconds
+    patience: int | None = None  # search.patience: trials without a real gain that end the search
+    noise: Callable[[float], float] = lambda value: 0.0  # one seed-noise unit of a score
+    maximize: bool = True
+    since_gain: int = 0  # trials finished since the best last moved by more than its noise
+    leading: float | None = None  # the best score of this invocation that reset the patience
+    _said_plateau: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.started is None:
@@ -69,12 +84,15 @@ class Budget:
         contenders: Callable[[list[Best]], list[Best]],
         started: float | None = None,
         retrain_scale: float = 1.0,
+        noise: Callable[[float], float] | None = None,
     ) -> Budget:
         """The budget of `search.timeout` from `started` (a time.monotonic() reading), reserving
-        for `final.top_k` x `final.seeds` re-trainings and `final.retrain`'s training."""
+        for `final.top_k` x `final.seeds` re-trainings and `final.retrain`'s training; `noise`:
+        one seed-noise unit of a score (search.patience counts trials that gain no more)."""
         timeout = config.search.get("timeout")
         final = config.get("final") or {}
         enabled = bool(final.get("enabled", False))
+        patience = config.search.get("patience")
         return cls(
             None if timeout is None else float(timeout),
             top_k=int(final.get("top_k") or 0) if enabled else 0,
@@ -83,6 +101,9 @@ class Budget:
             retrain_scale=retrain_scale,
             contenders=contenders,
             started=started,
+            patience=None if patience is None else int(patience),
+            noise=noise or (lambda value: 0.0),
+            maximize=config.train.direction == "maximize",
         )
 
     @property
@@ -101,6 +122,27 @@ class Budget:
         self.has_model = True
         self.completed.append(trial)
         self.train_seconds[trial.number] = seconds
+        lead = self.leading
+        gain = None if lead is None else (trial.value - lead if self.maximize else lead - trial.value)
+        if gain is None or gain > self.noise(lead if lead is not None else trial.value):
+            self.leading, self.since_gain = trial.value, 0
+        else:
+            self.since_gain += 1
+
+    def record_pruned(self) -> None:
+        """A trial was pruned or stopped: no gain, for the patience."""
+        if self.leading is not None:
+            self.since_gain += 1
+
+    def plateaued(self) -> bool:
+        """Whether `search.patience` trials in a row brought no gain beyond the seed noise (only
+        under a time budget: without one there is no rest of the time to spend elsewhere)."""
+        return (
+            self.limited
+            and self.patience is not None
+            and self.leading is not None
+            and self.since_gain >= self.patience
+        )
 
     def estimate(self, trial: Best | None) -> float:
         """Seconds one re-training of `trial` takes: its own training time when it ran here, else
@@ -129,12 +171,50 @@ class Budget:
         """Whether no trial may start: not even the shortest so far would end before the time
         left is the final stage's."""
         shortest = min(self.train_seconds.values(), default=0.0)
+        if self.plateaued():
+            if not self._said_plateau:
+                self._said_plateau = True
+                noise = self.noise(self.leading) if self.leading is not None else 0.0
+                print(
+                    f"search: {self.since_gain} trial(s) in a row without beating "
+                    f"{self.leading:.4f} by more than its seed noise ({noise:.4f}; "
+                    f"search.patience={self.patience}): the {max(self.left(), 0):.0f}s left of "
+                    "search.timeout go to the final stage",
+                    flush=True,
+                )
+            return True
         return self.left() <= self.reserve() + shortest
 
     def stops_running_trial(self) -> bool:
         """Whether a running trial must stop at this epoch's end: the time left is the final
         stage's, and a model exists without it (see the module doc)."""
         return self.has_model and self.left() <= self.reserve()
+
+    def plan(self, trial: Best) -> str:
+        """What the rest of the budget buys, from `trial`'s measured time (the first trial this
+        invocation completed): printed so a user knows what to expect before waiting for it."""
+        seconds = self.estimate(trial)
+        reserve, left = self.reserve(), max(self.left(), 0.0)  # one reading of the clock
+        searching = max(left - reserve, 0.0)
+        more = int(searching // seconds) if seconds > 0 else 0
+        stop = (
+            f", or fewer once {self.patience} trial(s) in a row bring no gain beyond the seed noise "
+            "(search.patience)"
+            if self.patience is not None
+            else ""
+        )
+        retrain = self.retrain_seconds(trial)
+        extra = (
+            f"; then each more model of the crowned config retrained on train + validation costs "
+            f"about {retrain:.0f}s (final.retrain_seeds)"
+            if retrain
+            else ""
+        )
+        return (
+            f"plan: trial {trial.number} trained in {seconds:.0f}s; {left:.0f}s of "
+            f"search.timeout left: about {more} more trials like it{stop}, then the final stage's "
+            f"{reserve:.0f}s (re-evaluation, retraining, test){extra}"
+        )
 
     def fits(self, seconds: float) -> bool:
         """Whether `seconds` more of the final stage fit in what is left."""

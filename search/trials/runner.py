@@ -224,6 +224,7 @@ class TrialRunner:
                         TrialOutcome.PRUNED, pruned_at_epoch=epochs - 1, epochs_trained=epochs
                     )
                     self.failures.record(TrialOutcome.PRUNED)
+                    self.budget.record_pruned()
                     why = " (search.timeout)" if str(err).startswith("search.timeout") else ""
                     self._print(number, params, f"pruned at epoch {epochs - 1}{why}", None)
                 else:
@@ -261,8 +262,11 @@ class TrialRunner:
             record.mark(TrialOutcome.COMPLETE)
             self._update_best(value, number, dict(params), record.run_id)
             if not math.isnan(value):
-                self.budget.record(Best(value, number, dict(params), record.run_id), result.seconds)
+                done = Best(value, number, dict(params), record.run_id)
+                self.budget.record(done, result.seconds)
             self._print(number, params, f"{self.objective}={value:.4f}", result.seconds)
+            if self.budget.limited and len(self.budget.completed) == 1 and not math.isnan(value):
+                print(self.budget.plan(done), flush=True)  # the first of this invocation
         return Outcome(result, record.run_id)
 
     def _worth_keeping(self, metrics: Mapping[str, float]) -> bool:

@@ -209,7 +209,8 @@ class KerasTunerEngine:
         self.oracle.max_trials = len(self.oracle.trials) + n_trials
         for _ in range(n_trials):
             if runner.budget.search_over():
-                print("search.timeout: the time left is the final stage's; no new trial")
+                if not runner.budget.plateaued():  # a plateau says so itself
+                    print("search.timeout: the time left is the final stage's; no new trial")
                 return
             trial = self.oracle.create_trial(self.tuner.tuner_id)
             if trial.status != TrialStatus.RUNNING:

@@ -399,7 +399,7 @@ class OptunaEngine:
             if runner.failures.stop_reason or self.claimed() >= total:
                 return True
             if runner.budget.search_over():
-                if not said:
+                if not said and not runner.budget.plateaued():  # a plateau says so itself
                     said.append(True)
                     print("search.timeout: the time left is the final stage's; no new trial")
                 return True

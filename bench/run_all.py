@@ -26,6 +26,7 @@ BENCHMARKS = (
     ("chaos", "kill -9 of a worker or the sweep at random moments, resuming", "#13"),
     ("feature_cache", "transfer trial at 224 px, frozen-feature cache on vs off", "#12"),
     ("transfer_vs_recipe", "test accuracy, default transfer sweep vs the seed's recipe", "#12"),
+    ("anytime", "test accuracy of the transfer sweep at 1x, 3x, 10x the recipe's time", "#25"),
     ("transfer_augmentation", "transfer sweep's augmentation arms at one budget", "#12"),
     ("retrain", "final.retrain: base transfer config trained on train vs train + val", "#12"),
     ("ensemble", "final.ensemble: averages of transfer models vs their members, test", "#12"),

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import ROOT, SHARED_DATA, median, parse_args, print_table, verdict, write_result
+from omegaconf import OmegaConf
 from transfer_vs_recipe import QUICK_SWEEP, WEIGHTS_FILE, keras_home
 
 TARGET = 1 / 3  # time to reach random's final best <= 1/3 of random's time
@@ -275,9 +276,10 @@ def transfer_config(subset: Path, work: Path, quick: bool) -> tuple[list[str], s
     if quick:
         overrides += [o for o in QUICK_SWEEP if not o.startswith("final.")]
     cfg = compose(overrides)
+    sizes = OmegaConf.select(cfg, "space.model.input_size.choices", default=None)
     note = (
         f"data=directory, decoded at {cfg.data.image_size} px, input sizes "
-        f"{list(cfg.space.model.input_size.choices)}, {cfg.model.backbone} alpha "
+        f"{list(sizes) if sizes is not None else [cfg.model.input_size]}, {cfg.model.backbone} alpha "
         f"{cfg.model.alpha} ImageNet weights from {WEIGHTS_FILE}"
     )
     return overrides, note

@@ -49,7 +49,6 @@ QUICK_RECIPE = [
 QUICK_SWEEP = [
     "data.image_size=96",
     "model.input_size=96",
-    "space.model.input_size.choices=[96]",
     "train.epochs=4",
     "model.fine_tune.head_epochs=3",
     "space.model.fine_tune.head_epochs.high=4",
@@ -85,6 +84,10 @@ def run_sweep(overrides: list[str]) -> dict[str, Any]:
         "best_val": summary.best_value,
         "best_params": summary.best_params,
         "trials": summary.finished_trials,
+        # "test (N images, source): ..." says how many images one test point is worth.
+        "test_images": next(
+            (int(line.split()[1].lstrip("(")) for line in lines if line.startswith("test (")), None
+        ),
         "pruned": sum("pruned at epoch" in line for line in lines),
         "wall_s": round(seconds, 1),
         # What the sweep did: each trial's line, the budget's and the final stage's decisions.

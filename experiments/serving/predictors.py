@@ -1,7 +1,8 @@
 """Load a saved classifier in any of the forms sweeplab writes, behind one predict function.
 
-Forms: a Keras file (.keras), a TF SavedModel folder, a TFLite file (.tflite), or a downloaded
-MLflow model folder (a Keras model or the registered champion, both of which hold a .keras file).
+Forms: a Keras file (.keras), a TF SavedModel folder, a TFLite file (.tflite: float32, float16 or
+int8, all with float32 input and output, run by LiteRT's interpreter), or a downloaded MLflow model
+folder (a Keras model or the registered champion, both of which hold a .keras file).
 Each takes raw pixels (N, H, W, C) float32 in [0, 255] and returns class probabilities; exports and
 the champion take any height and width (they resize inside), a trial's model its training size. Class
 names come from a `class_names.json` inside the model folder or next to the model (file or folder).
@@ -10,7 +11,6 @@ names come from a `class_names.json` inside the model folder or next to the mode
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,12 +116,12 @@ def _saved_model(path: Path) -> Predictor:
 
 
 def _tflite(path: Path) -> Predictor:
-    import tensorflow as tf
+    # LiteRT (ai-edge-litert): tf.lite.Interpreter's successor, which TensorFlow says it will
+    # delete; the same runtime that phones and boards run a .tflite file with.
+    from ai_edge_litert.interpreter import Interpreter
 
     try:
-        with warnings.catch_warnings():  # "use ai_edge_litert": not a dependency here
-            warnings.simplefilter("ignore")
-            interpreter = tf.lite.Interpreter(model_path=str(path))
+        interpreter = Interpreter(model_path=str(path))
     except (ValueError, RuntimeError) as err:
         raise UserInputError(f"{str(path)!r} is not a TFLite model ({err}).") from err
     source = interpreter.get_input_details()[0]

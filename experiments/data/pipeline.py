@@ -25,7 +25,10 @@ from experiments.data.splits import ImageData, Split
 def dataset(
     data: ImageData, split: str, batch_size: int, *, training: bool, seed: int
 ) -> tf.data.Dataset:
-    """Batches of (float32 raw images, int32 labels) of one split; shuffled each epoch if training."""
+    """Batches of (float32 raw images, int32 labels) of one split; shuffled each epoch if training.
+
+    A split with soft targets yields float32 rows [label, probabilities] instead (`Split.targets`).
+    """
     return split_dataset(
         data.split(split), data.image_shape, batch_size, training, seed, data.decoder
     )
@@ -76,23 +79,24 @@ def gathered_from_numpy(indices: tf.data.Dataset, split: Split) -> tf.data.Datas
     For large float arrays (cached activations: hundreds of MB), where `tf.constant` would first
     copy the whole array into a tensor, which took seconds per phase; a batch costs one copy.
     """
-    images, labels = split.x, split.y.astype(np.int32)
+    images, labels = split.x, split.targets()
     assert images is not None
 
     def gather(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(images[index], dtype=np.float32), labels[index]
 
     ds = indices.map(
-        lambda idx: tf.numpy_function(gather, [idx], (tf.float32, tf.int32), stateful=False),
+        lambda idx: tf.numpy_function(gather, [idx], (tf.float32, _dtype(labels)), stateful=False),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    return ds.map(_shaped(tuple(images.shape[1:]))).prefetch(tf.data.AUTOTUNE)
+    return ds.map(_shaped(tuple(images.shape[1:]), labels)).prefetch(tf.data.AUTOTUNE)
 
 
 def gathered(indices: tf.data.Dataset, split: Split) -> tf.data.Dataset:
-    """(float32 x, int32 y) batches gathered from an in-memory split at `indices`' batches."""
-    images, labels = tf.constant(split.x), tf.constant(split.y.astype(np.int32))
+    """(float32 x, int32 y) batches gathered from an in-memory split at `indices`' batches (y:
+    float32 rows of label and soft targets when the split has `soft`, `Split.targets`)."""
+    images, labels = tf.constant(split.x), tf.constant(split.targets())
 
     def gather(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return tf.cast(tf.gather(images, index), tf.float32), tf.gather(labels, index)
@@ -104,7 +108,7 @@ def gathered(indices: tf.data.Dataset, split: Split) -> tf.data.Dataset:
 def _memmap_dataset(
     split: Split, shape: tuple[int, int, int], batch_size: int, training: bool, seed: int
 ) -> tf.data.Dataset:
-    images, labels = split.x, split.y.astype(np.int32)
+    images, labels = split.x, split.targets()
 
     def gather(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         order = np.sort(index)  # sequential reads from the file; the batch order does not matter
@@ -114,11 +118,11 @@ def _memmap_dataset(
     if training:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(
-        lambda idx: tf.numpy_function(gather, [idx], (tf.float32, tf.int32), stateful=False),
+        lambda idx: tf.numpy_function(gather, [idx], (tf.float32, _dtype(labels)), stateful=False),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    return ds.map(_shaped(shape)).prefetch(tf.data.AUTOTUNE)
+    return ds.map(_shaped(shape, labels)).prefetch(tf.data.AUTOTUNE)
 
 
 def _decoded_dataset(
@@ -132,7 +136,8 @@ def _decoded_dataset(
     def decode(paths: np.ndarray) -> np.ndarray:
         return np.stack(list(_pool().map(lambda p: decoder(p.decode()), paths))).astype(np.float32)
 
-    ds = tf.data.Dataset.from_tensor_slices((list(split.files), split.y.astype(np.int32)))
+    targets = split.targets()
+    ds = tf.data.Dataset.from_tensor_slices((list(split.files), targets))
     if training:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(  # one Python call per batch, its images decoded in threads
@@ -140,7 +145,7 @@ def _decoded_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    return ds.map(_shaped(shape)).prefetch(tf.data.AUTOTUNE)
+    return ds.map(_shaped(shape, targets)).prefetch(tf.data.AUTOTUNE)
 
 
 @functools.cache
@@ -149,11 +154,17 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) + 2))
 
 
-def _shaped(shape: tuple[int, int, int]) -> Callable:
-    """numpy_function forgets static shapes; Keras needs them back."""
+def _dtype(targets: np.ndarray) -> tf.DType:
+    """int32 for labels, float32 for rows of label and soft targets (`Split.targets`)."""
+    return tf.as_dtype(targets.dtype)
+
+
+def _shaped(shape: tuple[int, int, int], targets: np.ndarray) -> Callable:
+    """numpy_function forgets static shapes; Keras needs them back (the targets' from `targets`:
+    (None,) for labels, (None, 1 + classes) with soft targets)."""
 
     def set_shape(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         x = tf.ensure_shape(x, (None, *shape))
-        return x, tf.ensure_shape(y, (None,))
+        return x, tf.ensure_shape(y, (None, *targets.shape[1:]))
 
     return set_shape

@@ -30,12 +30,32 @@ class Split:
     """One split: raw pixels (N, H, W, C) and integer labels (N,).
 
     `x` is an in-memory array, a read-only `np.memmap` (data.cache=file), or None when images are
-    decoded from `files` every epoch (data.cache=none).
+    decoded from `files` every epoch (data.cache=none). `soft`, when set, is a teacher's class
+    probabilities (N, classes) for distillation (experiments/training/distil.py): the pipeline
+    then feeds `targets()` instead of the bare labels, and `y` stays the integer labels that
+    everything else (counts, class weights, metrics) reads.
     """
 
     x: np.ndarray | None
     y: np.ndarray
     files: tuple[str, ...] = ()
+    soft: np.ndarray | None = None
+
+    def targets(self) -> np.ndarray:
+        """What a pipeline feeds as each item's target: int32 labels (N,), or with `soft` set,
+        float32 rows [label, p_1, ..., p_classes] (N, 1 + classes) that the distillation loss
+        and metric unpack (experiments/models/losses.py). One array, so that every pipeline
+        gathers, shuffles and batches labels and soft targets together by the same index."""
+        labels = self.y.astype(np.int32)
+        if self.soft is None:
+            return labels
+        if self.soft.ndim != 2 or len(self.soft) != len(labels):
+            raise ValueError(
+                f"soft targets of shape {self.soft.shape} do not fit {len(labels)} labels"
+            )
+        return np.concatenate(
+            [labels[:, None].astype(np.float32), self.soft.astype(np.float32)], axis=1
+        )
 
     def __len__(self) -> int:
         return len(self.y)

@@ -7,7 +7,8 @@ of classes and return an uncompiled `keras.Model`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import keras
 from omegaconf import DictConfig
@@ -15,7 +16,7 @@ from omegaconf import DictConfig
 from experiments.errors import UserInputError
 from experiments.models.branched import build_branched
 from experiments.models.cnn import build_cnn
-from experiments.models.losses import training_loss
+from experiments.models.losses import training_loss, training_metrics
 from experiments.models.transfer import build_transfer
 
 Builder = Callable[[DictConfig, tuple[int, int, int], int], keras.Model]
@@ -46,15 +47,18 @@ def compile_model(
     *,
     optimizer_cfg: DictConfig,
     label_smoothing: float | None = None,
+    distil: Mapping[str, Any] | None = None,
 ) -> None:
     """Compile for sparse labels with a fresh optimizer at its learning rate times a multiplier;
-    `label_smoothing` (train.label_smoothing) > 0 smooths the targets (experiments/models/losses.py).
+    `label_smoothing` (train.label_smoothing) > 0 smooths the targets (experiments/models/losses.py);
+    `distil` (train.distil: temperature, alpha) trains against a teacher's soft targets, which
+    the data then carries (`Split.soft`, experiments/training/distil.py).
     """
     optimizer = build_optimizer(optimizer_cfg)
     if lr_multiplier != 1.0:
         optimizer.learning_rate = float(optimizer.learning_rate) * float(lr_multiplier)
-    loss = training_loss(label_smoothing)
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    loss = training_loss(label_smoothing, distil)
+    model.compile(optimizer=optimizer, loss=loss, metrics=training_metrics(distil))
 
 
 def build_optimizer(cfg: DictConfig) -> keras.optimizers.Optimizer:

@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import replace
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
@@ -134,22 +135,27 @@ class CachedPhases:
                 [self.features[("train", cut.name, k)] for k in range(self.copies)]
             )
             labels = np.tile(self.data.train.y, self.copies)
+            soft = self.data.train.soft  # a teacher's targets (distillation) follow their images
+            soft = None if soft is None else np.tile(soft, (self.copies, 1))
             n, copies = len(self.data.train), self.copies
             order = tf.data.Dataset.range(copies).flat_map(
                 lambda k: self.train_order.map(lambda idx: idx + k * n)
             )
             # One iterator for the whole fit (steps_per_epoch on a repeated dataset), so epoch e
             # continues where epoch e - 1 stopped: at the start of copy e mod K.
-            train_data = gathered_from_numpy(order.repeat(), Split(train, labels))
+            train_data = gathered_from_numpy(order.repeat(), Split(train, labels, soft=soft))
             extra["steps_per_epoch"] = -(-n // batch_size)
         else:
             train = self.features[("train", cut.name, None)]
-            train_data = gathered_from_numpy(self.train_order, Split(train, self.data.train.y))
+            train_data = gathered_from_numpy(
+                self.train_order, replace(self.data.train, x=train, files=())
+            )
         fit = partial(
             trainee.fit,
             train_data,
             validation_data=gathered_from_numpy(
-                index_batches(len(val), batch_size, False, seed), Split(val, self.data.val.y)
+                index_batches(len(val), batch_size, False, seed),
+                replace(self.data.val, x=val, files=()),
             ),
             class_weight=class_weight,
             shuffle=False,
@@ -167,6 +173,7 @@ class CachedPhases:
                 lr_multiplier,
                 optimizer_cfg=self.cfg.optimizer,
                 label_smoothing=self.cfg.train.get("label_smoothing"),
+                distil=self.cfg.train.get("distil"),
             )
 
         return compile_

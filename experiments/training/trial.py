@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from experiments.data.augment import with_augmentation
 from experiments.data.pipeline import dataset
 from experiments.data.splits import ImageData
-from experiments.errors import TrialFailed
+from experiments.errors import TrialFailed, UserInputError
 from experiments.models.build import build_model, compile_model
 from experiments.training.cache_report import CacheReport
 from experiments.training.feature_cache import CachedPhases, uncached_reason
@@ -49,6 +49,27 @@ def fresh_session(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+def check_targets(cfg: DictConfig, data: ImageData) -> None:
+    """`train.distil` and the teacher's soft targets on train and validation come together
+    (experiments/training/distil.py sets both): the distillation loss reads [label, soft] rows,
+    every other loss bare labels. Keras's class weights would look the class up by argmax of
+    those rows, which is not the label, so distillation refuses them."""
+    distil = cfg.train.get("distil") is not None
+    soft = [data.split(name).soft is not None for name in ("train", "val")]
+    if soft != [distil, distil]:
+        raise ValueError(
+            f"train.distil is {'set' if distil else 'unset'} but the train / validation splits "
+            f"{'have' if soft[0] else 'lack'} / {'have' if soft[1] else 'lack'} soft targets; "
+            "use experiments.training.distil.distil, which sets both"
+        )
+    if distil and cfg.data.get("class_weights"):
+        raise UserInputError(
+            "data.class_weights=true cannot be combined with distillation (train.distil): the "
+            "teacher's soft targets already carry its view of the classes; set "
+            "data.class_weights=false for the student."
+        )
+
+
 def run_trial(
     cfg: DictConfig, data: ImageData, callbacks: list[keras.callbacks.Callback] | None = None
 ) -> TrialResult:
@@ -57,6 +78,7 @@ def run_trial(
     Raises `TrialFailed` when the loss becomes NaN or infinite.
     """
     started = time.perf_counter()
+    check_targets(cfg, data)
     fresh_session(int(cfg.seed))
     model = build_model(cfg.model, data.image_shape, data.num_classes)
     # Augmentation wraps the model for training only; the trained inner model is what is returned.
@@ -77,6 +99,7 @@ def run_trial(
             lr_multiplier,
             optimizer_cfg=cfg.optimizer,
             label_smoothing=cfg.train.get("label_smoothing"),
+            distil=cfg.train.get("distil"),
         )
 
     callbacks = [*(callbacks or []), keras.callbacks.TerminateOnNaN()]

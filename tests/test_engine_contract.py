@@ -362,19 +362,35 @@ def test_the_budget_stops_a_running_trial_of_a_multi_objective_sweep(
 
 
 @pytest.mark.slow
-def test_a_config_error_with_two_workers_stops_with_exit_2(make_config, capfd) -> None:
+def test_a_config_error_with_two_workers_stops_with_exit_2(make_config, monkeypatch, capfd) -> None:
     """The first trial to finish fails on a config error: exit 2, nothing counted, whatever the
-    number of workers (before: with two, both failures counted and the streak exited 3)."""
+    number of workers (before: with two, the first trial to fail was the second started, so
+    both failures counted and the streak exited 3).
+
+    The error is raised in the sweep process as a trial is handed to its worker (an error every
+    trial shares, not a `TrialFailed`), after both threads have started their trial."""
+    from search.execution import pool
+
+    def refused(self, config_yaml, shared, costs):
+        time.sleep(1.0)  # both trials have started
+        raise RuntimeError("a setting every trial shares is wrong")
+
+    monkeypatch.setattr(pool.Worker, "send_trial", refused)
     cfg = make_config(
         *QUICK, "search.workers=2", "search.n_trials=4", "search.max_consecutive_failures=2",
-        "+optimizer.no_such_option=1",
     )  # fmt: skip
     with pytest.raises(SystemExit) as stopped, exit_codes():
         sweep(cfg)
     err = capfd.readouterr().err
     assert stopped.value.code == 2, err
-    assert "the first trial failed" in err
+    assert "the first trial failed" in err and "a setting every trial shares" in err
     assert "Exception in thread" not in err and "Study.stop" not in err
     made = engine_of(cfg)
     assert made.finished() == 0
-    assert all("failure_reason" not in t.user_attrs for t in made.study.trials)
+    trials = made.study.trials  # both failed on it, uncounted; their parameters queued first
+    states = sorted(t.state.name for t in trials)
+    assert states == ["FAIL", "FAIL", "WAITING", "WAITING"], [
+        (t.state, t.user_attrs) for t in trials
+    ]
+    assert all("failure_reason" not in t.user_attrs for t in trials)
+    assert {t.user_attrs.get("retry_of") for t in trials if t.state.name == "WAITING"} == {0, 1}

@@ -176,16 +176,27 @@ def _lost_schema_race(err: Exception) -> bool:
 
 
 def best_of(study: optuna.Study) -> Best | None:
-    """The study's best complete trial so far, as the runner tracks it."""
+    """The study's best complete trial so far, as the runner tracks it: the best finite score
+    (Optuna's `best_trial` would crown an infinite one; `OptunaEngine.top` drops those too)."""
     if len(study.directions) > 1:
         return None  # no single best; the champion rule (search.final.champion_rule) chooses
-    try:
-        best = study.best_trial
-    except ValueError:  # no complete trial yet
-        return None
-    return Best(
-        float(best.value), best.number, dict(best.params), best.user_attrs.get("mlflow_run_id")
-    )
+    top = ranked(study, 1)
+    return top[0] if top else None
+
+
+def ranked(study: optuna.Study, k: int) -> list[Best]:
+    """The k best complete trials of a single-objective study with a finite score, best first."""
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
+    ]
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))
+    return [
+        Best(float(t.value), t.number, dict(t.params), t.user_attrs.get("mlflow_run_id"))
+        for t in done[:k]
+    ]
 
 
 def name_metrics(study: optuna.Study, objectives: list[Objective]) -> None:
@@ -268,20 +279,10 @@ class OptunaEngine:
 
     def top(self, k: int) -> list[Best]:
         """The k best complete trials by the objective, best first (the final stage re-trains
-        them with more seeds: search/final/reevaluate.py)."""
-        done = [
-            t
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.value is not None and math.isfinite(t.value)
-        ]
+        them with more seeds: search/final/reevaluate.py); a non-finite score ranks nowhere."""
         if len(self.study.directions) > 1:
             return []  # several objectives: the champion rule chooses, no single ranking
-        maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
-        done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))
-        return [
-            Best(float(t.value), t.number, dict(t.params), t.user_attrs.get("mlflow_run_id"))
-            for t in done[:k]
-        ]
+        return ranked(self.study, k)
 
     def recover(self) -> list[int]:
         """Fail the RUNNING trials of dead processes and queue their parameters again.

@@ -13,7 +13,10 @@ it. So the search keeps back what the final stage will spend:
   re-evaluated when it will be retrained (there is nothing to choose between);
 - no trial starts unless the shortest trial so far would still end before the reserve's time (a
   trial cut short is wasted), and a running one is stopped at its next epoch end once the time
-  left is no more than the reserve (pruned, so it is never a contender);
+  left is no more than the reserve (pruned, so it is never a contender): `BudgetStop`, an epoch
+  listener the engine hands the runner, raises `OutOfTime` there. It needs no pruner, so it
+  stops the trials of a multi-objective study too (Optuna prunes only single-objective ones);
+  the single-objective Optuna engine makes the same check in its pruning callback;
 - the final stage re-evaluates the contenders, best first, only while each still fits beside the
   retraining, and retrains only if that still fits (else it tests the re-evaluated model).
 
@@ -219,3 +222,27 @@ class Budget:
     def fits(self, seconds: float) -> bool:
         """Whether `seconds` more of the final stage fit in what is left."""
         return seconds + TEST_SECONDS <= self.left()
+
+
+class OutOfTime(Exception):  # noqa: N818 (a stop, not an error: the trial ends pruned)
+    """A running trial stopped at an epoch end because the time left is the final stage's."""
+
+
+def out_of_time(epoch: int) -> str:
+    """The reason a trial stopped by the budget carries (the runner's line says search.timeout)."""
+    return f"search.timeout: stopped at epoch {epoch}, the time left is the final stage's"
+
+
+class BudgetStop:
+    """An epoch listener (`search.trials.runner.EpochListener`) that stops a running trial at
+    its epoch end once `budget.stops_running_trial()`, by raising `OutOfTime`; an engine hands
+    it to the runner where no pruning callback makes the check (several objectives), and counts
+    `OutOfTime` as pruned (`Engine.is_pruned`)."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.decides = budget.limited  # without a budget a worker never waits for it
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if self.budget.stops_running_trial():
+            raise OutOfTime(out_of_time(epoch))

@@ -95,7 +95,8 @@ class TrialRunner:
         # Engines check it after each trial: `failures.raise_if_exceeded()`.
         self.failures = FailureStreak(None if limit is None else int(limit))
         self.costs = measured_costs(base)  # cost metrics measured on every trial
-        self.started = 0  # trials this runner started (see _is_config_failure)
+        self.started = 0  # trials this runner started
+        self.ended = 0  # trials this runner saw end counted: complete, pruned, failed
         self._local = threading.local()  # search.workers > 1 runs trials in threads
         self._resolved: Any = None  # the base config resolved to dicts, once
         # search.timeout: when the search ends; fed every completed trial (search/trials/budget.py).
@@ -113,11 +114,13 @@ class TrialRunner:
     def _is_config_failure(self, err: BaseException) -> bool:
         """Whether a failure is one every trial of this config will share, so the sweep stops.
 
-        The rule: the first trial of this invocation raised (not a NaN loss, `TrialFailed`, which
-        depends on the sampled values), and no trial of the study has ever completed. Failing
-        every trial in turn would only end in a "complete" study with no best model.
+        The rule: no trial of this invocation has ended yet (complete, pruned or failed: this is
+        the first to finish, whatever `search.workers` is; one that ended the same way before
+        was not counted either), it raised (not a NaN loss, `TrialFailed`, which depends on the
+        sampled values), and no trial of the study has ever completed. Failing every trial in
+        turn would only end in a "complete" study with no best model.
         """
-        return self.started == 1 and self.best is None and not isinstance(err, TrialFailed)
+        return self.ended == 0 and self.best is None and not isinstance(err, TrialFailed)
 
     def data_for(self, cfg: DictConfig) -> ImageData:
         """The split for this trial's data config, loaded once per distinct data config."""
@@ -225,6 +228,7 @@ class TrialRunner:
                     )
                     self.failures.record(TrialOutcome.PRUNED)
                     self.budget.record_pruned()
+                    self.ended += 1
                     why = " (search.timeout)" if str(err).startswith("search.timeout") else ""
                     self._print(number, params, f"pruned at epoch {epochs - 1}{why}", None)
                 else:
@@ -234,9 +238,11 @@ class TrialRunner:
                     if self._is_config_failure(err):
                         raise first_trial_failed(reason) from err
                     self.failures.record(TrialOutcome.FAILED, reason)
+                    self.ended += 1
                 raise
             value = result.metrics.get(self.objective, math.nan)
             self.failures.record(TrialOutcome.COMPLETE)
+            self.ended += 1
             # One store call: timings, memory, final metrics, and the size (and latency when
             # used) of every trial for the leaderboard and multi-objective search; the feature
             # cache's tags (cached or not, hits and misses).

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from omegaconf import DictConfig
 
 from experiments.errors import UserInputError
 from experiments.outcome import TrialOutcome
-from search.engines.keras_tuner.settings import check_settings, make_oracle
+from search.engines.keras_tuner.settings import check_settings, make_oracle, pruner_note
 from search.engines.keras_tuner.translation import params_of, to_hyperparameters
 from search.space.baseline import announce, baseline
 from search.space.spec import Param
@@ -113,8 +114,12 @@ class KerasTunerEngine:
         self.tags = {
             "tuner": self.settings.kind,
             "sampler": self.settings.kind,
+            "pruner": "none",  # whatever search.pruner says: see pruner_note
             "keras_tuner_project": self.project,
         }
+        note = pruner_note(cfg.search)
+        if note:
+            print(note, flush=True)
         self.store = f"Keras Tuner project {self.settings.directory / self.project}"
         self.interrupted: list[int] = []  # trials of this process cut short by Ctrl-C / SIGTERM
         base = baseline(space, cfg)
@@ -186,9 +191,16 @@ class KerasTunerEngine:
 
     def top(self, k: int) -> list[Best]:
         """The k best completed trials by the objective, best first (the final stage re-trains
-        them with more seeds: search/final/reevaluate.py)."""
+        them with more seeds: search/final/reevaluate.py). A non-finite score (an infinite
+        loss, a NaN metric) ranks nowhere, as in the Optuna engine."""
         ranked = self.oracle.get_best_trials(len(self.oracle.trials))
-        done = [t for t in ranked if t.status == TrialStatus.COMPLETED][:k]
+        done = [
+            t
+            for t in ranked
+            if t.status == TrialStatus.COMPLETED
+            and t.score is not None
+            and math.isfinite(float(t.score))
+        ][:k]
         return [
             Best(
                 float(t.score),

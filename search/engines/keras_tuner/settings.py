@@ -65,6 +65,27 @@ def check_settings(search: DictConfig) -> TunerSettings:
     return TunerSettings(kind, seed, oracle, directory)
 
 
+def pruner_note(search: DictConfig) -> str | None:
+    """The line saying `search.pruner` is not used, when it names one (None: `none` or unset).
+
+    Keras Tuner's oracles cannot stop a trial inside it, so an Optuna pruner has nothing to run
+    on. It is not refused, for the reason the multi-objective note gives
+    (`search.trials.objectives.pruning_note`): `sweep=transfer` sets `search.pruner: hyperband`,
+    and `+sweep=transfer search=keras_tuner` must work without also `search.pruner=none`.
+    """
+    pruner = search.get("pruner")
+    name = "none" if pruner is None else str(pruner) if isinstance(pruner, str) else "a node"
+    if name == "none":
+        return None
+    return (
+        f"note: search.pruner={name} is not used with search=keras_tuner: Keras Tuner's oracles "
+        "cannot stop a trial inside it, so every trial trains all its epochs (search.timeout "
+        "still ends the search between trials). search.tuner=hyperband is Keras Tuner's own "
+        "successive halving over epochs, between rounds; set search.pruner=none to silence this "
+        "note."
+    )
+
+
 def _whole(search: DictConfig, key: str, minimum: int, optional: bool = False) -> int | None:
     value = OmegaConf.select(search, key)
     if value is None and optional:

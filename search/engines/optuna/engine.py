@@ -39,7 +39,7 @@ from search.engines.optuna.threads import optimize_in_threads
 from search.space.baseline import announce, baseline
 from search.space.spec import Param
 from search.space.variants import announce_variants, variants
-from search.trials.budget import Budget
+from search.trials.budget import Budget, BudgetStop, OutOfTime, out_of_time
 from search.trials.objectives import Objective, objectives_of
 from search.trials.outcomes import failure_reason, is_finished
 from search.trials.runner import TrialRunner
@@ -112,9 +112,7 @@ class ObjectivePruning:
         if self._trial.should_prune():
             raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
         if self._budget.stops_running_trial():  # the time left is the final stage's
-            raise optuna.TrialPruned(
-                f"search.timeout: stopped at epoch {epoch}, the time left is the final stage's"
-            )
+            raise optuna.TrialPruned(out_of_time(epoch))
 
 
 def suggest(trial: optuna.Trial, space: list[Param]) -> dict[str, Any]:
@@ -178,16 +176,27 @@ def _lost_schema_race(err: Exception) -> bool:
 
 
 def best_of(study: optuna.Study) -> Best | None:
-    """The study's best complete trial so far, as the runner tracks it."""
+    """The study's best complete trial so far, as the runner tracks it: the best finite score
+    (Optuna's `best_trial` would crown an infinite one; `OptunaEngine.top` drops those too)."""
     if len(study.directions) > 1:
         return None  # no single best; the champion rule (search.final.champion_rule) chooses
-    try:
-        best = study.best_trial
-    except ValueError:  # no complete trial yet
-        return None
-    return Best(
-        float(best.value), best.number, dict(best.params), best.user_attrs.get("mlflow_run_id")
-    )
+    top = ranked(study, 1)
+    return top[0] if top else None
+
+
+def ranked(study: optuna.Study, k: int) -> list[Best]:
+    """The k best complete trials of a single-objective study with a finite score, best first."""
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
+    ]
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))
+    return [
+        Best(float(t.value), t.number, dict(t.params), t.user_attrs.get("mlflow_run_id"))
+        for t in done[:k]
+    ]
 
 
 def name_metrics(study: optuna.Study, objectives: list[Objective]) -> None:
@@ -270,20 +279,10 @@ class OptunaEngine:
 
     def top(self, k: int) -> list[Best]:
         """The k best complete trials by the objective, best first (the final stage re-trains
-        them with more seeds: search/final/reevaluate.py)."""
-        done = [
-            t
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.value is not None and math.isfinite(t.value)
-        ]
+        them with more seeds: search/final/reevaluate.py); a non-finite score ranks nowhere."""
         if len(self.study.directions) > 1:
             return []  # several objectives: the champion rule chooses, no single ranking
-        maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
-        done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))
-        return [
-            Best(float(t.value), t.number, dict(t.params), t.user_attrs.get("mlflow_run_id"))
-            for t in done[:k]
-        ]
+        return ranked(self.study, k)
 
     def recover(self) -> list[int]:
         """Fail the RUNNING trials of dead processes and queue their parameters again.
@@ -314,12 +313,12 @@ class OptunaEngine:
         return None if trial is None else trial.state == TrialState.RUNNING
 
     def is_pruned(self, err: BaseException) -> bool:
-        return isinstance(err, optuna.TrialPruned)
+        return isinstance(err, optuna.TrialPruned | OutOfTime)
 
     def _on_stale(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Queue a dead trial's parameters again, once, so the interrupted work is redone."""
         self.recovered.append(trial.number)
-        self._requeue(study, trial.number, trial.params)
+        self._requeue(study, trial.number, trial.params, trial.user_attrs)
 
     def _note_interrupted(self, trial: optuna.Trial, params: dict, run_id: str | None) -> None:
         """Mark a trial cut short by Ctrl-C or a signal as interrupted and queue it again.
@@ -333,7 +332,7 @@ class OptunaEngine:
             try:
                 trial.set_user_attr("interrupted", "Ctrl-C or SIGTERM")
                 trial.set_user_attr("mlflow_run_id", run_id)
-                self._requeue(self.study, trial.number, params)
+                self._requeue(self.study, trial.number, params, trial.user_attrs)
                 return
             except Exception:
                 backend = getattr(self.study._storage, "_backend", self.study._storage)
@@ -342,13 +341,18 @@ class OptunaEngine:
                         backend.remove_session()  # this thread's next call opens a new one
 
     @staticmethod
-    def _requeue(study: optuna.Study, number: int, params: dict[str, Any]) -> None:
+    def _requeue(
+        study: optuna.Study, number: int, params: dict[str, Any], attrs: Mapping[str, Any]
+    ) -> None:
+        """Queue trial `number`'s parameters again, once; the retry stays the baseline or the
+        variant the trial was (`attrs`: its user attrs)."""
         if not params:
             return  # killed before sampling: nothing to redo
         for other in study.get_trials(deepcopy=False):
             if other.user_attrs.get("retry_of") == number:
                 return
-        study.enqueue_trial(params, user_attrs={"retry_of": number})
+        kept = {k: attrs[k] for k in ("baseline", "variant") if k in attrs}
+        study.enqueue_trial(params, user_attrs={"retry_of": number, **kept})
 
     def optimize(self, runner: TrialRunner, n_trials: int) -> None:
         """Run trials until the study has search.n_trials finished ones, or until the search's
@@ -364,21 +368,35 @@ class OptunaEngine:
         def objective(trial: optuna.Trial) -> float:
             trial.set_user_attr("worker", this_worker())
             params = suggest(trial, self.space)
-            # Optuna cannot prune a multi-objective trial (no pruning callback then).
+            # Optuna cannot prune a multi-objective trial (no pruning callback then); the budget
+            # still stops it at an epoch end (search.timeout: BudgetStop, without the pruner).
             multi = len(self.objectives) > 1
-            pruning = [] if multi else [ObjectivePruning(trial, runner.objective, runner.budget)]
+            pruning: list[Any] = (
+                [BudgetStop(runner.budget)]
+                if multi
+                else [ObjectivePruning(trial, runner.objective, runner.budget)]
+            )
             tags = {"optuna_study": study_name, "optuna_trial": trial.number}
             try:
                 outcome = runner.run(trial.number, params, pruning, tags=tags)
             except optuna.TrialPruned:
                 trial.set_user_attr("mlflow_run_id", runner.last_run_id)
                 raise
+            except OutOfTime as err:  # PRUNED, as the single-objective budget stop
+                trial.set_user_attr("mlflow_run_id", runner.last_run_id)
+                raise optuna.TrialPruned(str(err)) from err
             except KeyboardInterrupt:
                 self.interrupted.append(trial.number)
                 self._note_interrupted(trial, params, runner.last_run_id)
                 raise
             except UserInputError:  # a config error (MonitorMissing, a failed first trial):
-                raise  # FAIL without failure_reason, not counted; the sweep stops with exit 2
+                # FAIL without failure_reason, not counted; the sweep stops with exit 2, and
+                # the same parameters are queued first, as Keras Tuner hands the same trial
+                # out again (the engine contract: tests/test_engine_contract.py).
+                trial.set_user_attr("config_error", "the sweep stopped on it; redone first")
+                trial.set_user_attr("mlflow_run_id", runner.last_run_id)
+                self._requeue(self.study, trial.number, params, trial.user_attrs)
+                raise
             except Exception as err:
                 trial.set_user_attr("failure_reason", failure_reason(err)[:2000])
                 trial.set_user_attr("mlflow_run_id", runner.last_run_id)

@@ -7,6 +7,11 @@ moment it decides to start a trial until Optuna has created it (the objective's 
 "finished plus running" is exact for this process when the next decision reads it, and the study
 total is never overshot by this process's threads. Each thread runs Optuna's ordinary
 `study.optimize` loop (heartbeats, states, callbacks), one trial after another.
+
+A thread whose loop ends with an error (a config error, Ctrl-C, SIGTERM) stops its siblings
+through `stopping`, which their callbacks read after their current trial: `Study.stop` is only
+valid inside a thread's own optimize loop (Optuna raises RuntimeError elsewhere), so no thread
+calls it from outside one. The first error is re-raised in the calling thread, Ctrl-C first.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ def optimize_in_threads(
     claim = threading.Lock()
     holding = threading.local()  # whether this thread holds `claim`
     errors: list[BaseException] = []
+    stopping = threading.Event()  # a thread ended with an error: the others start nothing new
 
     def release() -> None:
         if getattr(holding, "lock", False):
@@ -45,14 +51,14 @@ def optimize_in_threads(
     def next_or_stop(study: optuna.Study, trial: FrozenTrial) -> None:
         claim.acquire()  # held until the next trial exists, or this thread ends
         holding.lock = True
-        if is_done():
-            study.stop()
+        if stopping.is_set() or is_done():
+            study.stop()  # inside this thread's optimize loop: valid
 
     def drive() -> None:
         claim.acquire()
         holding.lock = True
         try:
-            if is_done():
+            if stopping.is_set() or is_done():
                 return
             study.optimize(
                 claimed_objective,
@@ -62,7 +68,7 @@ def optimize_in_threads(
             )
         except BaseException as err:  # re-raised in the calling thread
             errors.append(err)
-            study.stop()
+            stopping.set()
         finally:
             release()
 

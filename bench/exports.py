@@ -41,7 +41,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from search.overrides import normalize_overrides
+    from search.cli.overrides import normalize_overrides
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose("config", overrides=normalize_overrides(overrides))

@@ -15,8 +15,8 @@ from omegaconf import OmegaConf
 
 from experiments.data.folders import scan_folder
 from experiments.errors import UserInputError
+from search.config.rules import check_values
 from search.config.stores import check_stores
-from search.config.values import check_values
 from search.space.spec import parse_space
 from search.sweep import prepare
 from tests.conftest import CONF_DIR, shared_data

@@ -80,20 +80,25 @@ def rerun(
     """Train the trial of MLflow run `run_id` again in a new run; return both results."""
     tracking = tracking_config(output_dir, tracking_uri, log_model)
     check_rerun_store(tracking)  # an existing, healthy store (never create one), before TF loads
+    from search.checks import check_config
+    from tracking.mlflow_tracker import TAG, SweepTracker
+    from tracking.sources import trial_source
+
+    tracker = SweepTracker(tracking)
+    source = trial_source(tracker, run_id)
+    cfg = nested_space(OmegaConf.create(source.config_yaml))
+    # The logged config passes the sweep's checks (the same function), before TensorFlow loads:
+    # a run logged before a rule existed is refused in one paragraph, not as a failed rerun.
+    check_config(cfg)
     from experiments.quiet import quiet_tensorflow
 
     quiet_tensorflow()
     from search.trials.runner import TrialRunner
-    from tracking.mlflow_tracker import TAG, SweepTracker
-    from tracking.sources import trial_source
 
     if deterministic:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    tracker = SweepTracker(tracking)
-    source = trial_source(tracker, run_id)
-    cfg = OmegaConf.create(source.config_yaml)
     objective = str(cfg.train.objective)
     params = sampled_params(cfg)
     tags = {
@@ -118,20 +123,26 @@ def rerun(
     )
 
 
-def sampled_params(cfg: DictConfig) -> dict[str, Any]:
-    """The params the trial sampled, read back from its resolved config: every active space
-    entry by its dotted name, as the engines logged them (inactive conditional entries left out).
-
-    Runs logged before the space was nested hold dotted keys (`optimizer.learning_rate: {...}`);
-    they are nested first, so that older runs re-run too.
-    """
-    from search.space.apply import active_values
-    from search.space.spec import parse_space
-
+def nested_space(cfg: DictConfig) -> DictConfig:
+    """`cfg` with its space nested: runs logged before the space was nested hold dotted keys
+    (`optimizer.learning_rate: {...}`), so that older runs re-run too."""
     space = OmegaConf.create()
     for key, spec in OmegaConf.to_container(cfg.get("space") or OmegaConf.create()).items():
         OmegaConf.update(space, str(key), spec, merge=True)
-    return active_values(parse_space(space, cfg), cfg)
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.space = space
+    return cfg
+
+
+def sampled_params(cfg: DictConfig) -> dict[str, Any]:
+    """The params the trial sampled, read back from its resolved config: every active space
+    entry by its dotted name, as the engines logged them (inactive conditional entries left out)."""
+    from search.space.apply import active_values
+    from search.space.spec import parse_space
+
+    cfg = nested_space(cfg)
+    return active_values(parse_space(cfg.space, cfg), cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,22 +16,19 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.data.folders import scan_folder
+from search.checks import check_config
 from search.config.models import check_models
 from search.config.stores import check_stores, create_output_dir
-from search.config.study import check_sweep_config, study_name
-from search.config.values import check_values
-from search.engines import check_engine, make_engine
+from search.config.study import study_name
+from search.engines import make_engine
 from search.execution.leftovers import removed_on_error
 from search.execution.pool import WorkerPool, discard_early, interrupts_stop, worker_settings
 from search.execution.store_wal import finish, write_ahead
 from search.final.champion import champion
-from search.final.champion import check as check_objectives_and_rule
 from search.final.reevaluate import Contenders
-from search.final.stage import check_final_config, finalize
-from search.space.baseline import check_baseline
-from search.space.spec import parse_space
-from search.space.variants import check_variants
+from search.final.stage import finalize
 from search.trials.budget import Budget
+from search.trials.objectives import pruning_note
 from tracking.secrets import mask
 
 
@@ -66,14 +63,12 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     """Validate the config, then run the configured engine under one MLflow parent run."""
     started = time.monotonic()  # search.timeout counts from here (search/trials/budget.py)
     cfg = prepare(cfg)
-    check_sweep_config(cfg)
-    check_baseline(cfg)
-    check_variants(cfg)
-    check_final_config(cfg)
-    check_objectives_and_rule(cfg)  # objectives, champion rule, pruning note
-    space = parse_space(cfg.space, cfg)
-    check_values(cfg, space)  # bad input: types and ranges of fixed and sampleable values
-    check_engine(cfg)
+    # Bad input: every value and setting, and every value the space can produce (the models
+    # only once the output folder exists: their check may download a weights file).
+    space = check_config(cfg, models=False)
+    note = pruning_note(cfg)  # several objectives: Optuna cannot prune them
+    if note:
+        print(note, flush=True)
     settings = worker_settings(cfg)  # search.workers, trial_timeout, worker.*
     check_stores(cfg)  # bad input: every store and folder, read-only, before anything is created
     engine = str(cfg.search.engine)

@@ -11,6 +11,7 @@ from experiments.data.load import load_data
 from experiments.errors import UserInputError
 from experiments.models.build import build_model
 from experiments.training.trial import fresh_session, run_trial
+from search.config.rules import check_values
 
 EVERYTHING = {
     "flip": "horizontal_and_vertical",
@@ -42,13 +43,14 @@ def test_off_means_no_wrapper_and_bad_values_are_named(make_config) -> None:
     cfg = make_config()
     model = build_model(cfg.model, (16, 16, 3), 3)
     assert with_augmentation(model, cfg.data.augmentation, 0) is model  # all off by default
-    for bad, needle in [
-        ({"flip": "sideways"}, "flip='sideways'"),
-        ({"zoom": 2.0}, "zoom=2.0"),
-        ({"blur": 1}, "unknown key"),
+    with pytest.raises(UserInputError, match="unknown key"):
+        augmentation_layers({"blur": 1}, 0)
+    for bad, needle in [  # values: rows of the config table, checked before any trial
+        ("data.augmentation.flip=sideways", "flip='sideways' must be one of none, horizontal"),
+        ("data.augmentation.zoom=2.0", "zoom=2.0 must be a number from 0 to 0.9"),
     ]:
         with pytest.raises(UserInputError, match=needle):
-            augmentation_layers(bad, 0)
+            check_values(make_config(bad), [])
 
 
 def test_the_wrapper_is_the_model_at_inference_and_repeatable_in_training(make_config) -> None:

@@ -259,6 +259,52 @@ CASES: list[Case] = [
         expect="model.batch_norm=2",
     ),
     sweep_case("space_seed", "space", "+space.seed={type:int,low:-5,high:5}", expect="seed=-5"),
+    # Issue 28: values found only in a later trial, or read wrongly, or crashing the check.
+    sweep_case(  # trial 0 (the base config) completed; trial 1 drawing `heavy` failed
+        "space_unknown_preset",
+        "space",
+        "+space.data.augmentation.preset={type:categorical,choices:[none,heavy]}",
+        expect=["data.augmentation.preset='heavy'", "none, flip, light"],
+    ),
+    sweep_case(  # was found inside trial 0, leaving stores and FAILED runs behind
+        "unknown_preset",
+        "config",
+        "data.augmentation.preset=heavy",
+        expect=["data.augmentation.preset='heavy'", "none, flip, light"],
+    ),
+    sweep_case(  # bool("off") is True: a log scale nobody asked for
+        "space_log_off", "space", "+space.model.conv_blocks.log=off", expect="log='off'"
+    ),
+    sweep_case(  # conv_blocks samples 1..2: filters would never be sampled
+        "space_when_never",
+        "space",
+        "+space.model.filters.when={model.conv_blocks:[7]}",
+        expect=["model.conv_blocks: 7", "never"],
+    ),
+    sweep_case(  # was reported as step=0
+        "space_int_half_step", "space", "+space.model.conv_blocks.step=0.5", expect="step=0.5"
+    ),
+    sweep_case(  # was a ValueError traceback
+        "space_step_text", "space", "space.model.dropout.step=abc", expect="step='abc'"
+    ),
+    sweep_case(  # was accepted: no trial could ever be the champion
+        "select_min_above_max",
+        "config",
+        "final.select={maximize:val_accuracy,where:{val_loss:{min:5,max:1}}}",
+        expect=["final.select.where.val_loss", "min 5 is above max 1"],
+    ),
+    sweep_case(  # was an AttributeError traceback
+        "select_where_number",
+        "config",
+        "final.select={maximize:val_accuracy,where:5}",
+        expect="final.select.where=5",
+    ),
+    sweep_case(  # was an AttributeError traceback
+        "select_where_list",
+        "config",
+        "final.select={maximize:val_accuracy,where:[latency_ms]}",
+        expect="final.select.where=['latency_ms']",
+    ),
     # -- weights: corrupt or foreign files, found before any data or store
     sweep_case(
         "weights_garbage", "weights", "model.weights={garbage}", base=TRANSFER, expect="{garbage}"
@@ -347,6 +393,13 @@ CASES: list[Case] = [
         "storage_is_folder", "stores", "search.storage=sqlite:///{tmp}", expect="is a folder"
     ),
     sweep_case("keras_home_is_file", "stores", "keras_home={image}", expect="{image}"),
+    sweep_case(  # issue 28: was found by the first transfer trial, after the stores existed
+        "feature_cache_dir_is_file",
+        "stores",
+        "model.feature_cache.dir={image}",
+        base=TRANSFER,
+        expect=["model.feature_cache.dir", "{image}", "is a file"],
+    ),
     sweep_case(
         "keras_home_root_typo",
         "stores",

@@ -129,6 +129,14 @@ def test_ray_runs_two_workers_on_one_study(tmp_path) -> None:
         _assert_two_workers_shared_one_study(storage, tracking_uri, output)
 
 
+# Stores every worker could share (never contacted by the launch check).
+SERVERS = [
+    "worker=range(2)",
+    "search.storage=postgresql+psycopg://u@127.0.0.1:9/optuna",
+    "tracking.tracking_uri=http://127.0.0.1:9",
+]
+
+
 @pytest.mark.parametrize(
     ("launch", "says"),
     [
@@ -162,6 +170,12 @@ def test_ray_runs_two_workers_on_one_study(tmp_path) -> None:
             ],
             "train.objective='bogus'",
         ),
+        # The whole set of the sweep's checks runs at launch, not only some of them.
+        (
+            ["-m", "search.run", "-m", "+cluster=slurm", *SERVERS, "train.batch_size=0"],
+            "batch_size=0",
+        ),
+        (["-m", "search.run", "-m", "+cluster=slurm", *SERVERS, "search.sampler=tpee"], "tpee"),
     ],
 )
 def test_a_bad_cluster_launch_fails_before_any_worker_starts(tmp_path, launch, says) -> None:

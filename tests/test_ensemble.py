@@ -17,8 +17,8 @@ from experiments.errors import UserInputError
 from experiments.models.ensemble import average_model
 from experiments.serving.export import export_model
 from experiments.serving.predictors import load_predictor
+from search.checks import check_config
 from search.final.ensemble import Member, gather, ranked
-from search.final.stage import check_final_config
 from search.sweep import sweep
 
 
@@ -199,4 +199,4 @@ def test_gather_passes_over_missing_and_mismatched_models(capsys) -> None:
 def test_bad_ensemble_sizes_are_refused(make_config, value) -> None:
     cfg = make_config(f"final.ensemble={value}")
     with pytest.raises(UserInputError, match=r"final\.ensemble=.* must be a whole number of 1"):
-        check_final_config(cfg)
+        check_config(cfg, models=False)

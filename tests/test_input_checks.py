@@ -4,6 +4,7 @@ password masking in MLflow records, the read-only rule of stores, the value rule
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -15,8 +16,8 @@ from omegaconf import OmegaConf
 
 from experiments.data.folders import scan_folder
 from experiments.errors import UserInputError
+from search.config.rules import check_values
 from search.config.stores import check_stores
-from search.config.values import check_values
 from search.space.spec import parse_space
 from search.sweep import prepare
 from tests.conftest import CONF_DIR, shared_data
@@ -161,3 +162,72 @@ def test_value_rules(overrides: tuple[str, ...], named: str) -> None:
 def test_the_shipped_configs_pass_the_value_rules(overrides: tuple[str, ...]) -> None:
     cfg = composed(*overrides)
     check_values(cfg, parse_space(cfg.space, cfg))
+
+
+def test_a_read_only_feature_cache_folder_is_refused_naming_the_key(
+    make_config, tmp_path, monkeypatch
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cfg = prepare(composed("+sweep=transfer", f"output_dir={tmp_path / 'runs'}"))
+    OmegaConf.update(cfg, "model.feature_cache.dir", str(cache))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != cache and real_access(p, mode))
+    with pytest.raises(UserInputError, match=rf"model.feature_cache.dir=.*is read-only.*{cache}"):
+        check_stores(cfg)
+
+
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        (("+space.model.conv_blocks.log=no",), "log='no'"),
+        (("+space.model.conv_blocks.when={model.filters:[1.5]}",), "never samples 1.5"),
+        (
+            ("~space.model.dropout", "+space.model.dropout={type:float,low:0,high:0.5,step:x}"),
+            "step='x'",
+        ),
+        (("final.select=val_accuracy",), "final.select='val_accuracy' must be a mapping"),
+        (("search.baseline=yes",), "search.baseline='yes' must be true or false"),
+        (("search.workers=-1",), "search.workers=-1 must be a whole number of 0 or more"),
+        (("search.heartbeat_interval=0",), "search.heartbeat_interval=0 must be a whole number"),
+        (("search=keras_tuner", "search.bayesian.alpha=0"), "search.bayesian.alpha=0 must be"),
+        (("+sweep=transfer", "model.feature_cache.enabled=on"), "enabled='on' must be true"),
+        (("+sweep=transfer", "model.fine_tune.head_epochs=-1"), "head_epochs=-1 must be"),
+    ],
+)
+def test_config_rules_and_structural_checks(overrides: tuple[str, ...], named: str) -> None:
+    from search.checks import check_config
+
+    with pytest.raises(UserInputError, match=re.escape(named)):
+        check_config(composed(*overrides), models=False)
+
+
+def test_every_rule_names_a_key_of_a_shipped_config() -> None:
+    """A row whose key no config has would never check anything (a typo in the table)."""
+    from search.config.rules import RULES
+
+    configs = [
+        composed(*o)
+        for o in [
+            (),
+            ("+sweep=transfer",),
+            ("+sweep=branched",),
+            ("search=keras_tuner", "optimizer=sgd"),
+        ]
+    ]
+    missing = [
+        r.key for r in RULES if all(OmegaConf.select(c, r.key, default="?") == "?" for c in configs)
+    ]
+    assert missing == []
+
+
+def test_the_config_check_loads_no_tensorflow() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from search.checks import check_config; "
+        "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr

@@ -17,7 +17,7 @@ from test_sweep import runs_of
 import experiments.training.trial as trial_module
 from experiments.data.load import load_data
 from experiments.errors import UserInputError
-from search.final.stage import check_final_config
+from search.checks import check_config
 from search.sweep import sweep
 from search.trials.budget import Budget
 
@@ -125,4 +125,4 @@ def test_a_contender_skipped_for_time_competes_with_its_search_score(
 def test_bad_reevaluation_settings_are_refused(make_config, override, mention) -> None:
     cfg = make_config("final.top_k=2", override)
     with pytest.raises(UserInputError, match=mention.replace("(", r"\(")):
-        check_final_config(cfg)
+        check_config(cfg, models=False)

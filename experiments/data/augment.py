@@ -15,10 +15,12 @@ Config (`data.augmentation`): `flip` is none|horizontal|vertical|horizontal_and_
 other key is a strength where 0 switches the layer off:
 rotation (fraction of a full turn), translation, zoom, crop (largest fraction cut away, then
 resized back) and contrast (factor); `fill_mode` is how rotation/translation/zoom fill edges.
-`preset` (null: the keys above) names a set of them instead (`PRESETS`: none, flip, light), so a
-search can try augmentation as one categorical: a few fixed settings whose frozen-backbone
+`preset` (null: the keys above) names a set of them instead (`PRESETS`: none, flip, light), so
+a search can try augmentation as one categorical: a few fixed settings whose frozen-backbone
 activations can be cached and shared by every trial that draws them
 (experiments/training/feature_cache.py), where continuous strengths make every trial unique.
+The names and ranges live in experiments/data/augment_options.py (no Keras), where the config
+check reads them.
 """
 
 from __future__ import annotations
@@ -28,20 +30,7 @@ from typing import Any
 
 import keras
 
-from experiments.errors import UserInputError
-
-FLIPS = ("none", "horizontal", "vertical", "horizontal_and_vertical")
-FILL_MODES = ("reflect", "wrap", "constant", "nearest")
-STRENGTHS = {"rotation": 0.5, "translation": 0.5, "zoom": 0.9, "crop": 0.9, "contrast": 1.0}
-# Named settings for `data.augmentation.preset`; `light` is the transfer overlay's earlier base
-# (flip, 18 degrees, 10% zoom and shift), close to the seed's recipe (20 degrees, 20% shift).
-# `flip` alone costs next to nothing at 224 px, where rotation, zoom and shift resample every
-# image (about 12 ms an image on 2 cores: docs/transfer.md).
-PRESETS: dict[str, dict[str, Any]] = {
-    "none": {},
-    "flip": {"flip": "horizontal"},
-    "light": {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "translation": 0.1},
-}
+from experiments.data.augment_options import STRENGTHS, resolve_preset
 
 
 class RandomCropResize(keras.layers.Layer):
@@ -76,58 +65,14 @@ class RandomCropResize(keras.layers.Layer):
         return {**super().get_config(), "fraction": self.fraction, "seed": self.seed}
 
 
-def resolve_preset(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """`data.augmentation` with a named `preset` expanded into its keys (and `preset` removed).
-
-    A preset replaces flip and the strengths, so setting one of them as well is an error rather
-    than a silent choice between the two; `fill_mode` still applies.
-    """
-    cfg = dict(cfg or {})
-    unknown = set(cfg) - {"preset", "flip", "fill_mode", *STRENGTHS}
-    if unknown:
-        raise UserInputError(
-            f"data.augmentation has unknown key(s) {sorted(unknown)}; accepted: preset, flip, "
-            f"fill_mode, {', '.join(STRENGTHS)}."
-        )
-    preset = cfg.pop("preset", None)
-    if preset is None:
-        return cfg
-    if str(preset) not in PRESETS:
-        raise UserInputError(
-            f"data.augmentation.preset={preset!r}; accepted: {', '.join(PRESETS)}, or null (the "
-            "flip and strength keys as set)."
-        )
-    also_set = sorted(
-        key for key in ("flip", *STRENGTHS) if cfg.get(key) not in (None, 0, 0.0, "none")
-    )
-    if also_set:
-        raise UserInputError(
-            f"data.augmentation.preset={preset} and data.augmentation.{also_set[0]}="
-            f"{cfg[also_set[0]]!r} are both set; a preset replaces flip and the strengths: "
-            "set data.augmentation.preset=null to use the keys, or leave them off."
-        )
-    return {"fill_mode": cfg.get("fill_mode"), **PRESETS[str(preset)]}
-
-
 def augmentation_layers(cfg: Mapping[str, Any] | None, seed: int) -> list[keras.layers.Layer]:
     """The configured layers, in a fixed order; an empty list when everything is off."""
     cfg = resolve_preset(cfg)
+    # Values are checked before any trial, with every value the space can produce: the table
+    # search/config/rules.py (flip, fill_mode and each strength's range are rows there).
     flip = str(cfg.get("flip") or "none")
-    if flip not in FLIPS:
-        raise UserInputError(f"data.augmentation.flip={flip!r}; accepted: {', '.join(FLIPS)}.")
     fill = str(cfg.get("fill_mode") or "reflect")
-    if fill not in FILL_MODES:
-        raise UserInputError(
-            f"data.augmentation.fill_mode={fill!r}; accepted: {', '.join(FILL_MODES)}."
-        )
-    strength = {}
-    for key, top in STRENGTHS.items():
-        value = cfg.get(key) or 0.0
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= top:
-            raise UserInputError(
-                f"data.augmentation.{key}={value!r} must be a number from 0 (off) to {top}."
-            )
-        strength[key] = float(value)
+    strength = {key: float(cfg.get(key) or 0.0) for key in STRENGTHS}
     layers: list[keras.layers.Layer] = []
     if flip != "none":
         layers.append(keras.layers.RandomFlip(flip, seed=seed))

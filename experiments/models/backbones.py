@@ -16,7 +16,6 @@ from pathlib import Path
 
 from experiments.errors import UserInputError
 from experiments.keras_home import download_dir, keras_home
-from experiments.models.cache_settings import augmented_copies, settings
 
 # Config keys that decide whether a backbone can be built at all: the sweep checks every
 # combination of their categorical choices in the search space before training.
@@ -197,8 +196,6 @@ def check_transfer_config(cfg) -> None:
     """Up-front check of a composed config (the whole config: data.image_size is needed)."""
     size = input_size(cfg.model, int(cfg.data.image_size))
     resolve_weights(cfg.model, size)
-    settings(cfg)  # model.feature_cache
-    augmented_copies(cfg)
     if str(cfg.model.pooling) not in HEAD_POOLINGS:
         raise UserInputError(
             f"model.pooling={cfg.model.pooling!r}; accepted: {', '.join(HEAD_POOLINGS)}."

@@ -34,8 +34,6 @@ def build_branched(
     """Input -> N parallel conv branches -> concatenate -> Flatten -> dense layers -> softmax."""
     kernels = branch_kernel_sizes(cfg)
     blocks = int(cfg.conv_blocks)
-    if blocks < 1:
-        raise UserInputError(f"model.conv_blocks={blocks} must be 1 or more.")
     inputs = keras.Input(shape=input_shape)
     scaled = keras.layers.Rescaling(1.0 / 255.0)(inputs)
     pools = 0

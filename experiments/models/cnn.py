@@ -5,13 +5,9 @@ from __future__ import annotations
 import keras
 from omegaconf import DictConfig
 
-from experiments.errors import UserInputError
-
 
 def build_cnn(cfg: DictConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     """The seed's Sequential CNN: conv blocks, Flatten, Dropout, Dense, softmax."""
-    if int(cfg.conv_blocks) < 1:
-        raise UserInputError(f"model.conv_blocks={cfg.conv_blocks} must be 1 or more.")
     layers: list[keras.layers.Layer] = [
         keras.Input(shape=input_shape),
         keras.layers.Rescaling(1.0 / 255.0),

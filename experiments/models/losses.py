@@ -128,15 +128,10 @@ def training_loss(
     label_smoothing: float | None, distil: Mapping[str, Any] | None = None
 ) -> str | keras.losses.Loss:
     """Keras's own sparse cross-entropy without smoothing (what models saved so far record);
-    the smoothed loss for `train.label_smoothing` in (0, 1); the distillation loss, with that
-    smoothing on its hard term, when `distil` (train.distil: temperature, alpha) is set."""
+    the smoothed loss for `train.label_smoothing` in (0, 1), a row of search/config/rules.py
+    checked before the sweep; the distillation loss, with that smoothing on its hard term, when
+    `distil` (train.distil: temperature, alpha) is set."""
     value = 0.0 if label_smoothing is None else label_smoothing
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
-        raise UserInputError(
-            f"train.label_smoothing={label_smoothing!r} must be a number from 0 (off) up to, "
-            "not including, 1: the share of each label spread evenly over all classes "
-            "(0.1 is usual)."
-        )
     if distil is not None:
         temperature, alpha = check_distil(distil)
         return DistillationLoss(temperature, alpha, float(value))

@@ -21,7 +21,6 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from experiments.errors import UserInputError
 from experiments.models.transfer import BACKBONE_LAYER
 
 Fit = Callable[..., keras.callbacks.History]
@@ -39,22 +38,10 @@ def is_two_phase(model_cfg: DictConfig) -> bool:
 
 def unfreeze_count(fine_tune: DictConfig, n_layers: int) -> int:
     """How many of the backbone's top tunable layers (see `tunable_layers`) phase 2 unfreezes."""
-    fraction = fine_tune.get("unfreeze_fraction")
+    fraction = fine_tune.get("unfreeze_fraction")  # both: rows of search/config/rules.py
     if fraction is not None:
-        if not 0.0 <= float(fraction) <= 1.0:
-            raise UserInputError(
-                f"model.fine_tune.unfreeze_fraction={fraction} must be between 0 and 1 (the "
-                "share of the backbone's layers with weights, counted from the top, that phase 2 "
-                "trains)."
-            )
         return round(float(fraction) * n_layers)
-    count = int(fine_tune.unfreeze_layers)
-    if count < 0:
-        raise UserInputError(
-            f"model.fine_tune.unfreeze_layers={count} must be 0 or more (the number of the "
-            "backbone's top layers with weights that phase 2 trains)."
-        )
-    return min(count, n_layers)
+    return min(int(fine_tune.unfreeze_layers), n_layers)
 
 
 def tunable_layers(backbone: keras.Model) -> list[keras.layers.Layer]:
@@ -118,8 +105,6 @@ def fit_two_phase(
     fine_tune = cfg.model.fine_tune
     total = int(cfg.train.epochs)
     head_epochs = min(int(fine_tune.head_epochs), total)
-    if head_epochs < 0:
-        raise UserInputError(f"model.fine_tune.head_epochs={head_epochs} must be 0 or more.")
     backbone = model.get_layer(BACKBONE_LAYER)
     marker = PhaseMarker(model)
     callbacks = [marker, *callbacks]

@@ -28,18 +28,11 @@ SERVER_TRACKING = ("http://", "https://")
 def check_cluster_config(cfg: DictConfig) -> None:
     """Everything a worker would refuse, plus what workers cannot share, before any job exists."""
     check_shared_stores(cfg)
-    # The sweep's own checks (as `search.sweep.sweep` runs them first): a bad value fails here
-    # once, not in every job after it waited in the cluster's queue.
-    from search.config.models import check_models
-    from search.config.study import check_sweep_config
-    from search.engines import check_engine
-    from search.final.stage import check_final_config
-    from search.space.spec import parse_space
+    # The sweep's own checks, the same function `search.sweep.sweep` runs first: a bad value
+    # fails here once, not in every job after it waited in the cluster's queue.
+    from search.checks import check_config
 
-    check_sweep_config(cfg)
-    check_final_config(cfg)
-    check_models(cfg, parse_space(cfg.space, cfg))
-    check_engine(cfg)
+    check_config(cfg)
 
 
 def check_shared_stores(cfg: DictConfig) -> None:

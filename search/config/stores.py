@@ -1,6 +1,7 @@
 """Check every place a sweep writes before anything is created there.
 
-The output folder, the Optuna storage, the MLflow store and its artifact folder, the Keras cache:
+The output folder, the Optuna storage, the MLflow store and its artifact folder, the Keras cache,
+the transfer models' feature cache (`model.feature_cache.dir`):
 each must be a folder (or a healthy SQLite file) this user can write, or a path that can be
 created without inventing folders far from where the user meant. A tracking server must answer
 within seconds. All checks only read: a bad value fails with one paragraph and nothing on disk
@@ -22,7 +23,7 @@ from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserInputError
 from tracking.secrets import mask
@@ -222,3 +223,5 @@ def check_stores(cfg: DictConfig) -> None:
         "tracking.artifact_location", cfg.tracking.get("artifact_location"), output_dir
     )
     check_local_folder("keras_home", cfg.get("keras_home"), output_dir)
+    cache = OmegaConf.select(cfg, "model.feature_cache.dir", default=None)  # null: in output_dir
+    check_local_folder("model.feature_cache.dir", cache, output_dir)

@@ -11,20 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from search.final.champion_rule import choose, effective_rule, rule_of
-from search.trials.objectives import check_objectives, pruning_note
+from search.final.champion_rule import choose, effective_rule
 from search.trials.types import Best
-
-
-def check(cfg: DictConfig) -> None:
-    """Fail on bad objectives or a bad champion rule; say when pruning is off. Runs with the
-    rest of the config checks, before any training (Keras Tuner with several objectives is
-    refused here)."""
-    check_objectives(cfg)
-    rule_of(cfg)
-    note = pruning_note(cfg)
-    if note:
-        print(note, flush=True)
 
 
 def champion(cfg: DictConfig, tracker: Any, study: str, best: Best | None) -> Best | None:

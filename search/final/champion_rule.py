@@ -67,6 +67,11 @@ def rule_of(cfg: DictConfig) -> Rule | None:
         return None
     select = OmegaConf.to_container(raw, resolve=True) if OmegaConf.is_config(raw) else raw
     accepted = (*VALIDATION_METRICS, *COST_METRICS)
+    if not isinstance(select, dict):
+        raise UserInputError(
+            f"final.select={select!r} must be a mapping with maximize or minimize (a metric) and "
+            f"optionally where (limits), or null for the engine's own best; {EXAMPLE}."
+        )
     goals = [k for k in ("maximize", "minimize") if k in select]
     extra = set(select) - {"maximize", "minimize", "where"}
     if len(goals) != 1 or extra:
@@ -76,13 +81,25 @@ def rule_of(cfg: DictConfig) -> Rule | None:
         )
     metric = str(select[goals[0]])
     where: dict[str, tuple[float | None, float | None]] = {}
-    for name, limits in (select.get("where") or {}).items():
+    raw_where = select.get("where") or {}
+    if not isinstance(raw_where, dict):
+        raise UserInputError(
+            f"final.select.where={raw_where!r} must be a mapping from metrics to limits, each "
+            f"{{min: x}}, {{max: y}} or both; {EXAMPLE}."
+        )
+    for name, limits in raw_where.items():
         if not isinstance(limits, dict) or not limits or set(limits) - {"min", "max"}:
             raise UserInputError(
                 f"final.select.where.{name}={limits!r} must be {{min: x}}, {{max: y}} or both; "
                 f"{EXAMPLE}."
             )
-        where[str(name)] = (_number(name, limits.get("min")), _number(name, limits.get("max")))
+        low, high = _number(name, limits.get("min")), _number(name, limits.get("max"))
+        if low is not None and high is not None and low > high:
+            raise UserInputError(
+                f"final.select.where.{name}={limits!r} admits no value: min {low:g} is above "
+                f"max {high:g}; give min <= max, {EXAMPLE}."
+            )
+        where[str(name)] = (low, high)
     for name in (metric, *where):
         if name not in accepted:
             raise UserInputError(
@@ -96,7 +113,9 @@ def _number(name: str, value: object) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise UserInputError(f"final.select.where.{name} limit {value!r} must be a number.")
+        raise UserInputError(
+            f"final.select.where.{name} limit {value!r} must be a number; {EXAMPLE}."
+        )
     return float(value)
 
 

@@ -18,17 +18,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-# Test metrics the final stage reports, all "higher is better"; final.champion_metric is one.
-CHAMPION_METRICS = (
-    "test_accuracy",
-    "test_f1_macro",
-    "test_f1_weighted",
-    "test_precision_macro",
-    "test_precision_weighted",
-    "test_recall_macro",
-    "test_recall_weighted",
-)
-
 
 @dataclass(frozen=True)
 class Decision:

@@ -20,7 +20,6 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from experiments.errors import UserInputError
 from search.space.apply import active_values
 from search.space.spec import Param
 
@@ -36,16 +35,6 @@ class Baseline:
     @property
     def usable(self) -> bool:
         return self.enabled and not self.outside
-
-
-def check_baseline(cfg: DictConfig) -> None:
-    """Bad input: `search.baseline` must be true or false."""
-    value = cfg.search.get("baseline", True)
-    if not isinstance(value, bool):
-        raise UserInputError(
-            f"search.baseline={value!r} must be true (trial 0 of a new study is the base config's "
-            "own values) or false (trial 0 is the sampler's own draw)."
-        )
 
 
 def baseline(space: list[Param], cfg: DictConfig) -> Baseline:

@@ -74,15 +74,36 @@ def parse_space(raw: Mapping[str, Any] | DictConfig, base: DictConfig) -> list[P
             "like +space.optimizer.learning_rate={type:float,low:1e-4,high:1e-2,log:true}."
         )
     params = [_parse_entry(name, spec, base) for name, spec in entries.items()]
-    names = {p.name for p in params}
+    by_name = {p.name: p for p in params}
     for p in params:
-        for parent in p.when:
-            if parent not in names:
+        for parent, values in p.when.items():
+            if parent not in by_name:
                 raise UserInputError(
                     f"space entry {p.name!r} depends on {parent!r} (`when`), which is not in the "
-                    f"space; accepted parents: {', '.join(sorted(names - {p.name}))}."
+                    f"space; accepted parents: {', '.join(sorted(set(by_name) - {p.name}))}."
                 )
+            _check_when_values(p.name, parent, values, by_name[parent])
     return _parents_first(params)
+
+
+def _check_when_values(name: str, parent: str, values: tuple[Any, ...], spec: Param) -> None:
+    """Every value of `when: {parent: [...]}` must be one the parent can sample: one that cannot
+    would leave the entry never sampled, without a word."""
+    for value in values:
+        if spec.kind == "categorical":
+            fits = any(_same(value, c) for c in spec.choices)
+            accepted = ", ".join(repr(c) for c in spec.choices)
+        else:
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            fits = number and spec.low <= value <= spec.high
+            if spec.kind == "int":
+                fits = fits and float(value).is_integer()
+            accepted = f"{spec.kind}s from {spec.low} to {spec.high}"
+        if not fits:
+            raise UserInputError(
+                f"space entry {name!r} has `when: {{{parent}: {value!r}}}`, but {parent} never "
+                f"samples {value!r}, so {name} would never be sampled; accepted: {accepted}."
+            )
 
 
 def flatten_space(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -161,15 +182,30 @@ def _parse_numeric(where: str, name: str, kind: Kind, spec: Mapping, when: dict)
         raise UserInputError(
             f"{where} has low={low} >= high={high}; low must be strictly below high."
         )
-    log = bool(spec.get("log", False))
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise UserInputError(
+            f"{where} has log={log!r}; log must be true or false (YAML's and Hydra's booleans; "
+            "text such as off or no is not read as one)."
+        )
     if log and low <= 0:
         raise UserInputError(f"{where} uses a log scale with low={low}; a log scale needs low > 0.")
-    step = spec.get("step")
+    step = given = spec.get("step")
     if step is not None:
+        whole = isinstance(step, int) or (isinstance(step, float) and step.is_integer())
+        if isinstance(step, bool) or not isinstance(step, int | float) or (
+            kind == "int" and not whole
+        ):
+            what = "a whole number" if kind == "int" else "a number"
+            raise UserInputError(
+                f"{where} has step={given!r}; the step of {kind} range must be {what} above 0 "
+                f"and at most high - low = {high - low}."
+            )
         step = number(step)
         if step <= 0 or step > high - low:
             raise UserInputError(
-                f"{where} has step={step}; a step must be > 0 and at most high - low = {high - low}."
+                f"{where} has step={given!r}; a step must be > 0 and at most "
+                f"high - low = {high - low}."
             )
         if log and (kind == "float" or step != 1):
             raise UserInputError(
@@ -198,6 +234,11 @@ def _parse_when(where: str, when: Any) -> dict[str, tuple[Any, ...]]:
             raise UserInputError(f"{where} has an empty value list for `when: {parent}`.")
         parsed[str(parent)] = values
     return parsed
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as `Param.is_active` compares them, but true is not 1 and "1" is not 1."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
 def _parents_first(params: list[Param]) -> list[Param]:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserInputError
+from search.config.rules import DIRECTIONS
+from search.config.rules import OBJECTIVES as VALIDATION_METRICS
 
-VALIDATION_METRICS = ("val_accuracy", "val_loss")
 COST_METRICS = ("model_params", "model_bytes", "latency_ms")
-DIRECTIONS = ("maximize", "minimize")
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ class FailureStreak:
     """Counts failed trials in a row; `search.max_consecutive_failures` of them stop the sweep.
 
     A complete or pruned trial ends the streak; an interrupted one neither adds nor ends it.
-    `limit` None never stops (the config's null); `check_sweep_config` has validated it.
+    `limit` None never stops (the config's null); a row of search/config/rules.py has validated it.
     """
 
     def __init__(self, limit: int | None) -> None:

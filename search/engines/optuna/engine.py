@@ -136,14 +136,8 @@ def make_storage(
     grace_period: int | None = None,
     on_stale: Any = None,
 ) -> optuna.storages.RDBStorage:
-    """An RDB storage with heartbeats; a SQLite file's folder is created first."""
-    for key, value in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            raise UserInputError(
-                f"search.{key}={value!r} must be a whole number of seconds (1 or more), or null."
-            )
+    """An RDB storage with heartbeats; a SQLite file's folder is created first. The two
+    settings are rows of search/config/rules.py, checked before the sweep."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     storage_options = dict(

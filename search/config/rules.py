@@ -161,6 +161,13 @@ RULES: tuple[Rule, ...] = (
         why="failed trials in a row that stop the sweep",
         null="to never stop",
     ),
+    whole(
+        "search.patience",
+        1,
+        why="under search.timeout, trials in a row without a gain beyond the seed noise that end "
+        "the search",
+        null="to search until the budget's reserve",
+    ),
     boolean(
         "search.baseline",
         "true: trial 0 of a new study is the base config's own values; false: trial 0 is the "

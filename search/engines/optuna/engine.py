@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import optuna
 import sqlalchemy.exc
@@ -42,10 +42,11 @@ from search.space.variants import announce_variants, variants
 from search.trials.budget import Budget
 from search.trials.objectives import Objective, objectives_of
 from search.trials.outcomes import failure_reason, is_finished
-from search.trials.runner import TrialRunner
+from search.trials.runner import EpochListener, TrialRunner
 from search.trials.types import Best
 from tracking.liveness import is_alive, this_worker
 
+Direction = Literal["minimize", "maximize"]  # what optuna.create_study takes as a direction
 STORAGE_TRIES = 3  # writes of an interrupted trial's mark (OptunaEngine._note_interrupted)
 
 
@@ -126,8 +127,12 @@ def suggest(trial: optuna.Trial, space: list[Param]) -> dict[str, Any]:
         if p.kind == "categorical":
             sampled[p.name] = trial.suggest_categorical(p.name, list(p.choices))
         elif p.kind == "int":
-            sampled[p.name] = trial.suggest_int(p.name, p.low, p.high, step=p.step or 1, log=p.log)
+            assert p.low is not None and p.high is not None  # numeric: parse_space sets both
+            sampled[p.name] = trial.suggest_int(
+                p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log
+            )
         else:
+            assert p.low is not None and p.high is not None  # numeric: parse_space sets both
             sampled[p.name] = trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log)
     return sampled
 
@@ -148,7 +153,7 @@ def make_storage(
             )
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    storage_options = dict(
+    storage_options: dict[str, Any] = dict(
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period if heartbeat_interval else None,
         heartbeat_stale_trial_callback=on_stale if heartbeat_interval else None,
@@ -185,6 +190,7 @@ def best_of(study: optuna.Study) -> Best | None:
         best = study.best_trial
     except ValueError:  # no complete trial yet
         return None
+    assert best.value is not None  # a complete trial of a single-objective study has its value
     return Best(
         float(best.value), best.number, dict(best.params), best.user_attrs.get("mlflow_run_id")
     )
@@ -233,7 +239,8 @@ class OptunaEngine:
             ),
             sampler=sampler,
             pruner=pruner,
-            directions=[o.direction for o in self.objectives],
+            # Objective.direction is checked to be maximize | minimize (search/trials/objectives.py)
+            directions=[cast(Direction, o.direction) for o in self.objectives],
             load_if_exists=True,
         )
         name_metrics(self.study, self.objectives)  # optuna-dashboard shows the names
@@ -279,9 +286,10 @@ class OptunaEngine:
         if len(self.study.directions) > 1:
             return []  # several objectives: the champion rule chooses, no single ranking
         maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
-        done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))
+        # done holds trials with a value: the checker cannot see the filter above (t.value: None)
+        done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))  # type: ignore[operator]
         return [
-            Best(float(t.value), t.number, dict(t.params), t.user_attrs.get("mlflow_run_id"))
+            Best(float(t.value), t.number, dict(t.params), t.user_attrs.get("mlflow_run_id"))  # type: ignore[arg-type]
             for t in done[:k]
         ]
 
@@ -361,12 +369,14 @@ class OptunaEngine:
         total = int(self.cfg.search.n_trials)
         study_name = self.study_name
 
-        def objective(trial: optuna.Trial) -> float:
+        def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
             trial.set_user_attr("worker", this_worker())
             params = suggest(trial, self.space)
             # Optuna cannot prune a multi-objective trial (no pruning callback then).
             multi = len(self.objectives) > 1
-            pruning = [] if multi else [ObjectivePruning(trial, runner.objective, runner.budget)]
+            pruning: list[EpochListener] = (
+                [] if multi else [ObjectivePruning(trial, runner.objective, runner.budget)]
+            )
             tags = {"optuna_study": study_name, "optuna_trial": trial.number}
             try:
                 outcome = runner.run(trial.number, params, pruning, tags=tags)

@@ -14,6 +14,7 @@ same way for every trial (`experiments.evaluation.cost`). With null, `train.obje
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,6 +23,7 @@ from experiments.errors import UserInputError
 VALIDATION_METRICS = ("val_accuracy", "val_loss")
 COST_METRICS = ("model_params", "model_bytes", "latency_ms")
 DIRECTIONS = ("maximize", "minimize")
+Direction = Literal["maximize", "minimize"]  # a checked direction, as Optuna types it
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import optuna
 import sqlalchemy.exc
@@ -40,13 +40,12 @@ from search.space.baseline import announce, baseline
 from search.space.spec import Param
 from search.space.variants import announce_variants, variants
 from search.trials.budget import Budget
-from search.trials.objectives import Objective, objectives_of
+from search.trials.objectives import Direction, Objective, objectives_of
 from search.trials.outcomes import failure_reason, is_finished
 from search.trials.runner import EpochListener, TrialRunner
 from search.trials.types import Best
 from tracking.liveness import is_alive, this_worker
 
-Direction = Literal["minimize", "maximize"]  # what optuna.create_study takes as a direction
 STORAGE_TRIES = 3  # writes of an interrupted trial's mark (OptunaEngine._note_interrupted)
 
 

@@ -17,7 +17,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -47,7 +47,9 @@ def tracking_config(output_dir: str, tracking_uri: str | None, log_model: bool) 
     out = str(Path(output_dir).expanduser().resolve())
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"output_dir={out}"])
-    tracking = OmegaConf.create(OmegaConf.to_container(cfg.tracking, resolve=True))
+    tracking = cast(
+        DictConfig, OmegaConf.create(OmegaConf.to_container(cfg.tracking, resolve=True))
+    )
     with open_dict(tracking):
         if tracking_uri:
             tracking.tracking_uri = tracking_uri
@@ -93,7 +95,7 @@ def rerun(
         tf.config.experimental.enable_op_determinism()
     tracker = SweepTracker(tracking)
     source = trial_source(tracker, run_id)
-    cfg = OmegaConf.create(source.config_yaml)
+    cfg = cast(DictConfig, OmegaConf.create(source.config_yaml))  # the trial's config: a mapping
     objective = str(cfg.train.objective)
     params = sampled_params(cfg)
     tags = {
@@ -104,7 +106,8 @@ def rerun(
     }
     runner = TrialRunner(cfg, tracker, tags)
     number = source.tags.get(TAG + "trial_number", "?")
-    outcome = runner.run(number, params)
+    # The source's trial number tag ("?" when absent): the runner only names the run with it.
+    outcome = runner.run(number, params)  # type: ignore[arg-type]
     new = tracker.client.get_run(outcome.run_id).data.tags
     return Rerun(
         run_id,
@@ -129,7 +132,8 @@ def sampled_params(cfg: DictConfig) -> dict[str, Any]:
     from search.space.spec import parse_space
 
     space = OmegaConf.create()
-    for key, spec in OmegaConf.to_container(cfg.get("space") or OmegaConf.create()).items():
+    raw = cast(dict[str, Any], OmegaConf.to_container(cfg.get("space") or OmegaConf.create()))
+    for key, spec in raw.items():
         OmegaConf.update(space, str(key), spec, merge=True)
     return active_values(parse_space(space, cfg), cfg)
 

@@ -124,7 +124,8 @@ def ranked(single: Member, others: list[Member], maximize: bool) -> list[Member]
     their order)."""
     sign = -1.0 if maximize else 1.0
     scored = [m for m in others if m.score is not None]
-    return [single, *sorted(scored, key=lambda m: sign * float(m.score))]
+    # Every member of `scored` has a score: the checker does not carry the filter into the lambda.
+    return [single, *sorted(scored, key=lambda m: sign * float(m.score))]  # type: ignore[arg-type]
 
 
 def gather(candidates: list[Member], size: int) -> list[tuple[Member, Any]]:

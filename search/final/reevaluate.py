@@ -31,7 +31,7 @@ import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from omegaconf import DictConfig, open_dict
 
@@ -231,7 +231,7 @@ def reevaluate(
     )
     own = [m for m in trained if m.trial == crowned.trial.number]
     # Its best-scored seed (the first of equal scores); None when the budget skipped it.
-    best_seed = (max if maximize else min)(own, key=lambda m: m.score, default=None)
+    best_seed = (max if maximize else min)(own, key=lambda m: cast(float, m.score), default=None)
     return Reevaluation(
         candidates, crowned, None if best_seed is None else best_seed.load(), trained
     )

@@ -249,7 +249,8 @@ class _DecodedImages:
 
 def _test_pixels(data: ImageData) -> np.ndarray | _DecodedImages:
     """The test pixels, or (data.cache=none) a view that decodes each image it is asked for."""
-    return data.test.x if data.test.x is not None else _DecodedImages(data.test.files, data.decoder)
+    # A split without pixels in memory comes with its decoder (experiments.data.splits).
+    return data.test.x if data.test.x is not None else _DecodedImages(data.test.files, data.decoder)  # type: ignore[arg-type]
 
 
 def _reevaluate(cfg: DictConfig, runner, recorder, contenders: list):

@@ -20,18 +20,19 @@ from search.config.models import check_models
 from search.config.stores import check_stores, create_output_dir
 from search.config.study import check_sweep_config, study_name
 from search.config.values import check_values
-from search.engines import check_engine, make_engine
+from search.engines import Engine, check_engine, make_engine
 from search.execution.leftovers import removed_on_error
 from search.execution.pool import WorkerPool, discard_early, interrupts_stop, worker_settings
 from search.execution.store_wal import finish, write_ahead
 from search.final.champion import champion
 from search.final.champion import check as check_objectives_and_rule
 from search.final.reevaluate import Contenders
-from search.final.stage import check_final_config, finalize
+from search.final.stage import FinalResult, check_final_config, finalize
 from search.space.baseline import check_baseline
-from search.space.spec import parse_space
+from search.space.spec import Param, parse_space
 from search.space.variants import check_variants
 from search.trials.budget import Budget
+from search.trials.types import Best
 from tracking.secrets import mask
 
 
@@ -46,7 +47,7 @@ class SweepSummary:
     best_params: dict[str, Any]
     best_run_id: str | None
     finished_trials: int
-    final: Any = None  # search.final.stage.FinalResult of the test / registry / export stage
+    final: FinalResult | None = None  # what the test / registry / export stage produced
 
 
 def prepare(cfg: DictConfig) -> DictConfig:
@@ -103,7 +104,12 @@ def sweep(cfg: DictConfig) -> SweepSummary:
 
 
 def _sweep(
-    cfg: DictConfig, space: list, name: str, engine: str, pool: WorkerPool | None, started: float
+    cfg: DictConfig,
+    space: list[Param],
+    name: str,
+    engine: str,
+    pool: WorkerPool | None,
+    started: float,
 ) -> SweepSummary:
     """The sweep after its config passed every check; trials train in `pool` (None: here);
     `started`: the invocation's start (time.monotonic()), where search.timeout counts from."""
@@ -201,13 +207,15 @@ def _sweep(
     return summary
 
 
-def _top(search, cfg: DictConfig) -> list:
+def _top(search: Engine, cfg: DictConfig) -> list[Best]:
     """The engine's best trials for the final stage's top-k re-evaluation (final.top_k)."""
     top_k = int((cfg.get("final") or {}).get("top_k") or 0)
     return search.top(top_k * 3) if top_k else []  # x3: Hyperband repeats a config per round
 
 
-def _summary(name: str, engine: str, parent_id: str | None, best, finished: int) -> SweepSummary:
+def _summary(
+    name: str, engine: str, parent_id: str | None, best: Best | None, finished: int
+) -> SweepSummary:
     if best is None:
         return SweepSummary(name, engine, parent_id, None, {}, None, finished)
     return SweepSummary(name, engine, parent_id, best.value, best.params, best.run_id, finished)

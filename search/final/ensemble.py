@@ -19,11 +19,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 from experiments.errors import UserInputError
+
+if TYPE_CHECKING:  # mlflow loads only when the final stage runs
+    from search.final.reevaluate import Reevaluation
+    from search.trials.types import Best
+    from tracking.champion import FinalRecorder
 
 
 @dataclass
@@ -50,7 +55,7 @@ def ensemble_size(cfg: DictConfig) -> int:
     return size
 
 
-def with_crowned(contenders: list, best: Any) -> list:
+def with_crowned(contenders: list[Best], best: Best) -> list[Best]:
     """The trials whose models may join the ensemble: the re-evaluation's contenders (the top
     final.top_k within the noise of the best; none when it is 0), and always the crowned one."""
     return contenders if any(t.number == best.number for t in contenders) else [best, *contenders]
@@ -65,11 +70,11 @@ SINGLE_LABELS = {
 
 def shipped_model(
     cfg: DictConfig,
-    recorder: Any,
+    recorder: FinalRecorder,
     single: tuple[Any, str],
-    best: Any,
-    contenders: list,
-    reevaluated: Any,
+    best: Best,
+    contenders: list[Best],
+    reevaluated: Reevaluation | None,
 ) -> tuple[Any, str, list[str]]:
     """The shipped model: the average of the single model (`single`: it and its source) and up
     to final.ensemble - 1 more of the contenders' models; the single model alone when no other

@@ -40,6 +40,7 @@ from search.final.ensemble import Member
 
 if TYPE_CHECKING:  # search.trials.runner loads Keras; the config check must not
     from search.trials.budget import Budget
+    from search.trials.runner import TrialRunner
     from search.trials.types import Best
 
 
@@ -166,7 +167,7 @@ class Contenders:
 
 
 def reevaluate(
-    cfg: DictConfig, runner: Any, top: list[Best], seeds: int, budget: Budget
+    cfg: DictConfig, runner: TrialRunner, top: list[Best], seeds: int, budget: Budget
 ) -> Reevaluation | None:
     """Re-train each of `top` with `seeds` new training seeds; crown the best mean score.
 

@@ -75,9 +75,10 @@ ray: setup  ## JOBS workers as Ray tasks on RAY_ADDRESS (default auto), JOB_CPUS
 bench: setup  ## benchmarks -> bench/results/*.json; QUICK=1: minutes; ARGS="overhead": only that
 	$(PY) bench/run_all.py $(if $(QUICK),--quick) $(ARGS)
 
-lint: setup  ## ruff, then the import contracts of pyproject's [tool.importlinter] (lint-imports)
+lint: setup  ## ruff, the import contracts of pyproject's [tool.importlinter] (lint-imports), then mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 clean:  ## delete run outputs (MLflow store, Optuna DB, artifacts); keeps .venv
 	rm -rf $(OUT) outputs multirun .pytest_cache

@@ -36,7 +36,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
 
 from experiments.serving.keras_files import KerasFiles, save_keras_files  # no TensorFlow import
 
@@ -105,7 +105,7 @@ def serve(conn: Connection, parent: int, keras_home: str | None) -> None:
     quiet_tensorflow()
     import keras
     import tensorflow as tf
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     from experiments.evaluation.cost import model_costs
     from experiments.training.trial import run_trial
@@ -122,7 +122,8 @@ def serve(conn: Connection, parent: int, keras_home: str | None) -> None:
     def serve_trial(config_yaml: str, data: Any, cost_names: tuple[str, ...]) -> None:
         """Train one trial and answer the sweep until the trial's last message."""
         try:
-            result = run_trial(OmegaConf.create(config_yaml), data, [Reporter()])
+            trial_cfg = cast(DictConfig, OmegaConf.create(config_yaml))  # a mapping's YAML
+            result = run_trial(trial_cfg, data, [Reporter()])
             costs = model_costs(result.model, data.sample(1), cost_names)
         except StopTraining:
             conn.send(("stopped",))

@@ -17,7 +17,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -47,7 +47,9 @@ def tracking_config(output_dir: str, tracking_uri: str | None, log_model: bool) 
     out = str(Path(output_dir).expanduser().resolve())
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"output_dir={out}"])
-    tracking = OmegaConf.create(OmegaConf.to_container(cfg.tracking, resolve=True))
+    tracking = cast(
+        DictConfig, OmegaConf.create(OmegaConf.to_container(cfg.tracking, resolve=True))
+    )
     with open_dict(tracking):
         if tracking_uri:
             tracking.tracking_uri = tracking_uri
@@ -86,7 +88,7 @@ def rerun(
 
     tracker = SweepTracker(tracking)
     source = trial_source(tracker, run_id)
-    cfg = nested_space(OmegaConf.create(source.config_yaml))
+    cfg = nested_space(cast(DictConfig, OmegaConf.create(source.config_yaml)))  # a mapping
     # The logged config passes the sweep's checks (the same function), before TensorFlow loads:
     # a run logged before a rule existed is refused in one paragraph, not as a failed rerun.
     check_config(cfg)
@@ -109,7 +111,8 @@ def rerun(
     }
     runner = TrialRunner(cfg, tracker, tags)
     number = source.tags.get(TAG + "trial_number", "?")
-    outcome = runner.run(number, params)
+    # The source's trial number tag ("?" when absent): the runner only names the run with it.
+    outcome = runner.run(number, params)  # type: ignore[arg-type]
     new = tracker.client.get_run(outcome.run_id).data.tags
     return Rerun(
         run_id,
@@ -127,7 +130,8 @@ def nested_space(cfg: DictConfig) -> DictConfig:
     """`cfg` with its space nested: runs logged before the space was nested hold dotted keys
     (`optimizer.learning_rate: {...}`), so that older runs re-run too."""
     space = OmegaConf.create()
-    for key, spec in OmegaConf.to_container(cfg.get("space") or OmegaConf.create()).items():
+    raw = cast(dict[str, Any], OmegaConf.to_container(cfg.get("space") or OmegaConf.create()))
+    for key, spec in raw.items():
         OmegaConf.update(space, str(key), spec, merge=True)
     cfg = cfg.copy()
     with open_dict(cfg):

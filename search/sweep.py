@@ -20,15 +20,17 @@ from search.checks import check_config
 from search.config.models import check_models
 from search.config.stores import check_stores, create_output_dir
 from search.config.study import study_name
-from search.engines import make_engine
+from search.engines import Engine, make_engine
 from search.execution.leftovers import removed_on_error
 from search.execution.pool import WorkerPool, discard_early, interrupts_stop, worker_settings
 from search.execution.store_wal import finish, write_ahead
 from search.final.champion import champion
 from search.final.reevaluate import Contenders
-from search.final.stage import finalize
+from search.final.stage import FinalResult, finalize
+from search.space.spec import Param
 from search.trials.budget import Budget
 from search.trials.objectives import pruning_note
+from search.trials.types import Best
 from tracking.secrets import mask
 
 
@@ -43,7 +45,7 @@ class SweepSummary:
     best_params: dict[str, Any]
     best_run_id: str | None
     finished_trials: int
-    final: Any = None  # search.final.stage.FinalResult of the test / registry / export stage
+    final: FinalResult | None = None  # what the test / registry / export stage produced
 
 
 def prepare(cfg: DictConfig) -> DictConfig:
@@ -98,7 +100,12 @@ def sweep(cfg: DictConfig) -> SweepSummary:
 
 
 def _sweep(
-    cfg: DictConfig, space: list, name: str, engine: str, pool: WorkerPool | None, started: float
+    cfg: DictConfig,
+    space: list[Param],
+    name: str,
+    engine: str,
+    pool: WorkerPool | None,
+    started: float,
 ) -> SweepSummary:
     """The sweep after its config passed every check; trials train in `pool` (None: here);
     `started`: the invocation's start (time.monotonic()), where search.timeout counts from."""
@@ -196,13 +203,15 @@ def _sweep(
     return summary
 
 
-def _top(search, cfg: DictConfig) -> list:
+def _top(search: Engine, cfg: DictConfig) -> list[Best]:
     """The engine's best trials for the final stage's top-k re-evaluation (final.top_k)."""
     top_k = int((cfg.get("final") or {}).get("top_k") or 0)
     return search.top(top_k * 3) if top_k else []  # x3: Hyperband repeats a config per round
 
 
-def _summary(name: str, engine: str, parent_id: str | None, best, finished: int) -> SweepSummary:
+def _summary(
+    name: str, engine: str, parent_id: str | None, best: Best | None, finished: int
+) -> SweepSummary:
     if best is None:
         return SweepSummary(name, engine, parent_id, None, {}, None, finished)
     return SweepSummary(name, engine, parent_id, best.value, best.params, best.run_id, finished)

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -26,6 +26,11 @@ from mlflow.tracking import MlflowClient
 
 from experiments.errors import UserInputError
 from tracking.mlflow_tracker import TAG, SweepTracker, _is_duplicate_key, _model_requirements
+
+if TYPE_CHECKING:
+    from mlflow.models import ModelSignature
+
+    from experiments.evaluation.metrics import TestReport
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 PYFUNC_CODE = Path(__file__).with_name("champion_pyfunc.py")
@@ -57,12 +62,14 @@ class FinalRecorder:
         self.client: MlflowClient = tracker.client
         self.run_id: str = tracker.parent_id
 
-    def trial_model(self, trial_run_id: str):
+    def trial_model(self, trial_run_id: str) -> Any:
         """The Keras model the trial logged, or None when models were not logged."""
         uri = self.client.get_run(trial_run_id).data.tags.get(TAG + "model_uri")
         return mlflow.keras.load_model(uri) if uri else None
 
-    def log_test_report(self, report, figures: dict[str, Any], tags: dict[str, Any]) -> None:
+    def log_test_report(
+        self, report: TestReport, figures: dict[str, Any], tags: dict[str, Any]
+    ) -> None:
         """Test metrics, the per-class report (text and JSON) and the figures under test/."""
         self.client.log_batch(
             self.run_id,
@@ -207,7 +214,7 @@ class FinalRecorder:
         return current is not None and current["version"] == version
 
 
-def champion_signature(image_shape: tuple[int | None, ...]):
+def champion_signature(image_shape: tuple[int | None, ...]) -> ModelSignature:
     """Raw float32 pixels (N, H, W, C) in (None: any size); one row per image out."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, Schema, TensorSpec

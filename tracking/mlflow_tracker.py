@@ -228,7 +228,8 @@ class TrialRun:
         contexts = {"train": "train", "val": "validation", "test": "test"}
         inputs = [
             DatasetInput(
-                MetaDataset(
+                # MLflow's Dataset is no ABC: its `profile` is abstract in the stubs only.
+                MetaDataset(  # type: ignore[abstract]
                     source, f"{name}-{split}", str(info["fingerprint"]), schema
                 )._to_mlflow_entity(),
                 [InputTag("mlflow.data.context", context)],

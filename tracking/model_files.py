@@ -45,8 +45,9 @@ def signature_of(
     What `infer_signature(sample, model.predict(sample))` gives for these models, without the
     predict call (a fresh trace of the model, ~0.1-0.3 s a trial).
     """
-    image = Schema([TensorSpec(np.dtype("float32"), (-1, *input_shape))])
-    scores = Schema([TensorSpec(np.dtype("float32"), (-1, *output_shape))])
+    # MLflow annotates a shape as ints; a None (any height or width) is accepted and kept.
+    image = Schema([TensorSpec(np.dtype("float32"), (-1, *input_shape))])  # type: ignore[arg-type]
+    scores = Schema([TensorSpec(np.dtype("float32"), (-1, *output_shape))])  # type: ignore[arg-type]
     return ModelSignature(inputs=image, outputs=scores)
 
 

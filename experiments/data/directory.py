@@ -205,7 +205,7 @@ def _file_cached(
             "again, or set data.cache=memory."
         ) from err
     bad = [tuple(item) for item in meta["bad"]]
-    return pixels, meta["digests"], bad  # type: ignore[return-value]
+    return pixels, meta["digests"], bad
 
 
 def _write_cache(plan: Plan, opts: Options, folder: Path) -> None:

@@ -55,7 +55,7 @@ def image_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
         h = w = int(image_size)
     else:
         try:
-            h, w = (int(v) for v in image_size)  # type: ignore[union-attr]
+            h, w = (int(v) for v in image_size)  # type: ignore[union-attr]  # not a number: a pair
         except (TypeError, ValueError) as err:
             raise UserInputError(
                 f"data.image_size={image_size!r} must be a number of pixels (square) or "

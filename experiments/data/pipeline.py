@@ -109,6 +109,7 @@ def _memmap_dataset(
     split: Split, shape: tuple[int, int, int], batch_size: int, training: bool, seed: int
 ) -> tf.data.Dataset:
     images, labels = split.x, split.targets()
+    assert images is not None  # a memory-mapped split: its pixels are there
 
     def gather(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         order = np.sort(index)  # sequential reads from the file; the batch order does not matter

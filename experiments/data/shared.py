@@ -43,7 +43,8 @@ class SharedData:
                 if name not in self.mapped:
                     x = np.asarray(x)  # a plain view of the mapping: the in-memory pipeline
             splits[name] = dataclasses.replace(part, x=x)
-        return dataclasses.replace(self.skeleton, **splits)
+        # **splits: the train, val and test fields, a Split each (the checker matches every field)
+        return dataclasses.replace(self.skeleton, **splits)  # type: ignore[arg-type]
 
 
 def share(data: ImageData, folder: Path) -> SharedData:
@@ -69,5 +70,6 @@ def share(data: ImageData, folder: Path) -> SharedData:
             np.save(tmp, np.ascontiguousarray(part.x))
             os.replace(tmp, path)  # atomic: a reader never sees half a file
         files[name] = str(path)
-    skeleton = dataclasses.replace(data, digest=digest, shape=data.image_shape, **bare)
+    # **bare: the train, val and test fields, a Split each (the checker matches every field)
+    skeleton = dataclasses.replace(data, digest=digest, shape=data.image_shape, **bare)  # type: ignore[arg-type]
     return SharedData(skeleton, files, frozenset(mapped))

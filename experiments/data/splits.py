@@ -79,7 +79,7 @@ class ImageData:
     def image_shape(self) -> tuple[int, int, int]:
         if self.shape is not None:
             return self.shape
-        return tuple(self.train.x.shape[1:])  # type: ignore[union-attr,return-value]
+        return tuple(self.train.x.shape[1:])  # type: ignore[union-attr]  # no shape: pixels in memory
 
     @property
     def num_classes(self) -> int:

@@ -7,11 +7,18 @@ is involved: it works headless and in a long-running process. The caller saves o
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from experiments.evaluation.metrics import TestReport
+
+
+class Images(Protocol):
+    """Images by index: an array, or a view that decodes only the images it is asked for."""
+
+    def __getitem__(self, index: int, /) -> np.ndarray: ...
 
 
 def confusion_matrix_figure(report: TestReport, class_names: list[str]) -> Figure:
@@ -44,7 +51,7 @@ def confusion_matrix_figure(report: TestReport, class_names: list[str]) -> Figur
 
 
 def misclassified_figure(
-    report: TestReport, images: np.ndarray, class_names: list[str], limit: int = 25
+    report: TestReport, images: Images, class_names: list[str], limit: int = 25
 ) -> Figure:
     """The most confident mistakes on the test split, each titled 'true -> predicted (p)'."""
     chosen = report.misclassified[: max(0, limit)]

@@ -108,10 +108,13 @@ class DistilledAccuracy(keras.metrics.SparseCategoricalAccuracy):
 
 def check_distil(distil: Mapping[str, Any]) -> tuple[float, float]:
     """(temperature, alpha) of `train.distil`: temperature > 0, alpha in [0, 1]."""
-    temperature, alpha = distil.get("temperature"), distil.get("alpha")
-    for key, value in (("temperature", temperature), ("alpha", alpha)):
+    numbers: dict[str, float] = {}
+    for key in ("temperature", "alpha"):
+        value = distil.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UserInputError(f"train.distil.{key}={value!r} must be a number.")
+        numbers[key] = float(value)
+    temperature, alpha = numbers["temperature"], numbers["alpha"]
     if not temperature > 0:
         raise UserInputError(
             f"train.distil.temperature={temperature} must be above 0 (1: the teacher's own "
@@ -121,7 +124,7 @@ def check_distil(distil: Mapping[str, Any]) -> tuple[float, float]:
         raise UserInputError(
             f"train.distil.alpha={alpha} must be from 0 (teacher only) to 1 (true labels only)."
         )
-    return float(temperature), float(alpha)
+    return temperature, alpha
 
 
 def training_loss(

@@ -142,4 +142,5 @@ def _tflite(path: Path) -> Predictor:
         return np.stack(rows)
 
     interpreter.allocate_tensors()
-    return Predictor(predict, (height, width, channels), _class_names(path.parent))
+    # channels: fixed in an image model's input signature, never -1 (None)
+    return Predictor(predict, (height, width, channels), _class_names(path.parent))  # type: ignore[arg-type]

@@ -70,7 +70,7 @@ def soft_targets(
                 f"its rows sum to {sums.min():.3g}..{sums.max():.3g}"
             )
         splits[name] = replace(data.split(name), soft=probabilities)
-    return replace(data, **splits)
+    return replace(data, train=splits["train"], val=splits["val"])
 
 
 def distil_config(

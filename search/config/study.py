@@ -6,6 +6,7 @@ The values a sweep config must have are the rows of search/config/rules.py.
 from __future__ import annotations
 
 import hashlib
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,7 +19,7 @@ TRIAL_DEFINING_KEYS = ("data", "model", "optimizer", "train", "space", "seed")
 
 def trial_fingerprint(cfg: DictConfig) -> str:
     """A short hash of everything that defines a trial (verbosity excluded)."""
-    container = OmegaConf.to_container(cfg, resolve=True)
+    container = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))  # a DictConfig's
     defining = {key: container.get(key) for key in TRIAL_DEFINING_KEYS}
     # train.objectives=null (the default, one objective) leaves existing study names unchanged.
     defining["train"] = {

@@ -181,6 +181,7 @@ class Worker:
         not hold up training. `keep(trained)` names the folder to save the model to when it is
         worth keeping (None: dropped); the result's `model_folder` is set once it is saved.
         """
+        last: list[int | None]  # the last epoch heard
         deadline, last = self._deadline, [None]
         try:
             while True:

@@ -62,7 +62,7 @@ def resume_command() -> str:
 def print_interrupted(cfg: DictConfig, study: str, search: Engine) -> None:
     """What Ctrl-C / SIGTERM left behind, and the command that resumes."""
     try:
-        done = search.finished()
+        done: int | str = search.finished()
     except Exception:  # the storage itself was interrupted; the next start will tell
         done = "?"
     lines = [

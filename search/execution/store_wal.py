@@ -77,7 +77,8 @@ def finish(*uris: str) -> None:
             continue
         _FILES.discard(file)
         for entry, connection in _OPENED.pop(file, []):
-            if entry.dbapi_connection is connection:  # not reconnected since
+            # The sqlite3 connection is the entry's DBAPI connection: their stubs do not overlap.
+            if entry.dbapi_connection is connection:  # type: ignore[comparison-overlap]
                 entry.invalidate()
         if not os.path.exists(file):  # never created: connecting would create it
             continue

@@ -7,15 +7,18 @@ records); otherwise it is the engine's own best, unchanged.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
 from search.final.champion_rule import choose, effective_rule
 from search.trials.types import Best
 
+if TYPE_CHECKING:  # mlflow loads when a rule reads the trials back
+    from tracking.mlflow_tracker import SweepTracker
 
-def champion(cfg: DictConfig, tracker: Any, study: str, best: Best | None) -> Best | None:
+
+def champion(cfg: DictConfig, tracker: SweepTracker, study: str, best: Best | None) -> Best | None:
     """The trial to test and register: the rule's pick, or `best` when there is no rule."""
     rule = effective_rule(cfg)
     if rule is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -65,7 +66,7 @@ def rule_of(cfg: DictConfig) -> Rule | None:
     raw = final.get("select") if final is not None else None
     if not raw:
         return None
-    select = OmegaConf.to_container(raw, resolve=True) if OmegaConf.is_config(raw) else raw
+    select: Any = OmegaConf.to_container(raw, resolve=True) if OmegaConf.is_config(raw) else raw
     accepted = (*VALIDATION_METRICS, *COST_METRICS)
     if not isinstance(select, dict):
         raise UserInputError(

@@ -19,9 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:  # mlflow loads only when the final stage runs
+    from search.final.reevaluate import Reevaluation
+    from search.trials.types import Best
+    from tracking.champion import FinalRecorder
 
 
 @dataclass
@@ -42,7 +47,7 @@ def ensemble_size(cfg: DictConfig) -> int:
     return int((cfg.get("final") or {}).get("ensemble", 1))
 
 
-def with_crowned(contenders: list, best: Any) -> list:
+def with_crowned(contenders: list[Best], best: Best) -> list[Best]:
     """The trials whose models may join the ensemble: the re-evaluation's contenders (the top
     final.top_k within the noise of the best; none when it is 0), and always the crowned one."""
     return contenders if any(t.number == best.number for t in contenders) else [best, *contenders]
@@ -57,11 +62,11 @@ SINGLE_LABELS = {
 
 def shipped_model(
     cfg: DictConfig,
-    recorder: Any,
+    recorder: FinalRecorder,
     single: tuple[Any, str],
-    best: Any,
-    contenders: list,
-    reevaluated: Any,
+    best: Best,
+    contenders: list[Best],
+    reevaluated: Reevaluation | None,
     seeds: list[Member] | None = None,
 ) -> tuple[Any, str, list[str]]:
     """The shipped model: the average of the single model (`single`: it and its source), the
@@ -120,7 +125,8 @@ def ranked(single: Member, others: list[Member], maximize: bool) -> list[Member]
     their order)."""
     sign = -1.0 if maximize else 1.0
     scored = [m for m in others if m.score is not None]
-    return [single, *sorted(scored, key=lambda m: sign * float(m.score))]
+    # Every member of `scored` has a score: the checker does not carry the filter into the lambda.
+    return [single, *sorted(scored, key=lambda m: sign * float(m.score))]  # type: ignore[arg-type]
 
 
 def gather(candidates: list[Member], size: int) -> list[tuple[Member, Any]]:

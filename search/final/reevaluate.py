@@ -31,7 +31,7 @@ import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from omegaconf import DictConfig, open_dict
 
@@ -40,6 +40,7 @@ from search.final.ensemble import Member
 
 if TYPE_CHECKING:  # search.trials.runner loads Keras; the config check must not
     from search.trials.budget import Budget
+    from search.trials.runner import TrialRunner
     from search.trials.types import Best
 
 
@@ -164,7 +165,7 @@ class Contenders:
 
 
 def reevaluate(
-    cfg: DictConfig, runner: Any, top: list[Best], seeds: int, budget: Budget
+    cfg: DictConfig, runner: TrialRunner, top: list[Best], seeds: int, budget: Budget
 ) -> Reevaluation | None:
     """Re-train each of `top` with `seeds` new training seeds; crown the best mean score.
 
@@ -229,7 +230,7 @@ def reevaluate(
     )
     own = [m for m in trained if m.trial == crowned.trial.number]
     # Its best-scored seed (the first of equal scores); None when the budget skipped it.
-    best_seed = (max if maximize else min)(own, key=lambda m: m.score, default=None)
+    best_seed = (max if maximize else min)(own, key=lambda m: cast(float, m.score), default=None)
     return Reevaluation(
         candidates, crowned, None if best_seed is None else best_seed.load(), trained
     )

@@ -26,9 +26,12 @@ from search.final.registry import Decision, data_label, decide, registered_name
 if TYPE_CHECKING:  # mlflow and TensorFlow load only when the final stage runs
     from experiments.data.splits import ImageData
     from experiments.evaluation.metrics import TestReport
+    from search.final.reevaluate import Reevaluation
     from search.trials.budget import Budget
+    from search.trials.runner import TrialRunner
     from search.trials.types import Best
     from tracking.champion import FinalRecorder
+    from tracking.mlflow_tracker import SweepTracker
 
 INPUT_EXAMPLE_IMAGES = 2
 
@@ -74,7 +77,12 @@ def export_formats(cfg: DictConfig) -> list[str]:
 
 
 def finalize(
-    cfg: DictConfig, runner, tracker, best, study: str, top: list | None = None
+    cfg: DictConfig,
+    runner: TrialRunner,
+    tracker: SweepTracker,
+    best: Best | None,
+    study: str,
+    top: list[Best] | None = None,
 ) -> FinalResult | None:
     """Evaluate, register and export the best trial of the sweep; None when disabled or no best.
 
@@ -113,7 +121,9 @@ def finalize(
         model, source = reevaluated.model, "reevaluated_seed"
     else:
         began = time.perf_counter()
-        model, source = _final_model(trial_cfg, data, recorder, best.run_id, retrain)
+        # best.run_id is checked above, but a crowned contender's (Best.run_id: str | None) is
+        # not: every complete trial records its run, so it is taken as set.
+        model, source = _final_model(trial_cfg, data, recorder, best.run_id, retrain)  # type: ignore[arg-type]
         if source == "retrained_train_val":  # its measured time prices the next seeds
             seeds = _more_seeds(cfg, trial_cfg, data, runner.budget, best, time.perf_counter() - began)
     members: list[str] = []
@@ -160,7 +170,7 @@ def _register(
     report: TestReport,
     recorder: FinalRecorder,
     result: FinalResult,
-    best: Any,
+    best: Best,
     study: str,
     parent_id: str | None,
 ) -> None:
@@ -247,10 +257,13 @@ class _DecodedImages:
 
 def _test_pixels(data: ImageData) -> np.ndarray | _DecodedImages:
     """The test pixels, or (data.cache=none) a view that decodes each image it is asked for."""
-    return data.test.x if data.test.x is not None else _DecodedImages(data.test.files, data.decoder)
+    # A split without pixels in memory comes with its decoder (experiments.data.splits).
+    return data.test.x if data.test.x is not None else _DecodedImages(data.test.files, data.decoder)  # type: ignore[arg-type]
 
 
-def _reevaluate(cfg: DictConfig, runner, recorder, contenders: list):
+def _reevaluate(
+    cfg: DictConfig, runner: TrialRunner, recorder: FinalRecorder, contenders: list[Best]
+) -> Reevaluation | None:
     """The top-k re-evaluation of `contenders` (none when final.top_k is 0), logged on the parent
     run; None when there is nothing to re-evaluate."""
     from search.final.reevaluate import reevaluate, settings
@@ -274,7 +287,7 @@ def _reevaluate(cfg: DictConfig, runner, recorder, contenders: list):
     return result
 
 
-def _retrain_fits(budget, best) -> bool:
+def _retrain_fits(budget: Budget, best: Best) -> bool:
     """Whether `final.retrain` fits in what is left of search.timeout; says so when not."""
     needed = budget.retrain_seconds(best)
     if budget.fits(needed):
@@ -286,7 +299,9 @@ def _retrain_fits(budget, best) -> bool:
     return False
 
 
-def _final_model(cfg: DictConfig, data, recorder, run_id: str, retrain: bool):
+def _final_model(
+    cfg: DictConfig, data: ImageData, recorder: FinalRecorder, run_id: str, retrain: bool
+) -> tuple[Any, str]:
     """The model to test: the logged trial model, or a retrain of the best config."""
     from experiments.training.trial import run_trial
 
@@ -375,7 +390,7 @@ def train_plus_val(data: ImageData) -> ImageData:
     )
 
 
-def _print(result: FinalResult, report) -> None:
+def _print(result: FinalResult, report: TestReport) -> None:
     m = result.metrics
     print(
         f"test ({len(report.y_true)} images, {result.source}): accuracy={m['test_accuracy']:.4f} "

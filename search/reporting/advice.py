@@ -66,6 +66,7 @@ def _edges(best: Row, space: Sequence[Param]) -> list[str]:
         value = best.params.get(p.name)
         if p.kind == "categorical" or not isinstance(value, int | float) or p.high == p.low:
             continue
+        assert p.low is not None and p.high is not None  # numeric: parse_space sets both
         if p.kind == "int" and not p.log and (p.high - p.low) / (p.step or 1) < MIN_INT_VALUES:
             continue  # 1..2: every value is an edge; the slice plot says more than a warning
         position = _position(float(value), float(p.low), float(p.high), p.log)

@@ -15,7 +15,7 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.distributions import (
@@ -27,7 +27,7 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from search.space.spec import Param
-from search.trials.objectives import Objective
+from search.trials.objectives import Direction, Objective
 from search.trials.records import Row
 
 STATES = {
@@ -77,10 +77,12 @@ def distributions(space: Sequence[Param]) -> dict[str, BaseDistribution]:
         if p.kind == "categorical":
             out[p.name] = CategoricalDistribution(list(p.choices))
         elif p.kind == "int":
+            assert p.low is not None and p.high is not None  # numeric: parse_space sets both
             out[p.name] = IntDistribution(
                 int(p.low), int(p.high), log=p.log, step=1 if p.log else int(p.step or 1)
             )
         else:
+            assert p.low is not None and p.high is not None  # numeric: parse_space sets both
             out[p.name] = FloatDistribution(float(p.low), float(p.high), log=p.log)
     return out
 
@@ -90,7 +92,7 @@ def study_from_rows(
 ) -> optuna.Study:
     """An in-memory study holding the rows as trials (for engines that have no study)."""
     quiet()
-    study = optuna.create_study(directions=[o.direction for o in objectives])
+    study = optuna.create_study(directions=[cast(Direction, o.direction) for o in objectives])
     study.set_metric_names([o.metric for o in objectives])
     dists = distributions(space)
     trials: list[FrozenTrial] = []
@@ -102,6 +104,7 @@ def study_from_rows(
         trials.append(
             optuna.trial.create_trial(
                 state=TrialState.COMPLETE if complete else state,
+                # complete: every value is a finite number (the checker sees float | None)
                 values=[float(v) for v in values] if complete else None,  # type: ignore[arg-type]
                 params=params,
                 distributions={k: dists[k] for k in params},
@@ -185,7 +188,8 @@ def _target(i: int) -> Callable[[FrozenTrial], float]:
     return lambda t: t.values[i]
 
 
-def _draw(title: str, make: Callable[[], Any]) -> tuple[str, Any, str]:
+# `make` is called without arguments; `...` lets a lambda bind the loop's values as defaults.
+def _draw(title: str, make: Callable[..., Any]) -> tuple[str, Any, str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

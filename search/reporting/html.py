@@ -19,7 +19,7 @@ from typing import Any
 from search.final.champion_rule import choose, effective_rule
 from search.reporting.advice import warnings_for
 from search.reporting.leaderboard import rank, records
-from search.trials.records import SweepView
+from search.trials.records import Row, SweepView
 from tracking.sweep_records import metric_curves
 
 TOP_CURVES = 5
@@ -94,11 +94,11 @@ def write(view: SweepView, tracking_uri: str, path: Path) -> Report:
     return report
 
 
-def _first_complete(ranked: list) -> Any:
+def _first_complete(ranked: list[Row]) -> Row | None:
     return next((r for r in ranked if r.state == "complete"), None)
 
 
-def _curves_figure(view: SweepView, ranked: list, tracking_uri: str) -> tuple[str, Any, str]:
+def _curves_figure(view: SweepView, ranked: list[Row], tracking_uri: str) -> tuple[str, Any, str]:
     import plotly.graph_objects as go
 
     metric = next((o.metric for o in view.objectives if o.metric.startswith("val_")), "val_loss")
@@ -122,7 +122,7 @@ def _curves_figure(view: SweepView, ranked: list, tracking_uri: str) -> tuple[st
     return title, figure, ""
 
 
-def _header(view: SweepView, best: Any, rule: str | None, pareto: list[int]) -> str:
+def _header(view: SweepView, best: Row | None, rule: str | None, pareto: list[int]) -> str:
     counts: dict[str, int] = {}
     for r in view.rows:
         counts[r.state] = counts.get(r.state, 0) + 1

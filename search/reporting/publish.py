@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
+if TYPE_CHECKING:  # mlflow loads when the report is written
+    from tracking.mlflow_tracker import SweepTracker
 
-def publish_report(cfg: DictConfig, tracker: Any, study: str) -> Path | None:
+
+def publish_report(cfg: DictConfig, tracker: SweepTracker, study: str) -> Path | None:
     """Write the sweep's HTML report and log it on the parent run; None if it could not be.
 
     A report that fails must not fail a sweep whose trials are recorded: it says why, and
@@ -28,7 +31,8 @@ def publish_report(cfg: DictConfig, tracker: Any, study: str) -> Path | None:
         view = load_view(tracker.tracking_uri, str(cfg.tracking.experiment_name), tracker.parent_id)
         path = default_report_path(view, str(cfg.output_dir))
         write(view, tracker.tracking_uri, path)
-        log_report(tracker.tracking_uri, tracker.parent_id, path)
+        # Called inside tracker.sweep_run: the parent run is open (parent_id set).
+        log_report(tracker.tracking_uri, tracker.parent_id, path)  # type: ignore[arg-type]
     except Exception as err:  # noqa: BLE001 - reported, the sweep's records stay valid
         print(f"report: not written ({type(err).__name__}: {err})", flush=True)
         return None

@@ -66,10 +66,11 @@ def config_yaml(cfg: DictConfig | dict[str, Any]) -> str:
         return OmegaConf.to_yaml(cfg)
     values = OmegaConf.to_container(cfg) if isinstance(cfg, DictConfig) else cfg
 
-    class Dumper(yaml.CDumper):  # type: ignore[misc,name-defined]
+    class Dumper(yaml.CDumper):
         pass
 
-    Dumper.add_representer(str, OmegaConfDumper.str_representer)
+    # OmegaConf's representer is typed for yaml.Dumper; it only calls represent_scalar (CDumper's too).
+    Dumper.add_representer(str, OmegaConfDumper.str_representer)  # type: ignore[arg-type]
     return yaml.dump(
         values, Dumper=Dumper, default_flow_style=False, allow_unicode=True,
         sort_keys=False,

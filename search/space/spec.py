@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -66,7 +66,7 @@ def parse_space(raw: Mapping[str, Any] | DictConfig, base: DictConfig) -> list[P
     Raises `UserInputError` naming the first bad entry and what is accepted.
     """
     if isinstance(raw, DictConfig):
-        raw = OmegaConf.to_container(raw, resolve=True)  # type: ignore[assignment]
+        raw = cast(dict[str, Any], OmegaConf.to_container(raw, resolve=True))  # a DictConfig's
     entries = flatten_space(raw or {})
     if not entries:
         raise UserInputError(

@@ -17,7 +17,7 @@ baseline: a user who narrows the space keeps a working sweep.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -49,7 +49,7 @@ def variants(space: list[Param], cfg: DictConfig) -> list[tuple[str, Baseline]]:
     names = {p.name for p in space}
     points = []
     for raw in cfg.search.get("variants") or []:
-        changes: dict[str, Any] = OmegaConf.to_container(raw)  # type: ignore[assignment]
+        changes = cast(dict[str, Any], OmegaConf.to_container(raw))  # check_variants: a mapping
         changed = cfg.copy()
         for key, value in changes.items():
             OmegaConf.update(changed, key, value, merge=False, force_add=True)

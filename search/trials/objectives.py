@@ -14,6 +14,7 @@ same way for every trial (`experiments.evaluation.cost`). With null, `train.obje
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,6 +23,7 @@ from search.config.rules import DIRECTIONS
 from search.config.rules import OBJECTIVES as VALIDATION_METRICS
 
 COST_METRICS = ("model_params", "model_bytes", "latency_ms")
+Direction = Literal["maximize", "minimize"]  # a checked direction, as Optuna types it
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -63,7 +63,7 @@ class SweepView:
 
 def view_of(ref: SweepRef, records: list[TrialRecord]) -> SweepView:
     """The view of a sweep from its parent run and its trial records."""
-    cfg = OmegaConf.create(ref.config_yaml)
+    cfg = cast(DictConfig, OmegaConf.create(ref.config_yaml))  # the sweep's config: a mapping
     space = parse_space(cfg.space, cfg)
     objectives = objectives_of(cfg)
     rows = [row_of(r, objectives, space) for r in records]

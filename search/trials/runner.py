@@ -261,7 +261,8 @@ class TrialRunner:
             if model is not None:  # trained here and worth keeping
                 record.log_model(model, data.sample(8))
             elif result.model_folder:  # saved by its worker: files to log, no TensorFlow
-                record.log_model_files(result.model_folder, result.keras_files)
+                # A worker that saved the folder sent its keras_files too (search/execution/pool.py).
+                record.log_model_files(result.model_folder, result.keras_files)  # type: ignore[arg-type]
                 shutil.rmtree(result.model_folder, ignore_errors=True)
             if result.model_error:
                 record.set_tags({"sweeplab.model_error": result.model_error[:5000]})

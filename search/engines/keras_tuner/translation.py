@@ -57,13 +57,15 @@ def _declare(hp: kt.HyperParameters, p: Param, default: Any = None) -> None:
     if p.kind == "categorical":
         hp.Choice(p.name, choice_values(p), default=None if default is None else encode(p, default))
     elif p.kind == "int":
+        assert p.low is not None and p.high is not None  # numeric: parse_space sets both
         if p.log:
             hp.Int(p.name, int(p.low), int(p.high), step=None, sampling="log", default=default)
         else:
             step = int(p.step or 1)
-            top = int(p.low) + (int(p.high) - int(p.low)) // step * step
+            top: float = int(p.low) + (int(p.high) - int(p.low)) // step * step
             hp.Int(p.name, int(p.low), top, step=step, sampling="linear", default=default)
     elif p.step is not None:
+        assert p.low is not None and p.high is not None  # numeric: parse_space sets both
         count = math.floor((p.high - p.low) / p.step + 1e-9)
         # Keras Tuner counts grid points with `(max - min) // step`, which drops the top point
         # for most decimal steps (0.5 // 0.1 == 4.0): a hair above the top keeps it.
@@ -72,6 +74,7 @@ def _declare(hp: kt.HyperParameters, p: Param, default: Any = None) -> None:
             p.name, float(p.low), float(top), step=float(p.step), sampling="linear", default=default
         )
     else:
+        assert p.low is not None and p.high is not None  # numeric: parse_space sets both
         sampling = "log" if p.log else "linear"
         hp.Float(p.name, float(p.low), float(p.high), sampling=sampling, default=default)
 

@@ -17,7 +17,8 @@ import hashlib
 import importlib
 import inspect
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import hydra.utils
 import numpy as np
@@ -73,7 +74,7 @@ def _chosen(search: DictConfig, key: str, group: str) -> tuple[str, DictConfig]:
     return f"search.{group}.{name}", nodes[name]
 
 
-def _class_of(where: str, node: Any, base: type, kind: str) -> type:
+def _class_of(where: str, node: Any, base: type, kind: str) -> type[Any]:
     target = node.get("_target_") if isinstance(node, DictConfig) else None
     try:
         cls = _locate(str(target)) if target else None
@@ -102,7 +103,8 @@ def _build(where: str, node: DictConfig, cls: type, extra: dict[str, Any]) -> An
     try:
         return hydra.utils.instantiate(node, _convert_="all", **extra)
     except Exception as err:  # an option the class does not take, or a value it rejects
-        options = {k: v for k, v in OmegaConf.to_container(node).items() if k != "_target_"}
+        container = cast(dict[str, Any], OmegaConf.to_container(node))  # a DictConfig's: a dict
+        options = {k: v for k, v in container.items() if k != "_target_"}
         cause = err.__cause__ or err
         raise UserInputError(
             f"{where}={options} cannot configure Optuna's {cls.__name__} "
@@ -127,6 +129,7 @@ def grid_of(space: list[Param]) -> dict[str, list[Any]]:
                 f"continuous {p.kind} range; give it a `step` (without log) or use another sampler."
             )
         else:
+            assert p.low is not None and p.high is not None  # numeric: parse_space sets both
             count = int(math.floor((p.high - p.low) / p.step + 1e-9)) + 1
             grid[p.name] = [p.low + i * p.step for i in range(count)]
             if p.kind == "float":
@@ -153,16 +156,35 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
         reseed(self.inner, trial_seed(self.seed, trial.number))
         self.inner.before_trial(study, trial)
 
-    def infer_relative_search_space(self, study, trial):  # type: ignore[no-untyped-def]
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial
+    ) -> dict[str, optuna.distributions.BaseDistribution]:
         return self.inner.infer_relative_search_space(study, trial)
 
-    def sample_relative(self, study, trial, search_space):  # type: ignore[no-untyped-def]
+    def sample_relative(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        search_space: dict[str, optuna.distributions.BaseDistribution],
+    ) -> dict[str, Any]:
         return self.inner.sample_relative(study, trial, search_space)
 
-    def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        param_name: str,
+        param_distribution: optuna.distributions.BaseDistribution,
+    ) -> Any:
         return self.inner.sample_independent(study, trial, param_name, param_distribution)
 
-    def after_trial(self, study, trial, state, values):  # type: ignore[no-untyped-def]
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
         self.inner.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
 import sqlalchemy.exc
@@ -40,9 +40,9 @@ from search.space.baseline import announce, baseline
 from search.space.spec import Param
 from search.space.variants import announce_variants, variants
 from search.trials.budget import Budget, BudgetStop, OutOfTime, out_of_time
-from search.trials.objectives import Objective, objectives_of
+from search.trials.objectives import Direction, Objective, objectives_of
 from search.trials.outcomes import failure_reason, is_finished
-from search.trials.runner import TrialRunner
+from search.trials.runner import EpochListener, TrialRunner
 from search.trials.types import Best
 from tracking.liveness import is_alive, this_worker
 
@@ -124,8 +124,12 @@ def suggest(trial: optuna.Trial, space: list[Param]) -> dict[str, Any]:
         if p.kind == "categorical":
             sampled[p.name] = trial.suggest_categorical(p.name, list(p.choices))
         elif p.kind == "int":
-            sampled[p.name] = trial.suggest_int(p.name, p.low, p.high, step=p.step or 1, log=p.log)
+            assert p.low is not None and p.high is not None  # numeric: parse_space sets both
+            sampled[p.name] = trial.suggest_int(
+                p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log
+            )
         else:
+            assert p.low is not None and p.high is not None  # numeric: parse_space sets both
             sampled[p.name] = trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log)
     return sampled
 
@@ -140,7 +144,7 @@ def make_storage(
     settings are rows of search/config/rules.py, checked before the sweep."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    storage_options = dict(
+    storage_options: dict[str, Any] = dict(
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period if heartbeat_interval else None,
         heartbeat_stale_trial_callback=on_stale if heartbeat_interval else None,
@@ -181,15 +185,15 @@ def best_of(study: optuna.Study) -> Best | None:
 def ranked(study: optuna.Study, k: int) -> list[Best]:
     """The k best complete trials of a single-objective study with a finite score, best first."""
     done = [
-        t
+        (float(t.value), t)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if t.value is not None and math.isfinite(t.value)
     ]
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    done.sort(key=lambda t: (-t.value if maximize else t.value, t.number))
+    done.sort(key=lambda pair: (-pair[0] if maximize else pair[0], pair[1].number))
     return [
-        Best(float(t.value), t.number, dict(t.params), t.user_attrs.get("mlflow_run_id"))
-        for t in done[:k]
+        Best(value, t.number, dict(t.params), t.user_attrs.get("mlflow_run_id"))
+        for value, t in done[:k]
     ]
 
 
@@ -236,7 +240,8 @@ class OptunaEngine:
             ),
             sampler=sampler,
             pruner=pruner,
-            directions=[o.direction for o in self.objectives],
+            # Objective.direction is checked to be maximize | minimize (search/trials/objectives.py)
+            directions=[cast(Direction, o.direction) for o in self.objectives],
             load_if_exists=True,
         )
         name_metrics(self.study, self.objectives)  # optuna-dashboard shows the names
@@ -359,13 +364,13 @@ class OptunaEngine:
         total = int(self.cfg.search.n_trials)
         study_name = self.study_name
 
-        def objective(trial: optuna.Trial) -> float:
+        def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
             trial.set_user_attr("worker", this_worker())
             params = suggest(trial, self.space)
             # Optuna cannot prune a multi-objective trial (no pruning callback then); the budget
             # still stops it at an epoch end (search.timeout: BudgetStop, without the pruner).
             multi = len(self.objectives) > 1
-            pruning: list[Any] = (
+            pruning: list[EpochListener] = (
                 [BudgetStop(runner.budget)]
                 if multi
                 else [ObjectivePruning(trial, runner.objective, runner.budget)]

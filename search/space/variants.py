@@ -11,8 +11,7 @@ the base config's values. Queued once, after the baseline, in a new study only (
 
 A variant that is not a point of the space (a key the space does not search, a value outside its
 range, a key whose `when` is not met) is not queued, whatever `search.baseline` says, and the
-sweep prints why, as for the
-baseline: a user who narrows the space keeps a working sweep.
+sweep prints why, as for the baseline: a user who narrows the space keeps a working sweep.
 """
 
 from __future__ import annotations

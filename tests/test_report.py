@@ -10,6 +10,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from experiments.errors import UserInputError
 from search.sweep import sweep
 from tests.conftest import compose_config, run_cli
 
@@ -151,3 +152,35 @@ def test_keras_tuner_sweep_gets_the_same_leaderboard_and_plots(tmp_path) -> None
         n for _, n in sorted(recorded, key=lambda x: (-x[0], x[1]))
     ]
     assert board[0]["val_accuracy"] == pytest.approx(summary.best_value)
+
+
+def test_report_errors_mask_the_password_of_the_tracking_uri(monkeypatch, capsys) -> None:
+    """The one entry point that printed its errors itself: a password in --tracking-uri (here
+    in the error the store gives) reached the terminal."""
+    import search.report as report
+
+    uri = "postgresql://sweeper:hunter2@db.example:5432/mlflow"
+
+    def refused(tracking_uri, experiment, which):
+        raise UserInputError(f"no MLflow experiment {experiment!r} in {tracking_uri}")
+
+    monkeypatch.setattr(report, "load_view", refused)
+    with pytest.raises(SystemExit) as stopped:
+        report.main(["--tracking-uri", uri])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "hunter2" not in err
+    assert "sweeplab: error: no MLflow experiment 'sweeplab' in postgresql://sweeper:***@" in err
+
+
+def test_report_exits_130_on_ctrl_c(monkeypatch, capsys) -> None:
+    import search.report as report
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "load_view", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        report.main(["--output-dir", "anywhere"])
+    assert stopped.value.code == 130
+    assert "Traceback" not in capsys.readouterr().err

@@ -399,3 +399,26 @@ def test_alias_stays_on_a_better_champion_a_concurrent_worker_registered(tmp_pat
         better = version("0.95")
         assert recorder._point_alias(name, "champion", str(better), wins(0.95))
         assert client.get_model_version_by_alias(name, "champion").version == better
+
+
+def test_a_best_trial_without_a_run_id_skips_the_final_stage_and_says_why(
+    make_config, tmp_path, capsys
+) -> None:
+    """Keras Tuner keeps the trials' run ids in a file of its project; when that file is
+    unreadable its trials have none, and the final stage used to be skipped without a word."""
+    from search.engines.keras_tuner.engine import _read_json
+    from search.final.stage import finalize
+    from search.trials.types import Best
+
+    broken = tmp_path / "sweeplab_run_ids.json"
+    broken.write_text("{not json")
+    assert _read_json(broken) == {}
+    assert f"cannot read the trials' MLflow run ids from {broken}" in capsys.readouterr().out
+    assert _read_json(tmp_path / "absent.json") == {}  # a new project: nothing to say
+    assert capsys.readouterr().out == ""
+
+    cfg = make_config("search=keras_tuner", "search.tuner=random")
+    assert finalize(cfg, None, None, Best(0.9, 3, {}, None), "study") is None
+    out = capsys.readouterr().out
+    assert out.startswith("final stage skipped: the best trial (3) has no MLflow run id")
+    assert "sweeplab_run_ids.json" in out and len(out.strip().splitlines()) == 1

@@ -90,7 +90,10 @@ def finalize(
     (best first) for the top-k re-evaluation (search/final/reevaluate.py, final.top_k > 0).
     """
     final = cfg.get("final")
-    if final is None or not final.enabled or best is None or best.run_id is None:
+    if final is None or not final.enabled or best is None:
+        return None
+    if best.run_id is None:
+        print(no_run_id(cfg, best), flush=True)
         return None
     from experiments.quiet import quiet_tensorflow
 
@@ -153,6 +156,20 @@ def finalize(
         _register(cfg, model, data, report, recorder, result, best, study, tracker.parent_id)
     _print(result, report)
     return result
+
+
+def no_run_id(cfg: DictConfig, best: Any) -> str:
+    """Why the final stage is skipped when the best trial has no MLflow run id."""
+    why = (
+        "Keras Tuner keeps each trial's run id in sweeplab_run_ids.json in its project folder, "
+        "which was missing or unreadable when this sweep started (said above when unreadable)"
+        if str(cfg.search.get("engine")) == "keras_tuner"
+        else "the engine kept none for it"
+    )
+    return (
+        f"final stage skipped: the best trial ({best.number}) has no MLflow run id ({why}), so "
+        "its model cannot be read back to test, register or export."
+    )
 
 
 def _register(

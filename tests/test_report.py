@@ -184,3 +184,51 @@ def test_report_exits_130_on_ctrl_c(monkeypatch, capsys) -> None:
         report.main(["--output-dir", "anywhere"])
     assert stopped.value.code == 130
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_report_says_which_trials_the_pruner_stopped_and_which_search_timeout_stopped(
+    make_config, monkeypatch
+) -> None:
+    """Trial 1 is stopped by the pruner, trial 2 by the budget (search.timeout): the MLflow runs
+    say who (tag sweeplab.stopped_by) and so does the report; it used to blame the pruner for
+    both ("by the none pruner" with search.pruner=none)."""
+    import html
+
+    import search.trials.budget as budget_module
+
+    calls = {"prune": 0, "budget": 0}
+
+    def should_prune(self) -> bool:  # called at every epoch's end, before the budget's check
+        calls["prune"] += 1
+        return calls["prune"] == 3  # trial 1, epoch 0 (2 epochs a trial)
+
+    def stops_running_trial(self) -> bool:
+        calls["budget"] += 1
+        return calls["budget"] == 3  # trial 2, epoch 0
+
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", should_prune)
+    monkeypatch.setattr(budget_module.Budget, "stops_running_trial", stops_running_trial)
+    cfg = make_config(
+        "search.n_trials=3", "search.pruner=median", "final.enabled=false",
+        "tracking.log_models=false",
+    )  # fmt: skip
+    summary = sweep(cfg)
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    runs = client.search_runs(
+        [client.get_experiment_by_name(cfg.tracking.experiment_name).experiment_id],
+        "tags.`sweeplab.kind` = 'trial'",
+    )
+    tags = {int(r.data.tags["sweeplab.trial_number"]): r.data.tags for r in runs}
+    assert [tags[n].get("sweeplab.stopped_by") for n in (0, 1, 2)] == [None, "pruner", "budget"]
+    assert tags[2]["sweeplab.state"] == "pruned"
+
+    text = (Path(cfg.output_dir) / "reports" / f"{summary.study_name}.html").read_text()
+    rows = dict(
+        re.findall(
+            r"<tr><td>(\d+)</td><td>pruned</td><td>[^<]*</td><td class='reason'>([^<]*)<", text
+        )
+    )
+    assert set(rows) == {"1", "2"}
+    assert html.unescape(rows["1"]).startswith("stopped after epoch 0 by the median pruner")
+    assert html.unescape(rows["2"]).startswith("stopped after epoch 0 by search.timeout")
+    assert "pruner" not in rows["2"]

@@ -118,10 +118,22 @@ def finalize(
         trial_cfg = apply_params(cfg, best.params)
         data = runner.data_for(trial_cfg)
     retrain = bool(final.retrain) and _retrain_fits(runner.budget, best)
-    if reevaluated is not None and reevaluated.model is not None and not retrain:
-        model, source = reevaluated.model, "reevaluated_seed"
-    else:
-        model, source = _final_model(trial_cfg, data, recorder, best.run_id, retrain)
+    trained_on = train_plus_val(data) if retrain else data
+    model, source = _retrained(trial_cfg, trained_on, best) if retrain else (None, None)
+    if model is None:  # no retraining asked, fitting or succeeding
+        trained_on = data
+        if reevaluated is not None and reevaluated.model is not None:
+            model, source = reevaluated.model, "reevaluated_seed"
+        else:
+            model, source = _final_model(trial_cfg, data, recorder, best)
+    if model is None:
+        print(
+            f"final stage skipped: trial {best.number}'s model was not logged and training its "
+            "config again failed (above); the search's results and the champion choice stand, "
+            "nothing is tested, registered or exported.",
+            flush=True,
+        )
+        return None
     members: list[str] = []
     if ensemble_size(cfg) > 1:
         model, source, members = shipped_model(
@@ -142,6 +154,8 @@ def finalize(
             "source": source,
             "best_run_id": best.run_id,
             "test_images": len(data.test),
+            # The images the tested model trained on (final.retrain: train + validation).
+            **({} if members else {"train_images": len(trained_on.train)}),
             **({"ensemble_members": "; ".join(members)} if members else {}),
         },
     )
@@ -272,6 +286,7 @@ def _test_pixels(data: ImageData) -> np.ndarray | _DecodedImages:
 def _reevaluate(cfg: DictConfig, runner, recorder, contenders: list):
     """The top-k re-evaluation of `contenders` (none when final.top_k is 0), logged on the parent
     run; None when there is nothing to re-evaluate."""
+    from search.final.champion_rule import effective_rule
     from search.final.reevaluate import reevaluate, settings
 
     if not contenders:
@@ -282,12 +297,9 @@ def _reevaluate(cfg: DictConfig, runner, recorder, contenders: list):
             "nothing to re-evaluate; it is retrained on train + validation"
         )
         return None
-    result = reevaluate(cfg, runner, contenders, settings(cfg)[1], runner.budget)
-    if result is None:
-        print(
-            "final: no re-evaluation fits in what is left of search.timeout; the best trial is "
-            "taken without one"
-        )
+    keep = 1 if effective_rule(cfg) is not None else ensemble_size(cfg)  # a rule: no ensemble
+    result = reevaluate(cfg, runner, contenders, settings(cfg)[1], runner.budget, keep)
+    if result is None:  # it said why: nothing fit in search.timeout, or every training failed
         return None
     recorder.log_reevaluation([c.summary() for c in result.candidates], result.crowned.trial.number)
     return result
@@ -305,20 +317,44 @@ def _retrain_fits(budget, best) -> bool:
     return False
 
 
-def _final_model(cfg: DictConfig, data, recorder, run_id: str, retrain: bool):
-    """The model to test: the logged trial model, or a retrain of the best config."""
+def _final_model(cfg: DictConfig, data, recorder, best) -> tuple[Any, str | None]:
+    """The model to test without retraining on train + validation: the logged trial model, or
+    its config trained again on train; (None, None) when that training fails (said)."""
+    model = recorder.trial_model(best.run_id)
+    if model is not None:
+        return model, "trial_model"
+    # Not logged (log_models=false, or "best" and a select rule chose a trial that never led
+    # when it finished): the seeded trial is reproduced.
+    print("final: the best trial's model was not logged; retraining its config on train")
+    what = f"training trial {best.number}'s config on train"
+    return _trained(cfg, data, what, "there is no model to test"), "retrained_train"
+
+
+def _retrained(cfg: DictConfig, data, best) -> tuple[Any, str | None]:
+    """The best config retrained on `data` (train + validation); (None, None) when that
+    training fails (said: the final stage goes on with the trial's own model)."""
+    print("final: retraining the best config on train + validation")
+    then = "the model trained on train is tested instead"
+    model = _trained(
+        cfg, data, f"retraining trial {best.number}'s config on train + validation", then
+    )
+    return (model, "retrained_train_val") if model is not None else (None, None)
+
+
+def _trained(cfg: DictConfig, data, what: str, then: str) -> Any:
+    """`cfg` trained on `data`; None, said in one line, when its training fails (TrialFailed:
+    the loss diverged), so a failed final step never ends the sweep after its search."""
+    from experiments.errors import TrialFailed
     from experiments.training.trial import run_trial
 
-    if not retrain:
-        model = recorder.trial_model(run_id)
-        if model is not None:
-            return model, "trial_model"
-        # Not logged (log_models=false, or "best" and a select rule chose a trial that never led
-        # when it finished): the seeded trial is reproduced.
-        print("final: the best trial's model was not logged; retraining its config on train")
-        return run_trial(cfg, data).model, "retrained_train"
-    print("final: retraining the best config on train + validation")
-    return run_trial(cfg, train_plus_val(data)).model, "retrained_train_val"
+    try:
+        return run_trial(cfg, data).model
+    except TrialFailed as err:
+        print(
+            f"final: {what} failed ({str(err).splitlines()[0][:160]}): skipped, {then}",
+            flush=True,
+        )
+        return None
 
 
 def train_plus_val(data: ImageData) -> ImageData:

@@ -100,6 +100,7 @@ def finalize(
     quiet_tensorflow()  # with worker processes, the first TensorFlow import of this process
     from experiments.evaluation.plots import confusion_matrix_figure, misclassified_figure
     from experiments.serving.export import export_model
+    from search.final.champion import within_rule
     from search.final.reevaluate import settings
     from search.space.apply import apply_params
     from tracking.champion import FinalRecorder
@@ -111,7 +112,12 @@ def finalize(
         return None
     recorder = FinalRecorder(tracker)
     # The rule the search reserved time for (search/trials/budget.py): re-evaluated, then averaged.
-    contenders = runner.budget.contenders(top or [best]) if settings(cfg)[0] else []
+    # Only trials the champion rule admits (final.select's limits) may be crowned.
+    contenders = (
+        runner.budget.contenders(within_rule(cfg, tracker, top or [best], best))
+        if settings(cfg)[0]
+        else []
+    )
     reevaluated = _reevaluate(cfg, runner, recorder, contenders)
     if reevaluated is not None:  # the crowned config, scored by its mean over its trainings
         best = dataclasses.replace(reevaluated.crowned.trial, value=reevaluated.crowned.mean)

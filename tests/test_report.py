@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -111,19 +112,53 @@ def test_report_is_written_logged_and_self_contained(small_sweep, tmp_path) -> N
     assert not re.search(r"<script[^>]+src=", text)
     assert not re.search(r"<link[^>]+href=\"?https?:", text)
     assert text.count("plotly.js v") >= 1 and text.count("<script type='text/javascript'>") == 1
+    # A section's title is written whether or not its figure is drawn ("not drawn: ..."), so
+    # each section must hold its own plotly figure, with traces that carry data.
     for title in (
         "Optimization history",
         "Parameter importances",
         "Parallel coordinates",
         "Slice plots",
-        "Validation curves of the top 3 trials",
-        "Pruned and failed trials",
-        "Warnings",
+        "Validation curves of the top 3 trials (val_accuracy, from MLflow)",
+        "Intermediate values (what the pruner saw)",
     ):
-        assert title in text
-    # Every drawn figure is a plotly div; 3 trials on 5 parameters deserve the expert warning.
-    assert text.count("Plotly.newPlot") >= 5
-    assert "only 3 complete trials for 5 parameters" in text
+        traces = figure_traces(text, title)
+        assert traces, f"{title}: a figure without traces"
+        assert any(trace_has_data(t) for t in traces), f"{title}: no trace holds data"
+    curves = figure_traces(
+        text, "Validation curves of the top 3 trials (val_accuracy, from MLflow)"
+    )
+    assert len(curves) == 3  # one curve per trial
+    assert "<h2>Pruned and failed trials</h2><p>none: every trial ran to its end.</p>" in text
+    # 3 trials on 5 parameters deserve the expert warning.
+    assert "<h2>Warnings</h2>" in text and "only 3 complete trials for 5 parameters" in text
+
+
+def figure_traces(page: str, title: str) -> list[dict]:
+    """The traces of the plotly figure in the report section `title` (fails when the section
+    has no figure: a note instead, or another section's)."""
+    start = page.index(f"<h2>{html.escape(title)}</h2>")
+    end = page.find("<h2>", start + 1)
+    section = page[start : end if end != -1 else len(page)]
+    assert "<div class='plot'>" in section, f"{title}: not drawn ({section[:300]})"
+    call = re.search(r"Plotly\.newPlot\(\s*\"[^\"]+\",\s*", section)
+    assert call is not None, f"{title}: no plotly figure"
+    traces, _ = json.JSONDecoder().raw_decode(section, call.end())
+    return traces
+
+
+def trace_has_data(trace: dict) -> bool:
+    """Whether a trace plots something: non-empty x / y values (plain or typed arrays), or
+    parallel-coordinates dimensions."""
+
+    def filled(value) -> bool:
+        if isinstance(value, dict):  # plotly's typed array: {"dtype": ..., "bdata": ...}
+            return bool(value.get("bdata"))
+        return isinstance(value, list) and len(value) > 0
+
+    if trace.get("dimensions"):
+        return all(filled(d.get("values")) for d in trace["dimensions"])
+    return filled(trace.get("x")) and filled(trace.get("y"))
 
 
 def test_keras_tuner_sweep_gets_the_same_leaderboard_and_plots(tmp_path) -> None:
@@ -192,8 +227,6 @@ def test_report_says_which_trials_the_pruner_stopped_and_which_search_timeout_st
     """Trial 1 is stopped by the pruner, trial 2 by the budget (search.timeout): the MLflow runs
     say who (tag sweeplab.stopped_by) and so does the report; it used to blame the pruner for
     both ("by the none pruner" with search.pruner=none)."""
-    import html
-
     import search.trials.budget as budget_module
 
     calls = {"prune": 0, "budget": 0}

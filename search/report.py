@@ -42,37 +42,42 @@ def main(argv: list[str] | None = None) -> int:
         "--html", nargs="?", const="", default=None, help="write the HTML report (PATH optional)"
     )
     args = parser.parse_args(argv)
-    try:
-        if args.format not in FORMATS:
-            raise UserInputError(
-                f"--format {args.format!r} is not an output format; accepted: {', '.join(FORMATS)}."
-            )
-        if args.top < 0:
-            raise UserInputError(f"--top {args.top} must be 0 (all rows) or more.")
-        uri = tracking_uri_of(args.output_dir, args.tracking_uri)
-        view = load_view(uri, args.experiment, args.sweep)
-        rows = rank(view.rows, view.objectives, args.sort)
-        shown = rows[: args.top] if args.top else rows
-        if args.format == "csv":
-            sys.stdout.write(to_csv(shown, view.objectives))
-        elif args.format == "json":
-            print(to_json(shown, view.objectives))
-        else:
-            print(
-                f"study {view.ref.study} ({view.engine}), parent run {view.ref.run_id}: "
-                f"{len(rows)} trials, top {len(shown)}"
-            )
-            print(to_table(shown, view.objectives), flush=True)
-        if args.html is not None:
-            from search.reporting.html import write
+    from search.cli.exit_codes import exit_codes
 
-            path = Path(args.html) if args.html else default_report_path(view, args.output_dir)
-            report = write(view, uri, path)
-            print(f"report: {path} ({report.seconds:.1f}s)", file=sys.stderr)
-    except UserInputError as err:
-        print(f"sweeplab: error: {err}", file=sys.stderr)
-        return 2
+    # The shared mapping: bad input -> 2 with its password masked, Ctrl-C -> 130.
+    with exit_codes():
+        _report(args)
     return 0
+
+
+def _report(args: argparse.Namespace) -> None:
+    """The leaderboard (and the HTML report) `args` ask for."""
+    if args.format not in FORMATS:
+        raise UserInputError(
+            f"--format {args.format!r} is not an output format; accepted: {', '.join(FORMATS)}."
+        )
+    if args.top < 0:
+        raise UserInputError(f"--top {args.top} must be 0 (all rows) or more.")
+    uri = tracking_uri_of(args.output_dir, args.tracking_uri)
+    view = load_view(uri, args.experiment, args.sweep)
+    rows = rank(view.rows, view.objectives, args.sort)
+    shown = rows[: args.top] if args.top else rows
+    if args.format == "csv":
+        sys.stdout.write(to_csv(shown, view.objectives))
+    elif args.format == "json":
+        print(to_json(shown, view.objectives))
+    else:
+        print(
+            f"study {view.ref.study} ({view.engine}), parent run {view.ref.run_id}: "
+            f"{len(rows)} trials, top {len(shown)}"
+        )
+        print(to_table(shown, view.objectives), flush=True)
+    if args.html is not None:
+        from search.reporting.html import write
+
+        path = Path(args.html) if args.html else default_report_path(view, args.output_dir)
+        report = write(view, uri, path)
+        print(f"report: {path} ({report.seconds:.1f}s)", file=sys.stderr)
 
 
 if __name__ == "__main__":

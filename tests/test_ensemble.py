@@ -120,20 +120,63 @@ def test_keras_tuner_sweeps_ship_an_ensemble_too(make_config) -> None:
     assert len(labels) == 3 and "seed" in labels[0]  # the crowned config's re-trained model first
 
 
-def test_a_champion_rule_ships_the_chosen_trial_alone(make_config, capsys) -> None:
-    """final.select judges a trial by its own metrics (here its latency): an average of several
-    models would change them, so the rule's champion is shipped alone, and the sweep says why."""
+def test_a_champion_rule_limits_the_reevaluation_and_ships_its_trial_alone(
+    make_config, monkeypatch, capsys
+) -> None:
+    """final.select judges a trial by its own metrics (here its latency). The objective's best
+    (trial 0) breaks the latency limit: the re-evaluation may crown only trials the rule admits
+    (it used to crown from the engine's top k by objective, trial 0 here, and ship it). An
+    average of models would change the metrics, so the champion is shipped alone, said why.
+
+    The scores and latencies are set (the trainings are real): trial 0 scores 0.9 at 100 ms,
+    trial 1 0.5 at 1 ms, trial 2 0.7 at 1 ms, and a re-training scores what its config's trial
+    scored, so the crown is certain."""
+    import experiments.evaluation.cost as cost_module
+
+    scores, latencies = [0.9, 0.5, 0.7], [100.0, 1.0, 1.0]
+    by_rate: dict[float, float] = {}
+    original, costs = trial_module.run_trial, cost_module.model_costs
+
+    def scored(cfg, data, callbacks=None):
+        result = original(cfg, data, callbacks)
+        rate = float(cfg.optimizer.learning_rate)
+        if callbacks:  # a search trial: the next designed score
+            by_rate[rate] = scores[len(by_rate)]
+        result.metrics["val_accuracy"] = by_rate[rate]
+        return result
+
+    measured: list[float] = []
+
+    def timed(model, image, which):
+        found = costs(model, image, which)
+        if "latency_ms" in which:
+            found["latency_ms"] = latencies[len(measured)]
+            measured.append(found["latency_ms"])
+        return found
+
+    monkeypatch.setattr(trial_module, "run_trial", scored)
+    monkeypatch.setattr(cost_module, "model_costs", timed)
     cfg = make_config(
-        "search.n_trials=2",
+        "search.n_trials=3",
         "final.top_k=2",
         "final.seeds=1",
         "final.contender_se=null",
         "final.ensemble=3",
-        "final.select={maximize:val_accuracy,where:{latency_ms:{max:100000}}}",
+        "final.select={maximize:val_accuracy,where:{latency_ms:{max:50}}}",
     )
     summary = sweep(cfg)
-    assert summary.final is not None and summary.final.source != "ensemble"
-    assert "final.ensemble is not applied" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "champion by rule (maximize val_accuracy where latency_ms <= 50): trial 2" in out
+
+    (parent,) = runs_of(cfg, "sweep")
+    trials = {int(r.data.tags["sweeplab.trial_number"]): r for r in runs_of(cfg, "trial")}
+    assert [trials[n].data.metrics["latency_ms"] for n in (0, 1, 2)] == latencies
+    crowned = int(parent.data.tags["sweeplab.final.crowned_trial"])
+    assert crowned == 2  # the best mean the rule admits; trial 0 (0.9) is over the limit
+    tested = parent.data.tags["sweeplab.final.best_run_id"]
+    assert tested == trials[2].info.run_id and trials[2].data.metrics["latency_ms"] <= 50
+    assert summary.final is not None and summary.final.source == "reevaluated_seed"
+    assert "final.ensemble is not applied" in out
 
 
 def _classifier(size: int, classes: int, seed: int, channels: int = 1):

@@ -241,16 +241,93 @@ def test_mlflow_models_serve_answers_with_the_right_classes(final_sweep) -> None
     assert [p["class_index"] for p in predictions] == expected.tolist()
 
 
-def test_retrain_on_train_and_validation_then_test(make_config) -> None:
+def test_retrain_on_train_and_validation_then_test(make_config, monkeypatch) -> None:
+    """final.retrain trains the best config on train + validation: the final stage's training
+    takes every one of those images (counted in the batches fit runs), says so on the parent run
+    (sweeplab.final.train_images), and that model is the one tested."""
+    import keras
+
+    import experiments.training.trial as trial_module
+
+    original = trial_module.run_trial
+    final_trainings: list[dict] = []
+
+    def spied(cfg, data, callbacks=None):
+        if callbacks:  # a search trial (MLflow's epoch logger)
+            return original(cfg, data, callbacks)
+        batches: list[int] = []
+        counter = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs: batches.append(batch)
+        )
+        result = original(cfg, data, [counter])
+        final_trainings.append(
+            {"labels": data.train.y.copy(), "batches": len(batches), "model": result.model}
+        )
+        return result
+
+    monkeypatch.setattr(trial_module, "run_trial", spied)
     cfg = make_config("search.n_trials=1", "final.retrain=true", "final.register=false")
     summary = sweep(cfg)
     client = MlflowClient(cfg.tracking.tracking_uri)
     parent = client.get_run(summary.parent_run_id)
     assert parent.data.tags["sweeplab.final.source"] == "retrained_train_val"
-    assert 0.3 < parent.data.metrics["test_accuracy"] <= 1.0
+
+    data = load_data(cfg.data, int(cfg.seed))
+    (retrained,) = final_trainings
+    seen = len(data.train) + len(data.val)
+    np.testing.assert_array_equal(retrained["labels"], np.concatenate([data.train.y, data.val.y]))
+    epochs, batch = int(cfg.train.epochs), int(cfg.train.batch_size)
+    assert retrained["batches"] == epochs * -(-seen // batch)  # every image, every epoch
+    assert retrained["batches"] > epochs * -(-len(data.train) // batch)
+    assert parent.data.tags["sweeplab.final.train_images"] == str(seen)
+    predicted = retrained["model"].predict(data.test.x, verbose=0).argmax(axis=1)
+    assert parent.data.metrics["test_accuracy"] == pytest.approx(
+        float(np.mean(predicted == data.test.y))
+    )
     assert "sweeplab.final.registered_model" not in parent.data.tags
     assert client.search_registered_models() == []
     assert summary.final.registered_uri is None
+
+
+def test_a_final_step_that_diverges_is_skipped_and_the_sweep_goes_on(
+    make_config, monkeypatch, capsys
+) -> None:
+    """Every training of the final stage diverges (TrialFailed, a NaN loss): the re-evaluation
+    and the retraining are each skipped with their reason, the trial's own model is tested, and
+    the search's results, the champion and the report are all there. It used to end the sweep
+    with a traceback after the search."""
+    import experiments.training.trial as trial_module
+    from experiments.errors import TrialFailed
+
+    original = trial_module.run_trial
+
+    def diverging(cfg, data, callbacks=None):
+        if callbacks:  # a search trial: trains
+            return original(cfg, data, callbacks)
+        raise TrialFailed("loss became nan at epoch 1")
+
+    monkeypatch.setattr(trial_module, "run_trial", diverging)
+    cfg = make_config(
+        "search.n_trials=2", "final.top_k=2", "final.seeds=1", "final.contender_se=null",
+        "final.retrain=true", "final.register=false",
+    )  # fmt: skip
+    summary = sweep(cfg)
+    out = capsys.readouterr().out
+
+    assert summary.finished_trials == 2 and summary.best_run_id is not None
+    assert "training failed (loss became nan at epoch 1)" in out
+    assert "final: every re-evaluation training failed" in out
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    best = client.get_run(summary.best_run_id).data.tags["sweeplab.trial_number"]
+    assert (
+        f"final: retraining trial {best}'s config on train + validation failed (loss became "
+        "nan at epoch 1): skipped, the model trained on train is tested instead"
+    ) in out
+    assert summary.final is not None and summary.final.source == "trial_model"
+    parent = client.get_run(summary.parent_run_id)
+    assert parent.data.tags["sweeplab.best_run_id"] == summary.best_run_id
+    assert "test_accuracy" in parent.data.metrics
+    assert (Path(cfg.output_dir) / "reports" / f"{summary.study_name}.html").is_file()
 
 
 def test_unknown_export_format_fails_before_training(make_config) -> None:
@@ -399,3 +476,26 @@ def test_alias_stays_on_a_better_champion_a_concurrent_worker_registered(tmp_pat
         better = version("0.95")
         assert recorder._point_alias(name, "champion", str(better), wins(0.95))
         assert client.get_model_version_by_alias(name, "champion").version == better
+
+
+def test_a_best_trial_without_a_run_id_skips_the_final_stage_and_says_why(
+    make_config, tmp_path, capsys
+) -> None:
+    """Keras Tuner keeps the trials' run ids in a file of its project; when that file is
+    unreadable its trials have none, and the final stage used to be skipped without a word."""
+    from search.engines.keras_tuner.engine import _read_json
+    from search.final.stage import finalize
+    from search.trials.types import Best
+
+    broken = tmp_path / "sweeplab_run_ids.json"
+    broken.write_text("{not json")
+    assert _read_json(broken) == {}
+    assert f"cannot read the trials' MLflow run ids from {broken}" in capsys.readouterr().out
+    assert _read_json(tmp_path / "absent.json") == {}  # a new project: nothing to say
+    assert capsys.readouterr().out == ""
+
+    cfg = make_config("search=keras_tuner", "search.tuner=random")
+    assert finalize(cfg, None, None, Best(0.9, 3, {}, None), "study") is None
+    out = capsys.readouterr().out
+    assert out.startswith("final stage skipped: the best trial (3) has no MLflow run id")
+    assert "sweeplab_run_ids.json" in out and len(out.strip().splitlines()) == 1

@@ -126,3 +126,75 @@ def test_bad_reevaluation_settings_are_refused(make_config, override, mention) -
     cfg = make_config("final.top_k=2", override)
     with pytest.raises(UserInputError, match=mention.replace("(", r"\(")):
         check_config(cfg, models=False)
+
+
+def test_only_the_models_the_final_stage_may_use_are_kept(make_config, monkeypatch) -> None:
+    """final.ensemble=1: of the 2 x 2 re-trained models only the crowned config's best seed
+    stays in memory when the re-evaluation ends (every one was kept before); with
+    final.ensemble=n, the n - 1 best-scored others beside it."""
+    import gc
+    import weakref
+
+    import search.final.reevaluate as reevaluate_module
+
+    alive: list[weakref.ref] = []
+    original, train = reevaluate_module.reevaluate, trial_module.run_trial
+    seen: dict[str, object] = {}
+
+    def spied_training(cfg, data, callbacks=None):
+        result = train(cfg, data, callbacks)
+        if not callbacks:
+            alive.append(weakref.ref(result.model))
+        return result
+
+    def spied(*args, **kwargs):
+        result = original(*args, **kwargs)
+        gc.collect()
+        seen["alive"] = sum(ref() is not None for ref in alive)
+        seen["trained"] = [(m.trial, m.score) for m in result.trained]
+        seen["model"] = result.model
+        return result
+
+    monkeypatch.setattr(trial_module, "run_trial", spied_training)
+    monkeypatch.setattr(reevaluate_module, "reevaluate", spied)
+    cfg = make_config(
+        "search.n_trials=2", NO_MODELS, "final.top_k=2", "final.seeds=2",
+        "final.contender_se=null", "final.register=false",
+    )  # fmt: skip
+    summary = sweep(cfg)
+    assert len(alive) == 4
+    (parent,) = runs_of(cfg, "sweep")
+    crowned = int(parent.data.tags["sweeplab.final.crowned_trial"])
+    ((trial, _),) = seen["trained"]
+    assert trial == crowned and summary.final.source == "reevaluated_seed"
+    assert seen["alive"] == 1  # the tested model only
+
+
+def test_needed_keeps_the_crowned_best_seed_and_the_ensembles_best_others() -> None:
+    from search.final.ensemble import Member
+    from search.final.reevaluate import Candidate, models_needed
+    from search.trials.types import Best
+
+    def member(trial: int, score: float) -> Member:
+        return Member(f"trial {trial} {score}", trial, score, lambda: None)
+
+    a, b, c = (Candidate(Best(v, n, {}, f"run{n}")) for n, v in ((0, 0.9), (1, 0.8), (2, 0.85)))
+    a.scores, b.scores, c.scores = [0.7, 0.6], [0.85, 0.5], [0.95, 0.4]
+    trained = [member(0, 0.7), member(0, 0.6), member(1, 0.85), member(1, 0.5)]
+    trained += [member(2, 0.95), member(2, 0.4)]
+    images = {0: "digits", 1: "digits", 2: "digits-flipped"}
+
+    def labels(kept):
+        return [m.label for m in kept]
+
+    # While trial 1 is re-evaluated: its best so far and the leader's (trial 0's) best seed.
+    assert labels(models_needed(trained[:4], [a, b], 1, True, images)) == [
+        "trial 0 0.7",
+        "trial 1 0.85",
+    ]
+    # Crowned: its best seed alone; with final.ensemble=3, the 2 best of its images beside it.
+    assert labels(models_needed(trained, [b], 1, True, images, crowned=b)) == ["trial 1 0.85"]
+    kept = models_needed(trained, [b], 3, True, images, crowned=b)
+    assert labels(kept) == ["trial 0 0.7", "trial 1 0.85"]  # trial 2 reads other images
+    kept = models_needed(trained, [a], 2, True, images, crowned=a)
+    assert labels(kept) == ["trial 0 0.7", "trial 1 0.85"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -10,6 +11,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from experiments.errors import UserInputError
 from search.sweep import sweep
 from tests.conftest import compose_config, run_cli
 
@@ -110,19 +112,53 @@ def test_report_is_written_logged_and_self_contained(small_sweep, tmp_path) -> N
     assert not re.search(r"<script[^>]+src=", text)
     assert not re.search(r"<link[^>]+href=\"?https?:", text)
     assert text.count("plotly.js v") >= 1 and text.count("<script type='text/javascript'>") == 1
+    # A section's title is written whether or not its figure is drawn ("not drawn: ..."), so
+    # each section must hold its own plotly figure, with traces that carry data.
     for title in (
         "Optimization history",
         "Parameter importances",
         "Parallel coordinates",
         "Slice plots",
-        "Validation curves of the top 3 trials",
-        "Pruned and failed trials",
-        "Warnings",
+        "Validation curves of the top 3 trials (val_accuracy, from MLflow)",
+        "Intermediate values (what the pruner saw)",
     ):
-        assert title in text
-    # Every drawn figure is a plotly div; 3 trials on 5 parameters deserve the expert warning.
-    assert text.count("Plotly.newPlot") >= 5
-    assert "only 3 complete trials for 5 parameters" in text
+        traces = figure_traces(text, title)
+        assert traces, f"{title}: a figure without traces"
+        assert any(trace_has_data(t) for t in traces), f"{title}: no trace holds data"
+    curves = figure_traces(
+        text, "Validation curves of the top 3 trials (val_accuracy, from MLflow)"
+    )
+    assert len(curves) == 3  # one curve per trial
+    assert "<h2>Pruned and failed trials</h2><p>none: every trial ran to its end.</p>" in text
+    # 3 trials on 5 parameters deserve the expert warning.
+    assert "<h2>Warnings</h2>" in text and "only 3 complete trials for 5 parameters" in text
+
+
+def figure_traces(page: str, title: str) -> list[dict]:
+    """The traces of the plotly figure in the report section `title` (fails when the section
+    has no figure: a note instead, or another section's)."""
+    start = page.index(f"<h2>{html.escape(title)}</h2>")
+    end = page.find("<h2>", start + 1)
+    section = page[start : end if end != -1 else len(page)]
+    assert "<div class='plot'>" in section, f"{title}: not drawn ({section[:300]})"
+    call = re.search(r"Plotly\.newPlot\(\s*\"[^\"]+\",\s*", section)
+    assert call is not None, f"{title}: no plotly figure"
+    traces, _ = json.JSONDecoder().raw_decode(section, call.end())
+    return traces
+
+
+def trace_has_data(trace: dict) -> bool:
+    """Whether a trace plots something: non-empty x / y values (plain or typed arrays), or
+    parallel-coordinates dimensions."""
+
+    def filled(value) -> bool:
+        if isinstance(value, dict):  # plotly's typed array: {"dtype": ..., "bdata": ...}
+            return bool(value.get("bdata"))
+        return isinstance(value, list) and len(value) > 0
+
+    if trace.get("dimensions"):
+        return all(filled(d.get("values")) for d in trace["dimensions"])
+    return filled(trace.get("x")) and filled(trace.get("y"))
 
 
 def test_keras_tuner_sweep_gets_the_same_leaderboard_and_plots(tmp_path) -> None:
@@ -151,3 +187,81 @@ def test_keras_tuner_sweep_gets_the_same_leaderboard_and_plots(tmp_path) -> None
         n for _, n in sorted(recorded, key=lambda x: (-x[0], x[1]))
     ]
     assert board[0]["val_accuracy"] == pytest.approx(summary.best_value)
+
+
+def test_report_errors_mask_the_password_of_the_tracking_uri(monkeypatch, capsys) -> None:
+    """The one entry point that printed its errors itself: a password in --tracking-uri (here
+    in the error the store gives) reached the terminal."""
+    import search.report as report
+
+    uri = "postgresql://sweeper:hunter2@db.example:5432/mlflow"
+
+    def refused(tracking_uri, experiment, which):
+        raise UserInputError(f"no MLflow experiment {experiment!r} in {tracking_uri}")
+
+    monkeypatch.setattr(report, "load_view", refused)
+    with pytest.raises(SystemExit) as stopped:
+        report.main(["--tracking-uri", uri])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "hunter2" not in err
+    assert "sweeplab: error: no MLflow experiment 'sweeplab' in postgresql://sweeper:***@" in err
+
+
+def test_report_exits_130_on_ctrl_c(monkeypatch, capsys) -> None:
+    import search.report as report
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "load_view", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        report.main(["--output-dir", "anywhere"])
+    assert stopped.value.code == 130
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_report_says_which_trials_the_pruner_stopped_and_which_search_timeout_stopped(
+    make_config, monkeypatch
+) -> None:
+    """Trial 1 is stopped by the pruner, trial 2 by the budget (search.timeout): the MLflow runs
+    say who (tag sweeplab.stopped_by) and so does the report; it used to blame the pruner for
+    both ("by the none pruner" with search.pruner=none)."""
+    import search.trials.budget as budget_module
+
+    calls = {"prune": 0, "budget": 0}
+
+    def should_prune(self) -> bool:  # called at every epoch's end, before the budget's check
+        calls["prune"] += 1
+        return calls["prune"] == 3  # trial 1, epoch 0 (2 epochs a trial)
+
+    def stops_running_trial(self) -> bool:
+        calls["budget"] += 1
+        return calls["budget"] == 3  # trial 2, epoch 0
+
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", should_prune)
+    monkeypatch.setattr(budget_module.Budget, "stops_running_trial", stops_running_trial)
+    cfg = make_config(
+        "search.n_trials=3", "search.pruner=median", "final.enabled=false",
+        "tracking.log_models=false",
+    )  # fmt: skip
+    summary = sweep(cfg)
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    runs = client.search_runs(
+        [client.get_experiment_by_name(cfg.tracking.experiment_name).experiment_id],
+        "tags.`sweeplab.kind` = 'trial'",
+    )
+    tags = {int(r.data.tags["sweeplab.trial_number"]): r.data.tags for r in runs}
+    assert [tags[n].get("sweeplab.stopped_by") for n in (0, 1, 2)] == [None, "pruner", "budget"]
+    assert tags[2]["sweeplab.state"] == "pruned"
+
+    text = (Path(cfg.output_dir) / "reports" / f"{summary.study_name}.html").read_text()
+    rows = dict(
+        re.findall(
+            r"<tr><td>(\d+)</td><td>pruned</td><td>[^<]*</td><td class='reason'>([^<]*)<", text
+        )
+    )
+    assert set(rows) == {"1", "2"}
+    assert html.unescape(rows["1"]).startswith("stopped after epoch 0 by the median pruner")
+    assert html.unescape(rows["2"]).startswith("stopped after epoch 0 by search.timeout")
+    assert "pruner" not in rows["2"]

@@ -12,7 +12,7 @@ from experiments.errors import UserInputError
 from search.config.study import study_name
 from search.engines.keras_tuner import KerasTunerEngine
 from search.space.spec import parse_space
-from search.space.variants import check_variants
+from search.space.variants import announce_variants, check_variants, variants
 from search.sweep import prepare, sweep
 
 BASE = "optimizer.learning_rate=0.004"
@@ -68,3 +68,20 @@ def test_keras_tuner_proposes_the_variants_after_the_defaults(make_config, capsy
 def test_variants_that_are_not_a_list_of_mappings_are_refused(make_config, bad) -> None:
     with pytest.raises(UserInputError, match=r"is not a list of \{space key: value\} mappings"):
         check_variants(make_config(bad))
+
+
+@pytest.mark.parametrize("base", ["true", "false"])
+def test_variants_are_checked_against_the_space_whatever_search_baseline_says(
+    make_config, base, capsys
+) -> None:
+    """search.baseline=false used to turn the range check off: a variant outside the space was
+    queued (Optuna trained it, Keras Tuner got it as an out-of-range default)."""
+    cfg = make_config(f"search.baseline={base}", IN_SPACE, BASE, TWO_VARIANTS)
+    points = dict(variants(parse_space(cfg.space, cfg), cfg))
+    assert points["model.dense_units=64"].usable
+    outside = points["model.dense_units=999"]
+    assert not outside.usable
+    assert outside.outside == ["model.dense_units=999 (accepted: 32, 64, 128)"]
+    assert not points["model.no_such_key=1"].usable
+    announce_variants(list(points.items()))
+    assert "variant model.dense_units=999 not queued" in capsys.readouterr().out

@@ -15,7 +15,42 @@ from search.final.champion_rule import choose, effective_rule
 from search.trials.types import Best
 
 if TYPE_CHECKING:  # mlflow loads when a rule reads the trials back
+    from search.trials.records import SweepView
     from tracking.mlflow_tracker import SweepTracker
+
+
+def _rows(cfg: DictConfig, tracker: SweepTracker) -> SweepView:
+    """The study's trials as recorded in MLflow (both engines alike)."""
+    from search.trials.records import view_of
+    from tracking.sweep_records import find_sweep, trial_records
+
+    ref = find_sweep(tracker.tracking_uri, str(cfg.tracking.experiment_name), tracker.parent_id)
+    return view_of(ref, trial_records(tracker.tracking_uri, ref))
+
+
+def within_rule(cfg: DictConfig, tracker: SweepTracker, trials: list[Best], chosen: Best) -> list[Best]:
+    """The trials of `trials` the champion rule admits, with `chosen` (its pick) among them:
+    the final stage's re-evaluation crowns one of them, so it must never crown a trial the rule
+    excludes (a latency over the limit). All of `trials` without a rule. None are left (said)
+    when the rule ranks by another metric than train.objective, which the re-evaluation
+    measures: its champion is then tested as the rule chose it."""
+    rule = effective_rule(cfg)
+    if rule is None:
+        return trials
+    objective = (str(cfg.train.objective), cfg.train.direction == "maximize")
+    if (rule.goal.metric, rule.goal.maximize) != objective:
+        print(
+            f"final: no re-evaluation: the champion rule ranks by {rule.goal.direction} "
+            f"{rule.goal.metric}, and re-training with new seeds re-measures "
+            f"{cfg.train.objective} only; trial {chosen.number}, the rule's pick, is tested",
+            flush=True,
+        )
+        return []
+    admitted = {
+        r.run_id for r in _rows(cfg, tracker).rows if r.state == "complete" and rule.admits(r)
+    }
+    kept = [t for t in trials if t.run_id is not None and t.run_id in admitted]
+    return kept if any(t.number == chosen.number for t in kept) else [chosen, *kept]
 
 
 def champion(cfg: DictConfig, tracker: SweepTracker, study: str, best: Best | None) -> Best | None:
@@ -23,11 +58,7 @@ def champion(cfg: DictConfig, tracker: SweepTracker, study: str, best: Best | No
     rule = effective_rule(cfg)
     if rule is None:
         return best
-    from search.trials.records import view_of
-    from tracking.sweep_records import find_sweep, trial_records
-
-    ref = find_sweep(tracker.tracking_uri, str(cfg.tracking.experiment_name), tracker.parent_id)
-    view = view_of(ref, trial_records(tracker.tracking_uri, ref))
+    view = _rows(cfg, tracker)
     row = choose(view.rows, rule, view.objectives)
     if row is None:
         print(

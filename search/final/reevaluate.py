@@ -21,8 +21,12 @@ under `search.timeout`, only while each still fits in the budget (search/trials/
 The model the final stage then tests and registers is the crowned config's re-trained model
 with the best validation score among its seeds (or, with `final.retrain=true`, the crowned config
 retrained on train + validation); the spread (every score, mean, std) goes to the parent run.
-Every re-trained model is kept (`Reevaluation.trained`): with `final.ensemble` above 1 the shipped
-model averages it with the others (search/final/ensemble.py).
+Only the re-trained models the final stage may still use are kept in memory
+(`Reevaluation.trained`): the crowned config's best seed, and with `final.ensemble` = n above 1
+the n - 1 best-scored others that read the same images, which the shipped model may average with
+it (search/final/ensemble.py); with `final.ensemble=1` that is one model, however many were
+trained. A re-training that diverges (`TrialFailed`, a NaN loss) is skipped with its reason: the
+config competes with the scores it has.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class Candidate:
     seeds: list[int] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    failed: dict[int, str] = field(default_factory=dict)  # seed -> why its training failed
 
     @property
     def every_score(self) -> list[float]:
@@ -79,6 +84,7 @@ class Candidate:
             "mean": self.mean,
             "std": self.std,
             "seconds": round(self.seconds, 1),
+            **({"failed": {str(k): v for k, v in self.failed.items()}} if self.failed else {}),
         }
 
 
@@ -89,7 +95,8 @@ class Reevaluation:
     candidates: list[Candidate]
     crowned: Candidate
     model: Any  # the crowned config's re-trained model with the best score; None: not re-trained
-    trained: list[Member] = field(default_factory=list)  # every re-trained model (final.ensemble)
+    # The re-trained models still in memory: the crowned one's and those final.ensemble may use.
+    trained: list[Member] = field(default_factory=list)
 
 
 def settings(cfg: DictConfig) -> tuple[int, int]:
@@ -165,20 +172,28 @@ class Contenders:
 
 
 def reevaluate(
-    cfg: DictConfig, runner: TrialRunner, top: list[Best], seeds: int, budget: Budget
+    cfg: DictConfig, runner: TrialRunner, top: list[Best], seeds: int, budget: Budget, keep: int = 1
 ) -> Reevaluation | None:
     """Re-train each of `top` with `seeds` new training seeds; crown the best mean score.
 
     `runner` is the sweep's TrialRunner: its data split is reused, never reloaded. A candidate
     whose re-training does not fit in what is left of `budget` (beside `final.retrain`'s training)
-    is skipped and competes with its search score alone (its model: None); None when none fit
-    (the best trial is then taken without re-evaluation).
+    is skipped and competes with its search score alone (its model: None); a re-training that
+    fails (`TrialFailed`: the loss diverged) is skipped and said, the config keeping the scores it
+    has. `keep`: how many models the shipped model may average (final.ensemble; 1: none but the
+    crowned one's), so only the re-trained models it may use stay in memory. None (said) when no
+    re-training fit or succeeded: the best trial is then taken without re-evaluation.
     """
+    from experiments.data.load import loading_key
+    from experiments.errors import TrialFailed
     from experiments.training.trial import run_trial
     from search.space.apply import apply_params
 
     objective = str(cfg.train.objective)
     maximize = cfg.train.direction == "maximize"
+    images = {  # which images each contender reads: only those of the same can be averaged
+        t.number: loading_key(apply_params(cfg, t.params).data, int(cfg.seed)) for t in top
+    }
     candidates: list[Candidate] = []
     trained: list[Member] = []
     for trial in top:
@@ -198,7 +213,16 @@ def reevaluate(
             seeded = trial_cfg.copy()
             with open_dict(seeded):
                 seeded.seed = int(cfg.seed) + 1 + j  # init, shuffling, augmentation; not the split
-            result = run_trial(seeded, data)
+            try:
+                result = run_trial(seeded, data)
+            except TrialFailed as err:  # a diverged re-training: skipped, the sweep goes on
+                candidate.failed[int(seeded.seed)] = str(err)
+                print(
+                    f"re-evaluation of trial {trial.number} with seed {seeded.seed} skipped: its "
+                    f"training failed ({str(err).splitlines()[0][:160]})",
+                    flush=True,
+                )
+                continue
             score = float(result.metrics[objective])
             candidate.seeds.append(int(seeded.seed))
             candidate.scores.append(score)
@@ -212,14 +236,24 @@ def reevaluate(
                 )
             )
             del result
+            trained = models_needed(trained, [*candidates, candidate], keep, maximize, images)
         candidates.append(candidate)
         print(
             f"re-evaluated trial {trial.number}: {objective} {format_scores(candidate.scores)} "
-            f"on {seeds} new seeds (search: {trial.value:.4f}); mean {candidate.mean:.4f} "
+            f"on {len(candidate.scores)} new seeds (search: {trial.value:.4f}); mean {candidate.mean:.4f} "
             f"std {candidate.std:.4f}",
             flush=True,
         )
     if not trained:
+        failed = any(c.failed for c in candidates)
+        print(
+            "final: every re-evaluation training failed (reasons above); the best trial is taken "
+            "without re-evaluation"
+            if failed
+            else "final: no re-evaluation fits in what is left of search.timeout; the best trial "
+            "is taken without one",
+            flush=True,
+        )
         return None
     crowned = crown(candidates, maximize)
     print(
@@ -228,12 +262,55 @@ def reevaluate(
         f"{sum(bool(c.scores) for c in candidates)} re-evaluated, {seeds} new seeds each)",
         flush=True,
     )
+    trained = models_needed(trained, [crowned], keep, maximize, images, crowned=crowned)
     own = [m for m in trained if m.trial == crowned.trial.number]
     # Its best-scored seed (the first of equal scores); None when the budget skipped it.
     best_seed = (max if maximize else min)(own, key=lambda m: cast(float, m.score), default=None)
     return Reevaluation(
         candidates, crowned, None if best_seed is None else best_seed.load(), trained
     )
+
+
+def models_needed(
+    trained: list[Member],
+    candidates: list[Candidate],
+    keep: int,
+    maximize: bool,
+    images: dict[int, Any],
+    crowned: Candidate | None = None,
+) -> list[Member]:
+    """The re-trained models the final stage may still use, in their order; the others are
+    dropped (and their memory with them).
+
+    The model tested alone is the crowned config's best seed: while the re-evaluation runs, that
+    is the best seed of the config in progress (the last of `candidates`) or of the best mean so
+    far; once `crowned` is known, of it alone. With `keep` = final.ensemble above 1, up to
+    keep - 1 more are averaged with it, the best-scored first among those reading the crowned
+    config's images: the keep - 1 best-scored of each set of images are kept (of the crowned
+    one's only, once it is known).
+    """
+    sign = -1.0 if maximize else 1.0
+
+    def best_of(number: int) -> Member | None:
+        own = [m for m in trained if m.trial == number]
+        return min(own, key=lambda m: sign * _scored(m), default=None)  # first of equals
+
+    if crowned is not None:
+        leaders = [crowned]
+    else:
+        finished = [c for c in candidates[:-1] if c.scores]
+        leaders = [candidates[-1], *([crown(finished, maximize)] if finished else [])]
+    kept = {id(m) for c in leaders if (m := best_of(c.trial.number)) is not None}
+    if keep > 1:
+        groups = {images[c.trial.number] for c in leaders} if crowned is not None else None
+        by_images: dict[Any, list[Member]] = {}
+        for m in trained:
+            if groups is None or images[m.trial] in groups:
+                by_images.setdefault(images[m.trial], []).append(m)
+        for members in by_images.values():
+            ranked = sorted(members, key=lambda m: sign * _scored(m))  # stable: ties in order
+            kept.update(id(m) for m in ranked[: keep - 1])
+    return [m for m in trained if id(m) in kept]
 
 
 def _holder(model: Any) -> Callable[[], Any]:
@@ -250,3 +327,9 @@ def crown(candidates: list[Candidate], maximize: bool) -> Candidate:
 
 def format_scores(scores: list[float]) -> str:
     return " ".join(f"{s:.4f}" for s in scores)
+
+
+def _scored(member: Member) -> float:
+    """A re-evaluation model's validation score (each is scored when it is trained)."""
+    assert member.score is not None
+    return member.score

@@ -91,13 +91,17 @@ def finalize(
     (best first) for the top-k re-evaluation (search/final/reevaluate.py, final.top_k > 0).
     """
     final = cfg.get("final")
-    if final is None or not final.enabled or best is None or best.run_id is None:
+    if final is None or not final.enabled or best is None:
+        return None
+    if best.run_id is None:
+        print(no_run_id(cfg, best), flush=True)
         return None
     from experiments.quiet import quiet_tensorflow
 
     quiet_tensorflow()  # with worker processes, the first TensorFlow import of this process
     from experiments.evaluation.plots import confusion_matrix_figure, misclassified_figure
     from experiments.serving.export import export_model
+    from search.final.champion import within_rule
     from search.final.reevaluate import settings
     from search.space.apply import apply_params
     from tracking.champion import FinalRecorder
@@ -109,23 +113,39 @@ def finalize(
         return None
     recorder = FinalRecorder(tracker)
     # The rule the search reserved time for (search/trials/budget.py): re-evaluated, then averaged.
-    contenders = runner.budget.contenders(top or [best]) if settings(cfg)[0] else []
+    # Only trials the champion rule admits (final.select's limits) may be crowned.
+    contenders = (
+        runner.budget.contenders(within_rule(cfg, tracker, top or [best], best))
+        if settings(cfg)[0]
+        else []
+    )
     reevaluated = _reevaluate(cfg, runner, recorder, contenders)
     if reevaluated is not None:  # the crowned config, scored by its mean over its trainings
         best = dataclasses.replace(reevaluated.crowned.trial, value=reevaluated.crowned.mean)
         trial_cfg = apply_params(cfg, best.params)
         data = runner.data_for(trial_cfg)
     retrain = bool(final.retrain) and _retrain_fits(runner.budget, best)
+    trained_on = train_plus_val(data) if retrain else data
+    began = time.perf_counter()
+    model, source = _retrained(trial_cfg, trained_on, best) if retrain else (None, None)
     seeds: list[Member] = []
-    if reevaluated is not None and reevaluated.model is not None and not retrain:
-        model, source = reevaluated.model, "reevaluated_seed"
-    else:
-        began = time.perf_counter()
-        # best.run_id is checked above, but a crowned contender's (Best.run_id: str | None) is
-        # not: every complete trial records its run, so it is taken as set.
-        model, source = _final_model(trial_cfg, data, recorder, best.run_id, retrain)  # type: ignore[arg-type]
-        if source == "retrained_train_val":  # its measured time prices the next seeds
-            seeds = _more_seeds(cfg, trial_cfg, data, runner.budget, best, time.perf_counter() - began)
+    if model is not None:  # its measured time prices the next seeds (final.retrain_seeds)
+        seeds = _more_seeds(cfg, trial_cfg, trained_on, runner.budget, best, time.perf_counter() - began)
+    if model is None:  # no retraining asked, fitting or succeeding
+        trained_on = data
+        if reevaluated is not None and reevaluated.model is not None:
+            model, source = reevaluated.model, "reevaluated_seed"
+        else:
+            model, source = _final_model(trial_cfg, data, recorder, best)
+    if model is None:
+        print(
+            f"final stage skipped: trial {best.number}'s model was not logged and training its "
+            "config again failed (above); the search's results and the champion choice stand, "
+            "nothing is tested, registered or exported.",
+            flush=True,
+        )
+        return None
+    assert source is not None  # every model above comes with its source
     members: list[str] = []
     if ensemble_size(cfg) > 1:
         model, source, members = shipped_model(
@@ -147,6 +167,8 @@ def finalize(
             "source": source,
             "best_run_id": best.run_id,
             "test_images": len(data.test),
+            # The images the tested model trained on (final.retrain: train + validation).
+            **({} if members else {"train_images": len(trained_on.train)}),
             **({"ensemble_members": "; ".join(members)} if members else {}),
         },
     )
@@ -161,6 +183,20 @@ def finalize(
         _register(cfg, model, data, report, recorder, result, best, study, tracker.parent_id)
     _print(result, report)
     return result
+
+
+def no_run_id(cfg: DictConfig, best: Any) -> str:
+    """Why the final stage is skipped when the best trial has no MLflow run id."""
+    why = (
+        "Keras Tuner keeps each trial's run id in sweeplab_run_ids.json in its project folder, "
+        "which was missing or unreadable when this sweep started (said above when unreadable)"
+        if str(cfg.search.get("engine")) == "keras_tuner"
+        else "the engine kept none for it"
+    )
+    return (
+        f"final stage skipped: the best trial ({best.number}) has no MLflow run id ({why}), so "
+        "its model cannot be read back to test, register or export."
+    )
 
 
 def _register(
@@ -266,6 +302,7 @@ def _reevaluate(
 ) -> Reevaluation | None:
     """The top-k re-evaluation of `contenders` (none when final.top_k is 0), logged on the parent
     run; None when there is nothing to re-evaluate."""
+    from search.final.champion_rule import effective_rule
     from search.final.reevaluate import reevaluate, settings
 
     if not contenders:
@@ -276,12 +313,9 @@ def _reevaluate(
             "nothing to re-evaluate; it is retrained on train + validation"
         )
         return None
-    result = reevaluate(cfg, runner, contenders, settings(cfg)[1], runner.budget)
-    if result is None:
-        print(
-            "final: no re-evaluation fits in what is left of search.timeout; the best trial is "
-            "taken without one"
-        )
+    keep = 1 if effective_rule(cfg) is not None else ensemble_size(cfg)  # a rule: no ensemble
+    result = reevaluate(cfg, runner, contenders, settings(cfg)[1], runner.budget, keep)
+    if result is None:  # it said why: nothing fit in search.timeout, or every training failed
         return None
     recorder.log_reevaluation([c.summary() for c in result.candidates], result.crowned.trial.number)
     return result
@@ -299,22 +333,44 @@ def _retrain_fits(budget: Budget, best: Best) -> bool:
     return False
 
 
-def _final_model(
-    cfg: DictConfig, data: ImageData, recorder: FinalRecorder, run_id: str, retrain: bool
-) -> tuple[Any, str]:
-    """The model to test: the logged trial model, or a retrain of the best config."""
+def _final_model(cfg: DictConfig, data, recorder, best) -> tuple[Any, str | None]:
+    """The model to test without retraining on train + validation: the logged trial model, or
+    its config trained again on train; (None, None) when that training fails (said)."""
+    model = recorder.trial_model(best.run_id)
+    if model is not None:
+        return model, "trial_model"
+    # Not logged (log_models=false, or "best" and a select rule chose a trial that never led
+    # when it finished): the seeded trial is reproduced.
+    print("final: the best trial's model was not logged; retraining its config on train")
+    what = f"training trial {best.number}'s config on train"
+    return _trained(cfg, data, what, "there is no model to test"), "retrained_train"
+
+
+def _retrained(cfg: DictConfig, data, best) -> tuple[Any, str | None]:
+    """The best config retrained on `data` (train + validation); (None, None) when that
+    training fails (said: the final stage goes on with the trial's own model)."""
+    print("final: retraining the best config on train + validation")
+    then = "the model trained on train is tested instead"
+    model = _trained(
+        cfg, data, f"retraining trial {best.number}'s config on train + validation", then
+    )
+    return (model, "retrained_train_val") if model is not None else (None, None)
+
+
+def _trained(cfg: DictConfig, data, what: str, then: str) -> Any:
+    """`cfg` trained on `data`; None, said in one line, when its training fails (TrialFailed:
+    the loss diverged), so a failed final step never ends the sweep after its search."""
+    from experiments.errors import TrialFailed
     from experiments.training.trial import run_trial
 
-    if not retrain:
-        model = recorder.trial_model(run_id)
-        if model is not None:
-            return model, "trial_model"
-        # Not logged (log_models=false, or "best" and a select rule chose a trial that never led
-        # when it finished): the seeded trial is reproduced.
-        print("final: the best trial's model was not logged; retraining its config on train")
-        return run_trial(cfg, data).model, "retrained_train"
-    print("final: retraining the best config on train + validation")
-    return run_trial(cfg, train_plus_val(data)).model, "retrained_train_val"
+    try:
+        return run_trial(cfg, data).model
+    except TrialFailed as err:
+        print(
+            f"final: {what} failed ({str(err).splitlines()[0][:160]}): skipped, {then}",
+            flush=True,
+        )
+        return None
 
 
 def retrain_seeds(cfg: DictConfig) -> int | None:
@@ -336,10 +392,10 @@ def retrain_seeds(cfg: DictConfig) -> int | None:
 
 
 def _more_seeds(
-    cfg: DictConfig, trial_cfg: DictConfig, data: ImageData, budget: Budget, best: Best,
+    cfg: DictConfig, trial_cfg: DictConfig, grown: ImageData, budget: Budget, best: Best,
     first_seconds: float,
 ) -> list[Member]:  # fmt: skip
-    """The crowned config retrained on train + validation with new training seeds, after the
+    """The crowned config retrained on `grown` (train + validation) with new training seeds, after the
     first (`first_seconds` long), while `final.retrain_seeds` asks for more and they fit in what
     is left of search.timeout; each joins the shipped ensemble (search/final/ensemble.py).
 
@@ -347,6 +403,7 @@ def _more_seeds(
     average of seeds of the best config did (docs/benchmarks.md section 10); a model trained on
     train + validation is the strongest member the sweep can make.
     """
+    from experiments.errors import TrialFailed
     from experiments.training.trial import run_trial
     from search.final.champion_rule import effective_rule
 
@@ -354,7 +411,6 @@ def _more_seeds(
     limit = ensemble_size(cfg) if wanted is None else wanted
     if limit <= 1 or effective_rule(cfg) is not None:  # a rule's champion ships alone
         return []
-    grown = train_plus_val(data)
     made: list[Member] = []
     seconds = first_seconds
     while 1 + len(made) < limit:
@@ -369,7 +425,11 @@ def _more_seeds(
         with open_dict(seeded):  # init, shuffling, augmentation; never the split
             seeded.seed = int(cfg.seed) + 101 + len(made)
         print(f"final: retraining the best config on train + validation, seed {seeded.seed}")
-        result = run_trial(seeded, grown)
+        try:
+            result = run_trial(seeded, grown)
+        except TrialFailed as err:  # a diverged seed: the ensemble goes on with what it has
+            print(f"final: seed {seeded.seed} skipped: {str(err).splitlines()[0][:200]}")
+            break
         seconds = max(seconds, result.seconds)
         label = f"trial {best.number} retrained on train + validation, seed {seeded.seed}"
         made.append(Member(label, best.number, None, _holding(result.model)))

@@ -210,11 +210,7 @@ def _stopped_html(view: SweepView) -> str:
     pruner = str(view.cfg.search.get("pruner") or "")
     rows = []
     for r in stopped:
-        if r.state == "pruned":
-            at = r.tags.get("sweeplab.pruned_at_epoch", "?")
-            why = f"stopped after epoch {at} by the {pruner} pruner: its curve was below the others"
-        else:
-            why = r.reason or r.state
+        why = _pruned_why(r.tags, pruner) if r.state == "pruned" else r.reason or r.state
         rows.append(
             f"<tr><td>{r.number}</td><td>{html.escape(r.state)}</td>"
             f"<td>{_num(r.epochs)}</td><td class='reason'>{html.escape(why)}</td></tr>"
@@ -223,6 +219,17 @@ def _stopped_html(view: SweepView) -> str:
         "<h2>Pruned and failed trials</h2><table class='board'><tr><th>trial</th><th>state</th>"
         f"<th>epochs</th><th>why</th></tr>{''.join(rows)}</table>"
     )
+
+
+def _pruned_why(tags: dict[str, str], pruner: str) -> str:
+    """Why a pruned trial stopped, from its tag sweeplab.stopped_by (written by the runner)."""
+    at = tags.get("sweeplab.pruned_at_epoch", "?")
+    stopped_by = tags.get("sweeplab.stopped_by")
+    if stopped_by == "budget":
+        return f"stopped after epoch {at} by search.timeout: the time left was the final stage's"
+    if stopped_by == "pruner" or (stopped_by is None and pruner not in ("", "none")):
+        return f"stopped after epoch {at} by the {pruner} pruner: its curve was below the others"
+    return f"stopped after epoch {at} (recorded before sweeplab said by what)"
 
 
 def _num(value: Any) -> str:

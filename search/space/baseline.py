@@ -38,10 +38,17 @@ class Baseline:
 
 
 def baseline(space: list[Param], cfg: DictConfig) -> Baseline:
-    """The base config's point of `space`, checked against every parameter's range."""
-    values = active_values(space, cfg)
+    """The base config's point of `space`, checked against every parameter's range; not enabled
+    (never queued) with search.baseline=false."""
     if not cfg.search.get("baseline", True):
-        return Baseline(values, [], enabled=False)
+        return Baseline(active_values(space, cfg), [], enabled=False)
+    return point_of(space, cfg)
+
+
+def point_of(space: list[Param], cfg: DictConfig) -> Baseline:
+    """`cfg`'s values of the active keys of `space`, each checked against its parameter's range,
+    whatever search.baseline says (a variant is checked with it: search/space/variants.py)."""
+    values = active_values(space, cfg)
     outside = []
     for p in space:
         if p.name in values and not fits(p, values[p.name]):

@@ -10,8 +10,8 @@ the base config's values. Queued once, after the baseline, in a new study only (
 `enqueue_trial`; Keras Tuner: the oracle's next proposals), like the baseline itself.
 
 A variant that is not a point of the space (a key the space does not search, a value outside its
-range, a key whose `when` is not met) is not queued, and the sweep prints why, as for the
-baseline: a user who narrows the space keeps a working sweep.
+range, a key whose `when` is not met) is not queued, whatever `search.baseline` says, and the
+sweep prints why, as for the baseline: a user who narrows the space keeps a working sweep.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, cast
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from experiments.errors import UserInputError
-from search.space.baseline import Baseline, baseline
+from search.space.baseline import Baseline, point_of
 from search.space.spec import Param
 
 
@@ -53,7 +53,7 @@ def variants(space: list[Param], cfg: DictConfig) -> list[tuple[str, Baseline]]:
         changed = cfg.copy()
         for key, value in changes.items():
             OmegaConf.update(changed, key, value, merge=False, force_add=True)
-        point = baseline(space, changed)
+        point = point_of(space, changed)  # checked even with search.baseline=false
         outside = list(point.outside)
         for key in changes:
             if key not in names:

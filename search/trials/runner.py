@@ -223,13 +223,19 @@ class TrialRunner:
                     raise KeyboardInterrupt(str(err)) from err  # KILLED, redone on resume
                 if self.is_pruned(err):
                     epochs = record.epochs_logged
+                    # Who stopped it (tag sweeplab.stopped_by): the engine's pruner, or the
+                    # budget (search.timeout: the time left is the final stage's).
+                    budget = str(err).startswith("search.timeout")
                     record.mark(
-                        TrialOutcome.PRUNED, pruned_at_epoch=epochs - 1, epochs_trained=epochs
+                        TrialOutcome.PRUNED,
+                        pruned_at_epoch=epochs - 1,
+                        epochs_trained=epochs,
+                        stopped_by="budget" if budget else "pruner",
                     )
                     self.failures.record(TrialOutcome.PRUNED)
                     self.budget.record_pruned()
                     self.ended += 1
-                    why = " (search.timeout)" if str(err).startswith("search.timeout") else ""
+                    why = " (search.timeout)" if budget else ""
                     self._print(number, params, f"pruned at epoch {epochs - 1}{why}", None)
                 else:
                     reason = failure_reason(err)

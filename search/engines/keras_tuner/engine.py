@@ -291,7 +291,19 @@ def _check_same_space(tuner: SweepTuner, declared: kt.HyperParameters) -> None:
 
 
 def _read_json(path: Path) -> dict[str, str]:
+    """The trials' MLflow run ids; none in a new project; said when the file cannot be read
+    (the final stage cannot read back a trial whose run id is lost)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        ids = json.loads(path.read_text())
+        if not isinstance(ids, dict):
+            raise ValueError(f"a JSON {type(ids).__name__}, not an object")
+        return ids
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        print(
+            f"keras_tuner: cannot read the trials' MLflow run ids from {path} ({err}); trials "
+            "recorded before this run have none, and the final stage cannot test one of them",
+            flush=True,
+        )
         return {}

@@ -119,7 +119,7 @@ def test_fits_reads_ranges_steps_and_choices() -> None:
 
 
 def test_baseline_holds_only_active_keys(tmp_path) -> None:
-    cfg = transfer_config(tmp_path, "model.input_size=96")  # a size of the space
+    cfg = transfer_config(tmp_path, "model.input_size=96", "space=transfer_wide")  # a size of it
     base = baseline(parse_space(cfg.space, cfg), cfg)
     assert base.usable
     assert base.values["model.alpha"] == 0.25 and base.values["model.backbone"] == "mobilenet"

@@ -337,14 +337,14 @@ def test_the_budget_stops_a_running_trial_of_a_multi_objective_sweep(
     clock, reads = Clock(), []
     original = Budget.from_config.__func__
 
-    def from_config(cls, config, contenders, started=None, retrain_scale=1.0):
-        made = original(cls, config, contenders, 0.0, retrain_scale)
+    def from_config(cls, config, contenders, started=None, retrain_scale=1.0, noise=None):
+        made = original(cls, config, contenders, 0.0, retrain_scale, noise)
         made.clock = ticking
         return made
 
-    def ticking() -> float:
+    def ticking() -> float:  # the plan after trial 0, between trials, then trial 1's epoch 0
         reads.append(clock.now)
-        if len(reads) >= 2:
+        if len(reads) >= 3:
             clock.now = 1e6
         return clock.now
 

@@ -173,7 +173,7 @@ def test_cli_offline_error_is_one_paragraph_and_exit_2(tmp_path, monkeypatch) ->
     assert WEIGHTS_FILE in done.stderr and str(empty / "models") in done.stderr
 
 
-@pytest.mark.parametrize("space", ["transfer", "transfer_backbones"])
+@pytest.mark.parametrize("space", ["transfer_wide", "transfer_backbones"])
 def test_transfer_spaces_search_backbone_head_and_schedule(tmp_path, space) -> None:
     from search.space.spec import parse_space
 

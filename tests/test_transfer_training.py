@@ -163,7 +163,6 @@ def test_two_trial_transfer_sweep_on_sign_language_folder(tmp_path, monkeypatch)
         # phase 2, and the best trial is tested as it is (no pruner, no re-evaluation).
         "search.pruner=none",
         "final.top_k=0",
-        "space.model.input_size.choices=[96]",
         "space.model.fine_tune.head_epochs.high=3",
         "~space.data",  # no augmentation sampled either: every trial can use the feature cache
     )

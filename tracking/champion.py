@@ -126,6 +126,14 @@ class FinalRecorder:
         )
         self.tag({"crowned_trial": crowned, "reevaluated_trials": len(candidates)})
 
+    def log_export_measures(self, table: list[dict[str, Any]]) -> None:
+        """Each export's test accuracy, size and batch-1 latency, measured from its own file:
+        exports/measures.json, and the table as a tag the HTML report reads back."""
+        if not table:
+            return
+        self.client.log_dict(self.run_id, {"exports": table}, "exports/measures.json")
+        self.tag({"exports": json.dumps(table)})
+
     def tag(self, tags: dict[str, Any]) -> None:
         """Set sweeplab.final.* tags on the parent run (e.g. why nothing was registered)."""
         self.client.log_batch(

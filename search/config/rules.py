@@ -334,6 +334,26 @@ RULES: tuple[Rule, ...] = (
         "averages; 1: the single best model",
         when=FINAL,
     ),
+    boolean(
+        "final.distil",
+        "true: with an ensemble, also train one student against its probabilities and ship by "
+        "final.ship",
+        when=FINAL,
+    ),
+    choice(
+        "final.ship",
+        ("fastest", "accurate"),
+        "between the ensemble and its student: fastest within final.ship_within, or accurate",
+        when=FINAL,
+    ),
+    number(
+        "final.ship_within",
+        0,
+        1,
+        why="the test accuracy the student may lose against the ensemble and still ship "
+        "(final.ship=fastest)",
+        when=FINAL,
+    ),
     choice(
         "final.champion_metric",
         CHAMPION_METRICS,

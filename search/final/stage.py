@@ -12,7 +12,7 @@ import dataclasses
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,10 +41,14 @@ class FinalResult:
     """What the final stage produced."""
 
     metrics: dict[str, float]
-    source: str  # trial_model | reevaluated_seed | retrained_train_val | retrained_train | ensemble
+    # trial_model | reevaluated_seed | retrained_train_val | retrained_train | ensemble |
+    # distilled_student
+    source: str
     registered_uri: str | None  # models:/NAME@ALIAS
     registered_version: str | None
     exports: dict[str, Path]
+    # Each export measured on the test split from its own file (experiments.serving.measure).
+    export_measures: list[dict[str, Any]] = field(default_factory=list)
 
 
 def check_final_config(cfg: DictConfig) -> None:
@@ -154,6 +158,12 @@ def finalize(
         )  # fmt: skip
 
     report = score_on_test(model, data, int(cfg.seed))
+    if source == "ensemble" and bool(final.get("distil")):  # one model's latency, if it holds up
+        model, source, report, shipped_why = _student_or_ensemble(
+            cfg, trial_cfg, trained_on, data, model, report, runner.budget, best
+        )
+    else:
+        shipped_why = ""
     figures = {
         "confusion_matrix.png": confusion_matrix_figure(report, data.class_names),
         "misclassified.png": misclassified_figure(
@@ -170,14 +180,19 @@ def finalize(
             # The images the tested model trained on (final.retrain: train + validation).
             **({} if members else {"train_images": len(trained_on.train)}),
             **({"ensemble_members": "; ".join(members)} if members else {}),
+            **({"shipped_why": shipped_why} if shipped_why else {}),
         },
     )
     result = FinalResult(report.metrics, source, None, None, {})
 
     if export_formats(cfg):
         out = Path(cfg.output_dir) / "exports" / study
-        result.exports = export_model(model, export_formats(cfg), out, data.class_names)
+        result.exports = export_model(
+            model, export_formats(cfg), out, data.class_names, _calibration(data)
+        )
         recorder.log_exports(result.exports)
+        result.export_measures = _measured(result.exports, data)
+        recorder.log_export_measures(result.export_measures)
 
     if final.register:
         _register(cfg, model, data, report, recorder, result, best, study, tracker.parent_id)
@@ -371,6 +386,85 @@ def _trained(cfg: DictConfig, data, what: str, then: str) -> Any:
             flush=True,
         )
         return None
+
+
+def _student_or_ensemble(
+    cfg: DictConfig, trial_cfg: DictConfig, trained_on: ImageData, data: ImageData,
+    ensemble: Any, ensemble_report: TestReport, budget: Budget, best: Best,
+) -> tuple[Any, str, TestReport, str]:  # fmt: skip
+    """`final.distil`: one student of the crowned config trained on the members' images against
+    the ensemble's probabilities (experiments/training/distil.py, docs/distil.md), then the
+    `final.ship` rule between it and the ensemble, by test accuracy (the test split decides one
+    bit here, said on the parent run): fastest ships the student when it is within
+    `final.ship_within` of the ensemble, accurate ships the better one (the student on a tie).
+    Returns (model, source, its test report, why it shipped); the ensemble when the student does
+    not fit in search.timeout or diverges (said)."""
+    from experiments.errors import TrialFailed
+    from experiments.training.distil import distil
+
+    needed = budget.retrain_seconds(best) if budget.retrain else budget.estimate(best)
+    if not budget.fits(needed):
+        why = (
+            f"no student: distillation ({needed:.0f}s) does not fit in the "
+            f"{max(budget.left(), 0):.0f}s left of search.timeout; the ensemble ships"
+        )
+        print(f"final: {why}", flush=True)
+        return ensemble, "ensemble", ensemble_report, why
+    print("final: distilling the ensemble into one model of the crowned config", flush=True)
+    try:
+        student = distil(trial_cfg, trained_on, ensemble).model
+    except TrialFailed as err:
+        why = f"no student: its training diverged ({str(err).splitlines()[0][:200]}); the ensemble ships"
+        print(f"final: {why}", flush=True)
+        return ensemble, "ensemble", ensemble_report, why
+    final = cfg.final
+    student_report = score_on_test(student, data, int(cfg.seed))
+    a, s = ensemble_report.metrics["test_accuracy"], student_report.metrics["test_accuracy"]
+    within = float(final.get("ship_within", 0.01))
+    rule = str(final.get("ship", "fastest"))
+    student_ships = s >= a - within if rule == "fastest" else s >= a
+    figures = f"test accuracy: ensemble {a:.4f}, student {s:.4f}"
+    why = (
+        f"final.ship={rule}"
+        + (f" (within {within:g})" if rule == "fastest" else "")
+        + f": the {'student (one model)' if student_ships else 'ensemble'} ships; {figures}"
+    )
+    print(f"final: {why}", flush=True)
+    if student_ships:
+        return student, "distilled_student", student_report, why
+    return ensemble, "ensemble", ensemble_report, why
+
+
+def _calibration(data: ImageData) -> Any:
+    """Training images for an int8 export's calibration (never test images): the pixels held in
+    memory, or (data.cache=none) the first files decoded; None when there are none."""
+    from experiments.serving.export import CALIBRATION_LIMIT
+
+    if data.train.x is not None:
+        return data.train.x[:CALIBRATION_LIMIT]
+    if data.decoder is None or not data.train.files:
+        return None
+    files = data.train.files[:CALIBRATION_LIMIT]
+    return np.stack([np.asarray(data.decoder(f), dtype=np.float32) for f in files])
+
+
+def _measured(exports: dict[str, Path], data: ImageData) -> list[dict[str, Any]]:
+    """Each export measured on the test split from its own file: accuracy, size, ms per image
+    at batch 1 (experiments.serving.measure), as printed and logged on the parent run."""
+    from experiments.serving.measure import measure_exports, measures_table
+
+    pixels = _test_pixels(data)
+    images = pixels if isinstance(pixels, np.ndarray) else np.stack(
+        [pixels[i] for i in range(len(pixels))]
+    )  # fmt: skip
+    table = measures_table(measure_exports(exports, images, data.test.y))
+    for row in table:
+        print(
+            f"export {row['format']}: test accuracy {row['accuracy']:.4f} from the file, "
+            f"{row['size']}, {row['ms_per_image']:.2f} ms per image at batch 1",
+            flush=True,
+        )
+    return table
 
 
 def retrain_seeds(cfg: DictConfig) -> int | None:

@@ -147,8 +147,36 @@ def _header(view: SweepView, best: Row | None, rule: str | None, pareto: list[in
     shipped = _shipped(view.ref.tags, view.ref.metrics)
     if shipped:
         lines.append(_fact("shipped model", shipped))
+    why = view.ref.tags.get("sweeplab.final.shipped_why")
+    if why:
+        lines.append(_fact("why it shipped", why))
     lines.append("</table>")
+    lines.append(_exports_html(view.ref.tags.get("sweeplab.final.exports")))
     return "\n".join(lines)
+
+
+EXPORT_COLUMNS = ("format", "accuracy", "size", "ms_per_image", "size_ratio", "accuracy_delta")
+
+
+def _exports_html(measured: str | None) -> str:
+    """The exports as measured from their own files on the test split (final.export): what a
+    user deploys, how accurate, large and fast it is; empty without exports."""
+    if not measured:
+        return ""
+    import json
+
+    rows = json.loads(measured)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in EXPORT_COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_num(r.get(c)))}</td>" for c in EXPORT_COLUMNS) + "</tr>"
+        for r in rows
+    )
+    return (
+        "<h2>Exports, measured from each file on the test split</h2>"
+        f"<table class='exports'><tr>{head}</tr>{body}</table>"
+        "<p>ms_per_image: median of single-image calls at batch 1 on this machine; size_ratio "
+        "and accuracy_delta against the float32 TFLite file.</p>"
+    )
 
 
 def _shipped(tags: dict[str, str], metrics: dict[str, float]) -> str:

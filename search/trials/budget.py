@@ -62,6 +62,7 @@ class Budget:
     seeds: int = 0
     retrain: bool = False
     retrain_scale: float = 1.0  # (train + validation images) / training images
+    distil: bool = False  # final.distil: one student trained after the ensemble (reserved)
     # Best first: the trials the final stage would re-evaluate (search.final.reevaluate.Contenders).
     contenders: Callable[[list[Best]], list[Best]] = lambda trials: trials[:1]
     clock: Callable[[], float] = time.monotonic
@@ -102,6 +103,7 @@ class Budget:
             seeds=int(final.get("seeds") or 0) if enabled else 0,
             retrain=enabled and bool(final.get("retrain")),
             retrain_scale=retrain_scale,
+            distil=enabled and bool(final.get("distil")) and int(final.get("ensemble") or 1) > 1,
             contenders=contenders,
             started=started,
             patience=None if patience is None else int(patience),
@@ -164,6 +166,9 @@ class Budget:
         if len(ranked) > 1 or not self.retrain:  # one contender and a retraining: nothing to rank
             seconds = sum(self.seeds * self.estimate(t) for t in ranked)
         seconds += self.retrain_seconds(ranked[0] if ranked else None)  # None: no ranking
+        if self.distil:  # the student trains on what the final model trains on
+            best = ranked[0] if ranked else None
+            seconds += self.retrain_seconds(best) if self.retrain else self.estimate(best)
         return seconds + TEST_SECONDS
 
     def retrain_seconds(self, trial: Best | None) -> float:

@@ -20,13 +20,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import SHARED_DATA, parse_args, print_table, verdict, write_result
+from _common import parse_args, print_table, verdict, write_result
 from transfer_vs_recipe import (
     QUICK_PER_CLASS,
     QUICK_RECIPE,
     QUICK_SWEEP,
     SETS,
-    keras_home,
+    common_overrides,
     require_sets,
     run_sweep,
 )
@@ -45,14 +45,7 @@ def members(story: list[str]) -> int:
 def one_set(name: str, root: Path, quick: bool, multiples: list[float], before: bool) -> dict:
     folder, per_class = SETS[name]
     per_class = QUICK_PER_CLASS if quick else per_class
-    common = [
-        "data=directory",
-        f"data.path={SHARED_DATA / folder}",
-        f"keras_home={keras_home(root / name)}",
-        "final.register=false",
-        "seed=42",
-        *([f"data.max_per_class={per_class}"] if per_class else []),
-    ]
+    common = common_overrides(name, root, per_class)
     print(f"\n{folder} ({per_class or 'all'} per class): the recipe ...", flush=True)
     recipe = run_sweep(
         ["sweep=recipe", *common, f"output_dir={root / name / 'recipe'}"]

@@ -154,18 +154,22 @@ def keras_home(root: Path) -> Path:
     return home
 
 
-def one_set(name: str, root: Path, quick: bool, per_class_override: int | None) -> dict[str, Any]:
-    folder, per_class = SETS[name]
-    per_class = per_class_override or (QUICK_PER_CLASS if quick else per_class)
-    common = [
+def common_overrides(name: str, root: Path, per_class: int | None) -> list[str]:
+    """The data, Keras cache and seed every run on set `name` shares (so: the same split)."""
+    return [
         "data=directory",
-        f"data.path={SHARED_DATA / folder}",
+        f"data.path={SHARED_DATA / SETS[name][0]}",
         f"keras_home={keras_home(root / name)}",
         "final.register=false",
         "seed=42",
+        *([f"data.max_per_class={per_class}"] if per_class else []),
     ]
-    if per_class:
-        common.append(f"data.max_per_class={per_class}")
+
+
+def one_set(name: str, root: Path, quick: bool, per_class_override: int | None) -> dict[str, Any]:
+    folder, per_class = SETS[name]
+    per_class = per_class_override or (QUICK_PER_CLASS if quick else per_class)
+    common = common_overrides(name, root, per_class)
     print(f"\n{folder} ({per_class or 'all'} per class): the recipe ...", flush=True)
     recipe = run_sweep(
         ["sweep=recipe", *common, f"output_dir={root / name / 'recipe'}"]

@@ -23,11 +23,11 @@ from typing import Any
 from _common import parse_args, print_table, verdict, write_result
 from transfer_vs_recipe import (
     QUICK_PER_CLASS,
-    QUICK_RECIPE,
     QUICK_SWEEP,
     SETS,
     common_overrides,
     require_sets,
+    run_recipe,
     run_sweep,
 )
 
@@ -46,12 +46,7 @@ def one_set(name: str, root: Path, quick: bool, multiples: list[float], before: 
     folder, per_class = SETS[name]
     per_class = QUICK_PER_CLASS if quick else per_class
     common = common_overrides(name, root, per_class)
-    print(f"\n{folder} ({per_class or 'all'} per class): the recipe ...", flush=True)
-    recipe = run_sweep(
-        ["sweep=recipe", *common, f"output_dir={root / name / 'recipe'}"]
-        + (QUICK_RECIPE if quick else [])
-    )
-    print(f"  recipe: test {recipe['test_accuracy']:.4f} in {recipe['wall_s']:.0f}s", flush=True)
+    recipe = run_recipe(name, root, common, quick)
     runs: dict[str, dict[str, Any]] = {}
     for variant, extra in [("now", []), *([("before", BEFORE)] if before else [])]:
         for multiple in multiples:

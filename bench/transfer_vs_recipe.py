@@ -166,16 +166,23 @@ def common_overrides(name: str, root: Path, per_class: int | None) -> list[str]:
     ]
 
 
-def one_set(name: str, root: Path, quick: bool, per_class_override: int | None) -> dict[str, Any]:
+def run_recipe(name: str, root: Path, common: list[str], quick: bool) -> dict[str, Any]:
+    """`sweep=recipe` (the seed's Example 1, one trial) on set `name`, timed: the reference."""
     folder, per_class = SETS[name]
-    per_class = per_class_override or (QUICK_PER_CLASS if quick else per_class)
-    common = common_overrides(name, root, per_class)
-    print(f"\n{folder} ({per_class or 'all'} per class): the recipe ...", flush=True)
+    print(f"\n{folder}: the recipe ...", flush=True)
     recipe = run_sweep(
         ["sweep=recipe", *common, f"output_dir={root / name / 'recipe'}"]
         + (QUICK_RECIPE if quick else [])
     )
     print(f"  recipe: test {recipe['test_accuracy']:.4f} in {recipe['wall_s']:.0f}s", flush=True)
+    return recipe
+
+
+def one_set(name: str, root: Path, quick: bool, per_class_override: int | None) -> dict[str, Any]:
+    folder, per_class = SETS[name]
+    per_class = per_class_override or (QUICK_PER_CLASS if quick else per_class)
+    common = common_overrides(name, root, per_class)
+    recipe = run_recipe(name, root, common, quick)
     budgets = {"a": recipe["wall_s"], "b": 3 * recipe["wall_s"]}
     sweeps = {}
     for label, budget in budgets.items():

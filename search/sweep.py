@@ -118,9 +118,10 @@ def _sweep(
 
         quiet_tensorflow() if pool is None else quiet_logs()
         from experiments.data.load import load_data
-        from search.execution.resume import print_interrupted, recover
+        from search.execution.resume import print_final_interrupted, print_interrupted, recover
         from search.trials.runner import TrialRunner
         from tracking.mlflow_tracker import SweepTracker
+        from tracking.recovery import interrupted_final, mark_final_completed
 
         # Bad data fails here, before any store is created or opened.
         data = load_data(cfg.data, int(cfg.seed))
@@ -131,14 +132,24 @@ def _sweep(
             f"{cfg.train.objective}, {done} of {cfg.search.n_trials} trials finished",
             flush=True,
         )
-        if done >= int(cfg.search.n_trials):
+        tracker = SweepTracker(cfg.tracking)
+        recover(search, tracker, name)  # a killed parent run ends KILLED here
+        # A complete study whose final stage a kill or Ctrl-C cut short runs that stage again.
+        resumed_from = (
+            interrupted_final(tracker, name) if done >= int(cfg.search.n_trials) else None
+        )
+        if done >= int(cfg.search.n_trials) and resumed_from is None:
             print(
                 f"the study is complete (search.n_trials={cfg.search.n_trials}): nothing to "
                 "train. Raise search.n_trials to add trials."
             )
             return _summary(name, engine, None, search.best(), done)
-        tracker = SweepTracker(cfg.tracking)
-        recover(search, tracker, name)
+        if resumed_from is not None:
+            print(
+                f"the study is complete, but the final stage of its parent run {resumed_from} "
+                "was cut short (killed or interrupted): running the final stage again",
+                flush=True,
+            )
     contenders = Contenders.for_config(cfg, len(data.val))
     scale = (len(data.train) + len(data.val)) / max(len(data.train), 1)  # final.retrain's data
     budget = Budget.from_config(cfg, contenders, started, scale, contenders.noise)
@@ -161,6 +172,8 @@ def _sweep(
         **search.tags,  # engine-specific: the sampler (and pruner), the Keras Tuner tuner kind
         # A cluster launch's worker index (search/cluster/): which job this parent run is.
         **({"worker": cfg.worker} if cfg.get("worker") is not None else {}),
+        **({"resumes_final_of": resumed_from} if resumed_from else {}),
+        "final.tracked": "true",  # its final stage is recorded: see tracking/recovery.py
     }
     artifacts = {
         "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
@@ -175,7 +188,8 @@ def _sweep(
 
             import_in_background()  # the report's figure libraries, not at its end
         try:
-            search.optimize(runner, int(cfg.search.n_trials) - done)
+            if resumed_from is None:
+                search.optimize(runner, int(cfg.search.n_trials) - done)
         except KeyboardInterrupt:
             print_interrupted(cfg, name, search)
             raise
@@ -195,10 +209,17 @@ def _sweep(
                 "there is no best model to test, register or export.",
                 flush=True,
             )
-        summary.final = finalize(cfg, runner, tracker, best, name, _top(search, cfg))
-        from search.reporting.publish import publish_report
+        try:
+            summary.final = finalize(
+                cfg, runner, tracker, best, name, _top(search, cfg), resumed_from
+            )
+            from search.reporting.publish import publish_report
 
-        publish_report(cfg, tracker, name)  # the HTML report on the parent run
+            publish_report(cfg, tracker, name)  # the HTML report on the parent run
+        except KeyboardInterrupt:
+            print_final_interrupted(cfg, name)
+            raise
+        mark_final_completed(tracker)  # without it, the next start runs the final stage again
     _print_summary(cfg, summary, time.perf_counter() - began)
     return summary
 

@@ -22,7 +22,13 @@ from search.config.stores import check_stores, create_output_dir
 from search.config.study import study_name
 from search.engines import Engine, make_engine
 from search.execution.leftovers import removed_on_error
-from search.execution.pool import WorkerPool, discard_early, interrupts_stop, worker_settings
+from search.execution.pool import (
+    WorkerPool,
+    capped,
+    discard_early,
+    interrupts_stop,
+    worker_settings,
+)
 from search.execution.store_wal import finish, write_ahead
 from search.final.champion import champion
 from search.final.reevaluate import Contenders
@@ -71,7 +77,9 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     note = pruning_note(cfg)  # several objectives: Optuna cannot prune them
     if note:
         print(note, flush=True)
-    settings = worker_settings(cfg)  # search.workers, trial_timeout, worker.*
+    # search.workers, trial_timeout, worker.*; no more workers than the trials, cores and memory
+    # can use (the study is not open yet: a resumed one may need fewer still, never more).
+    settings = capped(worker_settings(cfg), int(cfg.search.n_trials))
     check_stores(cfg)  # bad input: every store and folder, read-only, before anything is created
     engine = str(cfg.search.engine)
     name = study_name(cfg)

@@ -315,3 +315,39 @@ def test_which_command_lines_start_a_worker_before_hydra(args, early) -> None:
     from search.cli.command import trains_here
 
     assert trains_here(args) is early
+
+
+def test_workers_are_capped_at_trials_cores_and_memory(monkeypatch, capsys) -> None:
+    """search.workers=64 for 2 trials used to start 64 TensorFlow processes: capped, said."""
+    monkeypatch.setattr(workers, "available_mb", lambda: 64_000.0)
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda pid: set(range(16)))
+    settings = workers.WorkerSettings(workers=64)
+    assert workers.capped(settings, 2).workers == 2
+    assert "search.workers=64 capped at 2: 2 trial(s) left to run" in capsys.readouterr().out
+    assert workers.capped(settings, 100).workers == 16  # the cores
+    assert "16 core(s)" in capsys.readouterr().out
+    monkeypatch.setattr(workers, "available_mb", lambda: 1_000.0)
+    assert workers.capped(settings, 100).workers == 2  # 1000 MB at ~400 MB a worker
+    assert "1000 MB available" in capsys.readouterr().out
+    assert workers.capped(workers.WorkerSettings(workers=2), 100).workers == 2
+    assert capsys.readouterr().out == ""  # within every limit: nothing said
+
+
+@pytest.mark.slow
+def test_a_sweep_with_more_workers_than_trials_starts_only_what_it_uses(make_config, capsys):
+    """The sweep builds its pool from the capped settings: 2 worker slots, not 64."""
+    cfg = make_config("search.workers=64", "search.n_trials=2", "final.enabled=false")
+    started: list[int] = []
+    real = workers.WorkerPool.__init__
+
+    def counting(self, settings):  # the pool the sweep really builds
+        started.append(settings.workers)
+        real(self, settings)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(workers.WorkerPool, "__init__", counting)
+        summary = sweep(cfg)
+    assert summary.finished_trials == 2
+    assert started and started[0] <= 2
+    assert "search.workers=64 capped at" in capsys.readouterr().out
+

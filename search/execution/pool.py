@@ -12,6 +12,7 @@ per-trial leak. A worker that dies (segfault, SIGKILL, the OOM killer) or runs p
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import multiprocessing
 import os
 import queue
@@ -75,6 +76,50 @@ def worker_settings(cfg: DictConfig) -> WorkerSettings:
         key: node.get(key, default) for key, default in (("max_trials", 20), ("max_rss_mb", 2000.0))
     }
     return WorkerSettings(workers, timeout, limits["max_trials"], limits["max_rss_mb"])
+
+
+WORKER_MB = 400  # one idle worker process with TensorFlow imported holds ~320 MB, a trial more
+
+
+def available_mb() -> float | None:
+    """MemAvailable from /proc/meminfo in MB; None where there is no such file."""
+    try:
+        with open("/proc/meminfo") as lines:
+            for line in lines:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def capped(settings: WorkerSettings, trials_left: int) -> WorkerSettings:
+    """`settings` with no more workers than the trials left, the cores or the memory can use.
+
+    search.workers=64 on 2 cores used to start 64 TensorFlow processes (~320 MB each) for two
+    trials and exhausted memory; each worker beyond these limits only waits or swaps. The cap
+    is said in one line (why each limit), so the user sees what ran.
+    """
+    if settings.workers <= 1:
+        return settings
+    limits = {
+        f"{trials_left} trial(s) left to run": max(1, trials_left),
+        f"{len(os.sched_getaffinity(0))} core(s)": len(os.sched_getaffinity(0)),
+    }
+    free = available_mb()
+    if free is not None:
+        limits[f"{free:.0f} MB available at ~{WORKER_MB} MB a worker"] = max(
+            1, int(free // WORKER_MB)
+        )
+    why, cap = min(limits.items(), key=lambda item: item[1])
+    if cap >= settings.workers:
+        return settings
+    print(
+        f"search.workers={settings.workers} capped at {cap}: {why}, so more workers could not "
+        "train at once.",
+        flush=True,
+    )
+    return dataclasses.replace(settings, workers=cap)
 
 
 def visible_gpus() -> list[str]:

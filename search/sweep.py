@@ -21,7 +21,7 @@ from search.config.models import check_models
 from search.config.stores import check_stores, create_output_dir
 from search.config.study import study_name
 from search.engines import Engine, make_engine
-from search.execution.leftovers import removed_on_error
+from search.execution.leftovers import remove_dead_scratch, removed_on_error
 from search.execution.pool import (
     WorkerPool,
     capped,
@@ -85,6 +85,7 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     name = study_name(cfg)
     stores = [str(cfg.tracking.tracking_uri), str(cfg.search.get("storage") or "")]
     write_ahead(*stores)  # SQLite stores: commits without a sync each (search/execution/store_wal.py)
+    remove_dead_scratch(cfg.output_dir)  # what a killed sweep handed its workers
     pool = WorkerPool(settings) if settings.workers else None
     if pool is None:
         discard_early()  # started by `python -m search.run` for a sweep that trains here

@@ -351,3 +351,22 @@ def test_a_sweep_with_more_workers_than_trials_starts_only_what_it_uses(make_con
     assert started and started[0] <= 2
     assert "search.workers=64 capped at" in capsys.readouterr().out
 
+
+def test_the_next_start_removes_scratch_folders_of_killed_sweeps(make_config) -> None:
+    """A kill -9 left OUTPUT_DIR/.workers/<pid>/ (decoded data) forever: the next start removes
+    the folders of dead pids and keeps those of live ones (another sweep in the folder)."""
+    import subprocess
+    import sys
+
+    cfg = prepare(make_config("search.n_trials=1", "final.enabled=false"))
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = Path(cfg.output_dir) / ".workers" / gone.stdout.strip()
+    live = Path(cfg.output_dir) / ".workers" / str(os.getppid())
+    for folder in (dead, live):
+        folder.mkdir(parents=True)
+        (folder / "train_x.npy").write_bytes(b"decoded")
+    sweep(cfg)
+    assert not dead.exists()
+    assert (live / "train_x.npy").exists()

@@ -4,9 +4,11 @@ then the final stage. The command line around it is `search.run`; tests call `sw
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import shutil
+import tempfile
 import time
 from contextlib import suppress
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from search.config.models import check_models
 from search.config.stores import check_stores, create_output_dir
 from search.config.study import study_name
 from search.engines import Engine, make_engine
-from search.execution.leftovers import remove_dead_scratch, removed_on_error
+from search.execution.leftovers import remove_dead_scratch, removed_on_error, scratch_folder
 from search.execution.pool import (
     WorkerPool,
     capped,
@@ -86,6 +88,11 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     stores = [str(cfg.tracking.tracking_uri), str(cfg.search.get("storage") or "")]
     write_ahead(*stores)  # SQLite stores: commits without a sync each (search/execution/store_wal.py)
     remove_dead_scratch(cfg.output_dir)  # what a killed sweep handed its workers
+    scratch = scratch_folder(cfg)
+    # TensorFlow writes __autograph_generated_file*.py to the temp folder and never removes them:
+    # this sweep's and its workers' go under its scratch folder, removed at its end.
+    settings = dataclasses.replace(settings, tmp=str(scratch / "tmp"))
+    system_tmp = tempfile.tempdir
     pool = WorkerPool(settings) if settings.workers else None
     if pool is None:
         discard_early()  # started by `python -m search.run` for a sweep that trains here
@@ -100,12 +107,10 @@ def sweep(cfg: DictConfig) -> SweepSummary:
         finish(*stores)  # a finished store is one file again
         if pool is not None:
             pool.close()
-            from search.trials.runner import scratch_folder
-
-            scratch = scratch_folder(cfg)
-            shutil.rmtree(scratch, ignore_errors=True)
-            with suppress(OSError):  # other sweeps' folders may still be in it
-                scratch.parent.rmdir()
+        tempfile.tempdir = system_tmp
+        shutil.rmtree(scratch, ignore_errors=True)
+        with suppress(OSError):  # other sweeps' folders may still be in it
+            scratch.parent.rmdir()
 
 
 def _sweep(
@@ -121,6 +126,9 @@ def _sweep(
     # What is found from here on (a weights file, the data) removes what this start created.
     with removed_on_error(cfg):
         create_output_dir(Path(cfg.output_dir))  # a file system that refuses it: fail now
+        tmp = scratch_folder(cfg) / "tmp"  # this process's TensorFlow (the final stage) too
+        tmp.mkdir(parents=True, exist_ok=True)
+        tempfile.tempdir = str(tmp)  # sweep() restores it and removes the folder
         check_models(cfg, space)
         # Heavy imports only once the config is known to be good: bad input fails in a second.
         from experiments.quiet import quiet_logs, quiet_tensorflow

@@ -370,3 +370,25 @@ def test_the_next_start_removes_scratch_folders_of_killed_sweeps(make_config) ->
     sweep(cfg)
     assert not dead.exists()
     assert (live / "train_x.npy").exists()
+
+
+def test_tensorflow_temp_files_are_removed_with_the_sweep(tmp_path: Path) -> None:
+    """TensorFlow's __autograph_generated_file*.py piled up in the system's temp folder, one set
+    per worker and sweep: they now live in the sweep's scratch folder, removed at its end."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, TINY
+
+    system_tmp = tmp_path / "system_tmp"  # TMPDIR: this sweep's, apart from other programs'
+    system_tmp.mkdir()
+    out = tmp_path / "runs"
+    args = [*TINY, WORKERS, f"output_dir={out}", "search.n_trials=1", "final.enabled=false"]
+    env = {**os.environ, "TMPDIR": str(system_tmp), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(
+        [sys.executable, "-m", "search.run", *args],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in system_tmp.rglob("__autograph_generated_file*")) == []
+    assert not (out / ".workers").exists()

@@ -65,6 +65,14 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def scratch_folder(cfg: DictConfig) -> Path:
+    """Where this process hands data and model files to its workers, and where it and its
+    workers keep temporary files; removed when the sweep ends (by the next start after a kill)."""
+    import os
+
+    return Path(str(cfg.output_dir)) / ".workers" / str(os.getpid())
+
+
 def _pid_is_gone(name: str) -> bool:
     """Whether the process named by a scratch folder's name (its pid) no longer exists."""
     import os

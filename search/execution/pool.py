@@ -45,6 +45,9 @@ class WorkerSettings:
     trial_timeout: float | None = None
     max_trials: int | None = 20
     max_rss_mb: float | None = 2000.0
+    # The workers' temporary folder (TensorFlow's __autograph_generated_file*.py land there):
+    # under the sweep's scratch folder, removed with it, not left in the system's temp folder.
+    tmp: str | None = None
 
     @property
     def threads(self) -> int | None:
@@ -193,7 +196,7 @@ class Worker:
         they are applied. A worker that died meanwhile is found by the next receive."""
         self.settings, self.stopping = settings, stopping
         with suppress(OSError, ValueError):
-            self.conn.send(("setup", settings.threads))
+            self.conn.send(("setup", settings.threads, settings.tmp))
         return self
 
     @property

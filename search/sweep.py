@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.data.folders import scan_folder
+from experiments.errors import NoModel
 from search.checks import check_config
 from search.config.models import check_models
 from search.config.stores import check_stores, create_output_dir
@@ -38,6 +39,7 @@ from search.final.stage import FinalResult, finalize
 from search.space.spec import Param
 from search.trials.budget import Budget
 from search.trials.objectives import pruning_note
+from search.trials.outcomes import no_model
 from search.trials.types import Best
 from tracking.secrets import mask
 
@@ -160,6 +162,8 @@ def _sweep(
                 f"the study is complete (search.n_trials={cfg.search.n_trials}): nothing to "
                 "train. Raise search.n_trials to add trials."
             )
+            if search.best() is None:  # complete, and nothing to show for it
+                raise NoModel(no_model(name, done))
             return _summary(name, engine, None, search.best(), done)
         if resumed_from is not None:
             print(
@@ -238,6 +242,8 @@ def _sweep(
             raise
         mark_final_completed(tracker)  # without it, the next start runs the final stage again
     _print_summary(cfg, summary, time.perf_counter() - began)
+    if best is None:  # recorded and reported above; a sweep without a model does not succeed
+        raise NoModel(no_model(name, summary.finished_trials))
     return summary
 
 

@@ -16,7 +16,7 @@ from conftest import WORKERS
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from experiments.errors import UserInputError
+from experiments.errors import NoModel, UserInputError
 from search.config.study import study_name
 from search.execution import pool as workers
 from search.sweep import prepare, sweep
@@ -82,8 +82,8 @@ def test_a_trial_over_the_timeout_is_stopped_and_failed(make_config) -> None:
         *SLOW_EPOCHS, *QUIET, "train.epochs=200", "search.n_trials=1", "search.trial_timeout=3"
     )
     started = time.monotonic()
-    summary = sweep(cfg)
-    assert summary.finished_trials == 1
+    with pytest.raises(NoModel):  # its only trial timed out: no model, exit status 3
+        sweep(cfg)
     (trial,) = study_of(cfg).trials
     assert trial.state == TrialState.FAIL
     assert "search.trial_timeout=3" in trial.user_attrs["failure_reason"]
@@ -392,3 +392,23 @@ def test_tensorflow_temp_files_are_removed_with_the_sweep(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in system_tmp.rglob("__autograph_generated_file*")) == []
     assert not (out / ".workers").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["optuna", "keras_tuner"])
+def test_trials_that_all_time_out_leave_no_model_and_do_not_block_the_next_run(
+    make_config, engine
+) -> None:
+    """Every trial past search.trial_timeout used to end a "complete" study with no model and
+    exit 0, and the next run said "nothing to train": now NoModel (exit 3), and the timed-out
+    trials do not count while none completed, so a sane timeout trains them."""
+    base = [f"search={engine}", WORKERS, "search.n_trials=2", "final.enabled=false", *QUIET]
+    base += ["search.pruner=none"] if engine == "optuna" else []
+    # The same study (trial_timeout defines no trial); 0.01 s stops each in its first epoch.
+    with pytest.raises(NoModel, match="has no model") as err:
+        sweep(make_config(*base, "search.trial_timeout=0.01"))
+    assert "larger search.trial_timeout" in str(err.value)
+    summary = sweep(make_config(*base))  # the same study: its two trials are trained now
+    assert summary.best_value is not None
+    # With a completed trial the two timed-out ones count again: 2 failed + 2 completed.
+    assert summary.finished_trials == 4

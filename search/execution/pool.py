@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 from experiments.errors import TrialFailed, UserInputError, WorkerError
 from experiments.worker import Trained
 
+TIMED_OUT = "the trial ran longer than search.trial_timeout"  # how its failure reason starts
 READY_TIMEOUT_S = 300  # a worker importing TensorFlow on a loaded machine
 _ENV_LOCK = threading.Lock()  # CUDA_VISIBLE_DEVICES is set around one start at a time
 
@@ -296,7 +297,7 @@ class Worker:
                     raise TrialFailed(f"a worker process did not start in {READY_TIMEOUT_S}s")
                 after = f"after epoch {last[0]}" if last[0] is not None else "in its first epoch"
                 raise TrialFailed(
-                    f"the trial ran longer than search.trial_timeout={self.settings.trial_timeout}"
+                    f"{TIMED_OUT}={self.settings.trial_timeout}"
                     f"s and was stopped {after}; its worker process was killed and replaced"
                 )
 

@@ -21,6 +21,11 @@ class TooManyFailures(RuntimeError):
     """`search.max_consecutive_failures` trials failed in a row: the sweep stops (exit status 3)."""
 
 
+class NoModel(TooManyFailures):
+    """The sweep ended without a completed trial, so with no model (exit status 3, like a
+    failure streak: the input was valid, the trials failed)."""
+
+
 class WorkerError(RuntimeError):
     """An exception raised while a trial trained in a worker process, carried back as its text
     ("Type: message"): the trial fails with that reason, as if it had trained in the sweep."""

@@ -32,6 +32,7 @@ import gc
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -151,7 +152,7 @@ def serve(conn: Connection, parent: int, keras_home: str | None) -> None:
         return
     if setup[0] != "setup":
         return
-    threads = setup[1]
+    threads, tmp = setup[1], (setup[2] if len(setup) > 2 else None)
     if threads:  # before TensorFlow runs its first op, which fixes its thread pools
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -168,6 +169,9 @@ def serve(conn: Connection, parent: int, keras_home: str | None) -> None:
             # the per-trial gc.collect() (fresh_session) does not re-scan it, 0.3-0.6 s a trial
             # otherwise (the sweep process does the same).
             gc.freeze()
+        if tmp:  # made here, at a trial: the sweep's start succeeded (its folder is kept)
+            os.makedirs(tmp, exist_ok=True)
+            tempfile.tempdir = tmp  # TensorFlow's autograph files: removed with the sweep's folder
         serve_trial(config_yaml, opened[shared.key], tuple(cost_names))
         # The trial's graph and model are dropped now, while the sweep records the trial and
         # asks for the next one, not on the next trial's critical path (run_trial's own

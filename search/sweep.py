@@ -4,9 +4,11 @@ then the final stage. The command line around it is `search.run`; tests call `sw
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import shutil
+import tempfile
 import time
 from contextlib import suppress
 from dataclasses import dataclass
@@ -16,13 +18,20 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.data.folders import scan_folder
+from experiments.errors import NoModel
 from search.checks import check_config
 from search.config.models import check_models
 from search.config.stores import check_stores, create_output_dir
 from search.config.study import study_name
 from search.engines import Engine, make_engine
-from search.execution.leftovers import removed_on_error
-from search.execution.pool import WorkerPool, discard_early, interrupts_stop, worker_settings
+from search.execution.leftovers import remove_dead_scratch, removed_on_error, scratch_folder
+from search.execution.pool import (
+    WorkerPool,
+    capped,
+    discard_early,
+    interrupts_stop,
+    worker_settings,
+)
 from search.execution.store_wal import finish, write_ahead
 from search.final.champion import champion
 from search.final.reevaluate import Contenders
@@ -30,6 +39,7 @@ from search.final.stage import FinalResult, finalize
 from search.space.spec import Param
 from search.trials.budget import Budget
 from search.trials.objectives import pruning_note
+from search.trials.outcomes import no_model
 from search.trials.types import Best
 from tracking.secrets import mask
 
@@ -71,12 +81,20 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     note = pruning_note(cfg)  # several objectives: Optuna cannot prune them
     if note:
         print(note, flush=True)
-    settings = worker_settings(cfg)  # search.workers, trial_timeout, worker.*
+    # search.workers, trial_timeout, worker.*; no more workers than the trials, cores and memory
+    # can use (the study is not open yet: a resumed one may need fewer still, never more).
+    settings = capped(worker_settings(cfg), int(cfg.search.n_trials))
     check_stores(cfg)  # bad input: every store and folder, read-only, before anything is created
     engine = str(cfg.search.engine)
     name = study_name(cfg)
     stores = [str(cfg.tracking.tracking_uri), str(cfg.search.get("storage") or "")]
     write_ahead(*stores)  # SQLite stores: commits without a sync each (search/execution/store_wal.py)
+    remove_dead_scratch(cfg.output_dir)  # what a killed sweep handed its workers
+    scratch = scratch_folder(cfg)
+    # TensorFlow writes __autograph_generated_file*.py to the temp folder and never removes them:
+    # this sweep's and its workers' go under its scratch folder, removed at its end.
+    settings = dataclasses.replace(settings, tmp=str(scratch / "tmp"))
+    system_tmp = tempfile.tempdir
     pool = WorkerPool(settings) if settings.workers else None
     if pool is None:
         discard_early()  # started by `python -m search.run` for a sweep that trains here
@@ -91,12 +109,10 @@ def sweep(cfg: DictConfig) -> SweepSummary:
         finish(*stores)  # a finished store is one file again
         if pool is not None:
             pool.close()
-            from search.trials.runner import scratch_folder
-
-            scratch = scratch_folder(cfg)
-            shutil.rmtree(scratch, ignore_errors=True)
-            with suppress(OSError):  # other sweeps' folders may still be in it
-                scratch.parent.rmdir()
+        tempfile.tempdir = system_tmp
+        shutil.rmtree(scratch, ignore_errors=True)
+        with suppress(OSError):  # other sweeps' folders may still be in it
+            scratch.parent.rmdir()
 
 
 def _sweep(
@@ -112,15 +128,19 @@ def _sweep(
     # What is found from here on (a weights file, the data) removes what this start created.
     with removed_on_error(cfg):
         create_output_dir(Path(cfg.output_dir))  # a file system that refuses it: fail now
+        tmp = scratch_folder(cfg) / "tmp"  # this process's TensorFlow (the final stage) too
+        tmp.mkdir(parents=True, exist_ok=True)
+        tempfile.tempdir = str(tmp)  # sweep() restores it and removes the folder
         check_models(cfg, space)
         # Heavy imports only once the config is known to be good: bad input fails in a second.
         from experiments.quiet import quiet_logs, quiet_tensorflow
 
         quiet_tensorflow() if pool is None else quiet_logs()
         from experiments.data.load import load_data
-        from search.execution.resume import print_interrupted, recover
+        from search.execution.resume import print_final_interrupted, print_interrupted, recover
         from search.trials.runner import TrialRunner
         from tracking.mlflow_tracker import SweepTracker
+        from tracking.recovery import interrupted_final, mark_final_completed
 
         # Bad data fails here, before any store is created or opened.
         data = load_data(cfg.data, int(cfg.seed))
@@ -131,14 +151,26 @@ def _sweep(
             f"{cfg.train.objective}, {done} of {cfg.search.n_trials} trials finished",
             flush=True,
         )
-        if done >= int(cfg.search.n_trials):
+        tracker = SweepTracker(cfg.tracking)
+        recover(search, tracker, name)  # a killed parent run ends KILLED here
+        # A complete study whose final stage a kill or Ctrl-C cut short runs that stage again.
+        resumed_from = (
+            interrupted_final(tracker, name) if done >= int(cfg.search.n_trials) else None
+        )
+        if done >= int(cfg.search.n_trials) and resumed_from is None:
             print(
                 f"the study is complete (search.n_trials={cfg.search.n_trials}): nothing to "
                 "train. Raise search.n_trials to add trials."
             )
+            if search.best() is None:  # complete, and nothing to show for it
+                raise NoModel(no_model(name, done))
             return _summary(name, engine, None, search.best(), done)
-        tracker = SweepTracker(cfg.tracking)
-        recover(search, tracker, name)
+        if resumed_from is not None:
+            print(
+                f"the study is complete, but the final stage of its parent run {resumed_from} "
+                "was cut short (killed or interrupted): running the final stage again",
+                flush=True,
+            )
     contenders = Contenders.for_config(cfg, len(data.val))
     scale = (len(data.train) + len(data.val)) / max(len(data.train), 1)  # final.retrain's data
     budget = Budget.from_config(cfg, contenders, started, scale, contenders.noise)
@@ -161,6 +193,8 @@ def _sweep(
         **search.tags,  # engine-specific: the sampler (and pruner), the Keras Tuner tuner kind
         # A cluster launch's worker index (search/cluster/): which job this parent run is.
         **({"worker": cfg.worker} if cfg.get("worker") is not None else {}),
+        **({"resumes_final_of": resumed_from} if resumed_from else {}),
+        "final.tracked": "true",  # its final stage is recorded: see tracking/recovery.py
     }
     artifacts = {
         "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
@@ -175,7 +209,8 @@ def _sweep(
 
             import_in_background()  # the report's figure libraries, not at its end
         try:
-            search.optimize(runner, int(cfg.search.n_trials) - done)
+            if resumed_from is None:
+                search.optimize(runner, int(cfg.search.n_trials) - done)
         except KeyboardInterrupt:
             print_interrupted(cfg, name, search)
             raise
@@ -195,11 +230,20 @@ def _sweep(
                 "there is no best model to test, register or export.",
                 flush=True,
             )
-        summary.final = finalize(cfg, runner, tracker, best, name, _top(search, cfg))
-        from search.reporting.publish import publish_report
+        try:
+            summary.final = finalize(
+                cfg, runner, tracker, best, name, _top(search, cfg), resumed_from
+            )
+            from search.reporting.publish import publish_report
 
-        publish_report(cfg, tracker, name)  # the HTML report on the parent run
+            publish_report(cfg, tracker, name)  # the HTML report on the parent run
+        except KeyboardInterrupt:
+            print_final_interrupted(cfg, name)
+            raise
+        mark_final_completed(tracker)  # without it, the next start runs the final stage again
     _print_summary(cfg, summary, time.perf_counter() - began)
+    if best is None:  # recorded and reported above; a sweep without a model does not succeed
+        raise NoModel(no_model(name, summary.finished_trials))
     return summary
 
 

@@ -74,6 +74,11 @@ def test_links_inside_the_folder_are_followed_the_others_skipped_and_recorded(tm
         (f"host=db password={PASSWORD} dbname=x", "host=db password=*** dbname=x"),
         ("sqlite:////tmp/runs/optuna.db", "sqlite:////tmp/runs/optuna.db"),
         ("https://host:8080/path", "https://host:8080/path"),
+        # the cluster storage error's usage example, once shown as USER[:***@HOST
+        (
+            "postgresql+psycopg://USER[:PASSWORD]@HOST:PORT/DATABASE",
+            "postgresql+psycopg://USER[:PASSWORD]@HOST:PORT/DATABASE",
+        ),
     ],
 )
 def test_mask_hides_passwords_only(text: str, masked: str) -> None:

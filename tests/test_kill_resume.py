@@ -239,3 +239,64 @@ def test_interrupted_keras_tuner_sweep_ends_killed_and_resumes(tmp_path: Path, h
     # read back now: the snapshot taken when the run turned RUNNING may predate its params
     assert trials[1].data.params and trials[2].data.params == trials[1].data.params
     assert trials[0].data.tags["mlflow.parentRunId"] == sweeps[0].info.run_id
+
+
+# The final stage after a one-trial search, retraining on train + validation and registering.
+FINAL = ["search.n_trials=1", "final.retrain=true", "final.register=true", "search.pruner=none"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "fault", ["retraining", "registered", "retraining:SIGINT"], ids=["kill-9-retraining",
+    "kill-9-after-registration", "ctrl-c-retraining"]
+)  # fmt: skip
+def test_final_stage_cut_short_runs_again_on_resume(tmp_path: Path, fault: str) -> None:
+    """A kill -9 or Ctrl-C inside the final stage used to lose it for good (the re-run said
+    "nothing to train"): the re-run now redoes it, registering once and writing the report."""
+    out = tmp_path / "runs"
+    args = [*TINY, f"output_dir={out}", *FINAL]
+    cfg = prepare(compose_config(FINAL, out))
+    name = study_name(cfg)
+    step, _, how = fault.partition(":")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "SWEEPLAB_FAULT_AT": fault}
+    killed = subprocess.run(
+        [sys.executable, "-m", "search.run", *args],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+    )  # fmt: skip
+    assert f"fault injected: killed at {step}" in killed.stdout, killed.stderr[-3000:]
+    if how == "SIGINT":
+        assert killed.returncode == 130, killed.stderr[-3000:]
+        assert "interrupted in the final stage" in killed.stderr
+        assert f"resume with: python -m search.run {' '.join(args[:2])}" in killed.stderr
+    else:
+        assert killed.returncode == -signal.SIGKILL
+    reports = out / "reports"
+    assert not reports.exists() or list(reports.iterdir()) == []
+
+    resumed = run_cli("search.run", *args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "the final stage of its parent run" in resumed.stdout
+    assert "nothing to train" not in resumed.stdout
+    if step == "registered":
+        assert "already registered as version 1" in resumed.stdout
+
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    versions = client.search_model_versions()
+    assert len(versions) == 1, [(v.name, v.version) for v in versions]
+    assert [p.name for p in reports.iterdir()] == [f"{name}.html"]
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    assert [r for r in runs if r.info.status == "RUNNING"] == []
+    sweeps = sorted(
+        (r for r in runs if r.data.tags["sweeplab.kind"] == "sweep"),
+        key=lambda r: r.info.start_time,
+    )
+    assert [r.info.status for r in sweeps] == ["KILLED", "FINISHED"]
+    final = sweeps[1].data.tags
+    assert final["sweeplab.final.completed"] == "true"
+    assert final["sweeplab.final.source"] == "retrained_train_val"  # tested a model
+    assert "tested" in final["sweeplab.final.done_steps"].split(",")
+    assert versions[0].tags["sweeplab.sweep_run_id"] == sweeps[int(step == "retraining")].info.run_id
+
+    again = run_cli("search.run", *args)  # complete now, its final stage too
+    assert again.returncode == 0 and "nothing to train" in again.stdout, again.stderr[-3000:]

@@ -82,6 +82,9 @@ def test_leaderboard_lists_trials_in_order_with_recorded_values(small_sweep) -> 
         (["--sort", "nothing"], "--sort 'nothing' is not a column"),
         (["--format", "xml"], "--format 'xml'"),
         (["no-such-study"], "no sweep 'no-such-study'"),
+        # quotes in the name once broke MLflow's filter ("Invalid clause(s)"), a traceback
+        (["x'y"], "no sweep \"x'y\""),
+        (["x'y\"z"], "no sweep 'x\\'y\"z'"),
     ],
 )
 def test_report_bad_input_is_one_paragraph_exit_2(small_sweep, args, mention) -> None:

@@ -16,7 +16,7 @@ from conftest import WORKERS
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from experiments.errors import UserInputError
+from experiments.errors import NoModel, UserInputError
 from search.config.study import study_name
 from search.execution import pool as workers
 from search.sweep import prepare, sweep
@@ -82,8 +82,8 @@ def test_a_trial_over_the_timeout_is_stopped_and_failed(make_config) -> None:
         *SLOW_EPOCHS, *QUIET, "train.epochs=200", "search.n_trials=1", "search.trial_timeout=3"
     )
     started = time.monotonic()
-    summary = sweep(cfg)
-    assert summary.finished_trials == 1
+    with pytest.raises(NoModel):  # its only trial timed out: no model, exit status 3
+        sweep(cfg)
     (trial,) = study_of(cfg).trials
     assert trial.state == TrialState.FAIL
     assert "search.trial_timeout=3" in trial.user_attrs["failure_reason"]
@@ -315,3 +315,100 @@ def test_which_command_lines_start_a_worker_before_hydra(args, early) -> None:
     from search.cli.command import trains_here
 
     assert trains_here(args) is early
+
+
+def test_workers_are_capped_at_trials_cores_and_memory(monkeypatch, capsys) -> None:
+    """search.workers=64 for 2 trials used to start 64 TensorFlow processes: capped, said."""
+    monkeypatch.setattr(workers, "available_mb", lambda: 64_000.0)
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda pid: set(range(16)))
+    settings = workers.WorkerSettings(workers=64)
+    assert workers.capped(settings, 2).workers == 2
+    assert "search.workers=64 capped at 2: 2 trial(s) left to run" in capsys.readouterr().out
+    assert workers.capped(settings, 100).workers == 16  # the cores
+    assert "16 core(s)" in capsys.readouterr().out
+    monkeypatch.setattr(workers, "available_mb", lambda: 1_000.0)
+    assert workers.capped(settings, 100).workers == 2  # 1000 MB at ~400 MB a worker
+    assert "1000 MB available" in capsys.readouterr().out
+    assert workers.capped(workers.WorkerSettings(workers=2), 100).workers == 2
+    assert capsys.readouterr().out == ""  # within every limit: nothing said
+
+
+@pytest.mark.slow
+def test_a_sweep_with_more_workers_than_trials_starts_only_what_it_uses(make_config, capsys):
+    """The sweep builds its pool from the capped settings: 2 worker slots, not 64."""
+    cfg = make_config("search.workers=64", "search.n_trials=2", "final.enabled=false")
+    started: list[int] = []
+    real = workers.WorkerPool.__init__
+
+    def counting(self, settings):  # the pool the sweep really builds
+        started.append(settings.workers)
+        real(self, settings)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(workers.WorkerPool, "__init__", counting)
+        summary = sweep(cfg)
+    assert summary.finished_trials == 2
+    assert started and started[0] <= 2
+    assert "search.workers=64 capped at" in capsys.readouterr().out
+
+
+def test_the_next_start_removes_scratch_folders_of_killed_sweeps(make_config) -> None:
+    """A kill -9 left OUTPUT_DIR/.workers/<pid>/ (decoded data) forever: the next start removes
+    the folders of dead pids and keeps those of live ones (another sweep in the folder)."""
+    import subprocess
+    import sys
+
+    cfg = prepare(make_config("search.n_trials=1", "final.enabled=false"))
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = Path(cfg.output_dir) / ".workers" / gone.stdout.strip()
+    live = Path(cfg.output_dir) / ".workers" / str(os.getppid())
+    for folder in (dead, live):
+        folder.mkdir(parents=True)
+        (folder / "train_x.npy").write_bytes(b"decoded")
+    sweep(cfg)
+    assert not dead.exists()
+    assert (live / "train_x.npy").exists()
+
+
+def test_tensorflow_temp_files_are_removed_with_the_sweep(tmp_path: Path) -> None:
+    """TensorFlow's __autograph_generated_file*.py piled up in the system's temp folder, one set
+    per worker and sweep: they now live in the sweep's scratch folder, removed at its end."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, TINY
+
+    system_tmp = tmp_path / "system_tmp"  # TMPDIR: this sweep's, apart from other programs'
+    system_tmp.mkdir()
+    out = tmp_path / "runs"
+    args = [*TINY, WORKERS, f"output_dir={out}", "search.n_trials=1", "final.enabled=false"]
+    env = {**os.environ, "TMPDIR": str(system_tmp), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(
+        [sys.executable, "-m", "search.run", *args],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in system_tmp.rglob("__autograph_generated_file*")) == []
+    assert not (out / ".workers").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["optuna", "keras_tuner"])
+def test_trials_that_all_time_out_leave_no_model_and_do_not_block_the_next_run(
+    make_config, engine
+) -> None:
+    """Every trial past search.trial_timeout used to end a "complete" study with no model and
+    exit 0, and the next run said "nothing to train": now NoModel (exit 3), and the timed-out
+    trials do not count while none completed, so a sane timeout trains them."""
+    base = [f"search={engine}", WORKERS, "search.n_trials=2", "final.enabled=false", *QUIET]
+    base += ["search.pruner=none"] if engine == "optuna" else []
+    # The same study (trial_timeout defines no trial); 0.01 s stops each in its first epoch.
+    with pytest.raises(NoModel, match="has no model") as err:
+        sweep(make_config(*base, "search.trial_timeout=0.01"))
+    assert "larger search.trial_timeout" in str(err.value)
+    summary = sweep(make_config(*base))  # the same study: its two trials are trained now
+    assert summary.best_value is not None
+    # With a completed trial the two timed-out ones count again: 2 failed + 2 completed.
+    assert summary.finished_trials == 4

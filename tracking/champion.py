@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from experiments.errors import UserInputError
+from tracking.filters import quoted
 from tracking.mlflow_tracker import TAG, SweepTracker, _is_duplicate_key, _model_requirements
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class FinalRecorder:
         assert tracker.parent_id is not None, "FinalRecorder outside sweep_run"
         self.client: MlflowClient = tracker.client
         self.run_id: str = tracker.parent_id
+        self.steps: list[str] = []  # the final stage's completed steps, in order
 
     def trial_model(self, trial_run_id: str) -> Any:
         """The Keras model the trial logged, or None when models were not logged."""
@@ -110,6 +112,25 @@ class FinalRecorder:
             raise
         tags = {k.removeprefix(TAG): v for k, v in version.tags.items() if k.startswith(TAG)}
         return {**tags, "version": str(version.version)}
+
+    def done_step(self, step: str) -> None:
+        """Tag the parent run with the final stage's steps done so far (final.done_steps)."""
+        self.steps.append(step)
+        self.tag({"done_steps": ",".join(self.steps)})
+
+    def registered_by(self, name: str, sweep_run_id: str) -> str | None:
+        """The version of `name` that the sweep run `sweep_run_id` registered, or None.
+
+        A sweep killed after registering resumes its final stage in a new parent run; it asks
+        this first, so that one sweep never registers its model twice."""
+        try:
+            versions = self.client.search_model_versions(f"name = {quoted(name)}")
+        except MlflowException:  # no such registered model yet
+            return None
+        for version in versions:
+            if version.tags.get(TAG + "sweep_run_id") == sweep_run_id:
+                return str(version.version)
+        return None
 
     def log_reevaluation(self, candidates: list[dict[str, Any]], crowned: int) -> None:
         """The top-k re-evaluation on the parent run: reevaluation.json (every seed's score),
@@ -175,6 +196,9 @@ class FinalRecorder:
                     input_example=sample.astype("float32"),
                     pip_requirements=_model_requirements(),
                 )
+        # Leaving mlflow.start_run ended the parent run FINISHED, while the final stage goes on
+        # (a kill now must leave it RUNNING, closed KILLED by the next start): open it again.
+        self.client.update_run(self.run_id, status="RUNNING")
         # register_model prints "Successfully registered..." itself; the sweep prints its own line.
         with contextlib.redirect_stderr(io.StringIO()):
             version = mlflow.register_model(

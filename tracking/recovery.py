@@ -16,6 +16,7 @@ import mlflow
 from mlflow.entities import Run, RunStatus
 
 from experiments.outcome import TrialOutcome
+from tracking.filters import quoted
 from tracking.liveness import is_alive
 from tracking.mlflow_tracker import TAG, SweepTracker
 
@@ -35,7 +36,7 @@ def close_orphaned_runs(
     client = tracker.client
     running = client.search_runs(
         [tracker.experiment_id],
-        filter_string=f"tags.`{TAG}study` = '{study}' and attributes.status = 'RUNNING'",
+        filter_string=f"tags.`{TAG}study` = {quoted(study)} and attributes.status = 'RUNNING'",
         max_results=1000,
     )
     trials = [r for r in running if r.data.tags.get(TAG + "kind") != "sweep"]
@@ -66,3 +67,39 @@ def _close(client: mlflow.MlflowClient, run: Run, reason: str) -> None:
         ],
     )
     client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+
+
+FINAL_COMPLETED = TAG + "final.completed"  # set on the parent run once its final stage ended
+# Set on every parent run when it starts: its final stage records FINAL_COMPLETED. A run without
+# it predates that record and is never taken for an interrupted final stage.
+FINAL_TRACKED = TAG + "final.tracked"
+
+
+def interrupted_final(tracker: SweepTracker, study: str) -> str | None:
+    """The parent run of `study` whose final stage a kill or Ctrl-C cut short, or None.
+
+    Only the latest parent run counts (a re-run that found nothing to do creates none). It was
+    cut short when it records its final stage (FINAL_TRACKED) but not its end (FINAL_COMPLETED),
+    and is not RUNNING in a live process (close_orphaned_runs has ended the dead ones KILLED;
+    a live worker sharing the study finishes its own).
+    """
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id],
+        filter_string=f"tags.`{TAG}study` = {quoted(study)} and tags.`{TAG}kind` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    run, tags = runs[0], runs[0].data.tags
+    if not tags.get(FINAL_TRACKED) or tags.get(FINAL_COMPLETED):
+        return None
+    if run.info.status == "RUNNING" and is_alive(_worker(run)) is not False:
+        return None
+    return str(run.info.run_id)
+
+
+def mark_final_completed(tracker: SweepTracker) -> None:
+    """Tag the open parent run: its final stage (test, exports, registration, report) ended."""
+    assert tracker.parent_id is not None
+    tracker.client.set_tag(tracker.parent_id, FINAL_COMPLETED, "true")

@@ -23,6 +23,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from experiments.errors import UserInputError
+from tracking.filters import quoted
 from tracking.relocate import relocate
 
 # The tag prefix of `tracking.mlflow_tracker`, repeated so that reading a store does not import
@@ -92,7 +93,10 @@ def find_sweep(tracking_uri: str, experiment_name: str, which: str | None) -> Sw
                 return _ref(client, run)
     query = f"tags.`{TAG}kind` = 'sweep'"
     if which:
-        query += f" and tags.`{TAG}study` = '{which}'"
+        try:
+            query += f" and tags.`{TAG}study` = {quoted(which)}"
+        except ValueError as err:  # no study can have this name: sweeps refuse it
+            raise UserInputError(f"no sweep {which!r}: {err}.") from err
     runs = client.search_runs(ids, query, order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         studies = sorted(
@@ -149,7 +153,7 @@ def trial_records(tracking_uri: str, sweep: SweepRef) -> list[TrialRecord]:
     When a number has several runs (a re-run after a kill), the latest run wins.
     """
     client = client_for(tracking_uri)
-    query = f"tags.`{TAG}kind` = 'trial' and tags.`{TAG}study` = '{sweep.study}'"
+    query = f"tags.`{TAG}kind` = 'trial' and tags.`{TAG}study` = {quoted(sweep.study)}"
     runs = client.search_runs(
         [sweep.experiment_id], query, order_by=["attributes.start_time ASC"], max_results=50000
     )

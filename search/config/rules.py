@@ -84,6 +84,24 @@ class Rule:
         return f"{self.key}={value!r}{came} must be {self.says}{why}{null}."
 
 
+NAME_REFUSED = "/:.%'\""  # MLflow refuses them in model names (the final stage's, a trial's)
+
+
+def _usable_name(v: Any) -> bool:
+    """A name as text (Hydra reads search.study_name=42 as a number), not blank, without a
+    character MLflow refuses in the model names made from it."""
+    text = str(v) if isinstance(v, str | int) and not isinstance(v, bool) else ""
+    return bool(text.strip()) and not any(c in text for c in NAME_REFUSED)
+
+
+def name_rule(key: str, example: str, why: str, null: str | None = None) -> Rule:
+    """A name that study and model names are made of. MLflow refuses / : . % ' " in a model
+    name (the final stage failed after the whole search), and its search filters broke on a
+    quote ("Invalid clause(s)", a WAITING trial left behind)."""
+    says = f"a non-empty name without any of / : . % ' \" (MLflow's model names), e.g. {example}"
+    return Rule(key, _usable_name, says, why, null=null)
+
+
 def whole(key: str, low: int, high: int | None = None, why: str = "", **kw: Any) -> Rule:
     """A whole number from `low` (to `high`)."""
     says = (
@@ -180,6 +198,15 @@ RULES: tuple[Rule, ...] = (
         "the sampler's seed",
         null="(unseeded)",
         whole=True,
+    ),
+    # Study names become MLflow model names and are quoted in its search filters: refused up
+    # front where MLflow would refuse them after the search.
+    name_rule("sweep_name", "sweep_name=cifar", "the start of derived study names"),
+    name_rule(
+        "search.study_name",
+        "search.study_name=cifar-cnn",
+        "the study's name in the stores",
+        null="for <sweep_name>-<fingerprint>",
     ),
     whole(
         "search.workers",

@@ -63,3 +63,43 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def scratch_folder(cfg: DictConfig) -> Path:
+    """Where this process hands data and model files to its workers, and where it and its
+    workers keep temporary files; removed when the sweep ends (by the next start after a kill)."""
+    import os
+
+    return Path(str(cfg.output_dir)) / ".workers" / str(os.getpid())
+
+
+def _pid_is_gone(name: str) -> bool:
+    """Whether the process named by a scratch folder's name (its pid) no longer exists."""
+    import os
+
+    if not name.isdigit():
+        return False  # not a scratch folder: not ours to remove
+    try:
+        os.kill(int(name), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's: kept
+        return False
+    return False
+
+
+def remove_dead_scratch(output_dir: str | Path) -> list[Path]:
+    """Remove OUTPUT_DIR/.workers/<pid>/ folders whose sweep process is gone; returns them.
+
+    A sweep removes its own scratch folder (decoded data handed to its workers, often hundreds
+    of MB) when it ends, but a kill -9 gives it no chance: the next start in the same output
+    folder removes it. Folders of live pids (another sweep sharing the folder) are kept; a pid
+    reused by another process keeps its folder until that process ends too.
+    """
+    root = Path(output_dir) / ".workers"
+    if not root.is_dir():
+        return []
+    removed = [p for p in root.iterdir() if p.is_dir() and _pid_is_gone(p.name)]
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return removed

@@ -12,6 +12,7 @@ per-trial leak. A worker that dies (segfault, SIGKILL, the OOM killer) or runs p
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import multiprocessing
 import os
 import queue
@@ -30,6 +31,7 @@ from omegaconf import DictConfig
 from experiments.errors import TrialFailed, UserInputError, WorkerError
 from experiments.worker import Trained
 
+TIMED_OUT = "the trial ran longer than search.trial_timeout"  # how its failure reason starts
 READY_TIMEOUT_S = 300  # a worker importing TensorFlow on a loaded machine
 _ENV_LOCK = threading.Lock()  # CUDA_VISIBLE_DEVICES is set around one start at a time
 
@@ -44,6 +46,9 @@ class WorkerSettings:
     trial_timeout: float | None = None
     max_trials: int | None = 20
     max_rss_mb: float | None = 2000.0
+    # The workers' temporary folder (TensorFlow's __autograph_generated_file*.py land there):
+    # under the sweep's scratch folder, removed with it, not left in the system's temp folder.
+    tmp: str | None = None
 
     @property
     def threads(self) -> int | None:
@@ -75,6 +80,50 @@ def worker_settings(cfg: DictConfig) -> WorkerSettings:
         key: node.get(key, default) for key, default in (("max_trials", 20), ("max_rss_mb", 2000.0))
     }
     return WorkerSettings(workers, timeout, limits["max_trials"], limits["max_rss_mb"])
+
+
+WORKER_MB = 400  # one idle worker process with TensorFlow imported holds ~320 MB, a trial more
+
+
+def available_mb() -> float | None:
+    """MemAvailable from /proc/meminfo in MB; None where there is no such file."""
+    try:
+        with open("/proc/meminfo") as lines:
+            for line in lines:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def capped(settings: WorkerSettings, trials_left: int) -> WorkerSettings:
+    """`settings` with no more workers than the trials left, the cores or the memory can use.
+
+    search.workers=64 on 2 cores used to start 64 TensorFlow processes (~320 MB each) for two
+    trials and exhausted memory; each worker beyond these limits only waits or swaps. The cap
+    is said in one line (why each limit), so the user sees what ran.
+    """
+    if settings.workers <= 1:
+        return settings
+    limits = {
+        f"{trials_left} trial(s) left to run": max(1, trials_left),
+        f"{len(os.sched_getaffinity(0))} core(s)": len(os.sched_getaffinity(0)),
+    }
+    free = available_mb()
+    if free is not None:
+        limits[f"{free:.0f} MB available at ~{WORKER_MB} MB a worker"] = max(
+            1, int(free // WORKER_MB)
+        )
+    why, cap = min(limits.items(), key=lambda item: item[1])
+    if cap >= settings.workers:
+        return settings
+    print(
+        f"search.workers={settings.workers} capped at {cap}: {why}, so more workers could not "
+        "train at once.",
+        flush=True,
+    )
+    return dataclasses.replace(settings, workers=cap)
 
 
 def visible_gpus() -> list[str]:
@@ -148,7 +197,7 @@ class Worker:
         they are applied. A worker that died meanwhile is found by the next receive."""
         self.settings, self.stopping = settings, stopping
         with suppress(OSError, ValueError):
-            self.conn.send(("setup", settings.threads))
+            self.conn.send(("setup", settings.threads, settings.tmp))
         return self
 
     @property
@@ -248,7 +297,7 @@ class Worker:
                     raise TrialFailed(f"a worker process did not start in {READY_TIMEOUT_S}s")
                 after = f"after epoch {last[0]}" if last[0] is not None else "in its first epoch"
                 raise TrialFailed(
-                    f"the trial ran longer than search.trial_timeout={self.settings.trial_timeout}"
+                    f"{TIMED_OUT}={self.settings.trial_timeout}"
                     f"s and was stopped {after}; its worker process was killed and replaced"
                 )
 

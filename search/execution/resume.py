@@ -76,3 +76,16 @@ def print_interrupted(cfg: DictConfig, study: str, search: Engine) -> None:
         )
     lines.append(f"resume with: {resume_command()}")
     print(mask("\n".join(lines)), file=sys.stderr, flush=True)
+
+
+def print_final_interrupted(cfg: DictConfig, study: str) -> None:
+    """What Ctrl-C / SIGTERM during the final stage left behind, and the command that resumes:
+    the search is kept whole, and the same command runs the final stage again (not twice what
+    it recorded: a registered model is not registered again)."""
+    lines = [
+        f"\ninterrupted in the final stage: study {study!r} keeps its "
+        f"{cfg.search.n_trials} finished trials (MLflow: {cfg.tracking.tracking_uri}); the "
+        "final stage (test, exports, registration, report) runs again on resume.",
+        f"resume with: {resume_command()}",
+    ]
+    print(mask("\n".join(lines)), file=sys.stderr, flush=True)

@@ -9,6 +9,8 @@ report and plots go to the parent run, the model is registered with an alias and
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -87,12 +89,15 @@ def finalize(
     best: Best | None,
     study: str,
     top: list[Best] | None = None,
+    resumed_from: str | None = None,
 ) -> FinalResult | None:
     """Evaluate, register and export the best trial of the sweep; None when disabled or no best.
 
     `runner` is the sweep's TrialRunner (its cached data split is reused), `tracker` the
     SweepTracker with the parent run open, `best` the engine's best trial, `top` its best trials
-    (best first) for the top-k re-evaluation (search/final/reevaluate.py, final.top_k > 0).
+    (best first) for the top-k re-evaluation (search/final/reevaluate.py, final.top_k > 0),
+    `resumed_from` the parent run whose final stage a kill cut short (its registration counts).
+    Each completed step is recorded on the parent run (tag sweeplab.final.done_steps).
     """
     final = cfg.get("final")
     if final is None or not final.enabled or best is None:
@@ -131,10 +136,16 @@ def finalize(
     retrain = bool(final.retrain) and _retrain_fits(runner.budget, best)
     trained_on = train_plus_val(data) if retrain else data
     began = time.perf_counter()
+    if retrain:
+        fault_point("retraining")
     model, source = _retrained(trial_cfg, trained_on, best) if retrain else (None, None)
+    if model is not None:
+        done_step(recorder, "retrained")
     seeds: list[Member] = []
     if model is not None:  # its measured time prices the next seeds (final.retrain_seeds)
-        seeds = _more_seeds(cfg, trial_cfg, trained_on, runner.budget, best, time.perf_counter() - began)
+        seeds = _more_seeds(
+            cfg, trial_cfg, trained_on, runner.budget, best, time.perf_counter() - began
+        )
     if model is None:  # no retraining asked, fitting or succeeding
         trained_on = data
         if reevaluated is not None and reevaluated.model is not None:
@@ -184,6 +195,7 @@ def finalize(
         },
     )
     result = FinalResult(report.metrics, source, None, None, {})
+    done_step(recorder, "tested")
 
     if export_formats(cfg):
         out = Path(cfg.output_dir) / "exports" / study
@@ -193,11 +205,38 @@ def finalize(
         recorder.log_exports(result.exports)
         result.export_measures = _measured(result.exports, data)
         recorder.log_export_measures(result.export_measures)
+        done_step(recorder, "exported")
 
     if final.register:
-        _register(cfg, model, data, report, recorder, result, best, study, tracker.parent_id)
+        _register(
+            cfg, model, data, report, recorder, result, best, study, tracker.parent_id, resumed_from
+        )
+        done_step(recorder, "registered")
     _print(result, report)
     return result
+
+
+FAULT_ENV = "SWEEPLAB_FAULT_AT"  # tests: the final-stage step at which the sweep kills itself
+
+
+def fault_point(step: str) -> None:
+    """SIGKILL this process when $SWEEPLAB_FAULT_AT names `step` (`step:SIGINT`: Ctrl-C).
+
+    The kill/resume tests must land a kill -9 at one precise step of the final stage (during
+    retraining, just after registration); a kill timed from outside would race those steps.
+    Unset, this does nothing.
+    """
+    at, _, how = os.environ.get(FAULT_ENV, "").partition(":")
+    if at == step:
+        print(f"fault injected: killed at {step}", flush=True)
+        os.kill(os.getpid(), getattr(signal, how or "SIGKILL"))
+
+
+def done_step(recorder: FinalRecorder, step: str) -> None:
+    """Record on the parent run that `step` of the final stage completed, then pass the fault
+    point named after it: a resumed final stage and the MLflow UI see how far it got."""
+    recorder.done_step(step)
+    fault_point(step)
 
 
 def no_run_id(cfg: DictConfig, best: Any) -> str:
@@ -224,14 +263,28 @@ def _register(
     best: Best,
     study: str,
     parent_id: str | None,
+    resumed_from: str | None = None,
 ) -> None:
-    """Register the tested model when it beats the current champion on the same data."""
+    """Register the tested model when it beats the current champion on the same data; not when
+    `resumed_from` (the killed run this final stage resumes) registered it already."""
     from experiments.serving.export import serving_model
 
     final = cfg.final
     fingerprint = data.fingerprint()
     name = registered_name(cfg, data_label(data.source, data.info), fingerprint)
     alias = str(final.alias)
+    earlier = recorder.registered_by(name, resumed_from) if resumed_from else None
+    if earlier is not None:
+        print(
+            f"final: already registered as version {earlier} of {name} by the interrupted run "
+            f"{resumed_from}: not registered again",
+            flush=True,
+        )
+        recorder.tag(
+            {"registered": False, "not_registered_reason": f"registered by {resumed_from}"}
+        )
+        result.registered_uri, result.registered_version = f"models:/{name}/{earlier}", earlier
+        return
     metric = str(final.get("champion_metric", "test_accuracy"))
     current = recorder.champion(name, alias)
     where = f"models:/{name}@{alias}" + (f" (version {current['version']})" if current else "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from experiments.errors import TooManyFailures, TrialFailed, WorkerError
 from experiments.outcome import TrialOutcome
+from search.execution.pool import TIMED_OUT
 
 
 def is_finished(outcome: TrialOutcome | None) -> bool:
@@ -77,3 +78,31 @@ class FailureStreak:
         """Raise `TooManyFailures` (exit status 3) once the streak reached the limit."""
         if self.stop_reason:
             raise TooManyFailures(self.stop_reason)
+
+
+def forgiven(outcomes: list[tuple[TrialOutcome | None, str]]) -> int:
+    """How many trials, of (outcome, failure reason) pairs, do not count toward n_trials
+    although finished: those stopped by search.trial_timeout, while no trial has completed.
+
+    A study whose every trial timed out used to be "complete" with no model, and re-running it
+    with a sane search.trial_timeout said "nothing to train": the timeout judged the budget,
+    not the configs. Once one trial completes, timed-out trials count like other failures (the
+    study has a model; more trials are search.n_trials' business).
+    """
+    if any(outcome is TrialOutcome.COMPLETE for outcome, _ in outcomes):
+        return 0
+    return sum(
+        outcome is TrialOutcome.FAILED and reason.startswith(TIMED_OUT) for outcome, reason in outcomes
+    )
+
+
+def no_model(study: str, finished: int) -> str:
+    """The error paragraph of a sweep that ended with no completed trial (exit status 3)."""
+    return (
+        f"study {study!r} has no model: none of its {finished} counted trial(s) completed (each "
+        "failed or was pruned; the reasons are above and in MLflow, tag "
+        "sweeplab.failure_reason), so nothing was tested, registered or exported. Trials stopped "
+        "by search.trial_timeout do not count while no trial has completed: run again with a "
+        "larger search.trial_timeout (or null) to train them; for other failures fix their "
+        "cause, or raise search.n_trials to try more configs."
+    )

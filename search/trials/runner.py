@@ -7,14 +7,12 @@ terminal line are the same whichever engine sampled the parameters.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import threading
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from omegaconf import DictConfig, OmegaConf
@@ -24,6 +22,7 @@ from experiments.data.splits import ImageData
 from experiments.errors import TrialFailed, UserInputError
 from experiments.outcome import TrialOutcome
 from experiments.worker import Trained, resident_mb
+from search.execution.leftovers import scratch_folder
 from search.execution.store_lock import STORE_LOCK, released
 from search.space.apply import config_yaml, trial_values
 from search.trials.budget import Budget
@@ -59,11 +58,6 @@ class Outcome:
     @property
     def metrics(self) -> dict[str, float]:
         return self.result.metrics
-
-
-def scratch_folder(cfg: DictConfig) -> Path:
-    """Where this process hands data and model files to its workers; removed by the sweep."""
-    return Path(str(cfg.output_dir)) / ".workers" / str(os.getpid())
 
 
 class TrialRunner:

@@ -39,7 +39,7 @@ from search.engines.keras_tuner.translation import params_of, to_hyperparameters
 from search.space.baseline import announce, baseline
 from search.space.spec import Param
 from search.space.variants import announce_variants, variants
-from search.trials.outcomes import failure_reason, is_finished
+from search.trials.outcomes import failure_reason, forgiven, is_finished
 from search.trials.runner import TrialRunner
 from search.trials.types import Best
 
@@ -170,7 +170,10 @@ class KerasTunerEngine:
         return self.tuner.oracle
 
     def finished(self) -> int:
-        return sum(is_finished(outcome_of(t)) for t in self.oracle.trials.values())
+        """Finished trials less the timed-out ones while none completed (trials/outcomes.py)."""
+        trials = list(self.oracle.trials.values())
+        outcomes = [(outcome_of(t), str(t.message or "")) for t in trials]
+        return sum(is_finished(o) for o, _ in outcomes) - forgiven(outcomes)
 
     def recover(self) -> list[int]:
         """Nothing to fail: a trial cut short stays ongoing in the saved oracle, which hands it

@@ -41,7 +41,7 @@ from search.space.spec import Param
 from search.space.variants import announce_variants, variants
 from search.trials.budget import Budget, BudgetStop, OutOfTime, out_of_time
 from search.trials.objectives import Direction, Objective, objectives_of
-from search.trials.outcomes import failure_reason, is_finished
+from search.trials.outcomes import failure_reason, forgiven, is_finished
 from search.trials.runner import EpochListener, TrialRunner
 from search.trials.types import Best
 from tracking.liveness import is_alive, this_worker
@@ -271,7 +271,13 @@ class OptunaEngine:
                 )
 
     def finished(self) -> int:
-        return sum(counts_as_finished(t) for t in self.study.get_trials(deepcopy=False))
+        trials = self.study.get_trials(deepcopy=False)
+        return sum(counts_as_finished(t) for t in trials) - self._forgiven(trials)
+
+    @staticmethod
+    def _forgiven(trials: list[FrozenTrial]) -> int:
+        """Timed-out trials that do not count, as no trial completed (trials/outcomes.py)."""
+        return forgiven([(outcome_of(t), str(t.user_attrs.get("failure_reason", ""))) for t in trials])
 
     def best(self) -> Best | None:
         return best_of(self.study)
@@ -361,7 +367,9 @@ class OptunaEngine:
         `n_trials`, this call's share when it started, is only informative): the total stays
         exact across resumes, re-queued trials and several workers sharing the study.
         """
-        total = int(self.cfg.search.n_trials)
+        # Trials forgiven when this call starts (all timed out, none completed) are redone; the
+        # ones this call ends count, so a timeout every trial hits still ends the call.
+        total = int(self.cfg.search.n_trials) + self._forgiven(self.study.get_trials(deepcopy=False))
         study_name = self.study_name
 
         def objective(trial: optuna.Trial) -> float | tuple[float, ...]:

@@ -87,3 +87,19 @@ def test_model_path_that_is_no_model(tmp_path, capsys) -> None:
     bogus.write_bytes(b"not a zip")
     assert "cannot be loaded as a Keras model" in fails(capsys, str(bogus), str(image))
     assert "not a model sweeplab can load" in fails(capsys, str(tmp_path), str(image))
+
+
+def test_a_junk_saved_model_and_a_decompression_bomb(rgb_model, tmp_path, capsys) -> None:
+    """Issue 28 (14): a folder with a junk saved_model.pb was an OSError traceback, and a
+    20000x20000 PNG PIL's DecompressionBombError; both are one paragraph, exit 2."""
+    image = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(image)
+    junk = tmp_path / "junk_model"
+    junk.mkdir()
+    (junk / "saved_model.pb").write_bytes(b"\x00 not a SavedModel protobuf")
+    err = fails(capsys, str(junk), str(image))
+    assert "junk_model" in err and "could not be loaded" in err
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)  # 400 M pixels, a few kB as 1-bit PNG
+    err = fails(capsys, str(rgb_model), str(bomb))
+    assert "bomb.png" in err and "DecompressionBombError" in err

@@ -57,9 +57,13 @@ def load_image(path: Path, size: tuple[int | None, int | None], channels: int) -
     """
     height, width = size
     fixed = (height, width) if height and width else None
+    from PIL import Image
+
     try:
         image = open_image(path, fixed)
-    except (OSError, SyntaxError, ValueError) as err:  # UnidentifiedImageError is an OSError
+    # UnidentifiedImageError is an OSError; DecompressionBombError (an image of more pixels than
+    # PIL decodes safely, 20000x20000 say) is neither, and the training loader refuses it too.
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise UserInputError(
             f"{str(path)!r} is not a readable image ({type(err).__name__}: {err}); pass files "
             f"with one of the extensions {', '.join(IMAGE_EXTENSIONS)}."

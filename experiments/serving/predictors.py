@@ -36,8 +36,23 @@ class Predictor:
 
 
 def load_predictor(path: Path) -> Predictor:
-    """The model at `path`, in whichever form it is."""
-    path = Path(path).expanduser()
+    """The model at `path`, in whichever form it is; a file that is there but does not load (a
+    junk saved_model.pb, a truncated .keras) is a UserInputError naming it, not a traceback."""
+    try:
+        return _load(Path(path).expanduser())
+    except UserInputError:
+        raise
+    except Exception as err:  # noqa: BLE001 - TensorFlow, Keras and LiteRT raise many kinds
+        raise UserInputError(
+            f"the model at {str(path)!r} could not be loaded ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:300] if str(err) else 'no detail'}); pass a .keras or "
+            ".tflite file or a SavedModel folder written by a sweep (final.export), or a "
+            "models:/NAME@ALIAS URI."
+        ) from err
+
+
+def _load(path: Path) -> Predictor:
+    """The model at `path` by its form (a folder: SavedModel or MLflow model; a file: by suffix)."""
     if path.is_dir():
         if (path / "saved_model.pb").exists():
             return _saved_model(path)

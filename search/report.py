@@ -59,6 +59,10 @@ def _report(args: argparse.Namespace) -> None:
     if args.top < 0:
         raise UserInputError(f"--top {args.top} must be 0 (all rows) or more.")
     uri = tracking_uri_of(args.output_dir, args.tracking_uri)
+    if args.tracking_uri:  # a server that is down fails in seconds, in one paragraph
+        from search.config.stores import check_server
+
+        check_server("--tracking-uri", uri)
     view = load_view(uri, args.experiment, args.sweep)
     rows = rank(view.rows, view.objectives, args.sort)
     shown = rows[: args.top] if args.top else rows

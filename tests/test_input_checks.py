@@ -236,3 +236,49 @@ def test_the_config_check_loads_no_tensorflow() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_a_port_that_is_not_postgresql_fails_in_seconds(tmp_path) -> None:
+    """Issue 28 (10): an HTTP server where PostgreSQL was meant made the first store call hang
+    for 140 s; the probe refuses it in seconds, naming the key."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from experiments.errors import UserInputError
+    from search.config.stores import check_server
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(50):  # until it listens
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(UserInputError, match="did not answer as a PostgreSQL server"):
+            check_server("search.storage", f"postgresql+psycopg://u:secret@127.0.0.1:{port}/db")
+        assert time.monotonic() - started < 15
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_report_on_an_unreachable_postgresql_is_one_paragraph(tmp_path) -> None:
+    """Issue 28 (16): two tracebacks and exit 1 before; one paragraph, exit 2, password masked."""
+    from tests.conftest import run_cli
+
+    done = run_cli(
+        "search.report", "--tracking-uri", "postgresql+psycopg://u:secret@127.0.0.1:1/mlflow",
+        "--output-dir", str(tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "secret" not in done.stderr
+    assert done.stderr.startswith("sweeplab: error: --tracking-uri=")

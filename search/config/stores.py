@@ -138,6 +138,34 @@ def check_server(key: str, url: str) -> None:
             socket.create_connection((parts.hostname, port), timeout=PROBE_SECONDS).close()
         except (OSError, ValueError) as err:
             _unreachable(key, url, err, "the database server")
+        if parts.scheme.startswith("postgresql"):
+            _check_postgres_answers(key, url)
+
+
+# What PostgreSQL itself says to a client it refuses: the server is PostgreSQL, and the store's
+# own error (credentials, a missing database) is clearer than a probe's.
+POSTGRES_REFUSALS = ("authentication", "does not exist", "pg_hba.conf", "too many connections")
+
+
+def _check_postgres_answers(key: str, url: str) -> None:
+    """A port that accepts connections but is not PostgreSQL (an HTTP server, say) made the first
+    store call hang for 140 s; one handshake with a short timeout tells it in seconds."""
+    import psycopg
+
+    plain = url.split("+", 1)[0] + "://" + url.split("://", 1)[1]  # postgresql+psycopg: psycopg's
+    try:
+        psycopg.connect(plain, connect_timeout=int(PROBE_SECONDS)).close()
+    except psycopg.Error as err:
+        text = str(err)
+        if any(marker in text for marker in POSTGRES_REFUSALS):
+            return
+        raise UserInputError(
+            f"{key}={mask(url)!r}: something listens at that host and port, but it did not "
+            f"answer as a PostgreSQL server within {PROBE_SECONDS:.0f} s "
+            f"({text.splitlines()[0][:200] if text else type(err).__name__}). Check the port "
+            "(PostgreSQL's default is 5432) and the URI, e.g. "
+            "postgresql+psycopg://USER[:PASSWORD]@HOST:5432/DATABASE."
+        ) from err
 
 
 def _unreachable(key: str, url: str, reason: object, what: str) -> None:

@@ -202,7 +202,10 @@ def test_report_errors_mask_the_password_of_the_tracking_uri(monkeypatch, capsys
     def refused(tracking_uri, experiment, which):
         raise UserInputError(f"no MLflow experiment {experiment!r} in {tracking_uri}")
 
+    import search.config.stores as stores
+
     monkeypatch.setattr(report, "load_view", refused)
+    monkeypatch.setattr(stores, "check_server", lambda key, url: None)  # the store answers
     with pytest.raises(SystemExit) as stopped:
         report.main(["--tracking-uri", uri])
     assert stopped.value.code == 2

@@ -176,6 +176,9 @@ SERVERS = [
             "batch_size=0",
         ),
         (["-m", "search.run", "-m", "+cluster=slurm", *SERVERS, "search.sampler=tpee"], "tpee"),
+        # Issue 28 (17): no Slurm here (sbatch), then servers that do not answer: refused now.
+        (["-m", "search.run", "-m", "+cluster=slurm", *SERVERS], "sbatch"),
+        (["-m", "search.run", "-m", "+cluster=local", *SERVERS], "cannot be reached"),
     ],
 )
 def test_a_bad_cluster_launch_fails_before_any_worker_starts(tmp_path, launch, says) -> None:
@@ -184,6 +187,7 @@ def test_a_bad_cluster_launch_fails_before_any_worker_starts(tmp_path, launch, s
     assert result.stderr.startswith("sweeplab: error: ") and says in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()  # no job, no study, no record
+    assert not (tmp_path / "cwd" / "multirun").exists()  # nor Hydra's multirun folder
 
 
 @pytest.mark.slow

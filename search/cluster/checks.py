@@ -35,6 +35,28 @@ def check_cluster_config(cfg: DictConfig) -> None:
     check_config(cfg)
 
 
+def check_launcher(launcher: str) -> None:
+    """Slurm's commands must be here to submit to Slurm: without them submitit raised a
+    RuntimeError after Hydra had made the multirun/ folder."""
+    import shutil
+
+    if launcher.startswith("submitit_slurm") and shutil.which("sbatch") is None:
+        raise UserInputError(
+            "+cluster=slurm submits each worker with Slurm's sbatch, which is not on this "
+            "machine's PATH: run the launch on a Slurm login node, or start the workers here "
+            "with +cluster=local (or on Ray: python -m search.cluster.ray_workers)."
+        )
+
+
+def check_servers(cfg: DictConfig) -> None:
+    """The shared study storage and tracking server answer now, before any job waits in a queue
+    to fail on them (the same probe a sweep makes, search/config/stores.py)."""
+    from search.config.stores import check_server
+
+    check_server("search.storage", str(cfg.search.storage))
+    check_server("tracking.tracking_uri", str(cfg.tracking.tracking_uri))
+
+
 def check_shared_stores(cfg: DictConfig) -> None:
     """Refuse an engine, a study storage or a tracking store that workers cannot share."""
     engine = str(cfg.search.engine)
@@ -98,6 +120,9 @@ class ClusterLaunchCheck(Callback):
         try:
             check_worker_sweep(list(config.hydra.overrides.task))
             check_cluster_config(config)
+            launcher = str(config.hydra.runtime.choices.get("hydra/launcher"))
+            check_launcher(launcher)
+            check_servers(config)
         except UserInputError as err:
             fail(str(err))
         print(

@@ -265,3 +265,12 @@ def test_retrain_seeds_is_checked(make_config) -> None:
         cfg = make_config(f"final.retrain_seeds={bad}", "final.ensemble=3")
         with pytest.raises(UserInputError, match=f"final.retrain_seeds='?{bad}'? must be"):
             check_final_config(prepare(cfg))
+
+
+def test_a_retraining_is_priced_with_the_features_it_must_build_again() -> None:
+    """Train + validation is a split no trial cached: the retraining pays the feature build the
+    first trial paid, scaled like the training (a 106-s retraining was estimated at 30 s)."""
+    budget = Budget(1000.0, retrain=True, retrain_scale=1.25, clock=Clock())
+    budget.record(trial(0, 0.9), seconds=40.0, cache_build=16.0)  # trial 0 built the features
+    budget.record(trial(1, 0.95), seconds=24.0)  # trial 1 read them
+    assert budget.retrain_seconds(trial(1, 0.95)) == pytest.approx(1.25 * (24.0 + 16.0))

@@ -577,7 +577,7 @@ def _more_seeds(
         except TrialFailed as err:  # a diverged seed: the ensemble goes on with what it has
             print(f"final: seed {seeded.seed} skipped: {str(err).splitlines()[0][:200]}")
             break
-        seconds = max(seconds, result.seconds)
+        seconds = result.seconds  # its features are cached now: the next costs about as much
         label = f"trial {best.number} retrained on train + validation, seed {seeded.seed}"
         made.append(Member(label, best.number, None, _holding(result.model)))
     return made

@@ -270,7 +270,7 @@ class TrialRunner:
             self._update_best(value, number, dict(params), record.run_id)
             if not math.isnan(value):
                 done = Best(value, number, dict(params), record.run_id)
-                self.budget.record(done, result.seconds)
+                self.budget.record(done, result.seconds, result.feature_cache.build_seconds)
             self._print(number, params, f"{self.objective}={value:.4f}", result.seconds)
             if self.budget.limited and len(self.budget.completed) == 1 and not math.isnan(value):
                 print(self.budget.plan(done), flush=True)  # the first of this invocation

@@ -149,4 +149,4 @@ def test_sweep_overlay_forms_on_the_real_command_line(form: str, tmp_path: Path)
     assert result.returncode == 0, result.stderr
     composed = OmegaConf.create(result.stdout)
     assert composed.sweep_name == "transfer" and composed.model.name == "transfer"
-    assert composed.train.epochs == 10 and "backbone" in composed.space.model
+    assert composed.train.epochs == 10 and "fine_tune" in composed.space.model

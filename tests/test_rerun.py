@@ -57,7 +57,7 @@ def test_rerun_logs_exactly_the_active_sampled_params(make_config) -> None:
             "search.n_trials=1",
             "tracking.log_models=false",
             "final.enabled=false",
-            "+space.model.batch_norm={type:categorical,choices:[false]}",
+            "+space.model.batch_norm={type:categorical,choices:[false,true]}",  # trial 0: the base, false
             "+space.model.kernel_size={type:int,low:3,high:5,when:{model.batch_norm:[true]}}",
         )
     )

@@ -228,7 +228,7 @@ def test_the_first_worker_starts_before_hydra_and_the_pool_adopts_it(tmp_path) -
     while Hydra composes and the sweep checks and sets up); the pool takes that worker instead
     of starting another, and it trains the trials."""
     prelude = (
-        "import search.workers as w\n"
+        "import search.execution.pool as w\n"
         "started, adopted = [], []\n"
         "init, adopt = w.Worker.__init__, w._adopt_early\n"
         "def counting(self, *a, **k):\n"

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments.outcome import state_label
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -158,8 +160,10 @@ def trial_records(tracking_uri: str, sweep: SweepRef) -> list[TrialRecord]:
         tags = dict(run.data.tags)
         number = int(tags.get(TAG + "trial_number", -1))
         metrics = dict(run.data.metrics)
-        state = tags.get(TAG + "state") or (
-            "running" if run.info.status == "RUNNING" else "interrupted"
+        state = state_label(
+            tags.get(TAG + "state")
+            or ("running" if run.info.status == "RUNNING" else "interrupted"),
+            tags.get(TAG + "stopped_by"),
         )
         seconds = metrics.get("train_seconds")
         if seconds is None and run.info.end_time:

@@ -26,6 +26,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
+from experiments.outcome import STOPPED_EARLY, state_label
 from search.space.spec import Param
 from search.trials.objectives import Direction, Objective
 from search.trials.records import Row
@@ -66,6 +67,7 @@ def study_truth(study: optuna.Study) -> dict[int, tuple[str, list[float] | None]
         state = STATES.get(t.state, t.state.name.lower())
         if t.state == TrialState.FAIL and "failure_reason" not in t.user_attrs:
             state = "interrupted"  # cut short by a kill: Optuna says FAIL, the sweep re-ran it
+        state = state_label(state, t.user_attrs.get("stopped_by"))
         truth[t.number] = (state, list(t.values) if t.values is not None else None)
     return truth
 
@@ -100,7 +102,7 @@ def study_from_rows(
         params = {k: v for k, v in row.params.items() if k in dists and _fits(dists[k], v)}
         values = [row.values.get(o.metric) for o in objectives]
         complete = row.state == "complete" and all(_finite(v) for v in values)
-        state = {"pruned": TrialState.PRUNED}.get(row.state, TrialState.FAIL)
+        state = TrialState.PRUNED if row.state in STOPPED_EARLY else TrialState.FAIL
         trials.append(
             optuna.trial.create_trial(
                 state=TrialState.COMPLETE if complete else state,

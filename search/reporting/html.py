@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.outcome import BUDGET_STOPPED, STOPPED_EARLY
 from search.final.champion_rule import choose, effective_rule
 from search.reporting.advice import warnings_for
 from search.reporting.leaderboard import rank, records
@@ -102,7 +103,7 @@ def _curves_figure(view: SweepView, ranked: list[Row], tracking_uri: str) -> tup
     import plotly.graph_objects as go
 
     metric = next((o.metric for o in view.objectives if o.metric.startswith("val_")), "val_loss")
-    top = [r for r in ranked if r.state in ("complete", "pruned")][:TOP_CURVES]
+    top = [r for r in ranked if r.state in ("complete", *STOPPED_EARLY)][:TOP_CURVES]
     title = f"Validation curves of the top {len(top)} trials ({metric}, from MLflow)"
     if not top:
         return title, None, "not drawn: no trial reached the end of an epoch"
@@ -168,7 +169,9 @@ def _exports_html(measured: str | None) -> str:
     rows = json.loads(measured)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in EXPORT_COLUMNS)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_num(r.get(c)))}</td>" for c in EXPORT_COLUMNS) + "</tr>"
+        "<tr>"
+        + "".join(f"<td>{html.escape(_num(r.get(c)))}</td>" for c in EXPORT_COLUMNS)
+        + "</tr>"
         for r in rows
     )
     return (
@@ -238,7 +241,7 @@ def _stopped_html(view: SweepView) -> str:
     pruner = str(view.cfg.search.get("pruner") or "")
     rows = []
     for r in stopped:
-        why = _pruned_why(r.tags, pruner) if r.state == "pruned" else r.reason or r.state
+        why = _pruned_why(r.tags, pruner) if r.state in STOPPED_EARLY else r.reason or r.state
         rows.append(
             f"<tr><td>{r.number}</td><td>{html.escape(r.state)}</td>"
             f"<td>{_num(r.epochs)}</td><td class='reason'>{html.escape(why)}</td></tr>"
@@ -250,14 +253,20 @@ def _stopped_html(view: SweepView) -> str:
 
 
 def _pruned_why(tags: dict[str, str], pruner: str) -> str:
-    """Why a pruned trial stopped, from its tag sweeplab.stopped_by (written by the runner)."""
-    at = tags.get("sweeplab.pruned_at_epoch", "?")
+    """Why a trial stopped early, from its tag sweeplab.stopped_by (written by the runner), in
+    the terminal line's words: epochs counted from 1."""
+    trained = tags.get("sweeplab.epochs_trained", "?")
+    planned = tags.get("sweeplab.epochs_planned")
+    of = f" of {planned}" if planned else ""
     stopped_by = tags.get("sweeplab.stopped_by")
     if stopped_by == "budget":
-        return f"stopped after epoch {at} by search.timeout: the time left was the final stage's"
+        return (
+            f"{BUDGET_STOPPED} (search.timeout) after epoch {trained}{of}: the time left was "
+            "the final stage's"
+        )
     if stopped_by == "pruner" or (stopped_by is None and pruner not in ("", "none")):
-        return f"stopped after epoch {at} by the {pruner} pruner: its curve was below the others"
-    return f"stopped after epoch {at} (recorded before sweeplab said by what)"
+        return f"pruned after epoch {trained}{of} by the {pruner} pruner: its curve was below the others"
+    return f"stopped after epoch {trained}{of} (recorded before sweeplab said by what)"
 
 
 def _num(value: Any) -> str:

@@ -15,10 +15,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from experiments.errors import UserInputError
+from experiments.outcome import BUDGET_STOPPED
 from search.trials.objectives import Objective
 from search.trials.records import Row
 
-STATE_ORDER = {"complete": 0, "pruned": 1, "failed": 2, "interrupted": 3, "running": 4}
+STATE_ORDER = {
+    "complete": 0,
+    "pruned": 1,
+    BUDGET_STOPPED: 1,
+    "failed": 2,
+    "interrupted": 3,
+    "running": 4,
+}
 # Columns every row has; `--sort` takes these, an objective or any logged metric.
 FIXED = ("trial", "state", "epochs", "seconds", "model_params", "model_bytes", "latency_ms")
 

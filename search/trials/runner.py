@@ -10,9 +10,10 @@ import math
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.data.load import load_data, loading_key
 from experiments.data.splits import ImageData
 from experiments.errors import TrialFailed, UserInputError
-from experiments.outcome import TrialOutcome
+from experiments.outcome import TrialOutcome, stopped_words
 from experiments.worker import Trained, resident_mb
 from search.execution.store_lock import STORE_LOCK, released
 from search.space.apply import config_yaml, trial_values
@@ -175,8 +176,9 @@ class TrialRunner:
                 worker, failed = self._hand_over(text, data, hold), None  # None: trains here
             except Exception as err:  # no worker could take it: recorded as the trial's failure
                 worker, failed = None, err
+            planned = int(values.get("train", {}).get("epochs") or 0) or None
             return self._record(
-                number, params, cfg, text, data, worker, failed, callbacks, run_tags, tags
+                number, params, cfg, text, data, worker, failed, callbacks, run_tags, tags, planned
             )
 
     def _hand_over(self, config_text: str, data: ImageData, hold: ExitStack) -> Worker | None:
@@ -202,9 +204,11 @@ class TrialRunner:
         callbacks: list[EpochListener] | None,
         run_tags: dict[str, Any],
         tags: Mapping[str, Any] | None,
+        planned: int | None = None,
     ) -> Outcome:
         """The trial's MLflow run around its training (here, or followed in `worker`); `failed`:
-        why no worker took the trial (a worker that died starting), raised in the run."""
+        why no worker took the trial (a worker that died starting), raised in the run; `planned`:
+        the epochs the trial was set to train (train.epochs), for "after epoch 2 of 10"."""
         described = data.describe()
         with self.tracker.trial_run(
             f"trial-{number}", params, {**run_tags, **dataset_tags(described), **(tags or {})}
@@ -212,6 +216,7 @@ class TrialRunner:
             self.last_run_id = record.run_id
             record.log_text(config_text, "trial_config.yaml")
             record.log_dataset(described)
+            started = time.perf_counter()
             try:
                 if failed is not None:
                     raise failed
@@ -225,18 +230,23 @@ class TrialRunner:
                     epochs = record.epochs_logged
                     # Who stopped it (tag sweeplab.stopped_by): the engine's pruner, or the
                     # budget (search.timeout: the time left is the final stage's).
-                    budget = str(err).startswith("search.timeout")
+                    stopped_by = "budget" if str(err).startswith("search.timeout") else "pruner"
+                    # The time until the stop, as train_seconds of a complete trial, so the
+                    # leaderboard's seconds are training time for every trial.
+                    seconds = time.perf_counter() - started
+                    with suppress(Exception):  # a record, not worth losing the trial's end over
+                        record.log_batch({"train_seconds": seconds, "epochs": epochs}, {})
                     record.mark(
                         TrialOutcome.PRUNED,
-                        pruned_at_epoch=epochs - 1,
+                        pruned_at_epoch=epochs - 1,  # 0-based: MLflow's step axis
                         epochs_trained=epochs,
-                        stopped_by="budget" if budget else "pruner",
+                        epochs_planned=planned or "",
+                        stopped_by=stopped_by,
                     )
                     self.failures.record(TrialOutcome.PRUNED)
                     self.budget.record_pruned()
                     self.ended += 1
-                    why = " (search.timeout)" if budget else ""
-                    self._print(number, params, f"pruned at epoch {epochs - 1}{why}", None)
+                    self._print(number, params, stopped_words(stopped_by, epochs, planned), None)
                 else:
                     reason = failure_reason(err)
                     record.mark(TrialOutcome.FAILED, reason)

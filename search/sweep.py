@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from experiments.data.folders import scan_folder
 from search.checks import check_config
 from search.config.models import check_models
-from search.config.stores import check_stores, create_output_dir
+from search.config.stores import check_stores, create_output_dir, ui_command
 from search.config.study import study_name
 from search.engines import Engine, make_engine
 from search.execution.leftovers import removed_on_error
@@ -31,7 +31,6 @@ from search.space.spec import Param
 from search.trials.budget import Budget
 from search.trials.objectives import pruning_note
 from search.trials.types import Best
-from tracking.secrets import mask
 
 
 @dataclass
@@ -225,8 +224,4 @@ def _print_summary(cfg: DictConfig, s: SweepSummary, seconds: float) -> None:
         print(f"best {cfg.train.objective} = {s.best_value:.4f}  MLflow run {s.best_run_id}")
         for key, value in s.best_params.items():
             print(f"  {key} = {value}")
-    print(
-        f"results: {cfg.output_dir}\nopen the MLflow UI: make ui   "
-        f"(or: mlflow ui --backend-store-uri {mask(str(cfg.tracking.tracking_uri))} "
-        "--host 127.0.0.1 --workers 1)"
-    )
+    print(f"results: {cfg.output_dir}\nopen the MLflow UI: {ui_command(cfg)}")

@@ -265,3 +265,29 @@ def test_report_says_which_trials_the_pruner_stopped_and_which_search_timeout_st
     assert html.unescape(rows["1"]).startswith("stopped after epoch 0 by the median pruner")
     assert html.unescape(rows["2"]).startswith("stopped after epoch 0 by search.timeout")
     assert "pruner" not in rows["2"]
+
+
+def test_csv_and_json_keep_every_row_and_print_numbers_as_people_write_them() -> None:
+    """csv/json are every row unless --top is given (the table: the top 10, and it says how many
+    trials there are); a whole float prints as an int, others without float noise."""
+    from search.report import shown_rows
+    from search.reporting.leaderboard import plain, to_csv, to_json
+    from search.trials.objectives import Objective
+    from search.trials.records import Row
+
+    rows = [
+        Row(n, "complete", {"val_accuracy": 0.9}, 2, 1.5, {"dropout": 0.35000000000000003},
+            {"model_params": 51946.0, "model_bytes": 207784.0}, f"run{n}", n + 1)
+        for n in range(12)
+    ]  # fmt: skip
+    assert len(shown_rows(rows, None, "csv")) == len(shown_rows(rows, None, "json")) == 12
+    assert len(shown_rows(rows, None, "table")) == 10
+    assert len(shown_rows(rows, 3, "csv")) == 3 and len(shown_rows(rows, 0, "table")) == 12
+    objectives = [Objective("val_accuracy", "maximize")]
+    text = to_csv(rows, objectives)
+    assert len(text.splitlines()) == 13
+    assert ",51946,207784," in text and ",0.35" in text
+    assert "51946.0" not in text and "0.35000000000000003" not in text
+    board = json.loads(to_json(rows, objectives))
+    assert board[0]["model_params"] == 51946 and board[0]["param.dropout"] == 0.35
+    assert plain(1 / 3) == 0.3333333333 and plain(float("nan")) != plain(float("nan"))

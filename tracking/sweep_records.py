@@ -165,9 +165,9 @@ def trial_records(tracking_uri: str, sweep: SweepRef) -> list[TrialRecord]:
             or ("running" if run.info.status == "RUNNING" else "interrupted"),
             tags.get(TAG + "stopped_by"),
         )
+        # Training time, for every trial (a pruned one logs it until its stop); a failed or
+        # interrupted trial has none: not its MLflow wall time, which counts set-up and records.
         seconds = metrics.get("train_seconds")
-        if seconds is None and run.info.end_time:
-            seconds = (run.info.end_time - run.info.start_time) / 1000
         epochs = metrics.get("epochs") or tags.get(TAG + "epochs_trained")
         by_number[number] = TrialRecord(
             number=number,

@@ -97,7 +97,17 @@ def records(rows: Sequence[Row], objectives: Sequence[Objective]) -> list[dict[s
                 **{f"param.{k}": v for k, v in r.params.items()},
             }
         )
-    return out
+    return [{k: plain(v) for k, v in entry.items()} for entry in out]
+
+
+def plain(value: Any) -> Any:
+    """A number as a person writes it: a whole float as an int (`51946`, not `51946.0`), any
+    other float to 10 significant digits (`0.35`, not `0.35000000000000003`); NaN stays NaN."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        return value
+    if value.is_integer() and abs(value) < 1e15:
+        return int(value)
+    return float(f"{value:.10g}")
 
 
 def to_csv(rows: Sequence[Row], objectives: Sequence[Objective]) -> str:
@@ -113,7 +123,11 @@ def to_csv(rows: Sequence[Row], objectives: Sequence[Objective]) -> str:
 
 
 def to_json(rows: Sequence[Row], objectives: Sequence[Objective]) -> str:
-    return json.dumps(records(rows, objectives), indent=2, default=str)
+    table = [  # JSON has no NaN: null
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in entry.items()}
+        for entry in records(rows, objectives)
+    ]
+    return json.dumps(table, indent=2, default=str)
 
 
 def to_table(rows: Sequence[Row], objectives: Sequence[Objective]) -> str:

@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,12 @@ from search.engines import Engine, make_engine
 from search.execution.leftovers import removed_on_error
 from search.execution.pool import WorkerPool, discard_early, interrupts_stop, worker_settings
 from search.execution.store_wal import finish, write_ahead
-from search.final.champion import champion
+from search.final.champion import champion, front_summary
 from search.final.reevaluate import Contenders
 from search.final.stage import FinalResult, finalize
 from search.space.spec import Param
 from search.trials.budget import Budget
-from search.trials.objectives import pruning_note
+from search.trials.objectives import objectives_of, pruning_note
 from search.trials.types import Best
 
 
@@ -45,6 +45,7 @@ class SweepSummary:
     best_run_id: str | None
     finished_trials: int
     final: FinalResult | None = None  # what the test / registry / export stage produced
+    front: list[str] = field(default_factory=list)  # several objectives: the front, the choice
 
 
 def prepare(cfg: DictConfig) -> DictConfig:
@@ -126,8 +127,8 @@ def _sweep(
         search = make_engine(cfg, space, name)
         done = search.finished()  # trials cut short by a kill never count, so recovery can wait
         print(
-            f"sweep {cfg.sweep_name!r}: study {name!r}, engine {engine}, objective "
-            f"{cfg.train.objective}, {done} of {cfg.search.n_trials} trials finished",
+            f"sweep {cfg.sweep_name!r}: study {name!r}, engine {engine}, {_objectives(cfg)}, "
+            f"{done} of {cfg.search.n_trials} trials finished",
             flush=True,
         )
         if done >= int(cfg.search.n_trials):
@@ -187,6 +188,7 @@ def _sweep(
             best.run_id if best else None,
         )
         summary = _summary(name, engine, parent_id, best, search.finished())
+        summary.front = front_summary(cfg, tracker, best)
         if best is None:  # say why, rather than skip the final stage without a word
             print(
                 "final stage skipped: no trial of the study completed (each one failed or was "
@@ -200,6 +202,14 @@ def _sweep(
         publish_report(cfg, tracker, name)  # the HTML report on the parent run
     _print_summary(cfg, summary, time.perf_counter() - began)
     return summary
+
+
+def _objectives(cfg: DictConfig) -> str:
+    """The header's objective: `objective val_accuracy`, or every one with its direction."""
+    objectives = objectives_of(cfg)
+    if len(objectives) == 1:
+        return f"objective {cfg.train.objective}"
+    return "objectives " + ", ".join(f"{o.metric} ({o.direction})" for o in objectives)
 
 
 def _top(search: Engine, cfg: DictConfig) -> list[Best]:
@@ -220,7 +230,13 @@ def _print_summary(cfg: DictConfig, s: SweepSummary, seconds: float) -> None:
     print(
         f"\nstudy {s.study_name!r}: {s.finished_trials} finished trials ({seconds:.0f}s this run)"
     )
-    if s.best_value is not None:
+    for line in s.front:  # several objectives: the front and the rule's choice
+        print(line)
+    if s.front and s.best_run_id is not None:
+        print(f"champion MLflow run {s.best_run_id}")
+        for key, value in s.best_params.items():
+            print(f"  {key} = {value}")
+    elif s.best_value is not None:
         print(f"best {cfg.train.objective} = {s.best_value:.4f}  MLflow run {s.best_run_id}")
         for key, value in s.best_params.items():
             print(f"  {key} = {value}")

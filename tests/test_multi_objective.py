@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import re
 from pathlib import Path
 
 import optuna
@@ -34,7 +37,37 @@ def dominates(a: list[float], b: list[float], maximize: list[bool]) -> bool:
 def pareto_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("pareto") / "runs"
     cfg = compose_config(["search.n_trials=5", "search.sampler=random", TWO_OBJECTIVES, RULE], out)
-    return cfg, sweep(cfg)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        summary = sweep(cfg)
+    TERMINAL["pareto"] = printed.getvalue()
+    return cfg, summary
+
+
+TERMINAL: dict[str, str] = {}  # what a fixture's sweep printed
+
+
+def test_the_terminal_shows_every_objective_the_front_and_the_choice(pareto_sweep) -> None:
+    """Not a single-objective sweep's lines: the header names both objectives, each trial line
+    shows both values (no "best so far"), and the end prints the Pareto front and the choice."""
+    cfg, summary = pareto_sweep
+    out = TERMINAL["pareto"]
+    assert "objectives val_accuracy (maximize), model_params (minimize)" in out
+    lines = [line for line in out.splitlines() if re.match(r"trial +\d+  ", line)]
+    assert len(lines) == 5
+    for line in lines:
+        assert re.search(r"val_accuracy=\d\.\d{4} model_params=\d+ ", line), line
+        assert " best " not in line
+    study = optuna.load_study(study_name=summary.study_name, storage=cfg.search.storage)
+    front = sorted(t.number for t in study.best_trials)
+    assert f"Pareto front (val_accuracy maximize, model_params minimize): {len(front)} of 5" in out
+    shown = re.findall(r"^  trial +(\d+)  val_accuracy=", out, re.MULTILINE)
+    assert sorted(int(n) for n in shown) == front
+    chosen = next(t for t in study.trials if t.user_attrs["mlflow_run_id"] == summary.best_run_id)
+    assert re.search(
+        rf"champion by the rule \(.*model_params.*\): trial {chosen.number}  val_accuracy=", out
+    )
+    assert "best val_accuracy = " not in out
 
 
 def test_two_objectives_give_a_pareto_front_no_trial_dominates(pareto_sweep) -> None:

@@ -28,7 +28,7 @@ from experiments.worker import Trained, resident_mb
 from search.execution.store_lock import STORE_LOCK, released
 from search.space.apply import config_yaml, trial_values
 from search.trials.budget import Budget
-from search.trials.objectives import measured_costs, objectives_of
+from search.trials.objectives import measured_costs, metric_text, objectives_of
 from search.trials.outcomes import FailureStreak, failure_reason, was_interrupted
 from search.trials.types import Best
 from tracking.mlflow_tracker import EpochLogger, SweepTracker, dataset_tags
@@ -87,6 +87,8 @@ class TrialRunner:
         self.scratch = scratch_folder(base)
         self._shared: dict[str, SharedData] = {}
         self.objective = str(base.train.objective)
+        # Several objectives: each trial line shows them all, and no "best so far" (a front).
+        self.objectives = [o.metric for o in objectives_of(base)]
         self.maximize = base.train.direction == "maximize"
         self.best: Best | None = None
         self._data: dict[str, ImageData] = {}
@@ -287,7 +289,10 @@ class TrialRunner:
             if not math.isnan(value):
                 done = Best(value, number, dict(params), record.run_id)
                 self.budget.record(done, result.seconds)
-            self._print(number, params, f"{self.objective}={value:.4f}", result.seconds)
+            shown = " ".join(
+                f"{m}={metric_text(m, result.metrics.get(m, math.nan))}" for m in self.objectives
+            )
+            self._print(number, params, shown, result.seconds)
             if self.budget.limited and len(self.budget.completed) == 1 and not math.isnan(value):
                 print(self.budget.plan(done), flush=True)  # the first of this invocation
         return Outcome(result, record.run_id)
@@ -383,6 +388,9 @@ class TrialRunner:
         shown = " ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in params.items())
         timing = f"{seconds:6.1f}s" if seconds is not None else " " * 7
         best = f"best {self.best.value:.4f} (#{self.best.number})" if self.best else "best -"
+        if len(self.objectives) > 1:  # no single best: the Pareto front, printed at the end
+            print(f"trial {number:>3}  {outcome:<24} {timing}  {shown}", flush=True)
+            return
         print(f"trial {number:>3}  {outcome:<24} {timing}  {best}  {shown}", flush=True)
 
 

@@ -119,6 +119,10 @@ def test_champion_rule_picks_the_expected_trial(pareto_sweep) -> None:
     name = summary.final.registered_uri.removeprefix("models:/").removesuffix("@champion")
     version = client.get_model_version_by_alias(name, "champion")
     assert version.tags["sweeplab.best_run_id"] == summary.best_run_id
+    # Its description says what shipped, its test accuracy and the study.
+    assert version.description.startswith("What shipped: the ")
+    assert summary.study_name in version.description
+    assert f"test accuracy {version.tags['sweeplab.test_accuracy']}" in version.description
 
 
 def row(trial: int, acc: float, latency: float, state: str = "complete") -> Row:

@@ -180,6 +180,10 @@ class FinalRecorder:
             version = mlflow.register_model(
                 info.model_uri, name, tags=_registry_tags(tags, class_names)
             )
+        # The registry's Description: what shipped, how it tested, from which study.
+        self.client.update_model_version(
+            name, str(version.version), description=version_description(tags)
+        )
         aliased = self._point_alias(name, alias, str(version.version), still_wins)
         self.client.log_batch(
             self.run_id,
@@ -239,6 +243,18 @@ def champion_signature(image_shape: tuple[int | None, ...]) -> ModelSignature:
                 ColSpec(Array("double"), "probabilities"),
             ]
         ),
+    )
+
+
+def version_description(tags: dict[str, Any]) -> str:
+    """A registered version's description, from the tags the final stage registers it with."""
+    source = str(tags.get("source", "model")).replace("_", " ")
+    accuracy = tags.get("test_accuracy")
+    tested = f"test accuracy {accuracy}" if accuracy is not None else "not tested"
+    return (
+        f"What shipped: the {source} of study {tags.get('study', '?')} (best trial run "
+        f"{tags.get('best_run_id', '?')}); {tested} on the held-out test split. Sweep run "
+        f"{tags.get('sweep_run_id', '?')}; the sweep's HTML report is logged there (report/)."
     )
 
 

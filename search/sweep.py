@@ -204,6 +204,11 @@ def _sweep(
     return summary
 
 
+def _plain(value: Any) -> Any:
+    """A sampled value without float noise: 0.35, not 0.35000000000000003."""
+    return f"{value:.10g}" if isinstance(value, float) else value
+
+
 def _objectives(cfg: DictConfig) -> str:
     """The header's objective: `objective val_accuracy`, or every one with its direction."""
     objectives = objectives_of(cfg)
@@ -235,9 +240,9 @@ def _print_summary(cfg: DictConfig, s: SweepSummary, seconds: float) -> None:
     if s.front and s.best_run_id is not None:
         print(f"champion MLflow run {s.best_run_id}")
         for key, value in s.best_params.items():
-            print(f"  {key} = {value}")
+            print(f"  {key} = {_plain(value)}")
     elif s.best_value is not None:
         print(f"best {cfg.train.objective} = {s.best_value:.4f}  MLflow run {s.best_run_id}")
         for key, value in s.best_params.items():
-            print(f"  {key} = {value}")
+            print(f"  {key} = {_plain(value)}")
     print(f"results: {cfg.output_dir}\nopen the MLflow UI: {ui_command(cfg)}")

@@ -100,10 +100,91 @@ def test_report_opens_and_every_plot_renders(browser, recorded_sweep, tmp_path) 
         assert marks.count() > 3, f"plot {i} looks blank"
     assert errors == []
     assert all(url.startswith(("file:", "data:", "about:")) for url in requests), requests
+    # The champion on the Pareto plot: a labelled red star, not a near-white point.
+    champion = page.evaluate(
+        """() => document.querySelector('div.plot .js-plotly-plot').data
+              .filter(t => (t.name || '').startsWith('champion'))
+              .map(t => [t.name, t.marker.color, t.text[0]])"""
+    )
+    assert len(champion) == 1 and champion[0][1] == "#d62728", champion
+    assert champion[0][2].startswith("champion: trial ")
+    assert page.get_by_text(champion[0][2]).first.is_visible()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(shots(tmp_path) / "report-top.png"))
     for i in (0, 2, expected - 1):  # Pareto front, an importance plot, the validation curves
         plots.nth(i).screenshot(path=str(shots(tmp_path) / f"report-plot-{i}.png"))
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def wide_sweep(tmp_path_factory):
+    """One objective, nine parameters (Optuna's one-row slice plot: 2,700 px), curves reported
+    every epoch (intermediate values), not registered."""
+    chromium_or_skip()
+    out = tmp_path_factory.mktemp("wide") / "runs"
+    cfg = compose_config(
+        [
+            "search.n_trials=4", "search.pruner=none", "search.sampler=random",
+            "+space.model.kernel_size={type:categorical,choices:[3,5]}",
+            "+space.model.batch_norm={type:categorical,choices:[true,false]}",
+            "+space.model.filter_growth={type:categorical,choices:[1,2]}",
+            "+space.train.batch_size={type:categorical,choices:[32,64]}",
+            "final.register=false",
+        ],
+        out,
+    )  # fmt: skip
+    return cfg, sweep(cfg)
+
+
+def test_the_report_fits_a_1280_px_window_with_one_colour_per_trial(
+    browser, wide_sweep, tmp_path
+) -> None:
+    """No page wider than the window (slice plots in a grid, the leaderboard scrolls in its own
+    box), sizes as people write them, each trial one colour in every figure, a legend on the
+    intermediate values, every MLflow link in the machine-learning view."""
+    cfg, summary = wide_sweep
+    report = Path(cfg.output_dir) / "reports" / f"{summary.study_name}.html"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(report.as_uri())
+    page.wait_for_load_state("load")
+    page.locator("div.plot .js-plotly-plot").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)  # plotly's responsive resize
+    metrics = page.evaluate(
+        """() => ({scroll: document.documentElement.scrollWidth, window: window.innerWidth,
+                   widest: Math.max(...[...document.querySelectorAll('body *')]
+                       .filter(e => !e.closest('.scroll'))
+                       .map(e => e.getBoundingClientRect().right))})"""
+    )
+    assert metrics["scroll"] <= metrics["window"] == 1280, metrics
+    assert metrics["widest"] <= 1280, metrics
+    slices = page.locator(".grid .plot .js-plotly-plot")
+    assert slices.count() == 9  # one per parameter, wrapped into rows
+    tops = {round(slices.nth(i).bounding_box()["y"]) for i in range(9)}
+    assert len(tops) >= 3  # at most 3-4 a row in 1,280 px
+    board = page.locator(".scroll table.board")
+    box = page.locator(".scroll").first.bounding_box()
+    assert box and box["x"] + box["width"] <= 1280
+    text = board.inner_text()
+    assert "e+0" not in text and "KB" in text  # model_bytes as a size, parameters as 12,345
+    # One colour per trial across figures; the intermediate values have a legend.
+    colours = page.evaluate(
+        """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(gd =>
+              gd.data.filter(t => /^trial \\d+/.test(t.name || ''))
+                .map(t => [t.name.match(/^trial (\\d+)/)[1], (t.line || {}).color,
+                           gd.layout.showlegend]))"""
+    )
+    by_trial: dict[str, set] = {}
+    for trial, colour, _ in colours:
+        by_trial.setdefault(trial, set()).add(colour)
+    assert by_trial and all(len(c) == 1 and None not in c for c in by_trial.values()), by_trial
+    drawn = [trial for trial, *_ in colours]
+    assert all(drawn.count(t) >= 2 for t in by_trial)  # the curves and the intermediate values
+    assert sum(1 for *_, legend in colours if legend) == len(by_trial) == 4  # with its legend
+    links = page.eval_on_selector_all("a[href*='#/']", "els => els.map(e => e.href)")
+    assert links and all("workflowType=machine_learning" in link for link in links), links
+    assert any("#/compare-runs" in link for link in links)
+    page.screenshot(path=str(shots(tmp_path) / "report-1280.png"), full_page=True)
     page.close()
 
 

@@ -87,7 +87,7 @@ def test_leaderboard_and_report_show_the_pruned_trial(pruned_sweep) -> None:
     report = cfg.output_dir + f"/reports/{summary.study_name}.html"
     with open(report) as f:
         text = f.read()
-    assert "stopped after epoch 0 by the median pruner" in text
+    assert "pruned after epoch 1 of 3 by the median pruner" in text
     assert "Intermediate values (what the pruner saw)" in text
 
 

@@ -82,6 +82,20 @@ def ml_view_url(ui: str, experiment_id: str, run_id: str | None = None) -> str:
     return f"{base}?workflowType=machine_learning"
 
 
+def ml_compare_url(ui: str, experiment_id: str, run_ids: list[str]) -> str:
+    """The MLflow UI's compare page for `run_ids`, in the machine-learning view (without
+    workflowType it opens in the GenAI view)."""
+    import json
+    from urllib.parse import quote
+
+    runs = quote(json.dumps(list(run_ids)), safe="")
+    experiments = quote(json.dumps([str(experiment_id)]), safe="")
+    return (
+        f"{ui.rstrip('/')}/#/compare-runs?runs={runs}&experiments={experiments}"
+        "&workflowType=machine_learning"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m tracking.run_tags OUTPUT_DIR PORT`: print the UI links of the latest sweep.
 

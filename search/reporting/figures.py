@@ -175,7 +175,7 @@ def figures(study: optuna.Study, objectives: Sequence[Objective]) -> list[tuple[
                 lambda kw=kwargs: vis.plot_parallel_coordinate(study, **kw),
             )
         )
-        out.append(_draw(f"Slice plots{label}", lambda kw=kwargs: vis.plot_slice(study, **kw)))
+        out.append(_slices(study, f"Slice plots{label}", kwargs))
     if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
         out.append(
             _draw(
@@ -184,6 +184,23 @@ def figures(study: optuna.Study, objectives: Sequence[Objective]) -> list[tuple[
             )
         )
     return out
+
+
+def _slices(study: optuna.Study, title: str, kwargs: dict[str, Any]) -> tuple[str, Any, str]:
+    """One slice plot per parameter (a list of figures the report lays out in a grid), not
+    Optuna's single row of every parameter: 13 of them made a 3,900-px wide page."""
+    names = sorted({p for t in study.get_trials(deepcopy=False) for p in t.params})
+    drawn = [_draw(title, lambda n=n: vis_slice(study, n, kwargs)) for n in names]
+    plots = [figure for _, figure, _ in drawn if figure is not None]
+    if not plots:
+        return drawn[0] if drawn else (title, None, "not drawn: no parameter sampled yet")
+    return title, plots, ""
+
+
+def vis_slice(study: optuna.Study, name: str, kwargs: dict[str, Any]) -> Any:
+    figure = optuna.visualization.plot_slice(study, params=[name], **kwargs)
+    figure.update_layout(title=name, width=None, height=320, margin={"t": 40, "b": 40})
+    return figure
 
 
 def _target(i: int) -> Callable[[FrozenTrial], float]:

@@ -21,10 +21,24 @@ from search.final.champion_rule import choose, effective_rule
 from search.reporting.advice import warnings_for
 from search.reporting.leaderboard import rank, records
 from search.trials.records import Row, SweepView
+from tracking.run_tags import ml_compare_url, ml_view_url
 from tracking.sweep_records import metric_curves
 
 TOP_CURVES = 5
 TOP_ROWS = 15
+UI = "http://127.0.0.1:5000"  # where `make ui` serves the store (its default PORT)
+# One colour per trial, the same in every figure that draws trials as their own traces.
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
+CHAMPION = "#d62728"
+BYTES = ("model_bytes", "size")  # columns in bytes: printed as human sizes
+
+
+def colour_of(trial: int) -> str:
+    """The colour of trial `trial` in every figure of the report."""
+    return PALETTE[trial % len(PALETTE)]
 
 
 @dataclass
@@ -68,6 +82,11 @@ def build(view: SweepView, tracking_uri: str) -> Report:
     warnings = warnings_for(best, ranked, view.space, importances)
     pareto = optuna_report.pareto_numbers(study) if multi else []
     curves = _curves_figure(view, ranked, tracking_uri)
+    for title, figure, _ in drawn:
+        if title == "Pareto front" and figure is not None and best is not None:
+            _mark_champion(figure, best, view)
+        if title.startswith("Intermediate values") and figure is not None:
+            _trial_colours(figure, study)
     sections = [
         _header(view, best, rule.describe() if rule else None, pareto),
         _warnings_html(warnings),
@@ -95,6 +114,48 @@ def write(view: SweepView, tracking_uri: str, path: Path) -> Report:
     return report
 
 
+def _mark_champion(figure: Any, best: Row, view: SweepView) -> None:
+    """The champion on the Pareto plot: a labelled red star (Optuna draws the front in a blue
+    scale by trial number, the first trial almost white)."""
+    import plotly.graph_objects as go
+
+    if len(view.objectives) != 2:
+        return  # a 3-D front: Optuna's own marks only
+    x, y = (best.values.get(o.metric) for o in view.objectives)
+    if x is None or y is None:
+        return
+    figure.add_trace(
+        go.Scatter(
+            x=[x],
+            y=[y],
+            mode="markers+text",
+            text=[f"champion: trial {best.trial}"],
+            textposition="top center",
+            marker={"symbol": "star", "size": 18, "color": CHAMPION, "line": {"width": 1}},
+            name=f"champion (trial {best.trial})",
+            showlegend=True,
+        )
+    )
+    for trace in figure.data[:-1]:  # an outline: the scale's palest points stay visible
+        trace.update(marker={"line": {"width": 1, "color": "#555"}})
+    figure.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.18})
+
+
+def _trial_colours(figure: Any, study: Any) -> None:
+    """Optuna's intermediate-values plot with a legend, each trial in its report colour."""
+    numbers = {t.number: int(t.user_attrs.get("trial", t.number)) for t in study.trials}
+    for trace in figure.data:
+        name = str(trace.name or "")
+        digits = name.removeprefix("Trial").strip()
+        if not digits.isdigit():
+            continue
+        trial = numbers.get(int(digits), int(digits))
+        colour = colour_of(trial)
+        trace.update(name=f"trial {trial}", showlegend=True, line={"color": colour})
+        trace.update(marker={"color": colour})
+    figure.update_layout(showlegend=True, legend_title_text="trial")
+
+
 def _first_complete(ranked: list[Row]) -> Row | None:
     return next((r for r in ranked if r.state == "complete"), None)
 
@@ -113,13 +174,15 @@ def _curves_figure(view: SweepView, ranked: list[Row], tracking_uri: str) -> tup
         values = histories.get(r.run_id, [])
         figure.add_trace(
             go.Scatter(
-                x=list(range(len(values))),
+                x=list(range(1, len(values) + 1)),  # epochs counted from 1, as trial lines
                 y=values,
                 mode="lines+markers",
                 name=f"trial {r.trial} (rank {r.rank}, {r.state})",
+                line={"color": colour_of(r.trial)},
+                marker={"color": colour_of(r.trial)},
             )
         )
-    figure.update_layout(title=title, xaxis_title="epoch", yaxis_title=metric)
+    figure.update_layout(title=title, xaxis_title="epoch (from 1)", yaxis_title=metric)
     return title, figure, ""
 
 
@@ -170,13 +233,13 @@ def _exports_html(measured: str | None) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in EXPORT_COLUMNS)
     body = "".join(
         "<tr>"
-        + "".join(f"<td>{html.escape(_num(r.get(c)))}</td>" for c in EXPORT_COLUMNS)
+        + "".join(f"<td>{html.escape(_num(r.get(c), c))}</td>" for c in EXPORT_COLUMNS)
         + "</tr>"
         for r in rows
     )
     return (
         "<h2>Exports, measured from each file on the test split</h2>"
-        f"<table class='exports'><tr>{head}</tr>{body}</table>"
+        f"<div class='scroll'><table class='exports'><tr>{head}</tr>{body}</table></div>"
         "<p>ms_per_image: median of single-image calls at batch 1 on this machine; size_ratio "
         "and accuracy_delta against the float32 TFLite file.</p>"
     )
@@ -215,23 +278,50 @@ def _leaderboard_html(view: SweepView, rows: list, pareto: list[int]) -> str:
     for entry in table[1:]:
         columns.extend(c for c in entry if c not in columns and c != "run_id")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    experiment = view.ref.experiment_id
     body = []
     for entry in table:
         mark = " class='pareto'" if entry["trial"] in pareto else ""
-        cells = "".join(f"<td>{html.escape(_num(entry.get(c)))}</td>" for c in columns)
-        body.append(f"<tr{mark}>{cells}</tr>")
+        cells = []
+        for c in columns:
+            text = html.escape(_num(entry.get(c), c))
+            if c == "trial" and entry.get("run_id"):  # the trial's run, in the ML view
+                link = html.escape(ml_view_url(UI, experiment, entry["run_id"]))
+                text = f"<a href='{link}' title='its MLflow run (make ui)'>{text}</a>"
+            cells.append(f"<td>{text}</td>")
+        body.append(f"<tr{mark}>{''.join(cells)}</tr>")
     note = " (Pareto-optimal trials highlighted)" if pareto else ""
+    runs = [str(e["run_id"]) for e in table if e.get("run_id")]
+    compare = html.escape(ml_compare_url(UI, experiment, runs))
     return (
         f"<h2>Leaderboard: top {len(rows)}{note}</h2>"
-        f"<table class='board'><tr>{head}</tr>{''.join(body)}</table>"
+        f"<p>Trial numbers link to their MLflow runs; <a href='{compare}'>compare these trials "
+        "in MLflow</a> (served by <code>make ui</code>).</p>"
+        f"<div class='scroll'><table class='board'><tr>{head}</tr>{''.join(body)}</table></div>"
     )
 
 
 def _figure_html(title: str, figure: Any, note: str) -> str:
     if figure is None:
         return f"<h2>{html.escape(title)}</h2><p class='note'>{html.escape(note)}</p>"
-    div = figure.to_html(full_html=False, include_plotlyjs=False, default_height="460px")
-    return f"<h2>{html.escape(title)}</h2><div class='plot'>{div}</div>"
+    if isinstance(figure, list):  # one small plot per parameter, in a grid that wraps
+        divs = "".join(f"<div class='plot'>{_plot_div(f, '320px')}</div>" for f in figure)
+        return f"<h2>{html.escape(title)}</h2><div class='grid'>{divs}</div>"
+    return f"<h2>{html.escape(title)}</h2><div class='plot'>{_plot_div(figure, '460px')}</div>"
+
+
+def _plot_div(figure: Any, height: str) -> str:
+    """A figure as wide as its box (never a fixed width wider than the window)."""
+    figure.update_layout(width=None, autosize=True)
+    return str(
+        figure.to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            default_height=height,
+            default_width="100%",
+            config={"responsive": True},
+        )
+    )
 
 
 def _stopped_html(view: SweepView) -> str:
@@ -269,12 +359,30 @@ def _pruned_why(tags: dict[str, str], pruner: str) -> str:
     return f"stopped after epoch {trained}{of} (recorded before sweeplab said by what)"
 
 
-def _num(value: Any) -> str:
+def _num(value: Any, column: str = "") -> str:
+    """A number as a person reads it: `51,946` parameters, `203 KB`, `0.963`; never `5.195e+04`."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if column in BYTES and isinstance(value, int | float):
+        return human_bytes(float(value))
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        value = int(value)
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
     return str(value)
+
+
+def human_bytes(size: float) -> str:
+    """`207784` -> `203 KB` (1 KB = 1,024 bytes)."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if abs(size) < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" or size >= 100 else f"{size:.3g} {unit}"
+        size /= 1024
+    return f"{size:.3g} GB"
 
 
 STYLE = """
@@ -287,4 +395,11 @@ th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
 .warnings li { color: #8a4b00; margin: 4px 0; }
 .note { color: #777; font-style: italic; }
 .reason { max-width: 700px; white-space: pre-wrap; }
+/* Fits a 1,280-px window: wide tables scroll in their own box, plots take the page's width,
+   the per-parameter slice plots wrap into a grid. */
+body { max-width: 1400px; }
+.scroll { max-width: 100%; overflow-x: auto; }
+.plot { max-width: 100%; overflow: hidden; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: 8px; }
+.facts td { overflow-wrap: anywhere; }
 """

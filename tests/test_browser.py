@@ -181,6 +181,12 @@ def test_the_report_fits_a_1280_px_window_with_one_colour_per_trial(
     drawn = [trial for trial, *_ in colours]
     assert all(drawn.count(t) >= 2 for t in by_trial)  # the curves and the intermediate values
     assert sum(1 for *_, legend in colours if legend) == len(by_trial) == 4  # with its legend
+    # Epochs from 1 in both figures that draw them (the trial lines' count), not Optuna's step.
+    firsts = page.evaluate(
+        """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(gd =>
+              gd.data.filter(t => /^trial \\d+/.test(t.name || '')).map(t => t.x[0]))"""
+    )
+    assert firsts and set(firsts) == {1}, firsts
     links = page.eval_on_selector_all("a[href*='#/']", "els => els.map(e => e.href)")
     assert links and all("workflowType=machine_learning" in link for link in links), links
     assert any("#/compare-runs" in link for link in links)

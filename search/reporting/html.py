@@ -153,7 +153,9 @@ def _trial_colours(figure: Any, study: Any) -> None:
         colour = colour_of(trial)
         trace.update(name=f"trial {trial}", showlegend=True, line={"color": colour})
         trace.update(marker={"color": colour})
-    figure.update_layout(showlegend=True, legend_title_text="trial")
+        if trace.x is not None:  # Optuna's step is the 0-based epoch: counted from 1 here
+            trace.update(x=[x + 1 for x in trace.x])
+    figure.update_layout(showlegend=True, legend_title_text="trial", xaxis_title="epoch (from 1)")
 
 
 def _first_complete(ranked: list[Row]) -> Row | None:

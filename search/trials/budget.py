@@ -237,7 +237,9 @@ class OutOfTime(Exception):  # noqa: N818 (a stop, not an error: the trial ends 
 
 def out_of_time(epoch: int) -> str:
     """The reason a trial stopped by the budget carries (the runner's line says search.timeout)."""
-    return f"search.timeout: stopped at epoch {epoch}, the time left is the final stage's"
+    return (  # epochs counted from 1, as the trial line says them
+        f"search.timeout: stopped after epoch {epoch + 1}, the time left is the final stage's"
+    )
 
 
 class BudgetStop:

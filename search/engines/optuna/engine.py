@@ -121,7 +121,7 @@ class ObjectivePruning:
         if epoch == self._last:
             return  # trained all its epochs: it completes
         if self._trial.should_prune():
-            raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
+            raise optuna.TrialPruned(f"Trial was pruned after epoch {epoch + 1}.")
         if self._budget.stops_running_trial():  # the time left is the final stage's
             raise optuna.TrialPruned(out_of_time(epoch))
 

@@ -156,6 +156,10 @@ def test_a_sweep_stops_its_running_trial_and_skips_what_does_not_fit(
         assert "re-evaluation of trial 0 skipped" in out
     assert summary.final is not None and summary.final.source == "trial_model"
     runs = runs_of(cfg)
+    if not retrain:  # skipped says "skipped", not a mean with std 0.0
+        (parent,) = runs_of(cfg, "sweep")
+        assert not any(k.startswith("reeval_trial") for k in parent.data.metrics)
+        assert parent.data.tags["sweeplab.final.reevaluation"] == "skipped"
     pruned = [r for r in runs_of(cfg, "trial") if r.data.tags.get("sweeplab.state") == "pruned"]
     assert runs and all(
         r.info.status == "FINISHED" for r in runs if r.info.run_id != pruned[0].info.run_id
@@ -206,6 +210,9 @@ def test_a_contender_the_budget_skipped_still_competes_with_its_search_score() -
     a new seed; trial 0 (0.968) did not fit and was skipped, yet trial 1 was crowned."""
     reevaluated = Candidate(trial(1, 0.974), seeds=[1], scores=[0.945])
     skipped = Candidate(trial(0, 0.968))
+    # Logged as skipped: no mean over one score with a std of 0.0.
+    assert skipped.summary()["skipped"] is True
+    assert skipped.summary()["mean"] is None and skipped.summary()["std"] is None
     assert reevaluated.mean == pytest.approx((0.974 + 0.945) / 2)
     assert crown([reevaluated, skipped], maximize=True) is skipped
     steady = Candidate(trial(1, 0.974), seeds=[1], scores=[0.970])

@@ -113,18 +113,25 @@ class FinalRecorder:
 
     def log_reevaluation(self, candidates: list[dict[str, Any]], crowned: int) -> None:
         """The top-k re-evaluation on the parent run: reevaluation.json (every seed's score),
-        per candidate `reeval_trial<N>_mean` / `_std` metrics, and the crowned trial's tags."""
+        per re-trained candidate `reeval_trial<N>_mean` / `_std` metrics (a skipped one: tag
+        `sweeplab.final.reeval_trial<N>=skipped`, no metric), and the crowned trial's tags."""
         metrics = []
+        skipped = {}
         for c in candidates:
+            if c.get("skipped"):
+                skipped[f"reeval_trial{c['trial']}"] = "skipped"
+                continue
             for stat in ("mean", "std"):
                 metrics.append(
                     mlflow.entities.Metric(f"reeval_trial{c['trial']}_{stat}", c[stat], _now(), 0)
                 )
-        self.client.log_batch(self.run_id, metrics=metrics)
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
         self.client.log_dict(
             self.run_id, {"crowned_trial": crowned, "candidates": candidates}, "reevaluation.json"
         )
-        self.tag({"crowned_trial": crowned, "reevaluated_trials": len(candidates)})
+        reevaluated = len(candidates) - len(skipped)
+        self.tag({"crowned_trial": crowned, "reevaluated_trials": reevaluated, **skipped})
 
     def log_export_measures(self, table: list[dict[str, Any]]) -> None:
         """Each export's test accuracy, size and batch-1 latency, measured from its own file:

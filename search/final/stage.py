@@ -331,6 +331,7 @@ def _reevaluate(
     keep = 1 if effective_rule(cfg) is not None else ensemble_size(cfg)  # a rule: no ensemble
     result = reevaluate(cfg, runner, contenders, settings(cfg)[1], runner.budget, keep)
     if result is None:  # it said why: nothing fit in search.timeout, or every training failed
+        recorder.tag({"reevaluation": "skipped"})  # not a mean with std 0.0
         return None
     recorder.log_reevaluation([c.summary() for c in result.candidates], result.crowned.trial.number)
     return result

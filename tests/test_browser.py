@@ -158,6 +158,10 @@ def test_the_report_fits_a_1280_px_window_with_one_colour_per_trial(
     )
     assert metrics["scroll"] <= metrics["window"] == 1280, metrics
     assert metrics["widest"] <= 1280, metrics
+    # The shipped-model card at the top: what shipped, its validation figure, test with its CI.
+    card = page.locator("pre.card")
+    assert card.is_visible() and card.bounding_box()["y"] < 200
+    assert "95% CI" in card.inner_text() and "Validation: val_accuracy" in card.inner_text()
     slices = page.locator(".grid .plot .js-plotly-plot")
     assert slices.count() == 9  # one per parameter, wrapped into rows
     tops = {round(slices.nth(i).bounding_box()["y"]) for i in range(9)}

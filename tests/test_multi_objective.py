@@ -119,10 +119,21 @@ def test_champion_rule_picks_the_expected_trial(pareto_sweep) -> None:
     name = summary.final.registered_uri.removeprefix("models:/").removesuffix("@champion")
     version = client.get_model_version_by_alias(name, "champion")
     assert version.tags["sweeplab.best_run_id"] == summary.best_run_id
-    # Its description says what shipped, its test accuracy and the study.
-    assert version.description.startswith("What shipped: the ")
-    assert summary.study_name in version.description
-    assert f"test accuracy {version.tags['sweeplab.test_accuracy']}" in version.description
+    # Its description is the shipped-model card (what shipped, how its validation figure was
+    # computed, test accuracy with a 95% Wilson interval), and the study; the same card is on the
+    # parent run and at the top of the report.
+    description = version.description
+    assert description.startswith("Shipped: the ")
+    assert "\nValidation: val_accuracy " in description
+    assert re.search(
+        r"\nTest: accuracy \d\.\d{4} on \d+ images, 95% CI [\d.]+-[\d.]+ \(Wilson\)", description
+    )
+    assert summary.study_name in description
+    parent = client.get_run(summary.parent_run_id)
+    card = parent.data.tags["sweeplab.final.card"]
+    assert description.startswith(card)
+    report = (Path(cfg.output_dir) / "reports" / f"{summary.study_name}.html").read_text()
+    assert "<pre class='card'>Shipped: the " in report
 
 
 def row(trial: int, acc: float, latency: float, state: str = "complete") -> Row:

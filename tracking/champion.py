@@ -78,6 +78,8 @@ class FinalRecorder:
             ],
             tags=[mlflow.entities.RunTag(TAG + "final." + k, str(v)) for k, v in tags.items()],
         )
+        if tags.get("card"):  # the shipped-model card, also the registered version's description
+            self.client.log_text(self.run_id, str(tags["card"]) + "\n", "shipped_model.md")
         self.client.log_text(self.run_id, report.report_text, "test/classification_report.txt")
         self.client.log_dict(self.run_id, report.report, "test/classification_report.json")
         self.client.log_dict(
@@ -254,14 +256,17 @@ def champion_signature(image_shape: tuple[int | None, ...]) -> ModelSignature:
 
 
 def version_description(tags: dict[str, Any]) -> str:
-    """A registered version's description, from the tags the final stage registers it with."""
+    """A registered version's description, from the tags the final stage registers it with:
+    the shipped-model card (what shipped, its validation figure, test accuracy with its 95%
+    interval) and where it came from."""
     source = str(tags.get("source", "model")).replace("_", " ")
     accuracy = tags.get("test_accuracy")
     tested = f"test accuracy {accuracy}" if accuracy is not None else "not tested"
+    card = tags.get("card")
+    head = str(card) if card else f"What shipped: the {source}; {tested} on the test split."
     return (
-        f"What shipped: the {source} of study {tags.get('study', '?')} (best trial run "
-        f"{tags.get('best_run_id', '?')}); {tested} on the held-out test split. Sweep run "
-        f"{tags.get('sweep_run_id', '?')}; the sweep's HTML report is logged there (report/)."
+        f"{head}\n\nStudy {tags.get('study', '?')}; best trial run {tags.get('best_run_id', '?')}; "
+        f"sweep run {tags.get('sweep_run_id', '?')}, where the HTML report is logged (report/)."
     )
 
 

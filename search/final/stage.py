@@ -20,6 +20,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.errors import UserInputError
+from search.final.card import card_text, validation_words
 from search.final.ensemble import Member, ensemble_size, shipped_model, with_crowned
 from search.final.registry import Decision, data_label, decide, registered_name
 
@@ -170,10 +171,18 @@ def finalize(
             report, _test_pixels(data), data.class_names, int(final.max_misclassified)
         ),
     }
+    card = card_text(
+        source,
+        members,
+        validation_words(str(cfg.train.objective), best, reevaluated),
+        float(report.metrics["test_accuracy"]),
+        len(data.test),
+    )
     recorder.log_test_report(
         report,
         figures,
         {
+            "card": card,
             "source": source,
             "best_run_id": best.run_id,
             "test_images": len(data.test),
@@ -195,7 +204,9 @@ def finalize(
         recorder.log_export_measures(result.export_measures)
 
     if final.register:
-        _register(cfg, model, data, report, recorder, result, best, study, tracker.parent_id)
+        _register(
+            cfg, model, data, report, recorder, result, best, study, tracker.parent_id, card
+        )
     _print(result, report)
     return result
 
@@ -224,8 +235,10 @@ def _register(
     best: Best,
     study: str,
     parent_id: str | None,
+    card: str = "",
 ) -> None:
-    """Register the tested model when it beats the current champion on the same data."""
+    """Register the tested model when it beats the current champion on the same data; `card`:
+    the shipped-model card, the version's description."""
     from experiments.serving.export import serving_model
 
     final = cfg.final
@@ -259,6 +272,7 @@ def _register(
                 "data_fingerprint": fingerprint,
                 "champion_metric": metric,
                 cfg.train.objective: f"{best.value:.6g}",
+                "card": card,
                 **{k: f"{v:.6g}" for k, v in report.metrics.items()},
             },
             still_wins=lambda now: (

@@ -194,8 +194,10 @@ def _header(view: SweepView, best: Row | None, rule: str | None, pareto: list[in
         counts[r.state] = counts.get(r.state, 0) + 1
     states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trials"
     objectives = ", ".join(f"{o.direction} {o.metric}" for o in view.objectives)
+    card = view.ref.tags.get("sweeplab.final.card")
     lines = [
         f"<h1>Sweep {html.escape(view.ref.study)}</h1>",
+        f"<pre class='card'>{html.escape(card)}</pre>" if card else "",
         "<table class='facts'>",
         _fact("engine", view.engine),
         _fact("objectives", objectives),
@@ -404,4 +406,5 @@ body { max-width: 1400px; }
 .plot { max-width: 100%; overflow: hidden; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: 8px; }
 .facts td { overflow-wrap: anywhere; }
+.card { background: #f4f8f4; border: 1px solid #9c9; padding: 8px 12px; white-space: pre-wrap; }
 """

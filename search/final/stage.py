@@ -152,6 +152,7 @@ def finalize(
         return None
     assert source is not None  # every model above comes with its source
     members: list[str] = []
+    single_model = model  # the best single model, tested beside an ensemble (the card)
     if ensemble_size(cfg) > 1:
         model, source, members = shipped_model(
             cfg, recorder, (model, source), best, with_crowned(contenders, best), reevaluated,
@@ -171,12 +172,16 @@ def finalize(
             report, _test_pixels(data), data.class_names, int(final.max_misclassified)
         ),
     }
+    single = None
+    if members:  # an average of models: the best single one's test accuracy beside it
+        single = float(score_on_test(single_model, data, int(cfg.seed)).metrics["test_accuracy"])
     card = card_text(
         source,
         members,
         validation_words(str(cfg.train.objective), best, reevaluated),
         float(report.metrics["test_accuracy"]),
         len(data.test),
+        single,
     )
     recorder.log_test_report(
         report,

@@ -198,6 +198,56 @@ def test_the_report_fits_a_1280_px_window_with_one_colour_per_trial(
     page.close()
 
 
+def test_the_report_names_each_trial_state_as_the_terminal_does(
+    browser, make_config, monkeypatch, capsys, tmp_path
+) -> None:
+    """Trial 1 pruned, trial 2 stopped by the budget: the report a person opens says so in the
+    terminal's words (epochs from 1), and never blames the pruner for the budget's stop."""
+    chromium_or_skip()
+    import optuna
+
+    import search.trials.budget as budget_module
+
+    calls = {"prune": 0, "budget": 0}
+
+    def should_prune(self) -> bool:  # asked at each epoch end but the last, before the budget
+        calls["prune"] += 1
+        return calls["prune"] == 2  # trial 1, epoch 1 of 2
+
+    def stops_running_trial(self) -> bool:
+        calls["budget"] += 1
+        return calls["budget"] == 2  # trial 2, epoch 1 of 2
+
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", should_prune)
+    monkeypatch.setattr(budget_module.Budget, "stops_running_trial", stops_running_trial)
+    cfg = make_config(
+        "search.n_trials=3", "search.pruner=median", "final.enabled=false",
+        "tracking.log_models=false",
+    )  # fmt: skip
+    summary = sweep(cfg)
+    out = capsys.readouterr().out
+    assert "trial   1  pruned after epoch 1 of 2 " in out
+    assert "trial   2  stopped by the budget (search.timeout) after epoch 1 of 2 " in out
+    report = Path(cfg.output_dir) / "reports" / f"{summary.study_name}.html"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(report.as_uri())
+    page.wait_for_load_state("load")
+    facts = page.locator("table.facts").inner_text()
+    assert "1 complete, 1 pruned, 1 stopped by the budget" in facts
+    stopped = page.locator("h2:has-text('Pruned and failed trials') + table")
+    stopped.scroll_into_view_if_needed()
+    rows = [r.split("\t") for r in stopped.inner_text().splitlines()[1:]]
+    assert [r[:2] for r in rows] == [["1", "pruned"], ["2", "stopped by the budget"]]
+    assert rows[0][3].startswith("pruned after epoch 1 of 2 by the median pruner")
+    assert rows[1][3].startswith("stopped by the budget (search.timeout) after epoch 1 of 2")
+    assert "pruner" not in rows[1][3]
+    board = page.locator("table.board").first.inner_text()
+    assert "stopped by the budget" in board and "pruned" in board
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    stopped.screenshot(path=str(shots(tmp_path) / "report-trial-states.png"))
+    page.close()
+
+
 def mlflow_ui(output_dir: Path, port: int, log: Path):
     """`make ui`'s command over the sweep's store, as a context manager yielding its URI."""
     args = ["mlflow", "ui", "--backend-store-uri", f"sqlite:///{output_dir}/mlflow.db"]

@@ -5,6 +5,7 @@ then the final stage. The command line around it is `search.run`; tests call `sw
 from __future__ import annotations
 
 import gc
+import math
 import os
 import shutil
 import time
@@ -205,8 +206,12 @@ def _sweep(
 
 
 def _plain(value: Any) -> Any:
-    """A sampled value without float noise: 0.35, not 0.35000000000000003."""
-    return f"{value:.10g}" if isinstance(value, float) else value
+    """A sampled value without float noise: 0.35, not 0.35000000000000003 (a stepped value one
+    unit in the last place off); any other float exactly as before."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        return value
+    short = float(f"{value:.6g}")
+    return short if abs(short - value) <= math.ulp(value) else value
 
 
 def _objectives(cfg: DictConfig) -> str:

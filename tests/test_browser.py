@@ -247,6 +247,25 @@ def test_the_report_names_each_trial_state_as_the_terminal_does(
     stopped.screenshot(path=str(shots(tmp_path) / "report-trial-states.png"))
     page.close()
 
+    # The MLflow run page of the budget-stopped trial says the same: name, description, status.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name(cfg.tracking.experiment_name).experiment_id],
+        "tags.`sweeplab.trial_number` = '2'",
+    )
+    with mlflow_ui(Path(cfg.output_dir), free_port(), tmp_path / "ui.log") as ui:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(ml_view_url(ui, run.info.experiment_id, run.info.run_id))
+        page.get_by_text("trial-2 (stopped by the budget)").first.wait_for(timeout=60_000)
+        page.get_by_text(
+            "Stopped by the budget (search.timeout) after epoch 1 of 2"
+        ).first.wait_for(timeout=30_000)
+        assert "Killed" in page.inner_text("body")  # not a green Finished
+        page.screenshot(path=str(shots(tmp_path) / "mlflow-budget-stopped-run.png"))
+        page.close()
+
 
 def mlflow_ui(output_dir: Path, port: int, log: Path):
     """`make ui`'s command over the sweep's store, as a context manager yielding its URI."""

@@ -295,6 +295,8 @@ def test_mlflow_ui_opens_at_the_sweeps_parent_run(browser, recorded_sweep, tmp_p
         body = page.inner_text("body")
         assert "python -m" in body or "__main__" in body  # the source, not empty
         assert f"report/{summary.study_name}.html" in body  # the description names the report
+        # ... after the shipped-model card: what shipped, test accuracy with its 95% interval.
+        assert "Shipped: the " in body and "95% CI" in body
         assert "trial-0" in body and "Created by" in body
         page.screenshot(path=str(shots(tmp_path) / "mlflow-parent-run.png"))
         params.scroll_into_view_if_needed()

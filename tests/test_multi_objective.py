@@ -132,6 +132,7 @@ def test_champion_rule_picks_the_expected_trial(pareto_sweep) -> None:
     parent = client.get_run(summary.parent_run_id)
     card = parent.data.tags["sweeplab.final.card"]
     assert description.startswith(card)
+    assert parent.data.tags["mlflow.note.content"].startswith(card + "\n\nSweep of study ")
     report = (Path(cfg.output_dir) / "reports" / f"{summary.study_name}.html").read_text()
     assert "<pre class='card'>Shipped: the " in report
 

@@ -199,11 +199,14 @@ def log_report(tracking_uri: str, run_id: str, path: Path) -> None:
     client = client_for(tracking_uri)
     with contextlib.redirect_stderr(io.StringIO()):
         client.log_artifact(run_id, str(path), "report")
-    study = client.get_run(run_id).data.tags.get(TAG + "study", "")
+    tags = client.get_run(run_id).data.tags
+    study = tags.get(TAG + "study", "")
+    card = tags.get(TAG + "final.card")  # the shipped-model card, first where a user looks
     client.set_tag(
         run_id,
         "mlflow.note.content",
-        f"Sweep of study {study}. The report (leaderboard, Optuna's plots, the top trials' "
+        (f"{card}\n\n" if card else "")
+        + f"Sweep of study {study}. The report (leaderboard, Optuna's plots, the top trials' "
         f"curves, warnings): Artifacts > report/{path.name}, or {path}. In a terminal: "
         f"python -m search.report {study}",
     )

@@ -26,8 +26,11 @@ def wilson(correct_fraction: float, n: int, z: float = Z95) -> tuple[float, floa
     return (max(0.0, centre - half), 1.0 if p == 1.0 else min(1.0, centre + half))
 
 
-def validation_words(objective: str, best: Best, reevaluated: Reevaluation | None) -> str:
-    """How the shipped config's validation figure was computed."""
+def validation_words(
+    objective: str, best: Best, reevaluated: Reevaluation | None, asked: bool = False
+) -> str:
+    """How the shipped config's validation figure was computed; `asked`: whether a re-evaluation
+    had contenders (then its absence is "skipped", not "off")."""
     if reevaluated is not None and reevaluated.crowned.scores:
         crowned = reevaluated.crowned
         n = len(crowned.every_score)
@@ -36,9 +39,14 @@ def validation_words(objective: str, best: Best, reevaluated: Reevaluation | Non
             f"{crowned.trial.number}'s config on the validation split (the search's and "
             f"{n - 1} new seed(s)), std {crowned.std:.4f}"
         )
+    why = (
+        "re-evaluation: skipped (it did not fit in search.timeout, or only one contender)"
+        if asked
+        else "re-evaluation: off (final.top_k=0)"
+    )
     return (
         f"{objective} {best.value:.4f}: trial {best.number}'s one training in the search, on the "
-        "validation split (re-evaluation skipped or off)"
+        f"validation split ({why})"
     )
 
 

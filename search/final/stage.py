@@ -178,7 +178,7 @@ def finalize(
     card = card_text(
         source,
         members,
-        validation_words(str(cfg.train.objective), best, reevaluated),
+        validation_words(str(cfg.train.objective), best, reevaluated, bool(contenders)),
         float(report.metrics["test_accuracy"]),
         len(data.test),
         single,

@@ -178,8 +178,18 @@ def test_the_report_fits_a_1280_px_window_with_one_colour_per_trial(
                 .map(t => [t.name.match(/^trial (\\d+)/)[1], (t.line || {}).color,
                            gd.layout.showlegend]))"""
     )
+    # ... and each point of the slice plots and the history, labelled "trial N".
+    points = page.evaluate(
+        """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(gd =>
+              gd.data.filter(t => Array.isArray(t.text) && Array.isArray((t.marker || {}).color))
+                .flatMap(t => t.text.map((label, i) => [label.replace('trial ', ''),
+                                                        t.marker.color[i]])))"""
+    )
+    assert len(points) >= 9 * 4 + 4, points  # 9 slice plots of 4 trials, the history's 4
     by_trial: dict[str, set] = {}
     for trial, colour, _ in colours:
+        by_trial.setdefault(trial, set()).add(colour)
+    for trial, colour in points:
         by_trial.setdefault(trial, set()).add(colour)
     assert by_trial and all(len(c) == 1 and None not in c for c in by_trial.values()), by_trial
     drawn = [trial for trial, *_ in colours]

@@ -87,6 +87,9 @@ def build(view: SweepView, tracking_uri: str) -> Report:
             _mark_champion(figure, best, view)
         if title.startswith("Intermediate values") and figure is not None:
             _trial_colours(figure, study)
+        if title.startswith(("Slice plots", "Optimization history")) and figure is not None:
+            for each in figure if isinstance(figure, list) else [figure]:
+                _point_colours(each, study)
     sections = [
         _header(view, best, rule.describe() if rule else None, pareto),
         _warnings_html(warnings),
@@ -156,6 +159,31 @@ def _trial_colours(figure: Any, study: Any) -> None:
         if trace.x is not None:  # Optuna's step is the 0-based epoch: counted from 1 here
             trace.update(x=[x + 1 for x in trace.x])
     figure.update_layout(showlegend=True, legend_title_text="trial", xaxis_title="epoch (from 1)")
+
+
+def _point_colours(figure: Any, study: Any) -> None:
+    """Each trial's point in its report colour (not a blue scale by trial number), labelled
+    "trial N": the slice plots' points (coloured by trial number) and the history's values."""
+    numbers = {t.number: int(t.user_attrs.get("trial", t.number)) for t in study.trials}
+    for trace in figure.data:
+        if trace.type != "scatter" or "markers" not in str(trace.mode or ""):
+            continue
+        marker = trace.marker
+        if trace.name == "Feasible Trial" and marker.color is not None:  # a slice plot
+            trials = [numbers.get(int(n), int(n)) for n in marker.color]
+            trace.update(marker={"colorscale": None, "showscale": False, "colorbar": None})
+        elif (
+            trace.name not in ("Infeasible Trial",) and trace.x is not None and not trace.line.dash
+        ):
+            if str(trace.mode) != "markers":  # the history's best-value line
+                continue
+            trials = [numbers.get(int(n), int(n)) for n in trace.x]
+        else:
+            continue
+        trace.update(
+            marker={"color": [colour_of(t) for t in trials]},
+            text=[f"trial {t}" for t in trials],
+        )
 
 
 def _first_complete(ranked: list[Row]) -> Row | None:

@@ -88,7 +88,12 @@ def run_sweep(overrides: list[str]) -> dict[str, Any]:
         "test_images": next(
             (int(line.split()[1].lstrip("(")) for line in lines if line.startswith("test (")), None
         ),
-        "pruned": sum("pruned at epoch" in line for line in lines),
+        # Trial lines of trials stopped early: by the pruner or by the budget (search.timeout).
+        "pruned": sum(
+            line.startswith("trial ")
+            and (" pruned after epoch " in line or " stopped by the budget" in line)
+            for line in lines
+        ),
         "wall_s": round(seconds, 1),
         # What the sweep did: each trial's line, the budget's and the final stage's decisions.
         "story": [

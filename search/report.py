@@ -23,8 +23,10 @@ from pathlib import Path
 from experiments.errors import UserInputError
 from search.reporting.leaderboard import rank, to_csv, to_json, to_table
 from search.reporting.load import default_report_path, load_view, tracking_uri_of
+from search.trials.records import Row
 
 FORMATS = ("table", "csv", "json")
+TABLE_TOP = 10  # rows of the terminal table unless --top says otherwise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", default="runs", help="the sweep's output_dir (runs)")
     parser.add_argument("--tracking-uri", help="an MLflow store other than OUTPUT_DIR/mlflow.db")
     parser.add_argument("--experiment", default="sweeplab", help="MLflow experiment name")
-    parser.add_argument("--top", type=int, default=10, help="rows to show (0: all)")
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=None,
+        help=f"rows to show (0: all; default: {TABLE_TOP} in the table, all in csv and json)",
+    )
     parser.add_argument("--sort", help="a column to sort by (a leading - reverses)")
     parser.add_argument("--format", default="table", help="table | csv | json")
     parser.add_argument(
@@ -56,7 +63,7 @@ def _report(args: argparse.Namespace) -> None:
         raise UserInputError(
             f"--format {args.format!r} is not an output format; accepted: {', '.join(FORMATS)}."
         )
-    if args.top < 0:
+    if args.top is not None and args.top < 0:
         raise UserInputError(f"--top {args.top} must be 0 (all rows) or more.")
     uri = tracking_uri_of(args.output_dir, args.tracking_uri)
     if args.tracking_uri:  # a server that is down fails in seconds, in one paragraph
@@ -65,7 +72,7 @@ def _report(args: argparse.Namespace) -> None:
         check_server("--tracking-uri", uri)
     view = load_view(uri, args.experiment, args.sweep)
     rows = rank(view.rows, view.objectives, args.sort)
-    shown = rows[: args.top] if args.top else rows
+    shown = shown_rows(rows, args.top, args.format)
     if args.format == "csv":
         sys.stdout.write(to_csv(shown, view.objectives))
     elif args.format == "json":
@@ -82,6 +89,14 @@ def _report(args: argparse.Namespace) -> None:
         path = Path(args.html) if args.html else default_report_path(view, args.output_dir)
         report = write(view, uri, path)
         print(f"report: {path} ({report.seconds:.1f}s)", file=sys.stderr)
+
+
+def shown_rows(rows: list[Row], top: int | None, fmt: str) -> list[Row]:
+    """The rows printed: csv and json (for machines) get every row unless --top is given; the
+    table the top 10 (its first line says how many trials there are)."""
+    if top is None:
+        top = TABLE_TOP if fmt == "table" else 0
+    return rows[:top] if top else rows
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import math
 import os
 import shutil
 import tempfile
 import time
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from experiments.data.folders import scan_folder
 from experiments.errors import NoModel
 from search.checks import check_config
 from search.config.models import check_models
-from search.config.stores import check_stores, create_output_dir
+from search.config.stores import check_stores, create_output_dir, ui_command
 from search.config.study import study_name
 from search.engines import Engine, make_engine
 from search.execution.leftovers import remove_dead_scratch, removed_on_error, scratch_folder
@@ -33,15 +34,14 @@ from search.execution.pool import (
     worker_settings,
 )
 from search.execution.store_wal import finish, write_ahead
-from search.final.champion import champion
+from search.final.champion import champion, front_summary
 from search.final.reevaluate import Contenders
 from search.final.stage import FinalResult, finalize
 from search.space.spec import Param
 from search.trials.budget import Budget
-from search.trials.objectives import pruning_note
+from search.trials.objectives import objectives_of, pruning_note
 from search.trials.outcomes import no_model
 from search.trials.types import Best
-from tracking.secrets import mask
 
 
 @dataclass
@@ -56,6 +56,7 @@ class SweepSummary:
     best_run_id: str | None
     finished_trials: int
     final: FinalResult | None = None  # what the test / registry / export stage produced
+    front: list[str] = field(default_factory=list)  # several objectives: the front, the choice
 
 
 def prepare(cfg: DictConfig) -> DictConfig:
@@ -147,8 +148,8 @@ def _sweep(
         search = make_engine(cfg, space, name)
         done = search.finished()  # trials cut short by a kill never count, so recovery can wait
         print(
-            f"sweep {cfg.sweep_name!r}: study {name!r}, engine {engine}, objective "
-            f"{cfg.train.objective}, {done} of {cfg.search.n_trials} trials finished",
+            f"sweep {cfg.sweep_name!r}: study {name!r}, engine {engine}, {_objectives(cfg)}, "
+            f"{done} of {cfg.search.n_trials} trials finished",
             flush=True,
         )
         tracker = SweepTracker(cfg.tracking)
@@ -223,6 +224,7 @@ def _sweep(
             best.run_id if best else None,
         )
         summary = _summary(name, engine, parent_id, best, search.finished())
+        summary.front = front_summary(cfg, tracker, best)
         if best is None:  # say why, rather than skip the final stage without a word
             print(
                 "final stage skipped: no trial of the study completed (each one failed or was "
@@ -247,6 +249,23 @@ def _sweep(
     return summary
 
 
+def _plain(value: Any) -> Any:
+    """A sampled value without float noise: 0.35, not 0.35000000000000003 (a stepped value one
+    unit in the last place off); any other float exactly as before."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        return value
+    short = float(f"{value:.6g}")
+    return short if abs(short - value) <= math.ulp(value) else value
+
+
+def _objectives(cfg: DictConfig) -> str:
+    """The header's objective: `objective val_accuracy`, or every one with its direction."""
+    objectives = objectives_of(cfg)
+    if len(objectives) == 1:
+        return f"objective {cfg.train.objective}"
+    return "objectives " + ", ".join(f"{o.metric} ({o.direction})" for o in objectives)
+
+
 def _top(search: Engine, cfg: DictConfig) -> list[Best]:
     """The engine's best trials for the final stage's top-k re-evaluation (final.top_k)."""
     top_k = int((cfg.get("final") or {}).get("top_k") or 0)
@@ -265,12 +284,14 @@ def _print_summary(cfg: DictConfig, s: SweepSummary, seconds: float) -> None:
     print(
         f"\nstudy {s.study_name!r}: {s.finished_trials} finished trials ({seconds:.0f}s this run)"
     )
-    if s.best_value is not None:
+    for line in s.front:  # several objectives: the front and the rule's choice
+        print(line)
+    if s.front and s.best_run_id is not None:
+        print(f"champion MLflow run {s.best_run_id}")
+        for key, value in s.best_params.items():
+            print(f"  {key} = {_plain(value)}")
+    elif s.best_value is not None:
         print(f"best {cfg.train.objective} = {s.best_value:.4f}  MLflow run {s.best_run_id}")
         for key, value in s.best_params.items():
-            print(f"  {key} = {value}")
-    print(
-        f"results: {cfg.output_dir}\nopen the MLflow UI: make ui   "
-        f"(or: mlflow ui --backend-store-uri {mask(str(cfg.tracking.tracking_uri))} "
-        "--host 127.0.0.1 --workers 1)"
-    )
+            print(f"  {key} = {_plain(value)}")
+    print(f"results: {cfg.output_dir}\nopen the MLflow UI: {ui_command(cfg)}")

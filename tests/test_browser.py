@@ -100,11 +100,181 @@ def test_report_opens_and_every_plot_renders(browser, recorded_sweep, tmp_path) 
         assert marks.count() > 3, f"plot {i} looks blank"
     assert errors == []
     assert all(url.startswith(("file:", "data:", "about:")) for url in requests), requests
+    # The champion on the Pareto plot: a labelled red star, not a near-white point.
+    champion = page.evaluate(
+        """() => document.querySelector('div.plot .js-plotly-plot').data
+              .filter(t => (t.name || '').startsWith('champion'))
+              .map(t => [t.name, t.marker.color, t.text[0]])"""
+    )
+    assert len(champion) == 1 and champion[0][1] == "#d62728", champion
+    assert champion[0][2].startswith("champion: trial ")
+    assert page.get_by_text(champion[0][2]).first.is_visible()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(shots(tmp_path) / "report-top.png"))
     for i in (0, 2, expected - 1):  # Pareto front, an importance plot, the validation curves
         plots.nth(i).screenshot(path=str(shots(tmp_path) / f"report-plot-{i}.png"))
     page.close()
+
+
+@pytest.fixture(scope="module")
+def wide_sweep(tmp_path_factory):
+    """One objective, nine parameters (Optuna's one-row slice plot: 2,700 px), curves reported
+    every epoch (intermediate values), not registered."""
+    chromium_or_skip()
+    out = tmp_path_factory.mktemp("wide") / "runs"
+    cfg = compose_config(
+        [
+            "search.n_trials=4", "search.pruner=none", "search.sampler=random",
+            "+space.model.kernel_size={type:categorical,choices:[3,5]}",
+            "+space.model.batch_norm={type:categorical,choices:[true,false]}",
+            "+space.model.filter_growth={type:categorical,choices:[1,2]}",
+            "+space.train.batch_size={type:categorical,choices:[32,64]}",
+            "final.register=false",
+        ],
+        out,
+    )  # fmt: skip
+    return cfg, sweep(cfg)
+
+
+def test_the_report_fits_a_1280_px_window_with_one_colour_per_trial(
+    browser, wide_sweep, tmp_path
+) -> None:
+    """No page wider than the window (slice plots in a grid, the leaderboard scrolls in its own
+    box), sizes as people write them, each trial one colour in every figure, a legend on the
+    intermediate values, every MLflow link in the machine-learning view."""
+    cfg, summary = wide_sweep
+    report = Path(cfg.output_dir) / "reports" / f"{summary.study_name}.html"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(report.as_uri())
+    page.wait_for_load_state("load")
+    page.locator("div.plot .js-plotly-plot").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)  # plotly's responsive resize
+    metrics = page.evaluate(
+        """() => ({scroll: document.documentElement.scrollWidth, window: window.innerWidth,
+                   widest: Math.max(...[...document.querySelectorAll('body *')]
+                       .filter(e => !e.closest('.scroll'))
+                       .map(e => e.getBoundingClientRect().right))})"""
+    )
+    assert metrics["scroll"] <= metrics["window"] == 1280, metrics
+    assert metrics["widest"] <= 1280, metrics
+    # The shipped-model card at the top: what shipped, its validation figure, test with its CI.
+    card = page.locator("pre.card")
+    assert card.is_visible() and card.bounding_box()["y"] < 200
+    assert "95% CI" in card.inner_text() and "Validation: val_accuracy" in card.inner_text()
+    slices = page.locator(".grid .plot .js-plotly-plot")
+    assert slices.count() == 9  # one per parameter, wrapped into rows
+    tops = {round(slices.nth(i).bounding_box()["y"]) for i in range(9)}
+    assert len(tops) >= 3  # at most 3-4 a row in 1,280 px
+    board = page.locator(".scroll table.board")
+    box = page.locator(".scroll").first.bounding_box()
+    assert box and box["x"] + box["width"] <= 1280
+    text = board.inner_text()
+    assert "e+0" not in text and "KB" in text  # model_bytes as a size, parameters as 12,345
+    # One colour per trial across figures; the intermediate values have a legend.
+    colours = page.evaluate(
+        """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(gd =>
+              gd.data.filter(t => /^trial \\d+/.test(t.name || ''))
+                .map(t => [t.name.match(/^trial (\\d+)/)[1], (t.line || {}).color,
+                           gd.layout.showlegend]))"""
+    )
+    # ... and each point of the slice plots and the history, labelled "trial N".
+    points = page.evaluate(
+        """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(gd =>
+              gd.data.filter(t => Array.isArray(t.text) && Array.isArray((t.marker || {}).color))
+                .flatMap(t => t.text.map((label, i) => [label.replace('trial ', ''),
+                                                        t.marker.color[i]])))"""
+    )
+    assert len(points) >= 9 * 4 + 4, points  # 9 slice plots of 4 trials, the history's 4
+    by_trial: dict[str, set] = {}
+    for trial, colour, _ in colours:
+        by_trial.setdefault(trial, set()).add(colour)
+    for trial, colour in points:
+        by_trial.setdefault(trial, set()).add(colour)
+    assert by_trial and all(len(c) == 1 and None not in c for c in by_trial.values()), by_trial
+    drawn = [trial for trial, *_ in colours]
+    assert all(drawn.count(t) >= 2 for t in by_trial)  # the curves and the intermediate values
+    assert sum(1 for *_, legend in colours if legend) == len(by_trial) == 4  # with its legend
+    # Epochs from 1 in both figures that draw them (the trial lines' count), not Optuna's step.
+    firsts = page.evaluate(
+        """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(gd =>
+              gd.data.filter(t => /^trial \\d+/.test(t.name || '')).map(t => t.x[0]))"""
+    )
+    assert firsts and set(firsts) == {1}, firsts
+    links = page.eval_on_selector_all("a[href*='#/']", "els => els.map(e => e.href)")
+    assert links and all("workflowType=machine_learning" in link for link in links), links
+    assert any("#/compare-runs" in link for link in links)
+    page.screenshot(path=str(shots(tmp_path) / "report-1280.png"), full_page=True)
+    page.close()
+
+
+def test_the_report_names_each_trial_state_as_the_terminal_does(
+    browser, make_config, monkeypatch, capsys, tmp_path
+) -> None:
+    """Trial 1 pruned, trial 2 stopped by the budget: the report a person opens says so in the
+    terminal's words (epochs from 1), and never blames the pruner for the budget's stop."""
+    chromium_or_skip()
+    import optuna
+
+    import search.trials.budget as budget_module
+
+    calls = {"prune": 0, "budget": 0}
+
+    def should_prune(self) -> bool:  # asked at each epoch end but the last, before the budget
+        calls["prune"] += 1
+        return calls["prune"] == 2  # trial 1, epoch 1 of 2
+
+    def stops_running_trial(self) -> bool:
+        calls["budget"] += 1
+        return calls["budget"] == 2  # trial 2, epoch 1 of 2
+
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", should_prune)
+    monkeypatch.setattr(budget_module.Budget, "stops_running_trial", stops_running_trial)
+    cfg = make_config(
+        "search.n_trials=3", "search.pruner=median", "final.enabled=false",
+        "tracking.log_models=false",
+    )  # fmt: skip
+    summary = sweep(cfg)
+    out = capsys.readouterr().out
+    assert "trial   1  pruned after epoch 1 of 2 " in out
+    assert "trial   2  stopped by the budget (search.timeout) after epoch 1 of 2 " in out
+    report = Path(cfg.output_dir) / "reports" / f"{summary.study_name}.html"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(report.as_uri())
+    page.wait_for_load_state("load")
+    facts = page.locator("table.facts").inner_text()
+    assert "1 complete, 1 pruned, 1 stopped by the budget" in facts
+    stopped = page.locator("h2:has-text('Pruned and failed trials') + table")
+    stopped.scroll_into_view_if_needed()
+    rows = [r.split("\t") for r in stopped.inner_text().splitlines()[1:]]
+    assert [r[:2] for r in rows] == [["1", "pruned"], ["2", "stopped by the budget"]]
+    assert rows[0][3].startswith("pruned after epoch 1 of 2 by the median pruner")
+    assert rows[1][3].startswith("stopped by the budget (search.timeout) after epoch 1 of 2")
+    assert "pruner" not in rows[1][3]
+    board = page.locator("table.board").first.inner_text()
+    assert "stopped by the budget" in board and "pruned" in board
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    stopped.screenshot(path=str(shots(tmp_path) / "report-trial-states.png"))
+    page.close()
+
+    # The MLflow run page of the budget-stopped trial says the same: name, description, status.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name(cfg.tracking.experiment_name).experiment_id],
+        "tags.`sweeplab.trial_number` = '2'",
+    )
+    with mlflow_ui(Path(cfg.output_dir), free_port(), tmp_path / "ui.log") as ui:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(ml_view_url(ui, run.info.experiment_id, run.info.run_id))
+        page.get_by_text("trial-2 (stopped by the budget)").first.wait_for(timeout=60_000)
+        page.get_by_text(
+            "Stopped by the budget (search.timeout) after epoch 1 of 2"
+        ).first.wait_for(timeout=30_000)
+        assert "Killed" in page.inner_text("body")  # not a green Finished
+        page.screenshot(path=str(shots(tmp_path) / "mlflow-budget-stopped-run.png"))
+        page.close()
 
 
 def mlflow_ui(output_dir: Path, port: int, log: Path):
@@ -135,6 +305,8 @@ def test_mlflow_ui_opens_at_the_sweeps_parent_run(browser, recorded_sweep, tmp_p
         body = page.inner_text("body")
         assert "python -m" in body or "__main__" in body  # the source, not empty
         assert f"report/{summary.study_name}.html" in body  # the description names the report
+        # ... after the shipped-model card: what shipped, test accuracy with its 95% interval.
+        assert "Shipped: the " in body and "95% CI" in body
         assert "trial-0" in body and "Created by" in body
         page.screenshot(path=str(shots(tmp_path) / "mlflow-parent-run.png"))
         params.scroll_into_view_if_needed()

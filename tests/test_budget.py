@@ -108,6 +108,8 @@ def test_a_running_trial_is_pruned_once_the_time_left_is_the_final_stages(tmp_pa
     clock.now += 2.0
     with pytest.raises(optuna.TrialPruned, match="search.timeout"):
         callback.on_epoch_end(2, logs)
+    # The last epoch is never stopped: the trial trained them all and completes.
+    ObjectivePruning(running, "val_accuracy", budget, epochs=4).on_epoch_end(3, logs)
 
 
 @pytest.mark.parametrize("retrain", [False, True])
@@ -145,7 +147,7 @@ def test_a_sweep_stops_its_running_trial_and_skips_what_does_not_fit(
     )
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.PRUNED]
-    assert "pruned at epoch 0 (search.timeout)" in out
+    assert "stopped by the budget (search.timeout) after epoch 1 of" in out
     assert "no new trial" in out
     if retrain:  # a lone contender is retrained, not re-evaluated; the retraining does not fit
         assert "trial 0 is the only contender" in out
@@ -154,9 +156,35 @@ def test_a_sweep_stops_its_running_trial_and_skips_what_does_not_fit(
         assert "re-evaluation of trial 0 skipped" in out
     assert summary.final is not None and summary.final.source == "trial_model"
     runs = runs_of(cfg)
-    assert runs and all(r.info.status == "FINISHED" for r in runs)
+    if not retrain:  # skipped says "skipped", not a mean with std 0.0
+        (parent,) = runs_of(cfg, "sweep")
+        assert not any(k.startswith("reeval_trial") for k in parent.data.metrics)
+        assert parent.data.tags["sweeplab.final.reevaluation"] == "skipped"
     pruned = [r for r in runs_of(cfg, "trial") if r.data.tags.get("sweeplab.state") == "pruned"]
+    assert runs and all(
+        r.info.status == "FINISHED" for r in runs if r.info.run_id != pruned[0].info.run_id
+    )
     assert len(pruned) == 1
+    # One name for the state everywhere: MLflow's run (status, name, description), Optuna.
+    assert pruned[0].info.status == "KILLED"
+    assert pruned[0].data.tags["sweeplab.stopped_by"] == "budget"
+    assert pruned[0].data.tags["mlflow.runName"].endswith("(stopped by the budget)")
+    note = pruned[0].data.tags["mlflow.note.content"]
+    assert note.startswith("Stopped by the budget (search.timeout) after epoch 1 of")
+    assert "pruner" not in note
+    assert study.trials[1].user_attrs["stopped_by"] == "budget"
+    # ... the leaderboard and the HTML report's table of stopped trials.
+    from search.reporting.html import _stopped_html
+    from search.reporting.leaderboard import rank, to_table
+    from search.reporting.load import load_view
+
+    view = load_view(prepare(cfg).tracking.tracking_uri, "sweeplab", None)
+    states = {r.trial: r.state for r in rank(view.rows, view.objectives)}
+    assert states == {0: "complete", 1: "stopped by the budget"}
+    assert "stopped by the budget" in to_table(view.rows, view.objectives)
+    table = _stopped_html(view)
+    assert "stopped by the budget (search.timeout) after epoch 1 of" in table
+    assert "pruner" not in table
 
 
 def test_a_lone_contender_to_be_retrained_is_not_reevaluated() -> None:
@@ -182,6 +210,9 @@ def test_a_contender_the_budget_skipped_still_competes_with_its_search_score() -
     a new seed; trial 0 (0.968) did not fit and was skipped, yet trial 1 was crowned."""
     reevaluated = Candidate(trial(1, 0.974), seeds=[1], scores=[0.945])
     skipped = Candidate(trial(0, 0.968))
+    # Logged as skipped: no mean over one score with a std of 0.0.
+    assert skipped.summary()["skipped"] is True
+    assert skipped.summary()["mean"] is None and skipped.summary()["std"] is None
     assert reevaluated.mean == pytest.approx((0.974 + 0.945) / 2)
     assert crown([reevaluated, skipped], maximize=True) is skipped
     steady = Candidate(trial(1, 0.974), seeds=[1], scores=[0.970])

@@ -354,7 +354,7 @@ def test_the_budget_stops_a_running_trial_of_a_multi_objective_sweep(
         TWO_OBJECTIVES, "tracking.log_models=false", "final.enabled=false",
     )  # fmt: skip
     sweep(cfg)
-    assert "pruned at epoch 0 (search.timeout)" in capsys.readouterr().out
+    assert "stopped by the budget (search.timeout) after epoch 1 of 3" in capsys.readouterr().out
     made = engine_of(cfg)
     assert isinstance(made, OptunaEngine)
     states = [t.state for t in made.study.trials]

@@ -60,6 +60,12 @@ def test_the_shipped_model_averages_the_retrained_reevaluated_and_trial_models(
     assert labels[0] == f"trial {crowned} retrained on train + validation"
     scores = [float(label.rsplit(" ", 1)[1].rstrip(")")) for label in labels[1:]]
     assert scores == sorted(scores, reverse=True)  # best validation score first
+    # The card: the ensemble, each member with its score, the test accuracy with its 95%
+    # interval beside the best single model's.
+    card = parent.data.tags["sweeplab.final.card"].splitlines()
+    assert card[0] == "Shipped: the ensemble of 4 models"
+    assert card[1:5] == [f"  member: {label}" for label in labels]
+    assert "(Wilson); best single model 0." in card[-1]
 
     # Rebuild the average from the members themselves: the retrained model, the re-evaluation
     # models (by seed) and the trial models in the store (by trial number).

@@ -499,3 +499,20 @@ def test_a_best_trial_without_a_run_id_skips_the_final_stage_and_says_why(
     out = capsys.readouterr().out
     assert out.startswith("final stage skipped: the best trial (3) has no MLflow run id")
     assert "sweeplab_run_ids.json" in out and len(out.strip().splitlines()) == 1
+
+
+def test_the_wilson_interval_and_the_card_say_what_shipped() -> None:
+    from search.final.card import card_text, wilson
+
+    low, high = wilson(0.9556, 270)
+    assert (round(low, 4), round(high, 4)) == (0.924, 0.9744)
+    assert wilson(1.0, 10)[1] == 1.0 and wilson(1.0, 10)[0] < 1.0
+    card = card_text(
+        "ensemble", ["trial 3 seed 43", "trial 1"], "val_accuracy 0.9600: ...", 0.9556, 270, 0.95
+    )
+    assert card.splitlines()[:3] == [
+        "Shipped: the ensemble of 2 models",
+        "  member: trial 3 seed 43",
+        "  member: trial 1",
+    ]
+    assert "95% CI 0.9240-0.9744 (Wilson); best single model 0.9500" in card

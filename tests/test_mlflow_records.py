@@ -64,7 +64,8 @@ def test_pruned_trials_say_so_and_runs_have_user_and_source(pruned_sweep) -> Non
     runs = trial_runs(cfg)
     pruned = client.get_run(runs[3].info.run_id)
     assert pruned.info.run_name == "trial-3 (pruned)"
-    assert pruned.data.tags["mlflow.note.content"].startswith("Pruned: the pruner stopped")
+    assert pruned.data.tags["mlflow.note.content"].startswith("Pruned after epoch ")
+    assert "the pruner stopped it" in pruned.data.tags["mlflow.note.content"]
     assert runs[0].info.run_name == "trial-0"
     parent = client.get_run(summary.parent_run_id)
     for run in [parent, *runs.values()]:
@@ -86,7 +87,7 @@ def test_leaderboard_and_report_show_the_pruned_trial(pruned_sweep) -> None:
     report = cfg.output_dir + f"/reports/{summary.study_name}.html"
     with open(report) as f:
         text = f.read()
-    assert "stopped after epoch 0 by the median pruner" in text
+    assert "pruned after epoch 1 of 3 by the median pruner" in text
     assert "Intermediate values (what the pruner saw)" in text
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import re
 from pathlib import Path
 
 import optuna
@@ -34,7 +37,37 @@ def dominates(a: list[float], b: list[float], maximize: list[bool]) -> bool:
 def pareto_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("pareto") / "runs"
     cfg = compose_config(["search.n_trials=5", "search.sampler=random", TWO_OBJECTIVES, RULE], out)
-    return cfg, sweep(cfg)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        summary = sweep(cfg)
+    TERMINAL["pareto"] = printed.getvalue()
+    return cfg, summary
+
+
+TERMINAL: dict[str, str] = {}  # what a fixture's sweep printed
+
+
+def test_the_terminal_shows_every_objective_the_front_and_the_choice(pareto_sweep) -> None:
+    """Not a single-objective sweep's lines: the header names both objectives, each trial line
+    shows both values (no "best so far"), and the end prints the Pareto front and the choice."""
+    cfg, summary = pareto_sweep
+    out = TERMINAL["pareto"]
+    assert "objectives val_accuracy (maximize), model_params (minimize)" in out
+    lines = [line for line in out.splitlines() if re.match(r"trial +\d+  ", line)]
+    assert len(lines) == 5
+    for line in lines:
+        assert re.search(r"val_accuracy=\d\.\d{4} model_params=\d+ ", line), line
+        assert " best " not in line
+    study = optuna.load_study(study_name=summary.study_name, storage=cfg.search.storage)
+    front = sorted(t.number for t in study.best_trials)
+    assert f"Pareto front (val_accuracy maximize, model_params minimize): {len(front)} of 5" in out
+    shown = re.findall(r"^  trial +(\d+)  val_accuracy=", out, re.MULTILINE)
+    assert sorted(int(n) for n in shown) == front
+    chosen = next(t for t in study.trials if t.user_attrs["mlflow_run_id"] == summary.best_run_id)
+    assert re.search(
+        rf"champion by the rule \(.*model_params.*\): trial {chosen.number}  val_accuracy=", out
+    )
+    assert "best val_accuracy = " not in out
 
 
 def test_two_objectives_give_a_pareto_front_no_trial_dominates(pareto_sweep) -> None:
@@ -86,6 +119,22 @@ def test_champion_rule_picks_the_expected_trial(pareto_sweep) -> None:
     name = summary.final.registered_uri.removeprefix("models:/").removesuffix("@champion")
     version = client.get_model_version_by_alias(name, "champion")
     assert version.tags["sweeplab.best_run_id"] == summary.best_run_id
+    # Its description is the shipped-model card (what shipped, how its validation figure was
+    # computed, test accuracy with a 95% Wilson interval), and the study; the same card is on the
+    # parent run and at the top of the report.
+    description = version.description
+    assert description.startswith("Shipped: the ")
+    assert "\nValidation: val_accuracy " in description
+    assert re.search(
+        r"\nTest: accuracy \d\.\d{4} on \d+ images, 95% CI [\d.]+-[\d.]+ \(Wilson\)", description
+    )
+    assert summary.study_name in description
+    parent = client.get_run(summary.parent_run_id)
+    card = parent.data.tags["sweeplab.final.card"]
+    assert description.startswith(card)
+    assert parent.data.tags["mlflow.note.content"].startswith(card + "\n\nSweep of study ")
+    report = (Path(cfg.output_dir) / "reports" / f"{summary.study_name}.html").read_text()
+    assert "<pre class='card'>Shipped: the " in report
 
 
 def row(trial: int, acc: float, latency: float, state: str = "complete") -> Row:

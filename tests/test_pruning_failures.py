@@ -81,9 +81,14 @@ def test_median_pruner_stops_a_hopeless_trial_early(make_config, where) -> None:
     for number in range(3):
         assert len(client.get_metric_history(runs[number].info.run_id, "val_accuracy")) == 3
     pruned = runs[3]
-    assert pruned.info.status == "FINISHED"
+    assert pruned.info.status == "KILLED"  # stopped before its last epoch: not green FINISHED
     assert pruned.data.tags["sweeplab.state"] == "pruned"
-    assert pruned.data.tags["sweeplab.pruned_at_epoch"] == "0"
+    assert pruned.data.tags["sweeplab.stopped_by"] == "pruner"
+    assert pruned.data.tags["sweeplab.pruned_at_epoch"] == "0"  # MLflow's 0-based step axis
+    assert pruned.data.tags["mlflow.runName"] == "trial-3 (pruned)"
+    assert "Pruned after epoch 1 of 3" in pruned.data.tags["mlflow.note.content"]
+    assert pruned.data.metrics["train_seconds"] > 0  # training time, as a complete trial's
+    assert study.trials[3].user_attrs["stopped_by"] == "pruner"
     curve = client.get_metric_history(pruned.info.run_id, "val_accuracy")
     assert [m.step for m in curve] == [0]  # stopped after its first epoch of 3, curve kept
     assert study.trials[3].intermediate_values[0] < study.trials[0].intermediate_values[0]
@@ -145,6 +150,21 @@ def test_consecutive_failures_stop_the_sweep(make_config) -> None:
     )
     assert [t.state for t in study.trials if t.state != TrialState.WAITING] == [TrialState.FAIL] * 2
     assert len(trial_runs(cfg)) == 2
+
+
+def test_a_trial_is_never_pruned_at_its_last_epoch(tmp_path) -> None:
+    """A trial that trained all its epochs completes with its model, whatever the pruner says
+    (before: "pruned at epoch 9" of 10)."""
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.9)
+    )
+    trial = study.ask()
+    callback = ObjectivePruning(trial, "val_accuracy", epochs=3)
+    low = {"loss": 1.0, "val_accuracy": 0.1}
+    callback.on_epoch_end(2, low)  # the last of 3: reported, not pruned
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {2: 0.1}
+    with pytest.raises(optuna.TrialPruned):
+        ObjectivePruning(study.ask(), "val_accuracy", epochs=3).on_epoch_end(1, low)
 
 
 def test_a_misspelled_monitor_cannot_switch_pruning_off(make_config) -> None:

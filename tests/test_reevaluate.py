@@ -106,8 +106,15 @@ def test_a_contender_skipped_for_time_competes_with_its_search_score(
     assert len(first["scores"]) == 1 and skipped["scores"] == []
     assert f"re-evaluation of trial {skipped['trial']} skipped" in out
     assert first["mean"] == pytest.approx((first["search_score"] + first["scores"][0]) / 2)
-    assert skipped["mean"] == pytest.approx(skipped["search_score"])
-    crowned = first if first["mean"] >= skipped["mean"] else skipped
+    # Skipped says "skipped": no mean over its one score with a std of 0.0, in the json or as
+    # metrics; it competes with its search score.
+    assert skipped["skipped"] is True and skipped["mean"] is None and skipped["std"] is None
+    n = skipped["trial"]
+    assert f"reeval_trial{n}_std" not in parent.data.metrics
+    assert f"reeval_trial{n}_mean" not in parent.data.metrics
+    assert f"reeval_trial{first['trial']}_std" in parent.data.metrics
+    assert parent.data.tags[f"sweeplab.final.reeval_trial{n}"] == "skipped"
+    crowned = first if first["mean"] >= skipped["search_score"] else skipped
     assert logged["crowned_trial"] == crowned["trial"]
     expected = "reevaluated_seed" if crowned is first else "trial_model"
     assert summary.final is not None and summary.final.source == expected

@@ -176,7 +176,8 @@ def test_keras_tuner_sweep_gets_the_same_leaderboard_and_plots(tmp_path) -> None
     text = path.read_text()
     assert "<tr><th>engine</th><td>keras_tuner</td></tr>" in text
     for title in ("Optimization history", "Parameter importances", "Slice plots"):
-        assert f"<h2>{title}</h2><div class='plot'>" in text  # drawn, not "not drawn: ..."
+        # drawn, not "not drawn: ..." (the slice plots: one a parameter, in a grid)
+        assert re.search(rf"<h2>{title}</h2>(<div class='grid'>)?<div class='plot'>", text)
 
     done = run_cli("search.report", "--output-dir", cfg.output_dir, "--format", "json")
     assert done.returncode == 0, done.stderr
@@ -237,13 +238,15 @@ def test_report_says_which_trials_the_pruner_stopped_and_which_search_timeout_st
 
     calls = {"prune": 0, "budget": 0}
 
-    def should_prune(self) -> bool:  # called at every epoch's end, before the budget's check
+    # Both are asked at every epoch's end but the last (never stopped: it completes), the
+    # pruner first.
+    def should_prune(self) -> bool:
         calls["prune"] += 1
-        return calls["prune"] == 3  # trial 1, epoch 0 (2 epochs a trial)
+        return calls["prune"] == 2  # trial 1, epoch 0 (2 epochs a trial)
 
     def stops_running_trial(self) -> bool:
         calls["budget"] += 1
-        return calls["budget"] == 3  # trial 2, epoch 0
+        return calls["budget"] == 2  # trial 2, epoch 0
 
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", should_prune)
     monkeypatch.setattr(budget_module.Budget, "stops_running_trial", stops_running_trial)
@@ -262,12 +265,43 @@ def test_report_says_which_trials_the_pruner_stopped_and_which_search_timeout_st
     assert tags[2]["sweeplab.state"] == "pruned"
 
     text = (Path(cfg.output_dir) / "reports" / f"{summary.study_name}.html").read_text()
-    rows = dict(
-        re.findall(
-            r"<tr><td>(\d+)</td><td>pruned</td><td>[^<]*</td><td class='reason'>([^<]*)<", text
+    rows = {
+        n: (state, why)
+        for n, state, why in re.findall(
+            r"<tr><td>(\d+)</td><td>([^<]*)</td><td>[^<]*</td><td class='reason'>([^<]*)<", text
         )
-    )
+    }
     assert set(rows) == {"1", "2"}
-    assert html.unescape(rows["1"]).startswith("stopped after epoch 0 by the median pruner")
-    assert html.unescape(rows["2"]).startswith("stopped after epoch 0 by search.timeout")
-    assert "pruner" not in rows["2"]
+    assert rows["1"][0] == "pruned"
+    assert html.unescape(rows["1"][1]).startswith("pruned after epoch 1 of 2 by the median pruner")
+    assert rows["2"][0] == "stopped by the budget"
+    assert html.unescape(rows["2"][1]).startswith(
+        "stopped by the budget (search.timeout) after epoch 1 of 2"
+    )
+    assert "pruner" not in rows["2"][1]
+
+
+def test_csv_and_json_keep_every_row_and_print_numbers_as_people_write_them() -> None:
+    """csv/json are every row unless --top is given (the table: the top 10, and it says how many
+    trials there are); a whole float prints as an int, others without float noise."""
+    from search.report import shown_rows
+    from search.reporting.leaderboard import plain, to_csv, to_json
+    from search.trials.objectives import Objective
+    from search.trials.records import Row
+
+    rows = [
+        Row(n, "complete", {"val_accuracy": 0.9}, 2, 1.5, {"dropout": 0.35000000000000003},
+            {"model_params": 51946.0, "model_bytes": 207784.0}, f"run{n}", n + 1)
+        for n in range(12)
+    ]  # fmt: skip
+    assert len(shown_rows(rows, None, "csv")) == len(shown_rows(rows, None, "json")) == 12
+    assert len(shown_rows(rows, None, "table")) == 10
+    assert len(shown_rows(rows, 3, "csv")) == 3 and len(shown_rows(rows, 0, "table")) == 12
+    objectives = [Objective("val_accuracy", "maximize")]
+    text = to_csv(rows, objectives)
+    assert len(text.splitlines()) == 13
+    assert ",51946,207784," in text and ",0.35" in text
+    assert "51946.0" not in text and "0.35000000000000003" not in text
+    board = json.loads(to_json(rows, objectives))
+    assert board[0]["model_params"] == 51946 and board[0]["param.dropout"] == 0.35
+    assert plain(1 / 3) == 0.3333333333 and plain(float("nan")) != plain(float("nan"))

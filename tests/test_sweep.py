@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 
 from search.config.study import study_name
 from search.space.spec import flatten_space
-from search.sweep import sweep
+from search.sweep import prepare, sweep
+from tests.conftest import compose_config
 from tracking.mlflow_tracker import TrialRun
 
 
@@ -137,3 +138,22 @@ def test_space_edited_on_the_command_line_reaches_the_trials(make_config) -> Non
         trained = OmegaConf.load(trial_cfg)
         assert trained.model.kernel_size == 5 and trained.model.dropout == 0.25  # the default
         assert trained.optimizer.learning_rate == float(params["optimizer.learning_rate"])
+
+
+def test_the_ui_command_opens_this_sweeps_store_as_make_ui_does(tmp_path) -> None:
+    """runs/ -> `make ui` (the README's line); another output_dir of the project -> `make ui
+    OUT=...`; anywhere else the full line, with what `make ui` sets (one server process)."""
+    from search.config.stores import PROJECT, ui_command
+
+    def command(output_dir: Path) -> str:
+        return ui_command(prepare(compose_config([], output_dir)))
+
+    assert command(PROJECT / "runs") == "make ui"
+    assert command(PROJECT / "runs_mo") == "make ui OUT=runs_mo"
+    elsewhere = command(tmp_path / "sweeps")
+    store = (tmp_path / "sweeps").resolve()
+    assert elsewhere == (
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui "
+        f"--backend-store-uri sqlite:///{store / 'mlflow.db'} "
+        f"--default-artifact-root {store / 'mlartifacts'} --host 127.0.0.1 --workers 1"
+    )

@@ -80,6 +80,8 @@ class FinalRecorder:
             ],
             tags=[mlflow.entities.RunTag(TAG + "final." + k, str(v)) for k, v in tags.items()],
         )
+        if tags.get("card"):  # the shipped-model card, also the registered version's description
+            self.client.log_text(self.run_id, str(tags["card"]) + "\n", "shipped_model.md")
         self.client.log_text(self.run_id, report.report_text, "test/classification_report.txt")
         self.client.log_dict(self.run_id, report.report, "test/classification_report.json")
         self.client.log_dict(
@@ -134,18 +136,25 @@ class FinalRecorder:
 
     def log_reevaluation(self, candidates: list[dict[str, Any]], crowned: int) -> None:
         """The top-k re-evaluation on the parent run: reevaluation.json (every seed's score),
-        per candidate `reeval_trial<N>_mean` / `_std` metrics, and the crowned trial's tags."""
+        per re-trained candidate `reeval_trial<N>_mean` / `_std` metrics (a skipped one: tag
+        `sweeplab.final.reeval_trial<N>=skipped`, no metric), and the crowned trial's tags."""
         metrics = []
+        skipped = {}
         for c in candidates:
+            if c.get("skipped"):
+                skipped[f"reeval_trial{c['trial']}"] = "skipped"
+                continue
             for stat in ("mean", "std"):
                 metrics.append(
                     mlflow.entities.Metric(f"reeval_trial{c['trial']}_{stat}", c[stat], _now(), 0)
                 )
-        self.client.log_batch(self.run_id, metrics=metrics)
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
         self.client.log_dict(
             self.run_id, {"crowned_trial": crowned, "candidates": candidates}, "reevaluation.json"
         )
-        self.tag({"crowned_trial": crowned, "reevaluated_trials": len(candidates)})
+        reevaluated = len(candidates) - len(skipped)
+        self.tag({"crowned_trial": crowned, "reevaluated_trials": reevaluated, **skipped})
 
     def log_export_measures(self, table: list[dict[str, Any]]) -> None:
         """Each export's test accuracy, size and batch-1 latency, measured from its own file:
@@ -204,6 +213,10 @@ class FinalRecorder:
             version = mlflow.register_model(
                 info.model_uri, name, tags=_registry_tags(tags, class_names)
             )
+        # The registry's Description: what shipped, how it tested, from which study.
+        self.client.update_model_version(
+            name, str(version.version), description=version_description(tags)
+        )
         aliased = self._point_alias(name, alias, str(version.version), still_wins)
         self.client.log_batch(
             self.run_id,
@@ -263,6 +276,21 @@ def champion_signature(image_shape: tuple[int | None, ...]) -> ModelSignature:
                 ColSpec(Array("double"), "probabilities"),
             ]
         ),
+    )
+
+
+def version_description(tags: dict[str, Any]) -> str:
+    """A registered version's description, from the tags the final stage registers it with:
+    the shipped-model card (what shipped, its validation figure, test accuracy with its 95%
+    interval) and where it came from."""
+    source = str(tags.get("source", "model")).replace("_", " ")
+    accuracy = tags.get("test_accuracy")
+    tested = f"test accuracy {accuracy}" if accuracy is not None else "not tested"
+    card = tags.get("card")
+    head = str(card) if card else f"What shipped: the {source}; {tested} on the test split."
+    return (
+        f"{head}\n\nStudy {tags.get('study', '?')}; best trial run {tags.get('best_run_id', '?')}; "
+        f"sweep run {tags.get('sweep_run_id', '?')}, where the HTML report is logged (report/)."
     )
 
 

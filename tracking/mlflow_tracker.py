@@ -310,7 +310,10 @@ class TrialRun:
         if state is TrialOutcome.PRUNED:
             tags.update(
                 pruned_tags(
-                    self.run_name, extra.get("pruned_at_epoch", 0), extra.get("epochs_trained", 0)
+                    self.run_name,
+                    extra.get("epochs_trained", 0),
+                    extra.get("stopped_by"),
+                    extra.get("epochs_planned"),
                 )
             )
         elif state is TrialOutcome.FAILED and reason:
@@ -564,8 +567,9 @@ def _ends_run(
 ) -> Iterator[None]:
     """End the run FINISHED on success, KILLED on Ctrl-C / SIGTERM, FAILED on any other error.
 
-    A pruned trial raises out of training but ends FINISHED (tag sweeplab.state=pruned): its
-    curve up to the pruning epoch is a valid, deliberately short result.
+    A trial stopped early on purpose (pruned, or stopped by the budget: tag sweeplab.state=pruned
+    with sweeplab.stopped_by) ends KILLED, not FINISHED: MLflow's green FINISHED would say it ran
+    to its end. Its run name and description say which (docs/search.md, "Trial states").
     """
     try:
         yield
@@ -585,7 +589,7 @@ def _ends_run(
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException:
-        status = RunStatus.FINISHED if state() is TrialOutcome.PRUNED else RunStatus.FAILED
+        status = RunStatus.KILLED if state() is TrialOutcome.PRUNED else RunStatus.FAILED
         client.set_terminated(run_id, RunStatus.to_string(status))
         raise
     else:

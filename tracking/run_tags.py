@@ -14,6 +14,9 @@ import getpass
 import os
 import sys
 from pathlib import Path
+from typing import Any
+
+from experiments.outcome import BUDGET_STOPPED, stopped_words
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -40,14 +43,28 @@ def who_and_where(git_commit: str) -> dict[str, str]:
     return tags
 
 
-def pruned_tags(run_name: str, epoch: int, epochs_trained: int) -> dict[str, str]:
-    """Run name and description of a pruned trial, as the run list and run page show them."""
+def pruned_tags(
+    run_name: str, epochs_trained: int, stopped_by: str | None = None, planned: Any = None
+) -> dict[str, str]:
+    """Run name and description of a trial stopped early, as the run list and run page show
+    them: pruned (by the engine's pruner) or stopped by the budget (search.timeout); epochs
+    counted from 1, as the terminal line says them."""
+    words = stopped_words(stopped_by, int(epochs_trained), int(planned) if planned else None)
+    if stopped_by == "budget":
+        name, why = (
+            BUDGET_STOPPED,
+            ("the time left in search.timeout was the final stage's, so the sweep stopped it"),
+        )
+    else:
+        name, why = (
+            "pruned",
+            ("the pruner stopped it because its validation curve was below the other trials'"),
+        )
     return {
-        "mlflow.runName": f"{run_name} (pruned)",
+        "mlflow.runName": f"{run_name} ({name})",
         "mlflow.note.content": (
-            f"Pruned: the pruner stopped this trial after epoch {epoch} ({epochs_trained} "
-            "epochs trained) because its validation curve was below the other trials'. Its "
-            "metrics are those of a short run, not a complete trial."
+            f"{words[0].upper()}{words[1:]}: {why}. Its metrics are those of a short run, not a "
+            "complete trial (MLflow status KILLED: stopped before its last epoch)."
         ),
     }
 
@@ -63,6 +80,20 @@ def ml_view_url(ui: str, experiment_id: str, run_id: str | None = None) -> str:
     if run_id:
         base += f"/runs/{run_id}"
     return f"{base}?workflowType=machine_learning"
+
+
+def ml_compare_url(ui: str, experiment_id: str, run_ids: list[str]) -> str:
+    """The MLflow UI's compare page for `run_ids`, in the machine-learning view (without
+    workflowType it opens in the GenAI view)."""
+    import json
+    from urllib.parse import quote
+
+    runs = quote(json.dumps(list(run_ids)), safe="")
+    experiments = quote(json.dumps([str(experiment_id)]), safe="")
+    return (
+        f"{ui.rstrip('/')}/#/compare-runs?runs={runs}&experiments={experiments}"
+        "&workflowType=machine_learning"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments.outcome import state_label
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -162,12 +164,14 @@ def trial_records(tracking_uri: str, sweep: SweepRef) -> list[TrialRecord]:
         tags = dict(run.data.tags)
         number = int(tags.get(TAG + "trial_number", -1))
         metrics = dict(run.data.metrics)
-        state = tags.get(TAG + "state") or (
-            "running" if run.info.status == "RUNNING" else "interrupted"
+        state = state_label(
+            tags.get(TAG + "state")
+            or ("running" if run.info.status == "RUNNING" else "interrupted"),
+            tags.get(TAG + "stopped_by"),
         )
+        # Training time, for every trial (a pruned one logs it until its stop); a failed or
+        # interrupted trial has none: not its MLflow wall time, which counts set-up and records.
         seconds = metrics.get("train_seconds")
-        if seconds is None and run.info.end_time:
-            seconds = (run.info.end_time - run.info.start_time) / 1000
         epochs = metrics.get("epochs") or tags.get(TAG + "epochs_trained")
         by_number[number] = TrialRecord(
             number=number,
@@ -199,11 +203,14 @@ def log_report(tracking_uri: str, run_id: str, path: Path) -> None:
     client = client_for(tracking_uri)
     with contextlib.redirect_stderr(io.StringIO()):
         client.log_artifact(run_id, str(path), "report")
-    study = client.get_run(run_id).data.tags.get(TAG + "study", "")
+    tags = client.get_run(run_id).data.tags
+    study = tags.get(TAG + "study", "")
+    card = tags.get(TAG + "final.card")  # the shipped-model card, first where a user looks
     client.set_tag(
         run_id,
         "mlflow.note.content",
-        f"Sweep of study {study}. The report (leaderboard, Optuna's plots, the top trials' "
+        (f"{card}\n\n" if card else "")
+        + f"Sweep of study {study}. The report (leaderboard, Optuna's plots, the top trials' "
         f"curves, warnings): Artifacts > report/{path.name}, or {path}. In a terminal: "
         f"python -m search.report {study}",
     )

@@ -253,3 +253,30 @@ def check_stores(cfg: DictConfig) -> None:
     check_local_folder("keras_home", cfg.get("keras_home"), output_dir)
     cache = OmegaConf.select(cfg, "model.feature_cache.dir", default=None)  # null: in output_dir
     check_local_folder("model.feature_cache.dir", cache, output_dir)
+
+
+PROJECT = Path(__file__).resolve().parents[2]  # where the Makefile is (a source checkout)
+
+
+def ui_command(cfg: DictConfig) -> str:
+    """The command that opens THIS sweep's MLflow store as `make ui` does (one server process,
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false): `make ui` for runs/, `make ui OUT=runs_mo` for
+    another output_dir under the project, the full `mlflow ui ...` line anywhere else."""
+    out = Path(str(cfg.output_dir)).expanduser().resolve()
+    uri = str(cfg.tracking.tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        return f"open {mask(uri)} (the sweep's MLflow server)"
+    artifacts = Path(str(cfg.tracking.get("artifact_location") or out / "mlartifacts"))
+    as_make_ui = (
+        uri == f"sqlite:///{out / 'mlflow.db'}"
+        and artifacts.expanduser().resolve() == out / "mlartifacts"
+        and (PROJECT / "Makefile").exists()
+        and out.is_relative_to(PROJECT)
+    )
+    if as_make_ui:
+        relative = out.relative_to(PROJECT).as_posix()
+        return "make ui" if relative == "runs" else f"make ui OUT={relative}"
+    return (
+        f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {mask(uri)} "
+        f"--default-artifact-root {artifacts} --host 127.0.0.1 --workers 1"
+    )

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from search.final.champion_rule import choose, effective_rule
+from search.final.champion_rule import choose, effective_rule, pareto_front, values_text
+from search.trials.objectives import objectives_of
 from search.trials.types import Best
 
 if TYPE_CHECKING:  # mlflow loads when a rule reads the trials back
@@ -72,3 +73,26 @@ def champion(cfg: DictConfig, tracker: SweepTracker, study: str, best: Best | No
         value = row.metrics.get(f"final_{cfg.train.objective}", float("nan"))
     print(f"champion by rule ({rule.describe()}): trial {row.trial}", flush=True)
     return Best(float(value), row.trial, dict(row.params), row.run_id)
+
+
+def front_summary(cfg: DictConfig, tracker: SweepTracker, chosen: Best | None) -> list[str]:
+    """The closing lines of a multi-objective sweep: its Pareto front (each trial's objective
+    values) and the champion rule's choice; none for a single objective."""
+    objectives = objectives_of(cfg)
+    if len(objectives) < 2:
+        return []
+    view = _rows(cfg, tracker)
+    front = pareto_front(view.rows, objectives)
+    directions = ", ".join(f"{o.metric} {o.direction}" for o in objectives)
+    lines = [f"Pareto front ({directions}): {len(front)} of {len(view.rows)} trials"]
+    lines += [f"  trial {r.trial:>3}  {values_text(r, objectives)}" for r in front]
+    rule = effective_rule(cfg)
+    picked = next((r for r in view.rows if chosen and r.trial == chosen.number), None)
+    if picked is None:
+        lines.append("champion: none (no complete trial meets the rule)")
+    else:
+        how = rule.describe() if rule is not None else "the engine's best"
+        lines.append(
+            f"champion by the rule ({how}): trial {picked.trial}  {values_text(picked, objectives)}"
+        )
+    return lines

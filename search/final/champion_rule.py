@@ -22,7 +22,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserInputError
-from search.trials.objectives import COST_METRICS, VALIDATION_METRICS, Objective, objectives_of
+from search.trials.objectives import (
+    COST_METRICS,
+    VALIDATION_METRICS,
+    Objective,
+    metric_text,
+    objectives_of,
+)
 from search.trials.records import Row
 
 EXAMPLE = "e.g. final.select={maximize:val_accuracy,where:{latency_ms:{max:5}}}"
@@ -158,3 +164,28 @@ def _signed(value: float | None, maximize: bool) -> float:
     if value is None:
         return math.inf
     return -value if maximize else value
+
+
+def pareto_front(rows: Sequence[Row], objectives: Sequence[Objective]) -> list[Row]:
+    """The complete trials no other complete trial dominates (at least as good on every
+    objective, better on one), in trial order: the front a multi-objective sweep found."""
+    points = []
+    for r in rows:
+        values = [_value(r, o.metric) for o in objectives]
+        if r.state == "complete" and all(v is not None for v in values):
+            points.append(
+                (r, [_signed(v, o.maximize) for v, o in zip(values, objectives, strict=True)])
+            )
+
+    def dominated(p: list[float]) -> bool:
+        return any(all(x <= y for x, y in zip(q, p, strict=True)) and q != p for _, q in points)
+
+    return sorted((r for r, p in points if not dominated(p)), key=lambda r: r.trial)
+
+
+def values_text(row: Row, objectives: Sequence[Objective]) -> str:
+    """A trial's objective values as the terminal line prints them: `val_accuracy=0.9630
+    model_params=5194`."""
+    return " ".join(
+        f"{o.metric}={metric_text(o.metric, _value(row, o.metric))}" for o in objectives
+    )

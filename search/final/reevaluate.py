@@ -81,8 +81,13 @@ class Candidate:
             "search_score": self.trial.value,
             "seeds": self.seeds,
             "scores": self.scores,
-            "mean": self.mean,
-            "std": self.std,
+            # Never re-trained (the budget skipped it, or each re-training failed): no spread to
+            # report, only the search's score ("skipped", not a mean with std 0.0).
+            **(
+                {"mean": self.mean, "std": self.std}
+                if self.scores
+                else {"skipped": True, "mean": None, "std": None}
+            ),
             "seconds": round(self.seconds, 1),
             **({"failed": {str(k): v for k, v in self.failed.items()}} if self.failed else {}),
         }

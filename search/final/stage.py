@@ -22,6 +22,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.errors import UserInputError
+from search.final.card import card_text, validation_words
 from search.final.ensemble import Member, ensemble_size, shipped_model, with_crowned
 from search.final.registry import Decision, data_label, decide, registered_name
 
@@ -162,6 +163,7 @@ def finalize(
         return None
     assert source is not None  # every model above comes with its source
     members: list[str] = []
+    single_model = model  # the best single model, tested beside an ensemble (the card)
     if ensemble_size(cfg) > 1:
         model, source, members = shipped_model(
             cfg, recorder, (model, source), best, with_crowned(contenders, best), reevaluated,
@@ -181,10 +183,22 @@ def finalize(
             report, _test_pixels(data), data.class_names, int(final.max_misclassified)
         ),
     }
+    single = None
+    if members:  # an average of models: the best single one's test accuracy beside it
+        single = float(score_on_test(single_model, data, int(cfg.seed)).metrics["test_accuracy"])
+    card = card_text(
+        source,
+        members,
+        validation_words(str(cfg.train.objective), best, reevaluated, bool(contenders)),
+        float(report.metrics["test_accuracy"]),
+        len(data.test),
+        single,
+    )
     recorder.log_test_report(
         report,
         figures,
         {
+            "card": card,
             "source": source,
             "best_run_id": best.run_id,
             "test_images": len(data.test),
@@ -209,7 +223,8 @@ def finalize(
 
     if final.register:
         _register(
-            cfg, model, data, report, recorder, result, best, study, tracker.parent_id, resumed_from
+            cfg, model, data, report, recorder, result, best, study, tracker.parent_id, card,
+            resumed_from,
         )
         done_step(recorder, "registered")
     _print(result, report)
@@ -263,10 +278,12 @@ def _register(
     best: Best,
     study: str,
     parent_id: str | None,
+    card: str = "",
     resumed_from: str | None = None,
 ) -> None:
     """Register the tested model when it beats the current champion on the same data; not when
-    `resumed_from` (the killed run this final stage resumes) registered it already."""
+    `resumed_from` (the killed run this final stage resumes) registered it already. `card`: the
+    shipped-model card, the version's description."""
     from experiments.serving.export import serving_model
 
     final = cfg.final
@@ -312,6 +329,7 @@ def _register(
                 "data_fingerprint": fingerprint,
                 "champion_metric": metric,
                 cfg.train.objective: f"{best.value:.6g}",
+                "card": card,
                 **{k: f"{v:.6g}" for k, v in report.metrics.items()},
             },
             still_wins=lambda now: (
@@ -384,6 +402,7 @@ def _reevaluate(
     keep = 1 if effective_rule(cfg) is not None else ensemble_size(cfg)  # a rule: no ensemble
     result = reevaluate(cfg, runner, contenders, settings(cfg)[1], runner.budget, keep)
     if result is None:  # it said why: nothing fit in search.timeout, or every training failed
+        recorder.tag({"reevaluation": "skipped"})  # not a mean with std 0.0
         return None
     recorder.log_reevaluation([c.summary() for c in result.candidates], result.crowned.trial.number)
     return result

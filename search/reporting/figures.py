@@ -26,6 +26,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
+from experiments.outcome import STOPPED_EARLY, state_label
 from search.space.spec import Param
 from search.trials.objectives import Direction, Objective
 from search.trials.records import Row
@@ -66,6 +67,7 @@ def study_truth(study: optuna.Study) -> dict[int, tuple[str, list[float] | None]
         state = STATES.get(t.state, t.state.name.lower())
         if t.state == TrialState.FAIL and "failure_reason" not in t.user_attrs:
             state = "interrupted"  # cut short by a kill: Optuna says FAIL, the sweep re-ran it
+        state = state_label(state, t.user_attrs.get("stopped_by"))
         truth[t.number] = (state, list(t.values) if t.values is not None else None)
     return truth
 
@@ -100,7 +102,7 @@ def study_from_rows(
         params = {k: v for k, v in row.params.items() if k in dists and _fits(dists[k], v)}
         values = [row.values.get(o.metric) for o in objectives]
         complete = row.state == "complete" and all(_finite(v) for v in values)
-        state = {"pruned": TrialState.PRUNED}.get(row.state, TrialState.FAIL)
+        state = TrialState.PRUNED if row.state in STOPPED_EARLY else TrialState.FAIL
         trials.append(
             optuna.trial.create_trial(
                 state=TrialState.COMPLETE if complete else state,
@@ -173,7 +175,7 @@ def figures(study: optuna.Study, objectives: Sequence[Objective]) -> list[tuple[
                 lambda kw=kwargs: vis.plot_parallel_coordinate(study, **kw),
             )
         )
-        out.append(_draw(f"Slice plots{label}", lambda kw=kwargs: vis.plot_slice(study, **kw)))
+        out.append(_slices(study, f"Slice plots{label}", kwargs))
     if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
         out.append(
             _draw(
@@ -182,6 +184,23 @@ def figures(study: optuna.Study, objectives: Sequence[Objective]) -> list[tuple[
             )
         )
     return out
+
+
+def _slices(study: optuna.Study, title: str, kwargs: dict[str, Any]) -> tuple[str, Any, str]:
+    """One slice plot per parameter (a list of figures the report lays out in a grid), not
+    Optuna's single row of every parameter: 13 of them made a 3,900-px wide page."""
+    names = sorted({p for t in study.get_trials(deepcopy=False) for p in t.params})
+    drawn = [_draw(title, lambda n=n: vis_slice(study, n, kwargs)) for n in names]
+    plots = [figure for _, figure, _ in drawn if figure is not None]
+    if not plots:
+        return drawn[0] if drawn else (title, None, "not drawn: no parameter sampled yet")
+    return title, plots, ""
+
+
+def vis_slice(study: optuna.Study, name: str, kwargs: dict[str, Any]) -> Any:
+    figure = optuna.visualization.plot_slice(study, params=[name], **kwargs)
+    figure.update_layout(title=name, width=None, height=320, margin={"t": 40, "b": 40})
+    return figure
 
 
 def _target(i: int) -> Callable[[FrozenTrial], float]:

@@ -16,14 +16,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.outcome import BUDGET_STOPPED, STOPPED_EARLY
 from search.final.champion_rule import choose, effective_rule
 from search.reporting.advice import warnings_for
 from search.reporting.leaderboard import rank, records
 from search.trials.records import Row, SweepView
+from tracking.run_tags import ml_compare_url, ml_view_url
 from tracking.sweep_records import metric_curves
 
 TOP_CURVES = 5
 TOP_ROWS = 15
+UI = "http://127.0.0.1:5000"  # where `make ui` serves the store (its default PORT)
+# One colour per trial, the same in every figure that draws trials as their own traces.
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
+CHAMPION = "#d62728"
+BYTES = ("model_bytes", "size")  # columns in bytes: printed as human sizes
+
+
+def colour_of(trial: int) -> str:
+    """The colour of trial `trial` in every figure of the report."""
+    return PALETTE[trial % len(PALETTE)]
 
 
 @dataclass
@@ -67,6 +82,14 @@ def build(view: SweepView, tracking_uri: str) -> Report:
     warnings = warnings_for(best, ranked, view.space, importances)
     pareto = optuna_report.pareto_numbers(study) if multi else []
     curves = _curves_figure(view, ranked, tracking_uri)
+    for title, figure, _ in drawn:
+        if title == "Pareto front" and figure is not None and best is not None:
+            _mark_champion(figure, best, view)
+        if title.startswith("Intermediate values") and figure is not None:
+            _trial_colours(figure, study)
+        if title.startswith(("Slice plots", "Optimization history")) and figure is not None:
+            for each in figure if isinstance(figure, list) else [figure]:
+                _point_colours(each, study)
     sections = [
         _header(view, best, rule.describe() if rule else None, pareto),
         _warnings_html(warnings),
@@ -94,6 +117,75 @@ def write(view: SweepView, tracking_uri: str, path: Path) -> Report:
     return report
 
 
+def _mark_champion(figure: Any, best: Row, view: SweepView) -> None:
+    """The champion on the Pareto plot: a labelled red star (Optuna draws the front in a blue
+    scale by trial number, the first trial almost white)."""
+    import plotly.graph_objects as go
+
+    if len(view.objectives) != 2:
+        return  # a 3-D front: Optuna's own marks only
+    x, y = (best.values.get(o.metric) for o in view.objectives)
+    if x is None or y is None:
+        return
+    figure.add_trace(
+        go.Scatter(
+            x=[x],
+            y=[y],
+            mode="markers+text",
+            text=[f"champion: trial {best.trial}"],
+            textposition="top center",
+            marker={"symbol": "star", "size": 18, "color": CHAMPION, "line": {"width": 1}},
+            name=f"champion (trial {best.trial})",
+            showlegend=True,
+        )
+    )
+    for trace in figure.data[:-1]:  # an outline: the scale's palest points stay visible
+        trace.update(marker={"line": {"width": 1, "color": "#555"}})
+    figure.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.18})
+
+
+def _trial_colours(figure: Any, study: Any) -> None:
+    """Optuna's intermediate-values plot with a legend, each trial in its report colour."""
+    numbers = {t.number: int(t.user_attrs.get("trial", t.number)) for t in study.trials}
+    for trace in figure.data:
+        name = str(trace.name or "")
+        digits = name.removeprefix("Trial").strip()
+        if not digits.isdigit():
+            continue
+        trial = numbers.get(int(digits), int(digits))
+        colour = colour_of(trial)
+        trace.update(name=f"trial {trial}", showlegend=True, line={"color": colour})
+        trace.update(marker={"color": colour})
+        if trace.x is not None:  # Optuna's step is the 0-based epoch: counted from 1 here
+            trace.update(x=[x + 1 for x in trace.x])
+    figure.update_layout(showlegend=True, legend_title_text="trial", xaxis_title="epoch (from 1)")
+
+
+def _point_colours(figure: Any, study: Any) -> None:
+    """Each trial's point in its report colour (not a blue scale by trial number), labelled
+    "trial N": the slice plots' points (coloured by trial number) and the history's values."""
+    numbers = {t.number: int(t.user_attrs.get("trial", t.number)) for t in study.trials}
+    for trace in figure.data:
+        if trace.type != "scatter" or "markers" not in str(trace.mode or ""):
+            continue
+        marker = trace.marker
+        if trace.name == "Feasible Trial" and marker.color is not None:  # a slice plot
+            trials = [numbers.get(int(n), int(n)) for n in marker.color]
+            trace.update(marker={"colorscale": None, "showscale": False, "colorbar": None})
+        elif (
+            trace.name not in ("Infeasible Trial",) and trace.x is not None and not trace.line.dash
+        ):
+            if str(trace.mode) != "markers":  # the history's best-value line
+                continue
+            trials = [numbers.get(int(n), int(n)) for n in trace.x]
+        else:
+            continue
+        trace.update(
+            marker={"color": [colour_of(t) for t in trials]},
+            text=[f"trial {t}" for t in trials],
+        )
+
+
 def _first_complete(ranked: list[Row]) -> Row | None:
     return next((r for r in ranked if r.state == "complete"), None)
 
@@ -102,7 +194,7 @@ def _curves_figure(view: SweepView, ranked: list[Row], tracking_uri: str) -> tup
     import plotly.graph_objects as go
 
     metric = next((o.metric for o in view.objectives if o.metric.startswith("val_")), "val_loss")
-    top = [r for r in ranked if r.state in ("complete", "pruned")][:TOP_CURVES]
+    top = [r for r in ranked if r.state in ("complete", *STOPPED_EARLY)][:TOP_CURVES]
     title = f"Validation curves of the top {len(top)} trials ({metric}, from MLflow)"
     if not top:
         return title, None, "not drawn: no trial reached the end of an epoch"
@@ -112,13 +204,15 @@ def _curves_figure(view: SweepView, ranked: list[Row], tracking_uri: str) -> tup
         values = histories.get(r.run_id, [])
         figure.add_trace(
             go.Scatter(
-                x=list(range(len(values))),
+                x=list(range(1, len(values) + 1)),  # epochs counted from 1, as trial lines
                 y=values,
                 mode="lines+markers",
                 name=f"trial {r.trial} (rank {r.rank}, {r.state})",
+                line={"color": colour_of(r.trial)},
+                marker={"color": colour_of(r.trial)},
             )
         )
-    figure.update_layout(title=title, xaxis_title="epoch", yaxis_title=metric)
+    figure.update_layout(title=title, xaxis_title="epoch (from 1)", yaxis_title=metric)
     return title, figure, ""
 
 
@@ -128,8 +222,10 @@ def _header(view: SweepView, best: Row | None, rule: str | None, pareto: list[in
         counts[r.state] = counts.get(r.state, 0) + 1
     states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trials"
     objectives = ", ".join(f"{o.direction} {o.metric}" for o in view.objectives)
+    card = view.ref.tags.get("sweeplab.final.card")
     lines = [
         f"<h1>Sweep {html.escape(view.ref.study)}</h1>",
+        f"<pre class='card'>{html.escape(card)}</pre>" if card else "",
         "<table class='facts'>",
         _fact("engine", view.engine),
         _fact("objectives", objectives),
@@ -168,12 +264,14 @@ def _exports_html(measured: str | None) -> str:
     rows = json.loads(measured)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in EXPORT_COLUMNS)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_num(r.get(c)))}</td>" for c in EXPORT_COLUMNS) + "</tr>"
+        "<tr>"
+        + "".join(f"<td>{html.escape(_num(r.get(c), c))}</td>" for c in EXPORT_COLUMNS)
+        + "</tr>"
         for r in rows
     )
     return (
         "<h2>Exports, measured from each file on the test split</h2>"
-        f"<table class='exports'><tr>{head}</tr>{body}</table>"
+        f"<div class='scroll'><table class='exports'><tr>{head}</tr>{body}</table></div>"
         "<p>ms_per_image: median of single-image calls at batch 1 on this machine; size_ratio "
         "and accuracy_delta against the float32 TFLite file.</p>"
     )
@@ -212,23 +310,50 @@ def _leaderboard_html(view: SweepView, rows: list, pareto: list[int]) -> str:
     for entry in table[1:]:
         columns.extend(c for c in entry if c not in columns and c != "run_id")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    experiment = view.ref.experiment_id
     body = []
     for entry in table:
         mark = " class='pareto'" if entry["trial"] in pareto else ""
-        cells = "".join(f"<td>{html.escape(_num(entry.get(c)))}</td>" for c in columns)
-        body.append(f"<tr{mark}>{cells}</tr>")
+        cells = []
+        for c in columns:
+            text = html.escape(_num(entry.get(c), c))
+            if c == "trial" and entry.get("run_id"):  # the trial's run, in the ML view
+                link = html.escape(ml_view_url(UI, experiment, entry["run_id"]))
+                text = f"<a href='{link}' title='its MLflow run (make ui)'>{text}</a>"
+            cells.append(f"<td>{text}</td>")
+        body.append(f"<tr{mark}>{''.join(cells)}</tr>")
     note = " (Pareto-optimal trials highlighted)" if pareto else ""
+    runs = [str(e["run_id"]) for e in table if e.get("run_id")]
+    compare = html.escape(ml_compare_url(UI, experiment, runs))
     return (
         f"<h2>Leaderboard: top {len(rows)}{note}</h2>"
-        f"<table class='board'><tr>{head}</tr>{''.join(body)}</table>"
+        f"<p>Trial numbers link to their MLflow runs; <a href='{compare}'>compare these trials "
+        "in MLflow</a> (served by <code>make ui</code>).</p>"
+        f"<div class='scroll'><table class='board'><tr>{head}</tr>{''.join(body)}</table></div>"
     )
 
 
 def _figure_html(title: str, figure: Any, note: str) -> str:
     if figure is None:
         return f"<h2>{html.escape(title)}</h2><p class='note'>{html.escape(note)}</p>"
-    div = figure.to_html(full_html=False, include_plotlyjs=False, default_height="460px")
-    return f"<h2>{html.escape(title)}</h2><div class='plot'>{div}</div>"
+    if isinstance(figure, list):  # one small plot per parameter, in a grid that wraps
+        divs = "".join(f"<div class='plot'>{_plot_div(f, '320px')}</div>" for f in figure)
+        return f"<h2>{html.escape(title)}</h2><div class='grid'>{divs}</div>"
+    return f"<h2>{html.escape(title)}</h2><div class='plot'>{_plot_div(figure, '460px')}</div>"
+
+
+def _plot_div(figure: Any, height: str) -> str:
+    """A figure as wide as its box (never a fixed width wider than the window)."""
+    figure.update_layout(width=None, autosize=True)
+    return str(
+        figure.to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            default_height=height,
+            default_width="100%",
+            config={"responsive": True},
+        )
+    )
 
 
 def _stopped_html(view: SweepView) -> str:
@@ -238,7 +363,7 @@ def _stopped_html(view: SweepView) -> str:
     pruner = str(view.cfg.search.get("pruner") or "")
     rows = []
     for r in stopped:
-        why = _pruned_why(r.tags, pruner) if r.state == "pruned" else r.reason or r.state
+        why = _pruned_why(r.tags, pruner) if r.state in STOPPED_EARLY else r.reason or r.state
         rows.append(
             f"<tr><td>{r.number}</td><td>{html.escape(r.state)}</td>"
             f"<td>{_num(r.epochs)}</td><td class='reason'>{html.escape(why)}</td></tr>"
@@ -250,22 +375,46 @@ def _stopped_html(view: SweepView) -> str:
 
 
 def _pruned_why(tags: dict[str, str], pruner: str) -> str:
-    """Why a pruned trial stopped, from its tag sweeplab.stopped_by (written by the runner)."""
-    at = tags.get("sweeplab.pruned_at_epoch", "?")
+    """Why a trial stopped early, from its tag sweeplab.stopped_by (written by the runner), in
+    the terminal line's words: epochs counted from 1."""
+    trained = tags.get("sweeplab.epochs_trained", "?")
+    planned = tags.get("sweeplab.epochs_planned")
+    of = f" of {planned}" if planned else ""
     stopped_by = tags.get("sweeplab.stopped_by")
     if stopped_by == "budget":
-        return f"stopped after epoch {at} by search.timeout: the time left was the final stage's"
+        return (
+            f"{BUDGET_STOPPED} (search.timeout) after epoch {trained}{of}: the time left was "
+            "the final stage's"
+        )
     if stopped_by == "pruner" or (stopped_by is None and pruner not in ("", "none")):
-        return f"stopped after epoch {at} by the {pruner} pruner: its curve was below the others"
-    return f"stopped after epoch {at} (recorded before sweeplab said by what)"
+        return f"pruned after epoch {trained}{of} by the {pruner} pruner: its curve was below the others"
+    return f"stopped after epoch {trained}{of} (recorded before sweeplab said by what)"
 
 
-def _num(value: Any) -> str:
+def _num(value: Any, column: str = "") -> str:
+    """A number as a person reads it: `51,946` parameters, `203 KB`, `0.963`; never `5.195e+04`."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if column in BYTES and isinstance(value, int | float):
+        return human_bytes(float(value))
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        value = int(value)
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
     return str(value)
+
+
+def human_bytes(size: float) -> str:
+    """`207784` -> `203 KB` (1 KB = 1,024 bytes)."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if abs(size) < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" or size >= 100 else f"{size:.3g} {unit}"
+        size /= 1024
+    return f"{size:.3g} GB"
 
 
 STYLE = """
@@ -278,4 +427,12 @@ th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
 .warnings li { color: #8a4b00; margin: 4px 0; }
 .note { color: #777; font-style: italic; }
 .reason { max-width: 700px; white-space: pre-wrap; }
+/* Fits a 1,280-px window: wide tables scroll in their own box, plots take the page's width,
+   the per-parameter slice plots wrap into a grid. */
+body { max-width: 1400px; }
+.scroll { max-width: 100%; overflow-x: auto; }
+.plot { max-width: 100%; overflow: hidden; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: 8px; }
+.facts td { overflow-wrap: anywhere; }
+.card { background: #f4f8f4; border: 1px solid #9c9; padding: 8px 12px; white-space: pre-wrap; }
 """

@@ -15,10 +15,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from experiments.errors import UserInputError
+from experiments.outcome import BUDGET_STOPPED
 from search.trials.objectives import Objective
 from search.trials.records import Row
 
-STATE_ORDER = {"complete": 0, "pruned": 1, "failed": 2, "interrupted": 3, "running": 4}
+STATE_ORDER = {
+    "complete": 0,
+    "pruned": 1,
+    BUDGET_STOPPED: 1,
+    "failed": 2,
+    "interrupted": 3,
+    "running": 4,
+}
 # Columns every row has; `--sort` takes these, an objective or any logged metric.
 FIXED = ("trial", "state", "epochs", "seconds", "model_params", "model_bytes", "latency_ms")
 
@@ -89,7 +97,17 @@ def records(rows: Sequence[Row], objectives: Sequence[Objective]) -> list[dict[s
                 **{f"param.{k}": v for k, v in r.params.items()},
             }
         )
-    return out
+    return [{k: plain(v) for k, v in entry.items()} for entry in out]
+
+
+def plain(value: Any) -> Any:
+    """A number as a person writes it: a whole float as an int (`51946`, not `51946.0`), any
+    other float to 10 significant digits (`0.35`, not `0.35000000000000003`); NaN stays NaN."""
+    if not isinstance(value, float) or not math.isfinite(value):
+        return value
+    if value.is_integer() and abs(value) < 1e15:
+        return int(value)
+    return float(f"{value:.10g}")
 
 
 def to_csv(rows: Sequence[Row], objectives: Sequence[Objective]) -> str:
@@ -105,7 +123,11 @@ def to_csv(rows: Sequence[Row], objectives: Sequence[Objective]) -> str:
 
 
 def to_json(rows: Sequence[Row], objectives: Sequence[Objective]) -> str:
-    return json.dumps(records(rows, objectives), indent=2, default=str)
+    table = [  # JSON has no NaN: null
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in entry.items()}
+        for entry in records(rows, objectives)
+    ]
+    return json.dumps(table, indent=2, default=str)
 
 
 def to_table(rows: Sequence[Row], objectives: Sequence[Objective]) -> str:

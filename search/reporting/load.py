@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from experiments.outcome import BUDGET_STOPPED
 from search.trials.records import SweepView, view_of
 
 
@@ -29,7 +30,8 @@ def load_view(tracking_uri: str, experiment: str, which: str | None) -> SweepVie
         for row in view.rows:
             if row.trial in truth:
                 state, values = truth[row.trial]
-                row.state = state
+                if not (state == "pruned" and row.state == BUDGET_STOPPED):  # said by MLflow
+                    row.state = state
                 if values is not None and state == "complete":
                     row.values = {o.metric: v for o, v in zip(view.objectives, values, strict=True)}
     return view

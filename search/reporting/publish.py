@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
+from search.config.stores import ui_command
+
 if TYPE_CHECKING:  # mlflow loads when the report is written
     from tracking.mlflow_tracker import SweepTracker
 
@@ -25,7 +27,9 @@ def publish_report(cfg: DictConfig, tracker: SweepTracker, study: str) -> Path |
     from tracking.sweep_records import log_report
 
     link = ml_view_url("http://127.0.0.1:5000", tracker.experiment_id, tracker.parent_id)
-    print(f"this sweep in the MLflow UI (make ui): {link}", flush=True)
+    command = ui_command(cfg)
+    how = command if command.startswith("make ui") else "the mlflow ui command at the end"
+    print(f"this sweep in the MLflow UI ({how}): {link}", flush=True)
     started = time.perf_counter()
     try:
         view = load_view(tracker.tracking_uri, str(cfg.tracking.experiment_name), tracker.parent_id)

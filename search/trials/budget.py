@@ -131,7 +131,9 @@ class Budget:
         self.completed.append(trial)
         self.train_seconds[trial.number] = seconds
         lead = self.leading
-        gain = None if lead is None else (trial.value - lead if self.maximize else lead - trial.value)
+        gain = (
+            None if lead is None else (trial.value - lead if self.maximize else lead - trial.value)
+        )
         if gain is None or gain > self.noise(lead if lead is not None else trial.value):
             self.leading, self.since_gain = trial.value, 0
         else:
@@ -244,7 +246,9 @@ class OutOfTime(Exception):  # noqa: N818 (a stop, not an error: the trial ends 
 
 def out_of_time(epoch: int) -> str:
     """The reason a trial stopped by the budget carries (the runner's line says search.timeout)."""
-    return f"search.timeout: stopped at epoch {epoch}, the time left is the final stage's"
+    return (  # epochs counted from 1, as the trial line says them
+        f"search.timeout: stopped after epoch {epoch + 1}, the time left is the final stage's"
+    )
 
 
 class BudgetStop:
@@ -253,10 +257,11 @@ class BudgetStop:
     it to the runner where no pruning callback makes the check (several objectives), and counts
     `OutOfTime` as pruned (`Engine.is_pruned`)."""
 
-    def __init__(self, budget: Budget) -> None:
+    def __init__(self, budget: Budget, epochs: int | None = None) -> None:
         self.budget = budget
         self.decides = budget.limited  # without a budget a worker never waits for it
+        self._last = None if not epochs else int(epochs) - 1  # never stopped: it completes
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        if self.budget.stops_running_trial():
+        if epoch != self._last and self.budget.stops_running_trial():
             raise OutOfTime(out_of_time(epoch))

@@ -13,6 +13,7 @@ same way for every trial (`experiments.evaluation.cost`). With null, `train.obje
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -138,3 +139,15 @@ def _select_metrics(cfg: DictConfig) -> list[str]:
     names = [str(v) for k, v in select.items() if k in ("maximize", "minimize")]
     names += [str(k) for k in (select.get("where") or {})]
     return names
+
+
+def metric_text(metric: str, value: float | None) -> str:
+    """One objective's value: a val_* metric to 4 decimals, a cost (size, latency) to 4
+    significant digits, a whole number as one."""
+    if value is None or math.isnan(value):
+        return "-"
+    if metric.startswith("val_"):
+        return f"{value:.4f}"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"

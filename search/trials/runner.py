@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -20,13 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.data.load import load_data, loading_key
 from experiments.data.splits import ImageData
 from experiments.errors import TrialFailed, UserInputError
-from experiments.outcome import TrialOutcome
+from experiments.outcome import TrialOutcome, stopped_words
 from experiments.worker import Trained, resident_mb
 from search.execution.leftovers import scratch_folder
 from search.execution.store_lock import STORE_LOCK, released
 from search.space.apply import config_yaml, trial_values
 from search.trials.budget import Budget
-from search.trials.objectives import measured_costs, objectives_of
+from search.trials.objectives import measured_costs, metric_text, objectives_of
 from search.trials.outcomes import FailureStreak, failure_reason, was_interrupted
 from search.trials.types import Best
 from tracking.mlflow_tracker import EpochLogger, SweepTracker, dataset_tags
@@ -80,6 +81,8 @@ class TrialRunner:
         self.scratch = scratch_folder(base)
         self._shared: dict[str, SharedData] = {}
         self.objective = str(base.train.objective)
+        # Several objectives: each trial line shows them all, and no "best so far" (a front).
+        self.objectives = [o.metric for o in objectives_of(base)]
         self.maximize = base.train.direction == "maximize"
         self.best: Best | None = None
         self._data: dict[str, ImageData] = {}
@@ -169,8 +172,9 @@ class TrialRunner:
                 worker, failed = self._hand_over(text, data, hold), None  # None: trains here
             except Exception as err:  # no worker could take it: recorded as the trial's failure
                 worker, failed = None, err
+            planned = int(values.get("train", {}).get("epochs") or 0) or None
             return self._record(
-                number, params, cfg, text, data, worker, failed, callbacks, run_tags, tags
+                number, params, cfg, text, data, worker, failed, callbacks, run_tags, tags, planned
             )
 
     def _hand_over(self, config_text: str, data: ImageData, hold: ExitStack) -> Worker | None:
@@ -196,9 +200,11 @@ class TrialRunner:
         callbacks: list[EpochListener] | None,
         run_tags: dict[str, Any],
         tags: Mapping[str, Any] | None,
+        planned: int | None = None,
     ) -> Outcome:
         """The trial's MLflow run around its training (here, or followed in `worker`); `failed`:
-        why no worker took the trial (a worker that died starting), raised in the run."""
+        why no worker took the trial (a worker that died starting), raised in the run; `planned`:
+        the epochs the trial was set to train (train.epochs), for "after epoch 2 of 10"."""
         described = data.describe()
         with self.tracker.trial_run(
             f"trial-{number}", params, {**run_tags, **dataset_tags(described), **(tags or {})}
@@ -206,6 +212,7 @@ class TrialRunner:
             self.last_run_id = record.run_id
             record.log_text(config_text, "trial_config.yaml")
             record.log_dataset(described)
+            started = time.perf_counter()
             try:
                 if failed is not None:
                     raise failed
@@ -219,18 +226,23 @@ class TrialRunner:
                     epochs = record.epochs_logged
                     # Who stopped it (tag sweeplab.stopped_by): the engine's pruner, or the
                     # budget (search.timeout: the time left is the final stage's).
-                    budget = str(err).startswith("search.timeout")
+                    stopped_by = "budget" if str(err).startswith("search.timeout") else "pruner"
+                    # The time until the stop, as train_seconds of a complete trial, so the
+                    # leaderboard's seconds are training time for every trial.
+                    seconds = time.perf_counter() - started
+                    with suppress(Exception):  # a record, not worth losing the trial's end over
+                        record.log_batch({"train_seconds": seconds, "epochs": epochs}, {})
                     record.mark(
                         TrialOutcome.PRUNED,
-                        pruned_at_epoch=epochs - 1,
+                        pruned_at_epoch=epochs - 1,  # 0-based: MLflow's step axis
                         epochs_trained=epochs,
-                        stopped_by="budget" if budget else "pruner",
+                        epochs_planned=planned or "",
+                        stopped_by=stopped_by,
                     )
                     self.failures.record(TrialOutcome.PRUNED)
                     self.budget.record_pruned()
                     self.ended += 1
-                    why = " (search.timeout)" if budget else ""
-                    self._print(number, params, f"pruned at epoch {epochs - 1}{why}", None)
+                    self._print(number, params, stopped_words(stopped_by, epochs, planned), None)
                 else:
                     reason = failure_reason(err)
                     record.mark(TrialOutcome.FAILED, reason)
@@ -271,7 +283,10 @@ class TrialRunner:
             if not math.isnan(value):
                 done = Best(value, number, dict(params), record.run_id)
                 self.budget.record(done, result.seconds, result.feature_cache.build_seconds)
-            self._print(number, params, f"{self.objective}={value:.4f}", result.seconds)
+            shown = " ".join(
+                f"{m}={metric_text(m, result.metrics.get(m, math.nan))}" for m in self.objectives
+            )
+            self._print(number, params, shown, result.seconds)
             if self.budget.limited and len(self.budget.completed) == 1 and not math.isnan(value):
                 print(self.budget.plan(done), flush=True)  # the first of this invocation
         return Outcome(result, record.run_id)
@@ -367,6 +382,9 @@ class TrialRunner:
         shown = " ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in params.items())
         timing = f"{seconds:6.1f}s" if seconds is not None else " " * 7
         best = f"best {self.best.value:.4f} (#{self.best.number})" if self.best else "best -"
+        if len(self.objectives) > 1:  # no single best: the Pareto front, printed at the end
+            print(f"trial {number:>3}  {outcome:<24} {timing}  {shown}", flush=True)
+            return
         print(f"trial {number:>3}  {outcome:<24} {timing}  {best}  {shown}", flush=True)
 
 

@@ -89,8 +89,17 @@ class ObjectivePruning:
     not PRUNED.
     """
 
-    def __init__(self, trial: optuna.Trial, monitor: str, budget: Budget | None = None) -> None:
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        monitor: str,
+        budget: Budget | None = None,
+        epochs: int | None = None,
+    ) -> None:
         self._trial, self._monitor = trial, monitor
+        # The trial's planned epochs: the last one is reported but never pruned (nor stopped by
+        # the budget), so a trial that trained all its epochs completes with its model.
+        self._last = None if not epochs else int(epochs) - 1
         self._budget = budget if budget is not None else Budget(None)
         # No pruner (search.pruner=none) and no budget: the report is a record, not a verdict
         # to wait for.
@@ -109,8 +118,10 @@ class ObjectivePruning:
         if loss is not None and not math.isfinite(float(loss)):
             return
         self._trial.report(float(logs[self._monitor]), step=epoch)
+        if epoch == self._last:
+            return  # trained all its epochs: it completes
         if self._trial.should_prune():
-            raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
+            raise optuna.TrialPruned(f"Trial was pruned after epoch {epoch + 1}.")
         if self._budget.stops_running_trial():  # the time left is the final stage's
             raise optuna.TrialPruned(out_of_time(epoch))
 
@@ -378,19 +389,24 @@ class OptunaEngine:
             # Optuna cannot prune a multi-objective trial (no pruning callback then); the budget
             # still stops it at an epoch end (search.timeout: BudgetStop, without the pruner).
             multi = len(self.objectives) > 1
+            epochs = int(params.get("train.epochs", self.cfg.train.epochs))
             pruning: list[EpochListener] = (
-                [BudgetStop(runner.budget)]
+                [BudgetStop(runner.budget, epochs)]
                 if multi
-                else [ObjectivePruning(trial, runner.objective, runner.budget)]
+                else [ObjectivePruning(trial, runner.objective, runner.budget, epochs)]
             )
             tags = {"optuna_study": study_name, "optuna_trial": trial.number}
             try:
                 outcome = runner.run(trial.number, params, pruning, tags=tags)
-            except optuna.TrialPruned:
+            except optuna.TrialPruned as err:
                 trial.set_user_attr("mlflow_run_id", runner.last_run_id)
+                # Who stopped it, as the MLflow tag sweeplab.stopped_by says: PRUNED either way.
+                budget = str(err).startswith("search.timeout")
+                trial.set_user_attr("stopped_by", "budget" if budget else "pruner")
                 raise
             except OutOfTime as err:  # PRUNED, as the single-objective budget stop
                 trial.set_user_attr("mlflow_run_id", runner.last_run_id)
+                trial.set_user_attr("stopped_by", "budget")
                 raise optuna.TrialPruned(str(err)) from err
             except KeyboardInterrupt:
                 self.interrupted.append(trial.number)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from experiments.data.augment import augmentation_layers, with_augmentation
+from experiments.data.augment_options import resolve_preset
 from experiments.data.load import load_data
 from experiments.errors import UserInputError
 from experiments.models.build import build_model
@@ -42,7 +43,10 @@ def test_each_layer_changes_images_in_training_only(key) -> None:
 def test_off_means_no_wrapper_and_bad_values_are_named(make_config) -> None:
     cfg = make_config()
     model = build_model(cfg.model, (16, 16, 3), 3)
-    assert with_augmentation(model, cfg.data.augmentation, 0) is model  # all off by default
+    resolved = resolve_preset(cfg.data.augmentation)
+    assert with_augmentation(model, resolved, 0) is model  # all off by default
+    with pytest.raises(ValueError, match="resolve_preset first"):  # a named preset, unresolved
+        with_augmentation(model, {"preset": "light"}, 0)
     with pytest.raises(UserInputError, match="unknown key"):
         augmentation_layers({"blur": 1}, 0)
     for bad, needle in [  # values: rows of the config table, checked before any trial

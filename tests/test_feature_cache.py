@@ -30,10 +30,11 @@ from experiments.data.augment import augmentation_layers
 from experiments.data.load import load_data
 from experiments.data.splits import Split
 from experiments.errors import UserInputError
-from experiments.models.cache_settings import settings
+from experiments.models.cache_settings import cache_settings
 from experiments.models.cut import first_trainable, head_model, single_tensor_cuts, upper_model
 from experiments.training.feature_cache import CachedPhases, split_digest
 from experiments.training.feature_store import SUFFIX, FeatureStore
+from experiments.training.settings import trial_settings
 from experiments.training.trial import run_trial
 from search.config.rules import check_values
 
@@ -74,7 +75,7 @@ def whole_vs_cached(cfg: DictConfig, data, model) -> tuple[float, float]:
     """Max abs difference of the whole model's validation probabilities from the phase-1 and
     phase-2 sub-models fed from the cache (which `CachedPhases` now loads, all hits)."""
     whole = model.predict(data.val.x.astype("float32"), verbose=0)
-    phases = CachedPhases(cfg, data, model)
+    phases = CachedPhases(cfg, data, model, trial_settings(cfg))
     assert phases.report.misses == 0
     diffs = []
     for phase, build in ((1, lambda m, c: head_model(m)), (2, upper_model)):
@@ -85,7 +86,7 @@ def whole_vs_cached(cfg: DictConfig, data, model) -> tuple[float, float]:
 
 
 def entries(cfg: DictConfig) -> list[Path]:
-    return sorted(settings(cfg)[1].glob(f"*{SUFFIX}"))
+    return sorted(cache_settings(cfg).folder.glob(f"*{SUFFIX}"))
 
 
 def test_cached_trial_equals_uncached_and_whole_model_equals_cached(tmp_path, photos, monkeypatch):
@@ -107,7 +108,7 @@ def test_cached_trial_equals_uncached_and_whole_model_equals_cached(tmp_path, ph
     # The phase-2 cut of MobileNet (a chain) is the input of the first unfrozen layer, and the
     # cache key does not depend on which layers the phases left trainable: all hits.
     backbone = cached.model.get_layer("backbone")
-    phases = CachedPhases(cfg, data, cached.model)
+    phases = CachedPhases(cfg, data, cached.model, trial_settings(cfg))
     assert (phases.report.hits, phases.report.misses) == (4, 0)
     assert phases.cuts[2].after == first_trainable(backbone) - 1
     head_diff, upper_diff = whole_vs_cached(cfg, data, cached.model)
@@ -152,12 +153,13 @@ def test_augmented_phase_1_cycles_over_k_cached_copies(tmp_path, photos, monkeyp
     again = run_trial(cfg, data)
     assert (again.feature_cache.hits, again.feature_cache.misses) == (3, 0)
 
-    phases = CachedPhases(cfg, data, again.model)
+    phases = CachedPhases(cfg, data, again.model, trial_settings(cfg))
     cut = phases.cuts[1].name
     assert set(phases.cuts) == {1}  # phase 2 runs uncached, on fresh augmentation
     copies = [phases.features[("train", cut, k)] for k in range(2)]
     assert np.abs(copies[0] - copies[1]).max() > 1e-3  # two different augmented passes
-    plain = CachedPhases(config(tmp_path, photos), data, again.model)  # no augmentation
+    unaugmented = config(tmp_path, photos)
+    plain = CachedPhases(unaugmented, data, again.model, trial_settings(unaugmented))  # no augmentation
     np.testing.assert_array_equal(phases.features[("val", cut, None)],
                                   plain.features[("val", cut, None)])  # fmt: skip
     shorter = config(
@@ -167,7 +169,8 @@ def test_augmented_phase_1_cycles_over_k_cached_copies(tmp_path, photos, monkeyp
         "model.feature_cache.augmented_copies=2",
         "model.fine_tune.head_epochs=1",
     )
-    one = CachedPhases(shorter, data, again.model)  # K is capped at the phase-1 epochs
+    # K is capped at the phase-1 epochs
+    one = CachedPhases(shorter, data, again.model, trial_settings(shorter))
     assert (one.copies, one.report.hits, one.report.misses) == (1, 2, 0)
     fit, _ = phases.trainer(1)
     steps = fit.keywords["steps_per_epoch"]
@@ -268,7 +271,7 @@ def test_phase_two_from_a_residual_cut_of_mobilenet_v2(tmp_path, photos):
     cached = run_trial(cfg, data)
     assert cached.feature_cache.used
     backbone = cached.model.get_layer("backbone")
-    phases = CachedPhases(cfg, data, cached.model)
+    phases = CachedPhases(cfg, data, cached.model, trial_settings(cfg))
     first_open = first_trainable(backbone)
     cut = phases.cuts[2]
     assert backbone.layers[first_open].name == "block_14_project"

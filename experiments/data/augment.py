@@ -66,8 +66,15 @@ class RandomCropResize(keras.layers.Layer):
 
 
 def augmentation_layers(cfg: Mapping[str, Any] | None, seed: int) -> list[keras.layers.Layer]:
-    """The configured layers, in a fixed order; an empty list when everything is off."""
-    cfg = resolve_preset(cfg)
+    """The layers of `data.augmentation` as configured (a preset expanded here)."""
+    return layers_for(resolve_preset(cfg), seed)
+
+
+def layers_for(cfg: Mapping[str, Any], seed: int) -> list[keras.layers.Layer]:
+    """The layers of augmentation settings already resolved (`resolve_preset`, once a trial:
+    experiments.training.settings), in a fixed order; an empty list when everything is off."""
+    if cfg.get("preset") is not None:  # a caller's bug: a named preset would be ignored here
+        raise ValueError("layers_for takes resolved settings: call resolve_preset first")
     # Values are checked before any trial, with every value the space can produce: the table
     # search/config/rules.py (flip, fill_mode and each strength's range are rows there).
     flip = str(cfg.get("flip") or "none")
@@ -95,9 +102,10 @@ def augmentation_layers(cfg: Mapping[str, Any] | None, seed: int) -> list[keras.
     return layers
 
 
-def with_augmentation(model: keras.Model, cfg: Mapping[str, Any] | None, seed: int) -> keras.Model:
-    """`model` itself when augmentation is off, else a training wrapper sharing its weights."""
-    layers = augmentation_layers(cfg, seed)
+def with_augmentation(model: keras.Model, settings: Mapping[str, Any], seed: int) -> keras.Model:
+    """`model` itself when augmentation is off, else a training wrapper sharing its weights;
+    `settings`: data.augmentation resolved (`resolve_preset`)."""
+    layers = layers_for(settings, seed)
     if not layers:
         return model
     inputs = keras.Input(shape=model.input_shape[1:])

@@ -8,6 +8,7 @@ experiments/training/feature_cache.py.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -16,18 +17,24 @@ DEFAULT_MAX_GB = 5
 DEFAULT_AUGMENTED_COPIES = 4
 
 
-def settings(cfg: DictConfig) -> tuple[bool, Path, int]:
-    """(enabled, folder, max bytes) from `model.feature_cache` (each value a row of the sweep's
-    config table, search/config/rules.py; the folder is checked with the stores)."""
+@dataclass(frozen=True)
+class CacheSettings:
+    """`model.feature_cache` parsed once a trial (experiments.training.settings)."""
+
+    enabled: bool
+    folder: Path
+    max_bytes: int
+    augmented_copies: int  # K fixed augmented passes for an augmented phase 1 (0: uncached)
+
+
+def cache_settings(cfg: DictConfig) -> CacheSettings:
+    """`model.feature_cache` of `cfg` (each value a row of the sweep's config table,
+    search/config/rules.py; the folder is checked with the stores)."""
     options = cfg.model.get("feature_cache") or {}
-    enabled = options.get("enabled", False)
-    max_gb = options.get("max_gb", DEFAULT_MAX_GB)
     folder = options.get("dir") or Path(str(cfg.get("output_dir") or "runs")) / "feature_cache"
-    return enabled, Path(str(folder)).expanduser().resolve(), int(float(max_gb) * 1e9)
-
-
-def augmented_copies(cfg: DictConfig) -> int:
-    """`model.feature_cache.augmented_copies`: K fixed augmented passes for an augmented phase 1
-    (0: augmented trials run uncached)."""
-    options = cfg.model.get("feature_cache") or {}
-    return options.get("augmented_copies", DEFAULT_AUGMENTED_COPIES)
+    return CacheSettings(
+        enabled=bool(options.get("enabled", False)),
+        folder=Path(str(folder)).expanduser().resolve(),
+        max_bytes=int(float(options.get("max_gb", DEFAULT_MAX_GB)) * 1e9),
+        augmented_copies=int(options.get("augmented_copies", DEFAULT_AUGMENTED_COPIES)),
+    )

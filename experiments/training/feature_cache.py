@@ -48,12 +48,11 @@ import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig
 
-from experiments.data.augment import augmentation_layers, resolve_preset, with_augmentation
+from experiments.data.augment import layers_for, with_augmentation
 from experiments.data.pipeline import dataset, gathered_from_numpy, index_batches
 from experiments.data.splits import ImageData, Split
 from experiments.models.backbones import input_size, resolve_weights
 from experiments.models.build import compile_model
-from experiments.models.cache_settings import augmented_copies, settings
 from experiments.models.cut import (
     Cut,
     cut_below,
@@ -67,19 +66,20 @@ from experiments.models.transfer import BACKBONE_LAYER
 from experiments.training.cache_report import CacheReport
 from experiments.training.feature_store import FeatureStore
 from experiments.training.schedule import Compile, Fit, tunable_layers, unfreeze_count
+from experiments.training.settings import TrialSettings
 
 EXTRACT_BATCH = 64  # inference batch for building entries (not part of the key)
 SPLITS = ("train", "val")  # the test split is never read during the search
 
 
-def uncached_reason(cfg: DictConfig) -> str | None:
+def uncached_reason(cfg: DictConfig, settings: TrialSettings) -> str | None:
     """Why this trial cannot train on cached activations; None when it can."""
     if cfg.model.get("name") != "transfer" or cfg.model.get("fine_tune") is None:
         return "uncached: not a transfer model"
-    if not settings(cfg)[0]:
+    if not settings.cache.enabled:
         return "uncached: disabled"
-    augmented = augmentation_layers(cfg.data.get("augmentation"), int(cfg.seed))
-    if augmented and augmented_copies(cfg) == 0:
+    augmented = layers_for(settings.augmentation, settings.seed)
+    if augmented and settings.cache.augmented_copies == 0:
         return "uncached: augmentation in front of the frozen backbone (augmented_copies=0)"
     return None
 
@@ -87,17 +87,19 @@ def uncached_reason(cfg: DictConfig) -> str | None:
 class CachedPhases:
     """Builds each phase's trainee and its datasets from cached activations (see module doc)."""
 
-    def __init__(self, cfg: DictConfig, data: ImageData, model: keras.Model) -> None:
-        _, folder, max_bytes = settings(cfg)
+    def __init__(
+        self, cfg: DictConfig, data: ImageData, model: keras.Model, settings: TrialSettings
+    ) -> None:
         self.cfg, self.data, self.model = cfg, data, model
-        self.store = FeatureStore(folder, max_bytes)
+        self.store = FeatureStore(settings.cache.folder, settings.cache.max_bytes)
         self.report = CacheReport(used=True, reason="cached")
-        self.augmentation = cfg.data.get("augmentation")
-        self.augmented = bool(augmentation_layers(self.augmentation, int(cfg.seed)))
+        self.augmentation = settings.augmentation  # resolved once, in run_trial
+        self.augmented = bool(layers_for(self.augmentation, settings.seed))
         # K augmented copies, never more than phase 1 has epochs (each copy is an entry of its
         # own, so a later trial with more head epochs builds only the copies it lacks).
         head_epochs = min(int(cfg.model.fine_tune.head_epochs), int(cfg.train.epochs))
-        self.copies = min(augmented_copies(cfg), max(head_epochs, 0)) if self.augmented else 0
+        copies = settings.cache.augmented_copies
+        self.copies = min(copies, max(head_epochs, 0)) if self.augmented else 0
         if self.augmented:
             self.report.reason = f"cached: phase 1 on {self.copies} augmented copies"
         self.backbone = model.get_layer(BACKBONE_LAYER)
@@ -231,7 +233,7 @@ class CachedPhases:
             outputs = net.predict(images.map(lambda x, y: x), verbose=0)
             outputs = outputs if isinstance(outputs, list) else [outputs]
             return [np.asarray(out, dtype=np.float32) for out in outputs]
-        layers = augmentation_layers(self.augmentation, self.copy_seed(copy))
+        layers = layers_for(self.augmentation, self.copy_seed(copy))
         batches: list[list[np.ndarray]] = []
         for x, _ in images:
             for layer in layers:
@@ -269,8 +271,7 @@ class CachedPhases:
             "dtype_policy": keras.config.dtype_policy().name,
         }
         if copy is not None:  # an augmented copy: the settings and the copy's seed
-            settings_ = resolve_preset(self.augmentation)
-            parts["augmentation"] = {"settings": settings_, "seed": self.copy_seed(copy)}
+            parts["augmentation"] = {"settings": self.augmentation, "seed": self.copy_seed(copy)}
         name = split if copy is None else f"{split}{copy}"
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return f"{name}-{cut.name}-{hashlib.sha256(blob).hexdigest()[:32]}"

@@ -23,6 +23,7 @@ from experiments.models.build import build_model, compile_model
 from experiments.training.cache_report import CacheReport
 from experiments.training.feature_cache import CachedPhases, uncached_reason
 from experiments.training.schedule import fit_two_phase, is_two_phase
+from experiments.training.settings import trial_settings
 
 
 @dataclass
@@ -80,9 +81,10 @@ def run_trial(
     started = time.perf_counter()
     check_targets(cfg, data)
     fresh_session(int(cfg.seed))
+    settings = trial_settings(cfg)  # parsed once, handed down
     model = build_model(cfg.model, data.image_shape, data.num_classes)
     # Augmentation wraps the model for training only; the trained inner model is what is returned.
-    trainee = with_augmentation(model, cfg.data.get("augmentation"), int(cfg.seed))
+    trainee = with_augmentation(model, settings.augmentation, int(cfg.seed))
     batch_size, seed = int(cfg.train.batch_size), int(cfg.seed)
     fit = partial(
         trainee.fit,
@@ -103,10 +105,10 @@ def run_trial(
         )
 
     callbacks = [*(callbacks or []), keras.callbacks.TerminateOnNaN()]
-    reason = uncached_reason(cfg)
+    reason = uncached_reason(cfg, settings)
     report = CacheReport(False, reason or "uncached")
     if is_two_phase(cfg.model) and reason is None:  # frozen part computed once, from the cache
-        cached = CachedPhases(cfg, data, model)
+        cached = CachedPhases(cfg, data, model, settings)
         report = cached.report
         history = fit_two_phase(model, cfg, cached.trainer, callbacks)
     elif is_two_phase(cfg.model):  # pretrained backbone: frozen, then partly unfrozen

@@ -129,9 +129,6 @@ def _sweep(
     # What is found from here on (a weights file, the data) removes what this start created.
     with removed_on_error(cfg):
         create_output_dir(Path(cfg.output_dir))  # a file system that refuses it: fail now
-        tmp = scratch_folder(cfg) / "tmp"  # this process's TensorFlow (the final stage) too
-        tmp.mkdir(parents=True, exist_ok=True)
-        tempfile.tempdir = str(tmp)  # sweep() restores it and removes the folder
         check_models(cfg, space)
         # Heavy imports only once the config is known to be good: bad input fails in a second.
         from experiments.quiet import quiet_logs, quiet_tensorflow
@@ -145,6 +142,12 @@ def _sweep(
 
         # Bad data fails here, before any store is created or opened.
         data = load_data(cfg.data, int(cfg.seed))
+        # Only now, with the input known good, this process's temporary files (TensorFlow's
+        # autograph files, the final stage's too) go under its scratch folder: a sweep refused
+        # for bad input leaves nothing in a shared output folder, not even for a moment.
+        tmp = scratch_folder(cfg) / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        tempfile.tempdir = str(tmp)  # sweep() restores it and removes the folder
         search = make_engine(cfg, space, name)
         done = search.finished()  # trials cut short by a kill never count, so recovery can wait
         print(

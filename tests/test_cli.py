@@ -58,3 +58,22 @@ def test_failure_streak_is_the_same_rule_for_every_engine() -> None:
         TrialOutcome.PRUNED,
         TrialOutcome.FAILED,
     ]
+
+
+def test_after_a_stop_signal_any_error_takes_the_ctrl_c_path() -> None:
+    """A SIGTERM or SIGUSR2 that lands inside a store call can come out as another error with no
+    trace of the interrupt; once a stop was asked, the runner takes it for the interrupt (trial
+    redone, exit 130), never for the trial's own failure or a config error."""
+    import contextlib
+    import signal
+
+    from search.execution.resume import sigterm_as_interrupt
+    from search.trials.outcomes import was_interrupted
+
+    broken = ConnectionError("server closed the connection unexpectedly")
+    assert not was_interrupted(broken)
+    with sigterm_as_interrupt():
+        with contextlib.suppress(KeyboardInterrupt):  # the handler's own raise
+            signal.raise_signal(signal.SIGTERM)
+        assert was_interrupted(broken)
+    assert not was_interrupted(broken)  # the guarded block is over

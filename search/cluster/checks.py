@@ -93,6 +93,9 @@ def check_worker_sweep(overrides: Sequence[str]) -> None:
 
 
 def _stop_like_ctrl_c(signum: int, frame: Any) -> None:
+    from search.execution.stop import ask_stop
+
+    ask_stop()  # whatever error the interrupt comes out as, it is the stop (execution/stop.py)
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 

@@ -41,17 +41,23 @@ def recover(search: Engine, tracker: SweepTracker, study: str) -> None:
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
+    from search.execution.stop import ask_stop
+
+    ask_stop()  # whatever error the interrupt comes out as, it is the stop (execution/stop.py)
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM (kill, a scheduler's stop) takes the Ctrl-C path."""
+    from search.execution.stop import forget_stop
+
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        forget_stop()
 
 
 def resume_command() -> str:

@@ -30,7 +30,12 @@ def was_interrupted(err: BaseException) -> bool:
 
     Ctrl-C inside TensorFlow or a store write can surface as another error whose context is the
     interrupt; it must still take the Ctrl-C path (trial redone, exit 130), not count as failed.
+    After a stop signal (search/execution/stop.py) every error is taken for the interrupt.
     """
+    from search.execution.stop import stop_asked
+
+    if stop_asked():
+        return True
     seen: set[int] = set()
     cause: BaseException | None = err
     while cause is not None and id(cause) not in seen:

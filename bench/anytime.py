@@ -72,7 +72,8 @@ def one_set(name: str, root: Path, quick: bool, multiples: list[float], before: 
     first, last = now[0], now[-1]
     targets = {
         "each_step_not_worse": all(b >= a - image for a, b in zip(now, now[1:], strict=False)),
-        "top_beats_1x_by_2_points": None if first >= 0.95 else last >= first + 0.02,
+        # In whole test images: 0.700 against 0.680 on 450 images is +9 images, +2 points exactly.
+        "top_beats_1x_by_2_points": None if first >= 0.95 else last - first >= 0.02 - image / 2,
     }
     return {"data": folder, "per_class": per_class, "recipe": recipe, "runs": runs,
             "targets": targets}  # fmt: skip

@@ -41,6 +41,11 @@ class Member:
     load: Callable[[], Any]
 
 
+def in_memory(model: Any) -> Callable[[], Any]:
+    """A Member's loader for a model already in memory."""
+    return lambda: model
+
+
 def ensemble_size(cfg: DictConfig) -> int:
     """`final.ensemble`: how many models the shipped model averages (1: a single model); a row
     of search/config/rules.py, checked before the sweep."""

@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from omegaconf import DictConfig, open_dict
 
 from experiments.errors import UserInputError
-from search.final.ensemble import Member
+from search.final.ensemble import Member, in_memory
 
 if TYPE_CHECKING:  # search.trials.runner loads Keras; the config check must not
     from search.trials.budget import Budget
@@ -237,7 +236,7 @@ def reevaluate(
                     f"trial {trial.number} seed {seeded.seed}",
                     trial.number,
                     score,
-                    _holder(result.model),
+                    in_memory(result.model),
                 )
             )
             del result
@@ -316,11 +315,6 @@ def models_needed(
             ranked = sorted(members, key=lambda m: sign * _scored(m))  # stable: ties in order
             kept.update(id(m) for m in ranked[: keep - 1])
     return [m for m in trained if id(m) in kept]
-
-
-def _holder(model: Any) -> Callable[[], Any]:
-    """A loader for a model already in memory."""
-    return lambda: model
 
 
 def crown(candidates: list[Candidate], maximize: bool) -> Candidate:

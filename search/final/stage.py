@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.errors import UserInputError
 from search.final.card import card_text, validation_words
-from search.final.ensemble import Member, ensemble_size, shipped_model, with_crowned
+from search.final.ensemble import Member, ensemble_size, in_memory, shipped_model, with_crowned
 from search.final.registry import Decision, data_label, decide, registered_name
 
 if TYPE_CHECKING:  # mlflow and TensorFlow load only when the final stage runs
@@ -474,7 +474,7 @@ def _student_or_ensemble(
     from experiments.errors import TrialFailed
     from experiments.training.distil import distil
 
-    needed = budget.retrain_seconds(best) if budget.retrain else budget.estimate(best)
+    needed = budget.distil_seconds(best)
     if not budget.fits(needed):
         why = (
             f"no student: distillation ({needed:.0f}s) does not fit in the "
@@ -569,8 +569,6 @@ def _more_seeds(
     average of seeds of the best config did (docs/benchmarks.md section 10); a model trained on
     train + validation is the strongest member the sweep can make.
     """
-    from experiments.errors import TrialFailed
-    from experiments.training.trial import run_trial
     from search.final.champion_rule import effective_rule
 
     wanted = retrain_seeds(cfg)
@@ -591,19 +589,14 @@ def _more_seeds(
         with open_dict(seeded):  # init, shuffling, augmentation; never the split
             seeded.seed = int(cfg.seed) + 101 + len(made)
         print(f"final: retraining the best config on train + validation, seed {seeded.seed}")
-        try:
-            result = run_trial(seeded, grown)
-        except TrialFailed as err:  # a diverged seed: the ensemble goes on with what it has
-            print(f"final: seed {seeded.seed} skipped: {str(err).splitlines()[0][:200]}")
-            break
-        seconds = result.seconds  # its features are cached now: the next costs about as much
         label = f"trial {best.number} retrained on train + validation, seed {seeded.seed}"
-        made.append(Member(label, best.number, None, _holding(result.model)))
+        began = time.perf_counter()
+        model = _trained(seeded, grown, label, "the ensemble goes on with what it has")
+        if model is None:  # a diverged seed (said)
+            break
+        seconds = time.perf_counter() - began  # its features are cached now: the next costs as much
+        made.append(Member(label, best.number, None, in_memory(model)))
     return made
-
-
-def _holding(model: Any) -> Callable[[], Any]:
-    return lambda: model
 
 
 def train_plus_val(data: ImageData) -> ImageData:

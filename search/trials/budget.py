@@ -171,9 +171,8 @@ class Budget:
         if len(ranked) > 1 or not self.retrain:  # one contender and a retraining: nothing to rank
             seconds = sum(self.seeds * self.estimate(t) for t in ranked)
         seconds += self.retrain_seconds(ranked[0] if ranked else None)  # None: no ranking
-        if self.distil:  # the student trains on what the final model trains on
-            best = ranked[0] if ranked else None
-            seconds += self.retrain_seconds(best) if self.retrain else self.estimate(best)
+        if self.distil:
+            seconds += self.distil_seconds(ranked[0] if ranked else None)
         return seconds + TEST_SECONDS
 
     def retrain_seconds(self, trial: Best | None) -> float:
@@ -185,6 +184,11 @@ class Budget:
         if not self.retrain:
             return 0.0
         return self.retrain_scale * (self.estimate(trial) + self.cache_build)
+
+    def distil_seconds(self, trial: Best | None) -> float:
+        """Seconds `final.distil`'s student of `trial`'s config takes: it trains on what the final
+        model trains on (train + validation with final.retrain)."""
+        return self.retrain_seconds(trial) if self.retrain else self.estimate(trial)
 
     def search_over(self) -> bool:
         """Whether no trial may start: not even the shortest so far would end before the time

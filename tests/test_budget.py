@@ -30,6 +30,27 @@ class Clock:
         return self.now
 
 
+def jump_the_clock(monkeypatch, at_reading: int) -> None:
+    """Budgets a sweep builds start at 0 on a clock that jumps past any budget at its
+    `at_reading`-th reading (after trial 0 the plan reads it, then the check before trial 1,
+    then trial 1's first epoch end)."""
+    clock, reads = Clock(), []
+    original = Budget.from_config.__func__
+
+    def from_config(cls, config, contenders, started=None, retrain_scale=1.0, noise=None):
+        made = original(cls, config, contenders, 0.0, retrain_scale, noise)
+        made.clock = ticking
+        return made
+
+    def ticking() -> float:
+        reads.append(clock.now)
+        if len(reads) >= at_reading:
+            clock.now = 1e6
+        return clock.now
+
+    monkeypatch.setattr(budget_module.Budget, "from_config", classmethod(from_config))
+
+
 def trial(number: int, value: float) -> Best:
     return Best(value, number, {"optimizer.learning_rate": 0.001 * (number + 1)}, None)
 
@@ -119,22 +140,7 @@ def test_a_sweep_stops_its_running_trial_and_skips_what_does_not_fit(
     """Trial 0 completes; trial 1 starts with time to spare, then the clock jumps past the
     budget at its first epoch's end: it is pruned, no trial 2 starts, and neither the
     re-evaluation nor the retraining fits, so the best trial's logged model is tested as it is."""
-    clock = Clock()
-    reads: list[float] = []
-    original = Budget.from_config.__func__
-
-    def from_config(cls, config, contenders, started=None, retrain_scale=1.0, noise=None):
-        made = original(cls, config, contenders, 0.0, retrain_scale, noise)
-        made.clock = ticking
-        return made
-
-    def ticking() -> float:  # read by the plan and between trials after trial 0, then at trial 1's epoch 0
-        reads.append(clock.now)
-        if len(reads) >= 3:
-            clock.now = 1e6
-        return clock.now
-
-    monkeypatch.setattr(budget_module.Budget, "from_config", classmethod(from_config))
+    jump_the_clock(monkeypatch, at_reading=3)  # at trial 1's first epoch end
     cfg = make_config(
         "search.n_trials=5", "search.timeout=600", "final.top_k=2", "final.seeds=1",
         "search.pruner=none", f"final.retrain={str(retrain).lower()}",

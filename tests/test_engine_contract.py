@@ -26,6 +26,7 @@ import optuna
 import pytest
 from omegaconf import open_dict
 from test_baseline import IN_SPACE, base_values
+from test_budget import jump_the_clock
 from test_sweep import runs_of
 
 import search.trials.budget as budget_module
@@ -38,7 +39,6 @@ from search.engines.optuna.engine import OptunaEngine
 from search.engines.optuna.threads import optimize_in_threads
 from search.space.spec import parse_space
 from search.sweep import prepare, sweep
-from search.trials.budget import Budget
 
 QUICK = ["tracking.log_models=false", "final.enabled=false", IN_SPACE]
 SEARCH = {
@@ -321,34 +321,12 @@ TWO_OBJECTIVES = (
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_the_budget_stops_a_running_trial_of_a_multi_objective_sweep(
     make_config, monkeypatch, capsys
 ) -> None:
     """Trial 0 completes; the clock jumps past the budget at trial 1's first epoch end: it is
     pruned there (before: it trained all its epochs, Optuna has no pruning callback then)."""
-    clock, reads = Clock(), []
-    original = Budget.from_config.__func__
-
-    def from_config(cls, config, contenders, started=None, retrain_scale=1.0, noise=None):
-        made = original(cls, config, contenders, 0.0, retrain_scale, noise)
-        made.clock = ticking
-        return made
-
-    def ticking() -> float:  # the plan after trial 0, between trials, then trial 1's epoch 0
-        reads.append(clock.now)
-        if len(reads) >= 3:
-            clock.now = 1e6
-        return clock.now
-
-    monkeypatch.setattr(budget_module.Budget, "from_config", classmethod(from_config))
+    jump_the_clock(monkeypatch, at_reading=3)  # at trial 1's first epoch end
     cfg = make_config(
         "search.n_trials=4", "search.timeout=600", "search.sampler=random", "train.epochs=3",
         TWO_OBJECTIVES, "tracking.log_models=false", "final.enabled=false",

@@ -214,27 +214,9 @@ def test_the_report_names_each_trial_state_as_the_terminal_does(
     """Trial 1 pruned, trial 2 stopped by the budget: the report a person opens says so in the
     terminal's words (epochs from 1), and never blames the pruner for the budget's stop."""
     chromium_or_skip()
-    import optuna
+    from tests.test_report import sweep_with_a_pruned_and_a_budget_stopped_trial
 
-    import search.trials.budget as budget_module
-
-    calls = {"prune": 0, "budget": 0}
-
-    def should_prune(self) -> bool:  # asked at each epoch end but the last, before the budget
-        calls["prune"] += 1
-        return calls["prune"] == 2  # trial 1, epoch 1 of 2
-
-    def stops_running_trial(self) -> bool:
-        calls["budget"] += 1
-        return calls["budget"] == 2  # trial 2, epoch 1 of 2
-
-    monkeypatch.setattr(optuna.trial.Trial, "should_prune", should_prune)
-    monkeypatch.setattr(budget_module.Budget, "stops_running_trial", stops_running_trial)
-    cfg = make_config(
-        "search.n_trials=3", "search.pruner=median", "final.enabled=false",
-        "tracking.log_models=false",
-    )  # fmt: skip
-    summary = sweep(cfg)
+    cfg, summary = sweep_with_a_pruned_and_a_budget_stopped_trial(make_config, monkeypatch)
     out = capsys.readouterr().out
     assert "trial   1  pruned after epoch 1 of 2 " in out
     assert "trial   2  stopped by the budget (search.timeout) after epoch 1 of 2 " in out

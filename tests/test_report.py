@@ -228,12 +228,9 @@ def test_report_exits_130_on_ctrl_c(monkeypatch, capsys) -> None:
     assert "Traceback" not in capsys.readouterr().err
 
 
-def test_report_says_which_trials_the_pruner_stopped_and_which_search_timeout_stopped(
-    make_config, monkeypatch
-) -> None:
-    """Trial 1 is stopped by the pruner, trial 2 by the budget (search.timeout): the MLflow runs
-    say who (tag sweeplab.stopped_by) and so does the report; it used to blame the pruner for
-    both ("by the none pruner" with search.pruner=none)."""
+def sweep_with_a_pruned_and_a_budget_stopped_trial(make_config, monkeypatch):
+    """A real 3-trial sweep (2 epochs each) whose trial 1 the pruner stops and trial 2 the budget
+    (search.timeout), both after epoch 1; returns (its config, its summary)."""
     import search.trials.budget as budget_module
 
     calls = {"prune": 0, "budget": 0}
@@ -254,7 +251,16 @@ def test_report_says_which_trials_the_pruner_stopped_and_which_search_timeout_st
         "search.n_trials=3", "search.pruner=median", "final.enabled=false",
         "tracking.log_models=false",
     )  # fmt: skip
-    summary = sweep(cfg)
+    return cfg, sweep(cfg)
+
+
+def test_report_says_which_trials_the_pruner_stopped_and_which_search_timeout_stopped(
+    make_config, monkeypatch
+) -> None:
+    """Trial 1 is stopped by the pruner, trial 2 by the budget (search.timeout): the MLflow runs
+    say who (tag sweeplab.stopped_by) and so does the report; it used to blame the pruner for
+    both ("by the none pruner" with search.pruner=none)."""
+    cfg, summary = sweep_with_a_pruned_and_a_budget_stopped_trial(make_config, monkeypatch)
     client = MlflowClient(cfg.tracking.tracking_uri)
     runs = client.search_runs(
         [client.get_experiment_by_name(cfg.tracking.experiment_name).experiment_id],

@@ -128,15 +128,7 @@ def test_killed_sweep_resumes_to_exactly_n_trials(tmp_path: Path, how: str) -> N
     retry = next(t for t in trials if t.user_attrs.get("retry_of") == 1)
     assert retry.params == interrupted.params == killed.params
 
-    client = MlflowClient(cfg.tracking.tracking_uri)
-    experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
-    assert [r for r in runs if r.info.status == "RUNNING"] == []
-    sweeps = sorted(
-        (r for r in runs if r.data.tags["sweeplab.kind"] == "sweep"),
-        key=lambda r: r.info.start_time,
-    )
-    assert [r.info.status for r in sweeps] == ["KILLED", "FINISHED"]
+    runs, sweeps = killed_then_finished(cfg)
     by_trial = {
         int(r.data.tags["sweeplab.optuna_trial"]): r
         for r in runs
@@ -213,15 +205,7 @@ def test_interrupted_keras_tuner_sweep_ends_killed_and_resumes(tmp_path: Path, h
     assert resumed.returncode == 0, resumed.stderr
     assert "3 finished trials" in resumed.stdout
 
-    client = MlflowClient(cfg.tracking.tracking_uri)
-    experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
-    assert [r for r in runs if r.info.status == "RUNNING"] == []
-    sweeps = sorted(
-        (r for r in runs if r.data.tags["sweeplab.kind"] == "sweep"),
-        key=lambda r: r.info.start_time,
-    )
-    assert [r.info.status for r in sweeps] == ["KILLED", "FINISHED"]
+    runs, sweeps = killed_then_finished(cfg)
     trials = sorted(
         (r for r in runs if r.data.tags["sweeplab.kind"] == "trial"),
         key=lambda r: r.info.start_time,
@@ -284,14 +268,7 @@ def test_final_stage_cut_short_runs_again_on_resume(tmp_path: Path, fault: str) 
     versions = client.search_model_versions()
     assert len(versions) == 1, [(v.name, v.version) for v in versions]
     assert [p.name for p in reports.iterdir()] == [f"{name}.html"]
-    experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
-    assert [r for r in runs if r.info.status == "RUNNING"] == []
-    sweeps = sorted(
-        (r for r in runs if r.data.tags["sweeplab.kind"] == "sweep"),
-        key=lambda r: r.info.start_time,
-    )
-    assert [r.info.status for r in sweeps] == ["KILLED", "FINISHED"]
+    _, sweeps = killed_then_finished(cfg)
     final = sweeps[1].data.tags
     assert final["sweeplab.final.completed"] == "true"
     assert final["sweeplab.final.source"] == "retrained_train_val"  # tested a model
@@ -300,3 +277,18 @@ def test_final_stage_cut_short_runs_again_on_resume(tmp_path: Path, fault: str) 
 
     again = run_cli("search.run", *args)  # complete now, its final stage too
     assert again.returncode == 0 and "nothing to train" in again.stdout, again.stderr[-3000:]
+
+
+def killed_then_finished(cfg) -> tuple[list, list]:
+    """The sweep's MLflow runs after a kill and a resume: none RUNNING, its two parent runs
+    KILLED (the killed one) then FINISHED. Returns (every run, the parent runs in start order)."""
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    assert [r for r in runs if r.info.status == "RUNNING"] == []
+    sweeps = sorted(
+        (r for r in runs if r.data.tags["sweeplab.kind"] == "sweep"),
+        key=lambda r: r.info.start_time,
+    )
+    assert [r.info.status for r in sweeps] == ["KILLED", "FINISHED"]
+    return runs, sweeps

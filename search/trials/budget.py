@@ -131,10 +131,8 @@ class Budget:
         self.completed.append(trial)
         self.train_seconds[trial.number] = seconds
         lead = self.leading
-        gain = (
-            None if lead is None else (trial.value - lead if self.maximize else lead - trial.value)
-        )
-        if gain is None or gain > self.noise(lead if lead is not None else trial.value):
+        gain = None if lead is None else (trial.value - lead) * (1 if self.maximize else -1)
+        if lead is None or (gain is not None and gain > self.noise(lead)):
             self.leading, self.since_gain = trial.value, 0
         else:
             self.since_gain += 1
@@ -193,7 +191,6 @@ class Budget:
     def search_over(self) -> bool:
         """Whether no trial may start: not even the shortest so far would end before the time
         left is the final stage's."""
-        shortest = min(self.train_seconds.values(), default=0.0)
         if self.plateaued():
             if not self._said_plateau:
                 self._said_plateau = True
@@ -206,6 +203,7 @@ class Budget:
                     flush=True,
                 )
             return True
+        shortest = min(self.train_seconds.values(), default=0.0)
         return self.left() <= self.reserve() + shortest
 
     def stops_running_trial(self) -> bool:

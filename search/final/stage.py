@@ -140,10 +140,10 @@ def finalize(
     if retrain:
         fault_point("retraining")
     model, source = _retrained(trial_cfg, trained_on, best) if retrain else (None, None)
+    seeds: list[Member] = []
     if model is not None:
         done_step(recorder, "retrained")
-    seeds: list[Member] = []
-    if model is not None:  # its measured time prices the next seeds (final.retrain_seeds)
+        # Its measured time prices the next seeds (final.retrain_seeds).
         seeds = _more_seeds(
             cfg, trial_cfg, trained_on, runner.budget, best, time.perf_counter() - began
         )

@@ -78,7 +78,7 @@ def uncached_reason(cfg: DictConfig, settings: TrialSettings) -> str | None:
         return "uncached: not a transfer model"
     if not settings.cache.enabled:
         return "uncached: disabled"
-    augmented = layers_for(settings.augmentation, settings.seed)
+    augmented = layers_for(settings.augmentation, int(cfg.seed))
     if augmented and settings.cache.augmented_copies == 0:
         return "uncached: augmentation in front of the frozen backbone (augmented_copies=0)"
     return None
@@ -94,7 +94,7 @@ class CachedPhases:
         self.store = FeatureStore(settings.cache.folder, settings.cache.max_bytes)
         self.report = CacheReport(used=True, reason="cached")
         self.augmentation = settings.augmentation  # resolved once, in run_trial
-        self.augmented = bool(layers_for(self.augmentation, settings.seed))
+        self.augmented = bool(layers_for(self.augmentation, int(cfg.seed)))
         # K augmented copies, never more than phase 1 has epochs (each copy is an entry of its
         # own, so a later trial with more head epochs builds only the copies it lacks).
         head_epochs = min(int(cfg.model.fine_tune.head_epochs), int(cfg.train.epochs))

@@ -24,7 +24,6 @@ class TrialSettings:
 
     cache: CacheSettings
     augmentation: dict[str, Any]  # data.augmentation, its preset expanded (empty: off)
-    seed: int
 
 
 def trial_settings(cfg: DictConfig) -> TrialSettings:
@@ -32,5 +31,4 @@ def trial_settings(cfg: DictConfig) -> TrialSettings:
     return TrialSettings(
         cache=cache_settings(cfg),
         augmentation=resolve_preset(cfg.data.get("augmentation")),
-        seed=int(cfg.seed),
     )

@@ -92,13 +92,6 @@ def check_worker_sweep(overrides: Sequence[str]) -> None:
         )
 
 
-def _stop_like_ctrl_c(signum: int, frame: Any) -> None:
-    from search.execution.stop import ask_stop
-
-    ask_stop()  # whatever error the interrupt comes out as, it is the stop (execution/stop.py)
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-
 class ClusterLaunchCheck(Callback):
     """Hydra callback of `conf/cluster/*.yaml`: check the launch, and stop a job cleanly.
 
@@ -135,7 +128,9 @@ class ClusterLaunchCheck(Callback):
         )
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        signal.signal(signal.SIGUSR2, _stop_like_ctrl_c)
+        from search.execution.stop import stop_like_ctrl_c
+
+        signal.signal(signal.SIGUSR2, stop_like_ctrl_c)
         # The "resume with:" hint is built from the command line, which in a job is submitit's
         # own; this job's overrides without the overlay are the one-worker command it ran.
         task = config.hydra.overrides.task

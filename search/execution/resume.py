@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
@@ -40,19 +40,12 @@ def recover(search: Engine, tracker: SweepTracker, study: str) -> None:
         )
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    from search.execution.stop import ask_stop
-
-    ask_stop()  # whatever error the interrupt comes out as, it is the stop (execution/stop.py)
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM (kill, a scheduler's stop) takes the Ctrl-C path."""
-    from search.execution.stop import forget_stop
+    from search.execution.stop import forget_stop, stop_like_ctrl_c
 
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     try:
         yield
     finally:

@@ -10,9 +10,17 @@ asked, every error takes the Ctrl-C path: the trial is marked interrupted and re
 
 from __future__ import annotations
 
+import signal
 import threading
+from typing import Any
 
 _ASKED = threading.Event()
+
+
+def stop_like_ctrl_c(signum: int, frame: Any) -> None:
+    """A signal handler (SIGTERM, a cluster's SIGUSR2): ask the stop, then take the Ctrl-C path."""
+    ask_stop()
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def ask_stop() -> None:

@@ -25,19 +25,26 @@ def load_images(files: list[Path], size: tuple[int | None, int | None], channels
 TRAIN_PER_CLASS, HELD_OUT_PER_CLASS = 16, 4
 
 
-@pytest.fixture(scope="module")
-def sign_model(tmp_path_factory):
-    """A CNN trained 3 epochs on 160 real photos, exported in every format; and held-out images."""
+def sign_photos(train_per_class: int, held_out_per_class: int):
+    """(class names, [(file, label)] to train on, [(file, label)] held out): real photos of
+    sign-language-digits drawn per class with a fixed seed, under 200 kB each."""
     root = shared_data("sign-language-digits")
     class_names = sorted(p.name for p in root.iterdir() if p.is_dir())
     rng = np.random.default_rng(0)
     train, held_out = [], []
     for label, name in enumerate(class_names):
         files = [f for f in collect_images([root / name]) if f.stat().st_size < 200_000]
-        chosen = rng.choice(len(files), TRAIN_PER_CLASS + HELD_OUT_PER_CLASS, replace=False)
+        chosen = rng.choice(len(files), train_per_class + held_out_per_class, replace=False)
         picked = [(files[i], label) for i in chosen]
-        train += picked[:TRAIN_PER_CLASS]
-        held_out += picked[TRAIN_PER_CLASS:]
+        train += picked[:train_per_class]
+        held_out += picked[train_per_class:]
+    return class_names, train, held_out
+
+
+@pytest.fixture(scope="module")
+def sign_model(tmp_path_factory):
+    """A CNN trained 3 epochs on 160 real photos, exported in every format; and held-out images."""
+    class_names, train, held_out = sign_photos(TRAIN_PER_CLASS, HELD_OUT_PER_CLASS)
 
     def split(pairs) -> Split:
         return Split(

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import compose_config, shared_data
+from conftest import compose_config
+from test_exports import sign_photos
 
 from experiments.data.splits import ImageData, Split
 from experiments.errors import UserInputError
@@ -25,7 +26,7 @@ from experiments.serving.measure import (
     measure_exports,
     measures_table,
 )
-from experiments.serving.predict import collect_images, load_image
+from experiments.serving.predict import load_image
 from experiments.training.trial import run_trial
 
 SIZE = (32, 32)
@@ -47,16 +48,7 @@ def load_images(files: list[Path]) -> np.ndarray:
 def exported(tmp_path_factory):
     """A CNN trained on 240 real photos, exported in every format (int8 calibrated on its training
     images); the 100 test photos (not trained or calibrated on) and their labels."""
-    root = shared_data("sign-language-digits")
-    class_names = sorted(p.name for p in root.iterdir() if p.is_dir())
-    rng = np.random.default_rng(0)
-    train, test = [], []
-    for label, name in enumerate(class_names):
-        files = [f for f in collect_images([root / name]) if f.stat().st_size < 200_000]
-        chosen = rng.choice(len(files), TRAIN_PER_CLASS + TEST_PER_CLASS, replace=False)
-        picked = [(files[i], label) for i in chosen]
-        train += picked[:TRAIN_PER_CLASS]
-        test += picked[TRAIN_PER_CLASS:]
+    class_names, train, test = sign_photos(TRAIN_PER_CLASS, TEST_PER_CLASS)
 
     def split(pairs) -> Split:
         return Split(load_images([f for f, _ in pairs]), np.array([y for _, y in pairs], "int32"))

@@ -25,6 +25,7 @@ from search.config.models import check_models
 from search.config.stores import check_stores, create_output_dir, ui_command
 from search.config.study import study_name
 from search.engines import Engine, make_engine
+from search.execution.data_fit import fitted_data
 from search.execution.leftovers import (
     Before,
     remove_dead_scratch,
@@ -173,8 +174,10 @@ def _sweep(
         from tracking.mlflow_tracker import SweepTracker
         from tracking.recovery import interrupted_final, mark_final_completed
 
-        # Bad data fails here, before any store is created or opened.
-        data = load_data(cfg.data, int(cfg.seed))
+        # Bad data fails here, before any store is created or opened. A decoded set that would
+        # not fit in memory is decoded to the file cache instead (search/execution/data_fit.py).
+        trainers = pool.settings.workers if pool is not None else 1
+        data = load_data(fitted_data(cfg.data, int(cfg.seed), trainers), int(cfg.seed))
         # Only now, with the input known good, this process's temporary files (TensorFlow's
         # autograph files, the final stage's too) go under its scratch folder: a sweep refused
         # for bad input leaves nothing in a shared output folder, not even for a moment.

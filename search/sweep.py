@@ -98,10 +98,10 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     if cfg.data.get("source") == "directory":  # its layout (and links), read-only; load_data
         scan_folder(cfg.data.get("path"), warn=False)  # scans again, and warns
     before = Before.now(cfg)  # a start refused for bad input removes what it created from here
-    with removed_on_error(cfg, before):
-        # One sweep at a time in an output folder, before any store is opened or created: a
-        # second is refused, naming the first (search/execution/output_lock.py).
-        lock = hold_output_dir(cfg, name)
+    # One sweep at a time in an output folder, before any store is opened or created: a second
+    # is refused, naming the first (search/execution/output_lock.py). Not inside
+    # removed_on_error: a folder that the first created since `before` is the first's.
+    lock = hold_output_dir(cfg, name)
     try:
         return _start(cfg, space, settings, name, started, before)
     except UserInputError:

@@ -82,3 +82,28 @@ def test_a_lock_on_a_removed_file_is_not_trusted(make_config, monkeypatch) -> No
     assert second.file is not None and os.fstat(second.file.fileno()).st_ino == path.stat().st_ino
     assert json.loads(path.read_text())["study"] == "second-study"
     second.release()
+
+
+def test_a_start_that_loses_the_race_for_a_new_folder_leaves_it_to_the_winner(
+    make_config, monkeypatch
+) -> None:
+    """Two starts at once on a new folder: the one refused must not remove the folder the other
+    made since it began (a bad-input clean-up around the lock would have)."""
+    from search import sweep as sweep_module
+
+    cfg = make_config("search.n_trials=1")
+    out = Path(prepare(cfg).output_dir)
+    assert not out.exists()
+    real, held = sweep_module.hold_output_dir, []
+
+    def the_other_first(c, study: str):  # the other start takes the lock just before this one
+        held.append(real(c, "the-first-study"))
+        (out / "optuna.db").write_bytes(b"")  # and has begun its stores
+        return real(c, study)
+
+    monkeypatch.setattr(sweep_module, "hold_output_dir", the_other_first)
+    with pytest.raises(UserInputError, match="study 'the-first-study'"):
+        sweep_module.sweep(cfg)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, "optuna.db"]
+    assert json.loads((out / LOCK_NAME).read_text())["study"] == "the-first-study"
+    held[0].release()

@@ -12,7 +12,8 @@ resumes with no manual step. The file itself stays and means nothing on its own:
 runs it holds the holder's pid, host, start time, study and command line, which a refused start
 prints; a sweep that ends empties it (one refused for bad input puts back what it found).
 
-Who takes it, and who does not:
+A refused start removes nothing, not even an output folder that did not exist when it began: the
+sweep that holds the lock made it. Who takes the lock, and who does not:
 - a sweep with any store local to this machine takes it; its worker processes (search.workers)
   are spawned children that do not inherit the descriptor and take none: they only train;
 - a sweep whose study is a database server and whose runs go to an MLflow server (a cluster
@@ -31,6 +32,7 @@ import os
 import socket
 import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -96,10 +98,14 @@ def hold_output_dir(cfg: DictConfig, study: str) -> OutputLock:
     if not needs_lock(cfg):
         return OutputLock(None)
     folder = Path(str(cfg.output_dir))
+    existed = folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         file = _locked(folder / LOCK_NAME)
     except OSError as err:
+        if not existed:  # made for nothing (empty: another sweep's is kept)
+            with suppress(OSError):
+                folder.rmdir()
         if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
             print(
                 f"warning: output_dir={str(folder)!r} is on a file system that cannot lock "
@@ -169,7 +175,7 @@ def holder(folder: Path) -> dict[str, object] | None:
 def _refusal(folder: Path, study: str) -> str:
     first = holder(folder)
     if first is None:
-        who = "another sweep (it has not written its details yet)"
+        who = "another sweep (its details are not in the lock file: it is starting or ending)"
     else:
         who = (
             f"another sweep: pid {first.get('pid')} on host {first.get('host')}, started "

@@ -101,3 +101,19 @@ def test_no_room_in_memory_nor_for_the_file_cache_is_a_user_error(
     cfg = folder_config(tmp_path, f"data.cache_dir={tmp_path / 'a_file' / 'cache'}").data
     with pytest.raises(UserInputError, match=r"data.cache_dir=.*a_file/cache' is under the file"):
         data_fit.fitted_data(cfg, 42, 1)
+
+
+def test_a_cgroup_limit_bounds_the_available_memory(tmp_path: Path, monkeypatch) -> None:
+    """In a container MemAvailable is the host's: the cgroup's limit less its usage (file pages it
+    can drop counted free) is what this process can have (cgroup v2 files, faked here)."""
+    from search.execution import memory
+
+    monkeypatch.setattr(memory, "CGROUP", tmp_path)
+    (tmp_path / "memory.max").write_text(f"{1024 * 2**20}\n")
+    (tmp_path / "memory.current").write_text(f"{900 * 2**20}\n")
+    (tmp_path / "memory.stat").write_text(f"anon 1\ninactive_file {100 * 2**20}\n")
+    host = memory._meminfo_mb()
+    assert host is not None and host > 224
+    assert memory.available_mb() == 224.0
+    (tmp_path / "memory.max").write_text("max\n")  # no limit: the machine's own figure
+    assert memory.available_mb() == pytest.approx(host, rel=0.2)

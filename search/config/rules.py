@@ -38,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.data.augment_options import FILL_MODES, FLIPS, PRESETS, STRENGTHS
 from experiments.errors import UserInputError
+from experiments.serving.export import FORMATS as EXPORT_FORMATS
 from search.space.spec import Param
 
 ENGINES = ("optuna", "keras_tuner")
@@ -380,6 +381,13 @@ RULES: tuple[Rule, ...] = (
         why="the test accuracy the student may lose against the ensemble and still ship "
         "(final.ship=fastest)",
         when=FINAL,
+    ),
+    choice(
+        "final.export_target",
+        EXPORT_FORMATS,
+        "the export whose file the trials' model_bytes and latency_ms are measured from, when "
+        "they decide; it must also be in final.export",
+        null="for the Keras model in memory",
     ),
     choice(
         "final.champion_metric",

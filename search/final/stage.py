@@ -62,7 +62,15 @@ def check_final_config(cfg: DictConfig) -> None:
     final = cfg.get("final")
     if final is None or not final.enabled:
         return
-    check_formats(export_formats(cfg))
+    formats = check_formats(export_formats(cfg))
+    target = final.get("export_target")
+    if target is not None and target not in formats:
+        raise UserInputError(
+            f"final.export_target={target} is not among the exported formats (final.export="
+            f"{formats}): the trials would be chosen by the size and latency of a file the sweep "
+            f"does not ship; add it, e.g. final.export=[{','.join([*formats, str(target)])}], or "
+            "set final.export_target=null."
+        )
     from search.final.reevaluate import settings
 
     settings(cfg)  # final.seeds for final.top_k
@@ -223,7 +231,16 @@ def finalize(
 
     if final.register:
         _register(
-            cfg, model, data, report, recorder, result, best, study, tracker.parent_id, card,
+            cfg,
+            model,
+            data,
+            report,
+            recorder,
+            result,
+            best,
+            study,
+            tracker.parent_id,
+            card,
             resumed_from,
         )
         done_step(recorder, "registered")

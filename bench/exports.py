@@ -62,10 +62,12 @@ def size_breakdown(path: Path) -> dict[str, int]:
     graph = model.Subgraphs(0)
     types = {0: "float32", 1: "float16", 2: "int32", 9: "int8"}
     parts: dict[str, int] = {}
+    counted: set[int] = set()  # the converter shares one buffer between equal constants
     for i in range(graph.TensorsLength()):
         tensor = graph.Tensors(i)
         data = model.Buffers(tensor.Buffer())
-        size = data.DataLength() if data is not None else 0
+        size = data.DataLength() if data is not None and tensor.Buffer() not in counted else 0
+        counted.add(tensor.Buffer())
         if size:
             key = f"constants {types.get(tensor.Type(), str(tensor.Type()))}"
             parts[key] = parts.get(key, 0) + size
@@ -82,6 +84,46 @@ def size_breakdown(path: Path) -> dict[str, int]:
     parts["graph and the rest"] = len(buffer) - sum(parts.values())
     parts["file"] = len(buffer)
     return parts
+
+
+def random_pixels():
+    """20 images of uniform random pixels: enough to calibrate a conversion measured for size."""
+    for image in np.random.default_rng(0).uniform(0, 255, (20, 224, 224, 3)).astype("float32"):
+        yield [image[None]]
+
+
+def size_by_width(alphas: tuple[float, ...] = (0.25, 0.5, 1.0)) -> list[dict[str, Any]]:
+    """int8 / float32 TFLite size of MobileNet at each width `alpha` (224 px, a 10-class head,
+    untrained and calibrated on random pixels: sizes do not depend on the values): how much of
+    the int8 file's excess over a quarter is a small model's fixed cost (graph, per-channel
+    parameters)."""
+    import keras
+    import tensorflow as tf
+
+    rows = []
+    for alpha in alphas:
+        backbone = keras.applications.MobileNet(
+            input_shape=(224, 224, 3), alpha=alpha, include_top=False, weights=None, pooling="avg"
+        )
+        images = keras.Input((224, 224, 3))
+        scaled = keras.layers.Rescaling(1 / 127.5, -1)(images)
+        model = keras.Model(images, keras.layers.Dense(10, activation="softmax")(backbone(scaled)))
+        with tempfile.TemporaryDirectory() as tmp:
+            model.export(f"{tmp}/saved", format="tf_saved_model", verbose=False)
+            sizes = {}
+            for fmt in ("float32", "int8"):
+                converter = tf.lite.TFLiteConverter.from_saved_model(f"{tmp}/saved")
+                if fmt == "int8":
+                    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                    converter.representative_dataset = random_pixels
+                Path(f"{tmp}/{fmt}.tflite").write_bytes(converter.convert())
+                sizes[fmt] = size_breakdown(Path(f"{tmp}/{fmt}.tflite"))
+        rows.append({"alpha": alpha, "params": model.count_params(), "float32": sizes["float32"],
+                     "int8": sizes["int8"],
+                     "ratio": round(sizes["int8"]["file"] / sizes["float32"]["file"], 3)})  # fmt: skip
+        print(f"  MobileNet alpha {alpha}: int8 / float32 {rows[-1]['ratio']}", flush=True)
+    return rows
 
 
 def per_tensor_row(
@@ -130,7 +172,10 @@ def main() -> None:
 
     quiet_tensorflow()
     results = {name: one_set(name, args, weights) for name in args.sets}
-    write_result("exports", {"seed": args.seed, "sets": results}, args.quick)
+    widths = size_by_width()
+    write_result(
+        "exports", {"seed": args.seed, "sets": results, "size_by_width": widths}, args.quick
+    )
 
 
 def one_set(name: str, args: Any, weights: Path) -> dict[str, Any]:

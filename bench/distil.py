@@ -17,7 +17,8 @@ Reported: test accuracy of each member, their mean, the ensemble, the plain mode
 student (mean over the student seeds); the share of the ensemble's gain over the members' mean
 that a student keeps (target: at least half); and milliseconds per image at batch 1 (median of
 single-image calls of a compiled forward pass, after warm-up) of one member, the ensemble and
-the student (target: student at most 1.2x one member).
+the student (target: student at most 1.2x one member). A setting `T:alpha:E` trains its
+students E epochs instead of `--epochs` (the extra ones fine-tune; the head's stay `--head-epochs`).
 
 --quick: 12 images per class, 3 epochs, one setting: a smoke run, not figures.
 Everything is written to a temporary folder; results go to bench/results/distil.json, one entry
@@ -164,25 +165,33 @@ def one_set(name: str, args: Any, settings: list[tuple[float, ...]]) -> dict[str
 
         students: dict[str, dict[str, Any]] = {}
         student = None
-        for temperature, alpha in settings:
+        for temperature, alpha, *more in settings:
+            student_epochs = int(more[0]) if more else epochs
             tests, vals, seconds = [], [], []
             for seed in args.student_seeds:
-                result = distil(seeded(seed), data, teacher, temperature=temperature, alpha=alpha)
+                student_cfg = seeded(seed)
+                with open_dict(student_cfg):
+                    student_cfg.train.epochs = student_epochs  # the fine-tuning phase grows
+                result = distil(student_cfg, data, teacher, temperature=temperature, alpha=alpha)
                 tests.append(test(result.model))
                 vals.append(result.metrics["val_accuracy"])
                 seconds.append(result.seconds)
                 student = student or result.model  # one of them: they share the architecture
             score = statistics.fmean(tests)
-            students[f"T={temperature:g} alpha={alpha:g}"] = {
+            label = f"T={temperature:g} alpha={alpha:g}" + (
+                f" {student_epochs} epochs" if more else ""
+            )
+            students[label] = {
                 "temperature": temperature,
                 "alpha": alpha,
+                "epochs": student_epochs,
                 "test": score,
                 "tests": tests,
                 "vals": vals,
                 "gain_kept": kept(score),
                 "seconds": statistics.fmean(seconds),
             }
-            print(f"  student T={temperature:g} alpha={alpha:g}: test {tests}", flush=True)
+            print(f"  student {label}: test {tests}", flush=True)
 
         latency = batch1_ms(
             {"member_ms": members[0], "ensemble_ms": teacher, "student_ms": student}, data.test.x

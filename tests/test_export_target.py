@@ -32,12 +32,14 @@ INT8 = ["final.export=[tflite_int8]", "final.export_target=tflite_int8"]
 
 
 @pytest.mark.slow
-def test_trials_are_measured_from_their_int8_file_in_the_worker(tmp_path) -> None:
+def test_trials_are_measured_from_their_int8_file_in_the_worker(tmp_path, capsys) -> None:
     cfg = compose_config(
         [WORKERS, "search.n_trials=2", "tracking.log_models=all", OBJECTIVES, *INT8],
         tmp_path / "runs",
     )
     summary = sweep(cfg)
+    header = "latency_ms (minimize); size and latency of each trial's tflite_int8 export"
+    assert header in capsys.readouterr().out
     trials = runs_of(cfg, "trial")
     assert len(trials) == 2 and summary.final is not None
     data = load_data(cfg.data, int(cfg.seed))

@@ -368,6 +368,20 @@ RULES: tuple[Rule, ...] = (
         "final.ship",
         when=FINAL,
     ),
+    number(
+        "final.distil_temperature",
+        0,
+        low_open=True,
+        why="the softening of the ensemble's probabilities the student learns (docs/distil.md)",
+        when=FINAL,
+    ),
+    number(
+        "final.distil_alpha",
+        0,
+        1,
+        why="the weight of the true labels in the student's loss, the rest the ensemble's",
+        when=FINAL,
+    ),
     choice(
         "final.ship",
         ("fastest", "accurate"),

@@ -489,7 +489,7 @@ def _student_or_ensemble(
     Returns (model, source, its test report, why it shipped); the ensemble when the student does
     not fit in search.timeout or diverges (said)."""
     from experiments.errors import TrialFailed
-    from experiments.training.distil import distil
+    from experiments.training.distil import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, distil
 
     needed = budget.distil_seconds(best)
     if not budget.fits(needed):
@@ -501,7 +501,13 @@ def _student_or_ensemble(
         return ensemble, "ensemble", ensemble_report, why
     print("final: distilling the ensemble into one model of the crowned config", flush=True)
     try:
-        student = distil(trial_cfg, trained_on, ensemble).model
+        student = distil(
+            trial_cfg,
+            trained_on,
+            ensemble,
+            temperature=float(cfg.final.get("distil_temperature", DEFAULT_TEMPERATURE)),
+            alpha=float(cfg.final.get("distil_alpha", DEFAULT_ALPHA)),
+        ).model
     except TrialFailed as err:
         why = f"no student: its training diverged ({str(err).splitlines()[0][:200]}); the ensemble ships"
         print(f"final: {why}", flush=True)

@@ -91,8 +91,10 @@ def main() -> None:
         args.per_class, args.epochs, args.head_epochs, settings = 12, 3, 2, settings[:1]
         args.student_seeds = args.student_seeds[:1]
     require_sets(args.sets, "distil")
-    results = {name: one_set(name, args, settings) for name in args.sets}
-    write_result("distil", {"sets": results}, args.quick)
+    results: dict[str, Any] = {}
+    for name in args.sets:  # written after each set: a run cut short keeps what it measured
+        results[name] = one_set(name, args, settings)
+        write_result("distil", {"sets": results}, args.quick)
 
 
 def one_set(name: str, args: Any, settings: list[tuple[float, ...]]) -> dict[str, Any]:

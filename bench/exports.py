@@ -171,7 +171,10 @@ def main() -> None:
     from experiments.quiet import quiet_tensorflow
 
     quiet_tensorflow()
-    results = {name: one_set(name, args, weights) for name in args.sets}
+    results: dict[str, Any] = {}
+    for name in args.sets:  # written after each set: a run cut short keeps what it measured
+        results[name] = one_set(name, args, weights)
+        write_result("exports", {"seed": args.seed, "sets": results}, args.quick)
     widths = size_by_width()
     write_result(
         "exports", {"seed": args.seed, "sets": results, "size_by_width": widths}, args.quick

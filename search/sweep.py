@@ -47,7 +47,7 @@ from search.final.reevaluate import Contenders
 from search.final.stage import FinalResult, finalize
 from search.space.spec import Param
 from search.trials.budget import Budget
-from search.trials.objectives import objectives_of, pruning_note
+from search.trials.objectives import cost_plan, objectives_of, pruning_note
 from search.trials.outcomes import no_model
 from search.trials.types import Best
 
@@ -302,7 +302,9 @@ def _objectives(cfg: DictConfig) -> str:
     objectives = objectives_of(cfg)
     if len(objectives) == 1:
         return f"objective {cfg.train.objective}"
-    return "objectives " + ", ".join(f"{o.metric} ({o.direction})" for o in objectives)
+    line = "objectives " + ", ".join(f"{o.metric} ({o.direction})" for o in objectives)
+    target = cost_plan(cfg).target
+    return line + (f"; size and latency of each trial's {target} export" if target else "")
 
 
 def _top(search: Engine, cfg: DictConfig) -> list[Best]:

@@ -24,13 +24,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 from experiments.errors import TrialFailed, UserInputError, WorkerError
 from experiments.worker import Trained
 from search.execution.memory import available_mb  # MemAvailable, or a cgroup's limit
+
+if TYPE_CHECKING:
+    from experiments.trial_cost import CostPlan
 
 TIMED_OUT = "the trial ran longer than search.trial_timeout"  # how its failure reason starts
 READY_TIMEOUT_S = 300  # a worker importing TensorFlow on a loaded machine
@@ -193,7 +196,7 @@ class Worker:
     def pid(self) -> int | None:
         return self.process.pid
 
-    def send_trial(self, config_yaml: str, shared: Any, costs: tuple[str, ...]) -> None:
+    def send_trial(self, config_yaml: str, shared: Any, costs: CostPlan) -> None:
         """Hand the worker its next trial; `train` then follows it. Sent before the sweep records
         the trial's run, so that the worker builds its model while those store writes happen."""
         if not self._ready:

@@ -62,7 +62,15 @@ def check_final_config(cfg: DictConfig) -> None:
     final = cfg.get("final")
     if final is None or not final.enabled:
         return
-    check_formats(export_formats(cfg))
+    formats = check_formats(export_formats(cfg))
+    target = final.get("export_target")
+    if target is not None and target not in formats:
+        raise UserInputError(
+            f"final.export_target={target} is not among the exported formats (final.export="
+            f"{formats}): the trials would be chosen by the size and latency of a file the sweep "
+            f"does not ship; add it, e.g. final.export=[{','.join([*formats, str(target)])}], or "
+            "set final.export_target=null."
+        )
     from search.final.reevaluate import settings
 
     settings(cfg)  # final.seeds for final.top_k
@@ -223,7 +231,16 @@ def finalize(
 
     if final.register:
         _register(
-            cfg, model, data, report, recorder, result, best, study, tracker.parent_id, card,
+            cfg,
+            model,
+            data,
+            report,
+            recorder,
+            result,
+            best,
+            study,
+            tracker.parent_id,
+            card,
             resumed_from,
         )
         done_step(recorder, "registered")
@@ -472,7 +489,7 @@ def _student_or_ensemble(
     Returns (model, source, its test report, why it shipped); the ensemble when the student does
     not fit in search.timeout or diverges (said)."""
     from experiments.errors import TrialFailed
-    from experiments.training.distil import distil
+    from experiments.training.distil import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, distil
 
     needed = budget.distil_seconds(best)
     if not budget.fits(needed):
@@ -484,7 +501,13 @@ def _student_or_ensemble(
         return ensemble, "ensemble", ensemble_report, why
     print("final: distilling the ensemble into one model of the crowned config", flush=True)
     try:
-        student = distil(trial_cfg, trained_on, ensemble).model
+        student = distil(
+            trial_cfg,
+            trained_on,
+            ensemble,
+            temperature=float(cfg.final.get("distil_temperature", DEFAULT_TEMPERATURE)),
+            alpha=float(cfg.final.get("distil_alpha", DEFAULT_ALPHA)),
+        ).model
     except TrialFailed as err:
         why = f"no student: its training diverged ({str(err).splitlines()[0][:200]}); the ensemble ships"
         print(f"final: {why}", flush=True)

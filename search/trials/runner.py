@@ -28,7 +28,7 @@ from search.execution.leftovers import scratch_folder
 from search.execution.store_lock import STORE_LOCK, released
 from search.space.apply import config_yaml, trial_values
 from search.trials.budget import Budget
-from search.trials.objectives import measured_costs, metric_text, objectives_of
+from search.trials.objectives import cost_plan, metric_text, objectives_of
 from search.trials.outcomes import FailureStreak, failure_reason, was_interrupted
 from search.trials.types import Best
 from tracking.mlflow_tracker import EpochLogger, SweepTracker, dataset_tags
@@ -92,7 +92,7 @@ class TrialRunner:
         limit = base.search.get("max_consecutive_failures")
         # Engines check it after each trial: `failures.raise_if_exceeded()`.
         self.failures = FailureStreak(None if limit is None else int(limit))
-        self.costs = measured_costs(base)  # cost metrics measured on every trial
+        self.costs = cost_plan(base)  # cost metrics measured on every trial, and on what
         self.started = 0  # trials this runner started
         self.ended = 0  # trials this runner saw end counted: complete, pruned, failed
         self._local = threading.local()  # search.workers > 1 runs trials in threads
@@ -325,13 +325,13 @@ class TrialRunner:
             assert cfg is not None  # built for trials that train here
             import keras
 
-            from experiments.evaluation.cost import model_costs
             from experiments.training.trial import run_trial
+            from experiments.trial_cost import trial_costs
 
             hooks = [keras.callbacks.LambdaCallback(on_epoch_end=hook.on_epoch_end)
                      for hook in (logger, *callbacks)]  # fmt: skip
             r = run_trial(cfg, data, hooks)
-            costs = model_costs(r.model, data.sample(1), self.costs)
+            costs = trial_costs(r.model, data, self.costs)
             trained = Trained(
                 r.metrics, r.history, r.seconds, resident_mb(), r.feature_cache, costs
             )

@@ -28,8 +28,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from experiments.data.augment import with_augmentation
-from experiments.data.pipeline import dataset
-from experiments.data.splits import ImageData
+from experiments.data.pipeline import dataset, gathered_from_numpy, index_batches
+from experiments.data.splits import ImageData, Split
 from experiments.models.build import build_model, compile_model
 from experiments.models.cut import extractor, head_model, upper_model
 from experiments.models.transfer import BACKBONE_LAYER
@@ -38,17 +38,19 @@ from experiments.training.schedule import is_two_phase, tunable_layers, unfreeze
 from experiments.training.settings import trial_settings
 from experiments.training.trial import fresh_session
 
-STEPS = 3  # timed steps after the first (the median is kept: one slow step on a busy machine)
+STEPS = 3  # batches a timed fit adds (and inference calls timed, their median kept)
 
 
 @dataclass(frozen=True)
 class PhaseCost:
-    """One phase's fit, in seconds: `fixed` once per fit (tracing the train and test functions),
-    `step` per training batch, `eval_step` per validation batch."""
+    """One phase's fit, in seconds: `fixed` once per fit (making and compiling the trainee,
+    tracing its train and test functions), `step` per training batch, `eval_step` per
+    validation batch, `epoch` per epoch beyond its steps (the fit's own loop)."""
 
     fixed: float
     step: float
     eval_step: float
+    epoch: float = 0.0
 
 
 @dataclass
@@ -78,16 +80,21 @@ def probe_trial(cfg: DictConfig, data: ImageData) -> Probe:
     model = build_model(cfg.model, data.image_shape, data.num_classes)
     trainee = with_augmentation(model, settings.augmentation, seed)
     # The trial's pipelines over the pixels are made before its first fit, cached or not.
-    x, y = _first_batch(data, "train", batch_size, seed)
-    xv, yv = _first_batch(data, "val", batch_size, seed)
+    pipelines = (
+        dataset(data, "train", batch_size, training=True, seed=seed).take(1),
+        dataset(data, "val", batch_size, training=False, seed=seed).take(1),
+    )
+    (x, y), (xv, yv) = (_first_batch(pipeline) for pipeline in pipelines)
     build = time.perf_counter() - began
     compile_ = _compiler(cfg)
     if not is_two_phase(cfg.model):
-        found = Probe(build, {1: _time_phase(lambda: trainee, compile_, (x, y), (xv, yv))})
+        phase = _time_phase(lambda: trainee, compile_, (x, y), (xv, yv), 1.0, pipelines)
+        found = Probe(build, {1: phase})
     elif uncached_reason(cfg, settings) is not None:
-        found = Probe(build, _uncached_phases(cfg, model, trainee, compile_, (x, y), (xv, yv)))
+        phases = _uncached_phases(cfg, model, trainee, compile_, (x, y), (xv, yv), pipelines)
+        found = Probe(build, phases)
     else:
-        found = _cached(cfg, data, model, settings, compile_, (x, y), (xv, yv), build)
+        found = _cached(cfg, data, model, settings, compile_, (x, y), (xv, yv), build, pipelines)
     keras.backend.clear_session()  # the trial that follows starts from a clean session
     found.seconds = time.perf_counter() - began
     return found
@@ -106,6 +113,7 @@ def _cached(
     train: Batch,
     val: Batch,
     build: float,
+    pipelines: tuple[Any, Any],
 ) -> Probe:
     """A trial on cached activations: the build of its missing entries and each phase's step on
     activations computed from the probe's batches, as `CachedPhases` trains them."""
@@ -117,7 +125,7 @@ def _cached(
     net = extractor(model, cuts)
     net.predict(train[0], batch_size=len(train[0]), verbose=0)
     extract_first = time.perf_counter() - extracting
-    extract_step = _first_and_steady(lambda: net.predict_on_batch(train[0]))[1]
+    extract_step = _steady(lambda: net.predict_on_batch(train[0]))
     extracting = time.perf_counter() - extracting
     at = {
         cut.name: (np.asarray(out), np.asarray(val_out))
@@ -154,7 +162,7 @@ def _cached(
     if planned.augmented and _epochs(cfg)[1] > 0:  # trial 0's phase 2 runs uncached: timed so
         _open_top(cfg, backbone)
         augmented = partial(with_augmentation, model, settings.augmentation, int(cfg.seed))
-        phases[2] = _time_phase(augmented, compile_, train, val, _multiplier(cfg, 2))
+        phases[2] = _time_phase(augmented, compile_, train, val, _multiplier(cfg, 2), pipelines)
     return Probe(
         build,
         phases,
@@ -176,6 +184,7 @@ def _uncached_phases(
     compile_: Compiler,
     train: Batch,
     val: Batch,
+    pipelines: tuple[Any, Any],
 ) -> dict[int, PhaseCost]:
     """Both phases of an uncached two-phase trial: the whole model, backbone frozen, then opened."""
     backbone = model.get_layer(BACKBONE_LAYER)
@@ -183,10 +192,11 @@ def _uncached_phases(
     phases: dict[int, PhaseCost] = {}
     if head_epochs > 0:
         backbone.trainable = False
-        phases[1] = _time_phase(lambda: trainee, compile_, train, val)
+        phases[1] = _time_phase(lambda: trainee, compile_, train, val, 1.0, pipelines)
     if rest > 0:
         _open_top(cfg, backbone)
-        phases[2] = _time_phase(lambda: trainee, compile_, train, val, _multiplier(cfg, 2))
+        multiplier = _multiplier(cfg, 2)
+        phases[2] = _time_phase(lambda: trainee, compile_, train, val, multiplier, pipelines)
     return phases
 
 
@@ -213,48 +223,68 @@ def _time_phase(
     train: Batch,
     val: Batch,
     lr_multiplier: float = 1.0,
+    pipelines: tuple[Any, Any] | None = None,
 ) -> PhaseCost:
-    """Make and compile the phase's trainee as its fit does, then time its first and steady
-    train and test steps; the fixed part is the making, compiling and first steps' extra."""
+    """Make and compile the phase's trainee, then time four one-epoch fits as its phase runs
+    them, over repeats of one batch: 1 training and 1 validation batch (the first traces: the
+    fixed part), the same again (one epoch's own cost), 1 + STEPS training batches and 1 + STEPS
+    validation batches (the steps, by difference). `pipelines`: the (train, val) datasets of one
+    batch that the phase's fit reads; None: over the cached arrays given."""
+    if pipelines is None:
+        pipelines = (_over_arrays(train, True), _over_arrays(val, False))
     started = time.perf_counter()
     trainee = make()
     compile_(trainee, lr_multiplier)
-    made = time.perf_counter() - started
-    first, step = _first_and_steady(lambda: trainee.train_on_batch(*train))
-    eval_first, eval_step = _first_and_steady(lambda: trainee.test_on_batch(*val))
-    fixed = made + max(first - step, 0.0) + max(eval_first - eval_step, 0.0)
-    return PhaseCost(fixed, step, eval_step)
+
+    def fit(train_batches: int, val_batches: int) -> float:
+        begun = time.perf_counter()
+        trainee.fit(
+            pipelines[0].repeat(train_batches),
+            validation_data=pipelines[1].repeat(val_batches),
+            epochs=1,
+            verbose=0,
+            shuffle=False,
+        )
+        return time.perf_counter() - begun
+
+    fit(1, 1)
+    first = time.perf_counter() - started
+    once = fit(1, 1)
+    step = max(fit(1 + STEPS, 1) - once, 0.0) / STEPS
+    eval_step = max(fit(1, 1 + STEPS) - once, 0.0) / STEPS
+    return PhaseCost(max(first - once, 0.0), step, eval_step, max(once - step - eval_step, 0.0))
 
 
-def _first_and_steady(call: Callable[[], Any]) -> tuple[float, float]:
-    """Seconds of the first call (tracing included) and the median of the next `STEPS`."""
+def _over_arrays(batch: Batch, training: bool) -> Any:
+    """One batch of cached activations through the pipeline a cached phase reads them with."""
+    x, y = batch
+    indices = index_batches(len(x), len(x), training, 0)
+    return gathered_from_numpy(indices, Split(np.asarray(x), np.asarray(y)))
+
+
+def _steady(call: Callable[[], Any]) -> float:
+    """The median seconds of `STEPS` calls of a function traced already (one slow call on a busy
+    machine does not count)."""
     times = []
-    for _ in range(STEPS + 1):
+    for _ in range(STEPS):
         started = time.perf_counter()
         call()
         times.append(time.perf_counter() - started)
-    return times[0], statistics.median(times[1:])
+    return statistics.median(times)
 
 
 def _listed(outputs: Any) -> list[Any]:
     return outputs if isinstance(outputs, list) else [outputs]
 
 
-def _first_batch(data: ImageData, split: str, batch_size: int, seed: int) -> Batch:
-    """The split's first batch as the trial's pipeline gives it (targets included)."""
-    for x, y in dataset(data, split, batch_size, training=False, seed=seed).take(1):
+def _first_batch(pipeline: Any) -> Batch:
+    """The first batch of a split's pipeline, as arrays."""
+    for x, y in pipeline:
         return x.numpy(), y.numpy()
-    raise ValueError(f"the {split} split is empty")  # load_data refuses that first
+    raise ValueError("the split is empty")  # load_data refuses that first
 
 
 def _compiler(cfg: DictConfig) -> Compiler:
-    def compile_(trainee: keras.Model, lr_multiplier: float) -> None:
-        compile_model(
-            trainee,
-            lr_multiplier,
-            optimizer_cfg=cfg.optimizer,
-            label_smoothing=cfg.train.get("label_smoothing"),
-            distil=cfg.train.get("distil"),
-        )
-
-    return compile_
+    """`compile_model` as the trial calls it, taking (trainee, learning-rate multiplier)."""
+    loss = {"label_smoothing": cfg.train.get("label_smoothing"), "distil": cfg.train.get("distil")}
+    return partial(compile_model, optimizer_cfg=cfg.optimizer, **loss)

@@ -24,17 +24,19 @@ from omegaconf import DictConfig
 from experiments.training.probe import PhaseCost, Probe
 from search.trials.budget import Budget
 
-# A fit's per-epoch cost beyond its steps (callbacks, the worker's report and the verdict it
-# waits for, the validation iterator). Measured in docs/benchmarks.md (the plan's section).
-EPOCH_SECONDS = 0.15
+# An epoch's cost beyond the fit's own (timed by the probe): the trial's callbacks, the worker's
+# report and the verdict it waits for. Measured in docs/benchmarks.md (the plan's section).
+EPOCH_SECONDS = 0.05
 # The sweep's per-trial cost around the training (the MLflow run, the trial's model saved and
 # logged when it is the best so far, the next trial sampled). Same measurement.
 TRIAL_SECONDS = 1.5
-# Reading and verifying a cached entry (SHA-256 over the array), and hashing and writing one,
-# bytes a second: 816 MB of sign-language-digits' activations at 224 px read in 3.2 s and were
-# written in 8.4 s (2 cores, busy).
+# Reading and verifying a cached entry (SHA-256 over the array), bytes a second: 816 MB of
+# sign-language-digits' activations at 224 px read in 3.2 s (2 cores, load average 15). And
+# what building them costs beyond the inference the probe times, per byte built: gathering the
+# outputs, hashing and writing them (2.2 s of writing and 3.1 s more of inference than the
+# probe's per-image figure for those 816 MB, at load average 6).
 READ_BYTES_PER_SECOND = 250e6
-WRITE_BYTES_PER_SECOND = 100e6
+WRITE_BYTES_PER_SECOND = 150e6
 # Tracing the whole model's phase-2 training against tracing the upper model's (on cached
 # activations): 1.7x in both of two probes on sign-language-digits at 224 px.
 UNCACHED_FIXED = 1.7
@@ -68,7 +70,7 @@ class Shape:
 def epoch_seconds(cost: PhaseCost, shape: Shape) -> float:
     """One epoch of a phase: its training and validation steps and the per-epoch overhead."""
     train, val = shape.steps()
-    return train * cost.step + val * cost.eval_step + EPOCH_SECONDS
+    return train * cost.step + val * cost.eval_step + cost.epoch + EPOCH_SECONDS
 
 
 def uncached_phase2(probe: Probe, shape: Shape) -> PhaseCost | None:

@@ -82,7 +82,8 @@ def uncached_phase2(probe: Probe, shape: Shape) -> PhaseCost | None:
     if not probe.cached or probe.phase2_uncached or cached is None:
         return None
     frozen = shape.batch_size * probe.extract_image
-    return PhaseCost(UNCACHED_FIXED * cached.fixed, cached.step + frozen, cached.eval_step + frozen)
+    fixed = UNCACHED_FIXED * cached.fixed
+    return PhaseCost(fixed, cached.step + frozen, cached.eval_step + frozen, cached.epoch)
 
 
 def phase_seconds(probe: Probe, shape: Shape, augmented: bool = False) -> float:

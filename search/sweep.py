@@ -156,11 +156,11 @@ def _sweep(
         budget = Budget.from_config(cfg, contenders, started, scale, contenders.noise)
         # search.timeout: a trial's parts timed, and a budget too small for trial 0 and the
         # final stage refused, before the study or any MLflow run is created.
-        stored = stored_model(cfg, name)
+        stored = stored_model(cfg, name) if budget.limited else None
         plan = preflight.check(cfg, data, budget, pool, stored, started)
         search = make_engine(cfg, space, name)
         done = search.finished()  # trials cut short by a kill never count, so recovery can wait
-        if stored is None:  # known now that the study is open
+        if plan is not None and stored is None:  # known now that the study is open
             plan = preflight.confirm(plan, search.best() is not None)
         print(
             f"sweep {cfg.sweep_name!r}: study {name!r}, engine {engine}, {_objectives(cfg)}, "

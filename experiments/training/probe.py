@@ -40,6 +40,7 @@ from experiments.training.settings import trial_settings
 from experiments.training.trial import fresh_session
 
 STEPS = 3  # batches a timed fit adds (and inference calls timed, their median kept)
+REPEATS = 3  # fits of each kind timed, their median kept
 
 
 @dataclass(frozen=True)
@@ -229,10 +230,10 @@ def _time_phase(
     lr_multiplier: float = 1.0,
     pipelines: tuple[Any, Any] | None = None,
 ) -> PhaseCost:
-    """Make and compile the phase's trainee, then time four one-epoch fits as its phase runs
-    them, over repeats of one batch: 1 training and 1 validation batch (the first traces: the
-    fixed part), the same again (one epoch's own cost), 1 + STEPS training batches and 1 + STEPS
-    validation batches (the steps, by difference). `pipelines`: the (train, val) datasets of one
+    """Make and compile the phase's trainee, then time one-epoch fits as its phase runs them,
+    over repeats of one batch: 1 training and 1 validation batch (the first traces: the fixed
+    part), the same again (one epoch's own cost), 1 + STEPS training batches and 1 + STEPS
+    validation batches (the steps, by difference); each but the first REPEATS times. `pipelines`: the (train, val) datasets of one
     batch that the phase's fit reads; None: over the cached arrays given."""
     if pipelines is None:
         pipelines = (_over_arrays(train, True), _over_arrays(val, False))
@@ -253,9 +254,11 @@ def _time_phase(
 
     fit(1, 1)
     first = time.perf_counter() - started
-    once = fit(1, 1)
-    step = max(fit(1 + STEPS, 1) - once, 0.0) / STEPS
-    eval_step = max(fit(1, 1 + STEPS) - once, 0.0) / STEPS
+    # Medians of REPEATS fits each: one fit slowed by another process's burst does not count.
+    once = statistics.median(fit(1, 1) for _ in range(REPEATS))
+    step = max(statistics.median(fit(1 + STEPS, 1) for _ in range(REPEATS)) - once, 0.0) / STEPS
+    evals = statistics.median(fit(1, 1 + STEPS) for _ in range(REPEATS))
+    eval_step = max(evals - once, 0.0) / STEPS
     return PhaseCost(max(first - once, 0.0), step, eval_step, max(once - step - eval_step, 0.0))
 
 

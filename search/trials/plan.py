@@ -142,6 +142,7 @@ class Plan:
     augmented: float | None  # a later trial with an augmentation preset (phase 2 uncached)
     final: float  # the final stage's reserve after trial 0
     has_model: bool = False  # the study has a completed trial (resumed): no trial 0 needed
+    final_parts: str = "test"  # what the final stage's share buys, as the plan says it
 
     @property
     def needed(self) -> float:
@@ -179,7 +180,19 @@ def make_plan(
     if uncached_phase2(probe, shape) is not None:
         augmented = trial_seconds(probe, shape, first=False, augmented=True) + TRIAL_SECONDS
     final = budget.reserve_after(trial0, build_seconds(probe))
-    return Plan(budget.seconds, spent, probe.seconds, trial0, later, augmented, final, has_model)
+    parts = [
+        name
+        for name, on in (
+            ("re-evaluation", budget.top_k and budget.seeds),
+            ("retraining", budget.retrain),
+            ("distillation", budget.distil),
+        )
+        if on
+    ]
+    return Plan(
+        budget.seconds, spent, probe.seconds, trial0, later, augmented, final, has_model,
+        ", ".join([*parts, "test"]),
+    )  # fmt: skip
 
 
 def plan_lines(plan: Plan, val_images: int, patience: int | None) -> list[str]:
@@ -193,7 +206,7 @@ def plan_lines(plan: Plan, val_images: int, patience: int | None) -> list[str]:
         f"plan: search.timeout={plan.budget:g}s; {plan.spent:.0f}s spent on the set-up (the "
         f"probe of a trial's parts: {plan.probe:.1f}s); {first}; the final stage "
         f"{plan.final:.0f}s ({100 * plan.final / plan.budget:.0f} % of the budget: "
-        "re-evaluation, retraining, test)",
+        f"{plan.final_parts})",
     ]
     search = (
         f"plan: search {plan.searching:.0f}s: about {plan.trials()} more trials like trial 0 "
@@ -224,9 +237,9 @@ def refusal(plan: Plan) -> str:
         f"search.timeout={plan.budget:g} is too small: this sweep needs about "
         f"{plan.needed:.0f}s to end with a tested model: {plan.spent:.0f}s to start (checks, "
         f"data, timing a trial's parts on a few batches of your data), ~{plan.trial0:.0f}s for "
-        f"trial 0 and ~{plan.final:.0f}s for the final stage (re-evaluation, retraining, "
-        f"test). Give search.timeout={plan.smallest()} or more, shrink the "
-        "trial (train.epochs, model.input_size, data.image_size) or the final stage "
+        f"trial 0 and ~{plan.final:.0f}s for the final stage ({plan.final_parts}). Give "
+        f"search.timeout={plan.smallest()} or more, shrink the trial (train.epochs, "
+        "model.input_size, data.image_size) or the final stage "
         "(final.retrain=false, final.top_k=0), or search.timeout=null for no limit. Nothing "
         "was created."
     )

@@ -239,7 +239,8 @@ def test_the_plan_matches_what_ran(tmp_path, monkeypatch, capsys) -> None:
     planned_trials = 1 + plan.trials()
     report = (
         f"trial 0 planned {plan.trial0:.1f}s, ran {trial0:.1f}s; trials planned "
-        f"{planned_trials}, ran {summary.finished_trials}\n{out}"
+        f"{planned_trials} ({plan.later:.1f}s each after trial 0), ran "
+        f"{summary.finished_trials}; probe {plan.probe:.1f}s\n{out}"
     )
     print(report.splitlines()[0])  # the figures, with pytest -s
     assert abs(trial0 - plan.trial0) <= 0.25 * trial0, report

@@ -16,7 +16,7 @@ from conftest import ROOT, run_cli
 from transfer_helpers import make_keras_home, transfer_config
 
 import search.trials.preflight as preflight_module
-from experiments.training.probe import PhaseCost, Probe
+from experiments.training.timings import PhaseCost, Probe
 from search.final.reevaluate import Contenders
 from search.sweep import sweep
 from search.trials.budget import TEST_SECONDS, Budget

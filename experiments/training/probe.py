@@ -20,7 +20,6 @@ import gc
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -37,40 +36,11 @@ from experiments.models.transfer import BACKBONE_LAYER
 from experiments.training.feature_cache import SPLITS, CachedPhases, uncached_reason
 from experiments.training.schedule import is_two_phase, tunable_layers, unfreeze_count, unfreeze_top
 from experiments.training.settings import trial_settings
+from experiments.training.timings import PhaseCost, Probe
 from experiments.training.trial import fresh_session
 
 STEPS = 3  # batches a timed fit adds (and inference calls timed, their median kept)
 REPEATS = 3  # fits of each kind timed, their median kept
-
-
-@dataclass(frozen=True)
-class PhaseCost:
-    """One phase's fit, in seconds: `fixed` once per fit (making and compiling the trainee,
-    tracing its train and test functions), `step` per training batch, `eval_step` per
-    validation batch, `epoch` per epoch beyond its steps (the fit's own loop)."""
-
-    fixed: float
-    step: float
-    eval_step: float
-    epoch: float = 0.0
-
-
-@dataclass
-class Probe:
-    """What the parts of the probed trial cost here (seconds), and what its cache holds."""
-
-    build: float  # a fresh session and the model's build
-    phases: dict[int, PhaseCost]  # phase (1, 2; 1 alone for a one-phase model) -> its cost
-    cached: bool = False  # the trial trains on cached activations (phase 2 too, unless augmented)
-    extract_fixed: float = 0.0  # the build passes' own cost (an extractor, predict's tracing)
-    extract_image: float = 0.0  # that inference, per image
-    build_images: int = 0  # images whose activations the trial must build (its cache's misses)
-    stored_bytes: int = 0  # bytes of its entries that exist already (read and verified)
-    build_bytes: int = 0  # bytes of the entries it builds (a later trial reads them)
-    copies: int = 0  # augmented copies phase 1 trains on (0: the images as they are)
-    phase2_uncached: bool = False  # phase 2 trains the whole model (trial 0 is augmented)
-    seconds: float = 0.0  # what the probe itself took
-    notes: list[str] = field(default_factory=list)
 
 
 def probe_trial(cfg: DictConfig, data: ImageData) -> Probe:

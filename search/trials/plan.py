@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from experiments.training.probe import PhaseCost, Probe
+from experiments.training.timings import PhaseCost, Probe
 from search.trials.budget import Budget
 
 # An epoch's cost beyond the fit's own (timed by the probe): the trial's callbacks, the worker's

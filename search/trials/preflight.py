@@ -25,7 +25,7 @@ from search.trials.budget import Budget
 from search.trials.plan import TRIAL_SECONDS, Plan, Shape, make_plan, plan_lines, refusal
 
 if TYPE_CHECKING:
-    from experiments.training.probe import Probe
+    from experiments.training.timings import Probe
     from search.execution.pool import WorkerPool
 
 

@@ -41,6 +41,8 @@ from experiments.training.trial import fresh_session
 
 STEPS = 3  # batches a timed fit adds (and inference calls timed, their median kept)
 REPEATS = 3  # fits of each kind timed, their median kept
+MIN_SPAN = 0.1  # seconds the added batches of a timed fit must take (else more are added)
+MAX_BATCHES = 48
 
 
 def probe_trial(cfg: DictConfig, data: ImageData) -> Probe:
@@ -234,10 +236,19 @@ def _time_phase(
     first = time.perf_counter() - started
     # Medians of REPEATS fits each: one fit slowed by another process's burst does not count.
     once = statistics.median(fit(1, 1) for _ in range(REPEATS))
-    step = max(statistics.median(fit(1 + STEPS, 1) for _ in range(REPEATS)) - once, 0.0) / STEPS
-    evals = statistics.median(fit(1, 1 + STEPS) for _ in range(REPEATS))
-    eval_step = max(evals - once, 0.0) / STEPS
+    step = _per_batch(lambda k: fit(1 + k, 1), once)
+    eval_step = _per_batch(lambda k: fit(1, 1 + k), once)
     return PhaseCost(max(first - once, 0.0), step, eval_step, max(once - step - eval_step, 0.0))
+
+
+def _per_batch(fit: Callable[[int], float], once: float) -> float:
+    """Seconds a batch adds to a fit: STEPS more batches, or more (single fits, x4 each time, up
+    to MAX_BATCHES) until they add MIN_SPAN seconds, then the median of REPEATS such fits. A
+    tiny head's 3 ms steps were lost in the noise of a fit's own 70 ms (estimated at 13 ms)."""
+    extra = STEPS
+    while extra < MAX_BATCHES and fit(extra) - once < MIN_SPAN:
+        extra = min(extra * 4, MAX_BATCHES)
+    return max(statistics.median(fit(extra) for _ in range(REPEATS)) - once, 0.0) / extra
 
 
 def _warm_up_fit(compile_: Compiler) -> None:

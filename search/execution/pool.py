@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 
 from experiments.errors import TrialFailed, UserInputError, WorkerError
 from experiments.worker import Trained
+from search.execution.memory import available_mb  # MemAvailable, or a cgroup's limit
 
 TIMED_OUT = "the trial ran longer than search.trial_timeout"  # how its failure reason starts
 READY_TIMEOUT_S = 300  # a worker importing TensorFlow on a loaded machine
@@ -83,18 +84,6 @@ def worker_settings(cfg: DictConfig) -> WorkerSettings:
 
 
 WORKER_MB = 400  # one idle worker process with TensorFlow imported holds ~320 MB, a trial more
-
-
-def available_mb() -> float | None:
-    """MemAvailable from /proc/meminfo in MB; None where there is no such file."""
-    try:
-        with open("/proc/meminfo") as lines:
-            for line in lines:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def capped(settings: WorkerSettings, trials_left: int) -> WorkerSettings:

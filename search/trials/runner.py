@@ -23,6 +23,7 @@ from experiments.data.splits import ImageData
 from experiments.errors import TrialFailed, UserInputError
 from experiments.outcome import TrialOutcome, stopped_words
 from experiments.worker import Trained, resident_mb
+from search.execution.data_fit import fitted_data
 from search.execution.leftovers import scratch_folder
 from search.execution.store_lock import STORE_LOCK, released
 from search.space.apply import config_yaml, trial_values
@@ -125,8 +126,9 @@ class TrialRunner:
 
     def _loaded(self, data_cfg: DictConfig, seed: int) -> ImageData:
         key = loading_key(data_cfg, seed)  # augmentation, class weights: same images
-        if key not in self._data:
-            self._data[key] = load_data(data_cfg, seed)
+        if key not in self._data:  # in memory only if it fits (search/execution/data_fit.py)
+            trainers = self.pool.settings.workers if self.pool is not None else 1
+            self._data[key] = load_data(fitted_data(data_cfg, seed, trainers), seed)
         return self._data[key]
 
     def run(

@@ -24,7 +24,7 @@ from search.checks import check_config
 from search.config.models import check_models
 from search.config.stores import check_stores, create_output_dir, ui_command
 from search.config.study import study_name
-from search.engines import Engine, make_engine
+from search.engines import Engine, make_engine, stored_model
 from search.execution.data_fit import fitted_data
 from search.execution.leftovers import (
     Before,
@@ -46,6 +46,7 @@ from search.final.champion import champion, front_summary
 from search.final.reevaluate import Contenders
 from search.final.stage import FinalResult, finalize
 from search.space.spec import Param
+from search.trials import preflight
 from search.trials.budget import Budget
 from search.trials.objectives import cost_plan, objectives_of, pruning_note
 from search.trials.outcomes import no_model
@@ -184,8 +185,17 @@ def _sweep(
         tmp = scratch_folder(cfg) / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
         tempfile.tempdir = str(tmp)  # sweep() restores it and removes the folder
+        contenders = Contenders.for_config(cfg, len(data.val))
+        scale = (len(data.train) + len(data.val)) / max(len(data.train), 1)  # final.retrain's data
+        budget = Budget.from_config(cfg, contenders, started, scale, contenders.noise)
+        # search.timeout: a trial's parts timed, and a budget too small for trial 0 and the
+        # final stage refused, before the study or any MLflow run is created.
+        stored = stored_model(cfg, name) if budget.limited else None
+        plan = preflight.check(cfg, data, budget, pool, stored, started)
         search = make_engine(cfg, space, name)
         done = search.finished()  # trials cut short by a kill never count, so recovery can wait
+        if plan is not None and stored is None:  # known now that the study is open
+            plan = preflight.confirm(plan, search.best() is not None)
         print(
             f"sweep {cfg.sweep_name!r}: study {name!r}, engine {engine}, {_objectives(cfg)}, "
             f"{done} of {cfg.search.n_trials} trials finished",
@@ -211,9 +221,8 @@ def _sweep(
                 "was cut short (killed or interrupted): running the final stage again",
                 flush=True,
             )
-    contenders = Contenders.for_config(cfg, len(data.val))
-    scale = (len(data.train) + len(data.val)) / max(len(data.train), 1)  # final.retrain's data
-    budget = Budget.from_config(cfg, contenders, started, scale, contenders.noise)
+    if resumed_from is None:
+        preflight.announce(plan, budget, cfg, len(data.val))
     runner = TrialRunner(
         cfg,
         tracker,

@@ -94,12 +94,16 @@ def run_sweep(overrides: list[str]) -> dict[str, Any]:
             and (" pruned after epoch " in line or " stopped by the budget" in line)
             for line in lines
         ),
+        # search.staged: head configurations its screen trained on cached features ("screen N").
+        "screened": sum(line.startswith("screen ") for line in lines),
         "wall_s": round(seconds, 1),
         # What the sweep did: each trial's line, the budget's and the final stage's decisions.
         "story": [
             line
             for line in lines
-            if line.startswith(("trial ", "final:", "re-evaluat", "crowned", "search.timeout"))
+            if line.startswith(
+                ("trial ", "final:", "re-evaluat", "crowned", "search.timeout", "search.staged")
+            )
         ],
         "log_tail": lines[-12:],
     }

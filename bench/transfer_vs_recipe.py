@@ -67,6 +67,17 @@ def compose(overrides: list[str]):
 
 
 def run_sweep(overrides: list[str]) -> dict[str, Any]:
+    """One sweep in a fresh process of its own (`sweep_here` there): the final stage trains in
+    the sweep process, and a benchmark running every sweep in one process grew past 15 GB
+    (docs/benchmarks.md section 11); a process per sweep gives its memory back when it ends."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(sweep_here, overrides).result()
+
+
+def sweep_here(overrides: list[str]) -> dict[str, Any]:
     """One sweep in this process; its test accuracy, wall time and trial count."""
     from search.sweep import sweep
 

@@ -21,7 +21,7 @@ from transfer_helpers import NO_AUGMENTATION, make_keras_home, transfer_config
 from experiments.errors import UserInputError
 from search.checks import check_config
 from search.config.study import study_name
-from search.engines.optuna.staged import CARRIED, fixed_by_screen
+from search.engines.optuna.staged import CARRIED, ScreenBudget, fixed_by_screen
 from search.engines.staging import staged_note
 from search.sweep import prepare, sweep
 from search.trials.budget import Budget
@@ -106,6 +106,21 @@ def test_the_plan_says_what_the_screen_takes() -> None:
     assert "then about 4 more trials like it" in plan
     budget.screen_share = 0.05  # 13 s: too little for a screen, which is then skipped
     assert "screen" not in budget.plan(Best(0.9, 0, {}, None))
+
+
+def test_the_screen_ends_when_its_share_is_spent_and_says_so_once(capsys) -> None:
+    now = [0.0]
+    budget = ScreenBudget(30.0, clock=lambda: now[0], has_model=True)
+    budget.record(Best(0.5, 0, {}, None), 4.0)
+    now[0] = 25.0
+    assert not budget.search_over() and not budget.plateaued()  # 5 s left: one more fits
+    now[0] = 27.0
+    assert budget.search_over() and budget.search_over() and budget.plateaued()
+    assert not budget.stops_running_trial()  # a running head ends its epochs in the share
+    now[0] = 30.5
+    assert budget.stops_running_trial()  # past the share: stopped at its next epoch end
+    out = capsys.readouterr().out
+    assert out.count("screen: its share of search.timeout (search.staged.share) is spent") == 1
 
 
 def test_staging_is_optuna_only_and_said_so(tmp_path) -> None:

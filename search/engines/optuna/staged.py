@@ -97,6 +97,24 @@ class ScreenBudget(Budget):
     def reserve(self) -> float:
         return 0.0
 
+    def search_over(self) -> bool:
+        """Whether the screen's share is spent: not even its shortest trial would fit; said once
+        here, as the screen's end (the engine's line would say the time is the final stage's)."""
+        shortest = min(self.train_seconds.values(), default=0.0)
+        over = self.limited and self.left() <= shortest
+        if over and not self._said_plateau:
+            self._said_plateau = True
+            print(
+                f"screen: its share of search.timeout (search.staged.share) is spent after "
+                f"{len(self.train_seconds)} complete head configuration(s)",
+                flush=True,
+            )
+        return over
+
+    def plateaued(self) -> bool:
+        """Ended by its share (the engine asks, to say the end only once)."""
+        return self._said_plateau
+
     def plan(self, trial: Best) -> str:
         seconds = self.estimate(trial)
         more = int(self.left() // seconds) if seconds > 0 and self.limited else 0

@@ -26,7 +26,7 @@ from search.engines.staging import staged_note
 from search.sweep import prepare, sweep
 from search.trials.budget import Budget
 from search.trials.types import Best
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 
 # Trial 0, then the screen's 4 head configurations (2 phase-1 epochs each), then 2 two-phase
 # trials, one per carried head; no variant, so trial 1 is the first carried head.
@@ -148,14 +148,10 @@ KILL = (
 
 
 def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "search.run", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+    """The sweep as a user starts it, in a process of its own to kill (its stderr kept)."""
+    command = [sys.executable, "-m", "search.run", *args]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)  # fmt: skip
 
 
 def wait_until(proc: subprocess.Popen, out: Path, ready, timeout: float = 300) -> None:
@@ -233,14 +229,7 @@ def test_a_staged_sweep_killed_in_either_stage_resumes(tmp_path, monkeypatch, st
     screen = optuna.load_study(study_name=f"{name}-screen", storage=storage)
     before = {t.number for t in screen.trials if t.state != TrialState.RUNNING}
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "search.run", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        timeout=600,
-    )
+    resumed = run_cli("search.run", *args)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "recovered from a killed run: trial(s) #" in resumed.stdout
     screen = optuna.load_study(study_name=f"{name}-screen", storage=storage)

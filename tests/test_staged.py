@@ -252,3 +252,20 @@ def test_a_staged_sweep_killed_in_either_stage_resumes(tmp_path, monkeypatch, st
         assert any(all(t.params[k] == v for k, v in heads[number].items()) for t in done)
     trained_once(cfg, name)
     trained_once(cfg, f"{name}-screen")
+
+
+@pytest.mark.slow  # ~35 s on 2 busy cores
+def test_a_budget_spent_by_trial_0_starts_no_other_trial(tmp_path, monkeypatch, capsys) -> None:
+    """At 1x the recipe's time, trial 0 and the final stage fill the budget: no screen, and no
+    trial started only to be stopped (Optuna starts one before its first stop check)."""
+    home = make_keras_home(tmp_path, monkeypatch)
+    cfg = transfer_config(
+        tmp_path, "search.timeout=1", "train.epochs=2", "model.fine_tune.head_epochs=1",
+        "final.top_k=0", "final.retrain=false", f"keras_home={home}", "search.workers=0",
+    )  # fmt: skip
+    summary = sweep(cfg)
+    out = capsys.readouterr().out
+    assert "search.timeout: the time left is the final stage's; no new trial" in out
+    assert "screen stage" not in out
+    main = optuna.load_study(study_name=summary.study_name, storage=cfg.search.storage)
+    assert [t.state for t in main.trials] == [TrialState.COMPLETE]  # not one draw stopped

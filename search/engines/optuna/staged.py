@@ -262,5 +262,10 @@ def optimize_staged(
             flush=True,
         )
     left = total - main.finished()
-    if left > 0:
+    # Optuna starts a trial before its first stop check: ask the budget first (at 1x the
+    # recipe's time, trial 0 and the final stage fill it).
+    if left > 0 and runner.budget.search_over():
+        if not runner.budget.plateaued():  # a plateau says so itself
+            print("search.timeout: the time left is the final stage's; no new trial", flush=True)
+    elif left > 0:
         main.optimize(runner, left)

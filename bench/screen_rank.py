@@ -65,35 +65,49 @@ def spearman(a: list[float], b: list[float]) -> float:
     return cov / (va * vb) if va and vb else float("nan")
 
 
-def one_set(name: str, root: Path, quick: bool, n: int) -> dict:
+def train_pair(overrides: list[str], params: dict) -> dict:
+    """One head configuration trained head-only (cached) and two-phase, in this process."""
     from omegaconf import OmegaConf
 
     from experiments.data.load import load_data
+    from experiments.quiet import quiet_tensorflow
     from experiments.training.trial import run_trial
     from search.sweep import prepare
+
+    quiet_tensorflow()
+    cfg = prepare(compose(overrides))
+    data = load_data(cfg.data, int(cfg.seed))
+    params = params or {k: OmegaConf.select(cfg, k) for k in HEAD_KEYS}  # {}: the base's
+    for key, value in params.items():
+        OmegaConf.update(cfg, key, value)
+    head = cfg.copy()
+    OmegaConf.update(head, "train.epochs", int(cfg.model.fine_tune.head_epochs))
+    cached = run_trial(head, data)
+    full = run_trial(cfg, data)
+    return {"params": params, "head_val": cached.metrics["val_accuracy"],
+            "head_s": round(cached.seconds, 1), "two_phase_val": full.metrics["val_accuracy"],
+            "two_phase_s": round(full.seconds, 1)}  # fmt: skip
+
+
+def one_set(name: str, root: Path, quick: bool, n: int) -> dict:
+    """N configurations of set `name`, each pair in a fresh process (TensorFlow keeps memory
+    trial after trial: 16 pairs in one process grew to 17.8 GB); the cache on disk is shared."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
 
     per_class = QUICK_PER_CLASS if quick else SETS[name][1]
     common = common_overrides(name, root, per_class)
     size = ["data.image_size=96", "model.input_size=96"] if quick else []
-    base = prepare(compose(["sweep=transfer", *common, *size, f"output_dir={root / name}"]))
-    data = load_data(base.data, int(base.seed))
-    head_epochs = int(base.model.fine_tune.head_epochs)
+    overrides = ["sweep=transfer", *common, *size, f"output_dir={root / name}"]
     rng = random.Random(7)
     rows = []
     for i in range(n):
-        params = draw(rng) if i else {k: OmegaConf.select(base, k) for k in HEAD_KEYS}
-        cfg = base.copy()
-        for key, value in params.items():
-            OmegaConf.update(cfg, key, value)
-        head = cfg.copy()
-        OmegaConf.update(head, "train.epochs", head_epochs)
-        cached = run_trial(head, data)
-        full = run_trial(cfg, data)
-        rows.append({"params": params, "head_val": cached.metrics["val_accuracy"],
-                     "head_s": round(cached.seconds, 1), "two_phase_val": full.metrics["val_accuracy"],
-                     "two_phase_s": round(full.seconds, 1)})  # fmt: skip
-        print(f"  {name} #{i}: head {rows[-1]['head_val']:.4f} ({cached.seconds:.1f}s), "
-              f"two-phase {rows[-1]['two_phase_val']:.4f} ({full.seconds:.1f}s) {params}", flush=True)  # fmt: skip
+        params = draw(rng) if i else {}
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            rows.append(pool.submit(train_pair, overrides, params).result())
+        print(f"  {name} #{i}: head {rows[-1]['head_val']:.4f} ({rows[-1]['head_s']}s), "
+              f"two-phase {rows[-1]['two_phase_val']:.4f} ({rows[-1]['two_phase_s']}s) "
+              f"{rows[-1]['params']}", flush=True)  # fmt: skip
     rho = spearman([r["head_val"] for r in rows], [r["two_phase_val"] for r in rows])
     return {"rows": rows, "spearman": rho, "per_class": per_class}
 
@@ -107,9 +121,6 @@ def main() -> None:
         ],
     )
     require_sets(args.sets, "screen_rank")
-    from experiments.quiet import quiet_tensorflow
-
-    quiet_tensorflow()
     results = {}
     with tempfile.TemporaryDirectory(prefix="screen-rank-") as tmp:
         for name in args.sets:

@@ -370,15 +370,22 @@ class OptunaEngine:
         kept = {k: attrs[k] for k in ("baseline", "variant") if k in attrs}
         study.enqueue_trial(params, user_attrs={"retry_of": number, **kept})
 
-    def optimize(self, runner: TrialRunner, n_trials: int, upto: int | None = None) -> None:
-        """Run trials until the study has search.n_trials finished ones (or `upto`, when fewer:
-        the staged search runs trial 0 alone first), or until the search's share of
-        `search.timeout` is spent (`runner.budget`: search/trials/budget.py).
+    def optimize(self, runner: TrialRunner, n_trials: int) -> None:
+        """Run trials until the study has search.n_trials finished ones, or until the search's
+        share of `search.timeout` is spent (`runner.budget`: search/trials/budget.py).
 
         The stop rule counts the study's finished trials in the storage (not this call's, so
         `n_trials`, this call's share when it started, is only informative): the total stays
         exact across resumes, re-queued trials and several workers sharing the study.
         """
+        self._optimize(runner, None)
+
+    def first_trial(self, runner: TrialRunner) -> None:
+        """Trial 0 alone: the staged search (search/engines/optuna/staged.py) screens after it."""
+        self._optimize(runner, 1)
+
+    def _optimize(self, runner: TrialRunner, upto: int | None) -> None:
+        """`optimize`, ending at `upto` claimed trials when that is fewer than search.n_trials."""
         # Trials forgiven when this call starts (all timed out, none completed) are redone; the
         # ones this call ends count, so a timeout every trial hits still ends the call.
         total = int(self.cfg.search.n_trials) + self._forgiven(self.study.get_trials(deepcopy=False))

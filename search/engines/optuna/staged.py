@@ -250,7 +250,7 @@ def optimize_staged(
     if not screen.done(main):
         runner.budget.screen_share = float(cfg.search.staged.share)
         if main.finished() < 1:
-            main.optimize(runner, 1, upto=1)
+            main.first_trial(runner)
         runner.budget.screen_share = 0.0
         if main.finished() < total and not runner.budget.search_over():
             screen.run(main, runner)

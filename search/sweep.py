@@ -14,7 +14,7 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -25,6 +25,7 @@ from search.config.models import check_models
 from search.config.stores import check_stores, create_output_dir, ui_command
 from search.config.study import study_name
 from search.engines import Engine, make_engine, stored_model
+from search.engines.staging import staged_note, staged_on
 from search.execution.data_fit import fitted_data
 from search.execution.leftovers import (
     Before,
@@ -51,6 +52,9 @@ from search.trials.budget import Budget
 from search.trials.objectives import cost_plan, objectives_of, pruning_note
 from search.trials.outcomes import no_model
 from search.trials.types import Best
+
+if TYPE_CHECKING:
+    from search.trials.runner import TrialRunner
 
 
 @dataclass
@@ -222,7 +226,9 @@ def _sweep(
                 flush=True,
             )
     if resumed_from is None:
-        preflight.announce(plan, budget, cfg, len(data.val))
+        screen = staged_on(cfg) and staged_note(cfg) is None  # a staged search's screen share
+        share = float(cfg.search.staged.share) if screen else 0.0
+        preflight.announce(plan, budget, cfg, len(data.val), share)
     runner = TrialRunner(
         cfg,
         tracker,
@@ -259,7 +265,7 @@ def _sweep(
             import_in_background()  # the report's figure libraries, not at its end
         try:
             if resumed_from is None:
-                search.optimize(runner, int(cfg.search.n_trials) - done)
+                _search(cfg, search, runner, space, name, int(cfg.search.n_trials) - done)
         except KeyboardInterrupt:
             print_interrupted(cfg, name, search)
             raise
@@ -295,6 +301,24 @@ def _sweep(
     if best is None:  # recorded and reported above; a sweep without a model does not succeed
         raise NoModel(no_model(name, summary.finished_trials))
     return summary
+
+
+def _search(
+    cfg: DictConfig, search: Engine, runner: TrialRunner, space: list[Param], name: str, n: int
+) -> None:
+    """The search: in two stages with search.staged on where it fits (Optuna, a fine-tuning
+    schedule: search/engines/optuna/staged.py), else in one, saying why."""
+    if staged_on(cfg):
+        note = staged_note(cfg)
+        if note is None:
+            from search.engines.optuna.engine import OptunaEngine
+            from search.engines.optuna.staged import optimize_staged
+
+            assert isinstance(search, OptunaEngine)  # staged_note: the Optuna engine
+            optimize_staged(cfg, search, runner, space, name)
+            return
+        print(note, flush=True)
+    search.optimize(runner, n)
 
 
 def _plain(value: Any) -> Any:

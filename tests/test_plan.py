@@ -6,6 +6,7 @@ embedded digits at 16 px, the model at 32 px), real Optuna and MLflow stores.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -138,6 +139,15 @@ def test_the_printed_plan_says_each_stage_and_what_to_watch() -> None:
     assert "with an augmentation preset" in text and "search.patience" in text
     assert "2.1 points (one standard error at 0.90 on 200 validation images)" in text
     assert all(line.startswith("plan: ") for line in lines)
+
+
+def test_a_staged_searchs_screen_has_its_line_and_leaves_fewer_two_phase_trials() -> None:
+    plan = dataclasses.replace(make_plan(probe(), SHAPE, budget(600.0), spent=12.0), screen=60.0)
+    lines = plan_lines(plan, val_images=200, patience=10)
+    assert plan.trials() == int((plan.searching - 60.0) // plan.later)
+    assert any("about 60s go first to a screen of head configurations" in x for x in lines)
+    one_stage = make_plan(probe(), SHAPE, budget(600.0), spent=12.0)
+    assert not any("screen" in x for x in plan_lines(one_stage, 200, 10))
 
 
 def test_reserve_after_is_the_reserve_once_a_first_trial_completed() -> None:

@@ -53,6 +53,10 @@ from search.trials.types import Best
 # A margin for what follows the trainings: testing, registering, the report. Not measured apart;
 # with it, the sweeps of docs/benchmarks.md section 6 ended 13-42 s inside their budgets.
 TEST_SECONDS = 5.0
+# search.staged: a screen given less than this is skipped (search/engines/optuna/staged.py):
+# so little time buys a few head configurations at most, and at 1x the recipe's time (where
+# trial 0 and the final stage fill the budget) the search runs as without staging.
+MIN_SCREEN_SECONDS = 20.0
 
 
 @dataclass
@@ -82,6 +86,9 @@ class Budget:
     leading: float | None = None  # the best score of this invocation that reset the patience
     cache_build: float = 0.0  # the most seconds a trial spent building frozen features
     planned: float | None = None  # trial 0's seconds as the plan before it estimated them
+    # search.staged: the share of the search's time a screen of head configurations takes
+    # after the first trial (search/engines/optuna/staged.py); 0: no screen ahead.
+    screen_share: float = 0.0
     _said_plateau: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -232,7 +239,9 @@ class Budget:
         seconds = self.estimate(trial)
         reserve, left = self.reserve(), max(self.left(), 0.0)  # one reading of the clock
         searching = max(left - reserve, 0.0)
-        more = int(searching // seconds) if seconds > 0 else 0
+        screen = self.screen_share * searching
+        screen = screen if screen >= MIN_SCREEN_SECONDS else 0.0
+        more = int((searching - screen) // seconds) if seconds > 0 else 0
         stop = (
             f", or fewer once {self.patience} trial(s) in a row bring no gain beyond the seed noise "
             "(search.patience)"
@@ -247,9 +256,16 @@ class Budget:
             else ""
         )
         planned = f" (planned {self.planned:.0f}s)" if self.planned is not None else ""
+        first = (
+            f"a screen of head configurations on cached features for about {screen:.0f}s "
+            "(search.staged), then "
+            if screen
+            else ""
+        )
         return (
             f"plan: trial {trial.number} trained in {seconds:.0f}s{planned}; {left:.0f}s of "
-            f"search.timeout left: about {more} more trials like it{stop}, then the final stage's "
+            f"search.timeout left: {first}about {more} more trials like it{stop}, then the "
+            "final stage's "
             f"{reserve:.0f}s (re-evaluation, retraining, test){extra}"
         )
 

@@ -144,6 +144,7 @@ class Plan:
     final: float  # the final stage's reserve after trial 0
     has_model: bool = False  # the study has a completed trial (resumed): no trial 0 needed
     final_parts: str = "test"  # what the final stage's share buys, as the plan says it
+    screen: float = 0.0  # search.staged: the search's seconds a screen of heads takes first
 
     @property
     def needed(self) -> float:
@@ -162,8 +163,8 @@ class Plan:
         return max(self.budget - self.needed, 0.0)
 
     def trials(self) -> int:
-        """About how many more trials like trial 0 the search's share holds."""
-        return int(self.searching // self.later) if self.later > 0 else 0
+        """About how many more trials like trial 0 the search's share holds (after the screen)."""
+        return int((self.searching - self.screen) // self.later) if self.later > 0 else 0
 
     def smallest(self) -> int:
         """`needed`, rounded up to a multiple of 10 s (what the refusal names)."""
@@ -222,6 +223,12 @@ def plan_lines(plan: Plan, val_images: int, patience: int | None) -> list[str]:
     if patience is not None:
         search += f"; fewer once {patience} trials in a row bring no gain (search.patience)"
     lines.append(search + "; pruned trials cost less, so more of them fit")
+    if plan.screen:  # the stage's line (search/engines/optuna/staged.py)
+        lines.append(
+            f"plan: of the search, about {plan.screen:.0f}s go first to a screen of head "
+            "configurations on cached features (search.staged), whose best heads the two-phase "
+            "trials above then fine-tune"
+        )
     noise = math.sqrt(0.9 * 0.1 / max(val_images, 1))
     lines.append(
         f"plan: to watch: the best val_accuracy usually comes with trial 0 and its variants; a "

@@ -12,6 +12,7 @@ then prices as the base config. The refusal comes before any store or MLflow run
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ from experiments.data.splits import ImageData
 from experiments.errors import UserInputError
 from search.execution.leftovers import scratch_folder
 from search.space.apply import config_yaml
-from search.trials.budget import Budget
+from search.trials.budget import MIN_SCREEN_SECONDS, Budget
 from search.trials.plan import TRIAL_SECONDS, Plan, Shape, make_plan, plan_lines, refusal
 
 if TYPE_CHECKING:
@@ -79,10 +80,15 @@ def confirm(plan: Plan | None, has_model: bool) -> Plan | None:
     return plan
 
 
-def announce(plan: Plan | None, budget: Budget, cfg: DictConfig, val_images: int) -> None:
-    """Print the plan and give the budget trial 0's estimate (the line after trial 0 says it)."""
+def announce(
+    plan: Plan | None, budget: Budget, cfg: DictConfig, val_images: int, screen_share: float = 0.0
+) -> None:
+    """Print the plan and give the budget trial 0's estimate (the line after trial 0 says it);
+    `screen_share`: the search's share a staged search's screen takes (0: one stage)."""
     if plan is None:
         return
+    screen = screen_share * plan.searching
+    plan = dataclasses.replace(plan, screen=screen if screen >= MIN_SCREEN_SECONDS else 0.0)
     patience = cfg.search.get("patience")
     for line in plan_lines(plan, val_images, None if patience is None else int(patience)):
         print(line, flush=True)

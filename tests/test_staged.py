@@ -5,6 +5,7 @@ best heads, and a kill -9 in either stage resumes without training a finished tr
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from search.config.study import study_name
 from search.engines.optuna.staged import CARRIED, ScreenBudget, fixed_by_screen
 from search.engines.staging import staged_note
 from search.sweep import prepare, sweep
+from search.trials import preflight
 from search.trials.budget import Budget
 from search.trials.types import Best
 from tests.conftest import ROOT, run_cli
@@ -259,8 +261,19 @@ def test_a_budget_spent_by_trial_0_starts_no_other_trial(tmp_path, monkeypatch, 
     """At 1x the recipe's time, trial 0 and the final stage fill the budget: no screen, and no
     trial started only to be stopped (Optuna starts one before its first stop check)."""
     home = make_keras_home(tmp_path, monkeypatch)
+    planned = preflight.check
+
+    def at_1x(cfg, data, budget, *args):
+        """A budget that trial 0 (never stopped: the study has no model yet) and the final stage
+        fill, however fast trial 0 runs: what passed the plan's check, less trial 0's share (the
+        plan's estimate of a tiny trial is seconds off either way; test_plan.py checks it)."""
+        plan = planned(cfg, data, budget, *args)
+        budget.seconds = plan.spent + plan.final
+        return dataclasses.replace(plan, budget=budget.seconds)
+
+    monkeypatch.setattr(preflight, "check", at_1x)
     cfg = transfer_config(
-        tmp_path, "search.timeout=1", "train.epochs=2", "model.fine_tune.head_epochs=1",
+        tmp_path, "search.timeout=600", "train.epochs=2", "model.fine_tune.head_epochs=1",
         "final.top_k=0", "final.retrain=false", f"keras_home={home}", "search.workers=0",
     )  # fmt: skip
     summary = sweep(cfg)
@@ -268,4 +281,5 @@ def test_a_budget_spent_by_trial_0_starts_no_other_trial(tmp_path, monkeypatch, 
     assert "search.timeout: the time left is the final stage's; no new trial" in out
     assert "screen stage" not in out
     main = optuna.load_study(study_name=summary.study_name, storage=cfg.search.storage)
-    assert [t.state for t in main.trials] == [TrialState.COMPLETE]  # not one draw stopped
+    states = [t.state for t in main.trials]
+    assert states == [TrialState.COMPLETE], out  # not one draw stopped

@@ -423,7 +423,7 @@ class TrialRunner:
         try:
             with self.pool.worker() as worker:
                 worker.send_trial(text, shared, (), timed=False)
-                trained = worker.train(lambda epoch, logs: None, lambda done: str(folder))
+                trained = worker.train(_no_hook, lambda done: str(folder), _no_hook)
             if trained.model_error:
                 raise TrialFailed(f"its model could not be saved ({trained.model_error})")
             model = keras.saving.load_model(folder / DATA_FOLDER / MODEL_FILE, compile=False)
@@ -450,6 +450,10 @@ class TrialRunner:
             print(f"trial {number:>3}  {outcome:<24} {timing}  {shown}", flush=True)
             return
         print(f"trial {number:>3}  {outcome:<24} {timing}  {best}  {shown}", flush=True)
+
+
+def _no_hook(epoch: int, logs: dict[str, float]) -> None:
+    """A final-stage training's epochs: no pruner decides, no trial run records the curves."""
 
 
 def first_trial_failed(reason: str) -> UserInputError:

@@ -163,7 +163,8 @@ class TrialRunner:
         if self._resolved is None:
             self._resolved = OmegaConf.to_container(self.base, resolve=True)
         values = trial_values(self._resolved, {**params, **(overrides or {})})
-        data = self._loaded(OmegaConf.create(values["data"]), int(values["seed"]))
+        data_cfg = OmegaConf.create(values["data"])
+        data = self._loaded(data_cfg, int(values["seed"]))
         run_tags = {**self.tags, "trial_number": number}
         text = config_yaml(values)
         # The whole config as OmegaConf nodes only where the trial trains here (a worker gets
@@ -174,6 +175,8 @@ class TrialRunner:
                 worker, failed = self._hand_over(text, data, hold), None  # None: trains here
             except Exception as err:  # no worker could take it: recorded as the trial's failure
                 worker, failed = None, err
+            if self.pool is not None:  # shared now: the mapped pixels, not the decoded copy
+                data = self._loaded(data_cfg, int(values["seed"]))
             planned = int(values.get("train", {}).get("epochs") or 0) or None
             return self._record(
                 number, params, cfg, text, data, worker, failed, callbacks, run_tags, tags, planned

@@ -1,10 +1,11 @@
 """Distillation (issue 26): does one student keep the ensemble's gain at one model's latency?
 
-    python bench/distil.py [--per-class N] [--size 96] [--epochs 10] [--head-epochs 6]
-                           [--settings 2:0.5 4:0.5 1:0.5 2:0.1] [--student-seeds 45 46] [--quick]
+    python bench/distil.py [--sets sign cifar] [--per-class N] [--size 96] [--epochs 10]
+                           [--head-epochs 6] [--settings 2:0.5 4:0.5 8:0.5 4:0.25 8:0.25]
+                           [--student-seeds 45 46] [--quick]
 
-On sign-language-digits (every photo, or `--per-class` per digit; seed 42's split, as
-bench/ensemble.py), MobileNet 0.25 ImageNet at `--size` px (the transfer model's default input
+On each set (sign-language-digits, every photo; cifar10-test, 300 per class, as
+bench/anytime.py; or `--per-class` per class; seed 42's split, as bench/ensemble.py), MobileNet 0.25 ImageNet at `--size` px (the transfer model's default input
 size, conf/model/transfer.yaml) is trained as `sweep=transfer`'s base config (no augmentation,
 label smoothing 0.1, two phases on cached activations, its 10 epochs of which 6 head) at member
 seeds 42, 43, 44, on the training split. Their average (experiments/models/ensemble.py) is the
@@ -16,10 +17,12 @@ Reported: test accuracy of each member, their mean, the ensemble, the plain mode
 student (mean over the student seeds); the share of the ensemble's gain over the members' mean
 that a student keeps (target: at least half); and milliseconds per image at batch 1 (median of
 single-image calls of a compiled forward pass, after warm-up) of one member, the ensemble and
-the student (target: student at most 1.2x one member).
+the student (target: student at most 1.2x one member). A setting `T:alpha:E` trains its
+students E epochs instead of `--epochs` (the extra ones fine-tune; the head's stay `--head-epochs`).
 
 --quick: 12 images per class, 3 epochs, one setting: a smoke run, not figures.
-Everything is written to a temporary folder; results go to bench/results/distil.json.
+Everything is written to a temporary folder; results go to bench/results/distil.json, one entry
+per set.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 
 import numpy as np
 from _common import SHARED_DATA, parse_args, print_table, verdict, write_result
-from transfer_vs_recipe import compose, keras_home, require_sets
+from transfer_vs_recipe import SETS, compose, keras_home, require_sets
 
 SPLIT_SEED = 42
 MEMBER_SEEDS = (42, 43, 44)
@@ -71,21 +74,34 @@ def main() -> None:
     args = parse_args(
         __doc__.splitlines()[0],
         [
+            ("--sets", {"nargs": "+", "choices": list(SETS), "default": ["sign", "cifar"]}),
             ("--per-class", {"type": int, "default": None}),
             ("--size", {"type": int, "default": 96}),
             ("--epochs", {"type": int, "default": 10}),
             ("--head-epochs", {"type": int, "default": 6}),
-            ("--settings", {"nargs": "+", "default": ["2:0.5", "4:0.5", "1:0.5", "2:0.1"]}),
+            (
+                "--settings",
+                {"nargs": "+", "default": ["2:0.5", "4:0.5", "8:0.5", "4:0.25", "8:0.25"]},
+            ),
             ("--student-seeds", {"nargs": "+", "type": int, "default": STUDENT_SEEDS}),
         ],
     )
-    per_class, epochs, head = args.per_class, args.epochs, args.head_epochs
     settings = [tuple(float(v) for v in s.split(":")) for s in args.settings]
     if args.quick:
-        per_class, epochs, head, settings = 12, 3, 2, settings[:1]
+        args.per_class, args.epochs, args.head_epochs, settings = 12, 3, 2, settings[:1]
         args.student_seeds = args.student_seeds[:1]
-    require_sets(["sign"], "distil")
+    require_sets(args.sets, "distil")
+    results: dict[str, Any] = {}
+    for name in args.sets:  # written after each set: a run cut short keeps what it measured
+        results[name] = one_set(name, args, settings)
+        write_result("distil", {"sets": results}, args.quick)
 
+
+def one_set(name: str, args: Any, settings: list[tuple[float, ...]]) -> dict[str, Any]:
+    """Members, ensemble, plain models and students on set `name`: its table and figures."""
+    folder, set_per_class = SETS[name]
+    per_class = args.per_class or set_per_class
+    epochs, head = args.epochs, args.head_epochs
     from experiments.quiet import quiet_tensorflow
 
     quiet_tensorflow()
@@ -101,7 +117,7 @@ def main() -> None:
         overrides = [
             "sweep=transfer",
             "data=directory",
-            f"data.path={SHARED_DATA / 'sign-language-digits'}",
+            f"data.path={SHARED_DATA / folder}",
             *([f"data.max_per_class={per_class}"] if per_class else []),
             f"data.image_size={args.size}",
             f"model.input_size={args.size}",
@@ -151,32 +167,40 @@ def main() -> None:
 
         students: dict[str, dict[str, Any]] = {}
         student = None
-        for temperature, alpha in settings:
+        for temperature, alpha, *more in settings:
+            student_epochs = int(more[0]) if more else epochs
             tests, vals, seconds = [], [], []
             for seed in args.student_seeds:
-                result = distil(seeded(seed), data, teacher, temperature=temperature, alpha=alpha)
+                student_cfg = seeded(seed)
+                with open_dict(student_cfg):
+                    student_cfg.train.epochs = student_epochs  # the fine-tuning phase grows
+                result = distil(student_cfg, data, teacher, temperature=temperature, alpha=alpha)
                 tests.append(test(result.model))
                 vals.append(result.metrics["val_accuracy"])
                 seconds.append(result.seconds)
                 student = student or result.model  # one of them: they share the architecture
             score = statistics.fmean(tests)
-            students[f"T={temperature:g} alpha={alpha:g}"] = {
+            label = f"T={temperature:g} alpha={alpha:g}" + (
+                f" {student_epochs} epochs" if more else ""
+            )
+            students[label] = {
                 "temperature": temperature,
                 "alpha": alpha,
+                "epochs": student_epochs,
                 "test": score,
                 "tests": tests,
                 "vals": vals,
                 "gain_kept": kept(score),
                 "seconds": statistics.fmean(seconds),
             }
-            print(f"  student T={temperature:g} alpha={alpha:g}: test {tests}", flush=True)
+            print(f"  student {label}: test {tests}", flush=True)
 
         latency = batch1_ms(
             {"member_ms": members[0], "ensemble_ms": teacher, "student_ms": student}, data.test.x
         )
     single_ms, ensemble_ms, student_ms = latency.values()
     print_table(
-        f"sign-language-digits {per_class or 'all'}/class, {args.size} px, {epochs} epochs ({head} head): test",
+        f"{folder} {per_class or 'all'}/class, {args.size} px, {epochs} epochs ({head} head): test",
         ["model", "test", "gain kept", "half kept", "seconds"],
         [[name, r["test"], "", "", r["seconds"]] for name, r in rows.items()]
         + [
@@ -202,27 +226,24 @@ def main() -> None:
         f"{verdict(ratio <= 1.2)} <= 1.2x); the teacher's accuracy on its own training images "
         f"{train_teacher:.4f}"
     )
-    write_result(
-        "distil",
-        {
-            "data": "sign-language-digits",
-            "per_class": per_class,
-            "split": [len(data.train), len(data.val), len(data.test)],
-            "size": args.size,
-            "epochs": epochs,
-            "head_epochs": head,
-            "member_seeds": list(MEMBER_SEEDS),
-            "student_seeds": args.student_seeds,
-            "plain_mean_test": plain_mean,
-            "models": rows,
-            "members_mean_test": member_mean,
-            "ensemble_test": ensemble_test,
-            "teacher_train_accuracy": train_teacher,
-            "students": students,
-            "latency_batch1": latency,
-        },
-        args.quick,
-    )
+    return {
+        "data": folder,
+        "per_class": per_class,
+        "split": [len(data.train), len(data.val), len(data.test)],
+        "size": args.size,
+        "epochs": epochs,
+        "head_epochs": head,
+        "member_seeds": list(MEMBER_SEEDS),
+        "student_seeds": args.student_seeds,
+        "plain_mean_test": plain_mean,
+        "models": rows,
+        "members_mean_test": member_mean,
+        "ensemble_test": ensemble_test,
+        "teacher_train_accuracy": train_teacher,
+        "students": students,
+        "latency_batch1": latency,
+        "student_latency_ratio": ratio,
+    }
 
 
 if __name__ == "__main__":

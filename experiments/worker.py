@@ -11,7 +11,7 @@ stays the one writer of the Optuna and MLflow stores. It may be started before t
 
 Per trial:
 
-    sweep -> worker   ("trial", config yaml, SharedData, cost names)
+    sweep -> worker   ("trial", config yaml, SharedData, CostPlan)
     worker -> sweep   ("epoch", epoch, logs)         then waits for "go" or "stop" (pruning)
     worker -> sweep   ("done", Trained)              then waits for the model's fate:
     sweep -> worker   ("save", folder) | ("drop",)   worth keeping (tracking.log_models) or not
@@ -54,7 +54,7 @@ class Trained:
     seconds: float
     rss_mb: float  # the worker's resident memory after the trial
     feature_cache: Any  # experiments.training.cache_report.CacheReport
-    costs: dict[str, float]  # model_costs of the trained model
+    costs: dict[str, float]  # trial_costs of the trained model (experiments/trial_cost.py)
     model_folder: str | None = None  # where the worker saved the model, when it was kept
     model_error: str | None = None  # why saving a kept model failed
     keras_files: KerasFiles | None = None  # what the sweep needs to complete the model folder
@@ -108,8 +108,8 @@ def serve(conn: Connection, parent: int, keras_home: str | None) -> None:
     import tensorflow as tf
     from omegaconf import DictConfig, OmegaConf
 
-    from experiments.evaluation.cost import model_costs
     from experiments.training.trial import run_trial
+    from experiments.trial_cost import CostPlan, trial_costs
 
     class Reporter(keras.callbacks.Callback):
         """Sends each epoch's logs and waits for the sweep's verdict."""
@@ -120,12 +120,12 @@ def serve(conn: Connection, parent: int, keras_home: str | None) -> None:
             if conn.recv() == "stop":
                 raise StopTraining()
 
-    def serve_trial(config_yaml: str, data: Any, cost_names: tuple[str, ...]) -> None:
+    def serve_trial(config_yaml: str, data: Any, plan: CostPlan) -> None:
         """Train one trial and answer the sweep until the trial's last message."""
         try:
             trial_cfg = cast(DictConfig, OmegaConf.create(config_yaml))  # a mapping's YAML
             result = run_trial(trial_cfg, data, [Reporter()])
-            costs = model_costs(result.model, data.sample(1), cost_names)
+            costs = trial_costs(result.model, data, plan)
         except StopTraining:
             conn.send(("stopped",))
             return
@@ -159,7 +159,7 @@ def serve(conn: Connection, parent: int, keras_home: str | None) -> None:
     conn.send(("ready", os.getpid()))
     while True:
         try:
-            _, config_yaml, shared, cost_names = conn.recv()
+            _, config_yaml, shared, plan = conn.recv()
         except EOFError:  # the sweep closed its end
             return
         if shared.key not in opened:
@@ -172,7 +172,7 @@ def serve(conn: Connection, parent: int, keras_home: str | None) -> None:
         if tmp:  # made here, at a trial: the sweep's start succeeded (its folder is kept)
             os.makedirs(tmp, exist_ok=True)
             tempfile.tempdir = tmp  # TensorFlow's autograph files: removed with the sweep's folder
-        serve_trial(config_yaml, opened[shared.key], tuple(cost_names))
+        serve_trial(config_yaml, opened[shared.key], plan)
         # The trial's graph and model are dropped now, while the sweep records the trial and
         # asks for the next one, not on the next trial's critical path (run_trial's own
         # fresh_session then finds little left to free).

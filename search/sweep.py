@@ -19,15 +19,23 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from experiments.data.folders import scan_folder
-from experiments.errors import NoModel
+from experiments.errors import NoModel, UserInputError
 from search.checks import check_config
 from search.config.models import check_models
 from search.config.stores import check_stores, create_output_dir, ui_command
 from search.config.study import study_name
 from search.engines import Engine, make_engine
-from search.execution.leftovers import remove_dead_scratch, removed_on_error, scratch_folder
+from search.execution.data_fit import fitted_data
+from search.execution.leftovers import (
+    Before,
+    remove_dead_scratch,
+    removed_on_error,
+    scratch_folder,
+)
+from search.execution.output_lock import hold_output_dir
 from search.execution.pool import (
     WorkerPool,
+    WorkerSettings,
     capped,
     discard_early,
     interrupts_stop,
@@ -39,7 +47,7 @@ from search.final.reevaluate import Contenders
 from search.final.stage import FinalResult, finalize
 from search.space.spec import Param
 from search.trials.budget import Budget
-from search.trials.objectives import objectives_of, pruning_note
+from search.trials.objectives import cost_plan, objectives_of, pruning_note
 from search.trials.outcomes import no_model
 from search.trials.types import Best
 
@@ -86,10 +94,36 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     # can use (the study is not open yet: a resumed one may need fewer still, never more).
     settings = capped(worker_settings(cfg), int(cfg.search.n_trials))
     check_stores(cfg)  # bad input: every store and folder, read-only, before anything is created
-    engine = str(cfg.search.engine)
     name = study_name(cfg)
+    if cfg.data.get("source") == "directory":  # its layout (and links), read-only; load_data
+        scan_folder(cfg.data.get("path"), warn=False)  # scans again, and warns
+    before = Before.now(cfg)  # a start refused for bad input removes what it created from here
+    # One sweep at a time in an output folder, before any store is opened or created: a second
+    # is refused, naming the first (search/execution/output_lock.py). Not inside
+    # removed_on_error: a folder that the first created since `before` is the first's.
+    lock = hold_output_dir(cfg, name)
+    try:
+        return _start(cfg, space, settings, name, started, before)
+    except UserInputError:
+        lock.restore()  # the lock file as this start found it (removed above if it made it)
+        raise
+    finally:
+        lock.release()  # last: after the stores are finished and the workers are gone
+
+
+def _start(
+    cfg: DictConfig,
+    space: list[Param],
+    settings: WorkerSettings,
+    name: str,
+    started: float,
+    before: Before,
+) -> SweepSummary:
+    """The sweep with its output folder held: its stores, scratch folder and worker pool."""
+    engine = str(cfg.search.engine)
     stores = [str(cfg.tracking.tracking_uri), str(cfg.search.get("storage") or "")]
-    write_ahead(*stores)  # SQLite stores: commits without a sync each (search/execution/store_wal.py)
+    # SQLite stores: commits without a sync each (search/execution/store_wal.py)
+    write_ahead(*stores)
     remove_dead_scratch(cfg.output_dir)  # what a killed sweep handed its workers
     scratch = scratch_folder(cfg)
     # TensorFlow writes __autograph_generated_file*.py to the temp folder and never removes them:
@@ -102,10 +136,8 @@ def sweep(cfg: DictConfig) -> SweepSummary:
     try:
         if pool is not None:  # TensorFlow's import (~4 s) runs in the workers from now on, beside
             pool.start()  # this process's set-up; one that fails kills them (never trained)
-        if cfg.data.get("source") == "directory":  # its layout (and links) before loading
-            scan_folder(cfg.data.get("path"), warn=False)  # load_data scans again, and warns
         with interrupts_stop(pool):
-            return _sweep(cfg, space, name, engine, pool, started)
+            return _sweep(cfg, space, name, engine, pool, started, before)
     finally:
         finish(*stores)  # a finished store is one file again
         if pool is not None:
@@ -123,11 +155,13 @@ def _sweep(
     engine: str,
     pool: WorkerPool | None,
     started: float,
+    before: Before,
 ) -> SweepSummary:
     """The sweep after its config passed every check; trials train in `pool` (None: here);
-    `started`: the invocation's start (time.monotonic()), where search.timeout counts from."""
+    `started`: the invocation's start (time.monotonic()), where search.timeout counts from;
+    `before`: what existed before this start took the output folder's lock."""
     # What is found from here on (a weights file, the data) removes what this start created.
-    with removed_on_error(cfg):
+    with removed_on_error(cfg, before):
         create_output_dir(Path(cfg.output_dir))  # a file system that refuses it: fail now
         check_models(cfg, space)
         # Heavy imports only once the config is known to be good: bad input fails in a second.
@@ -140,8 +174,10 @@ def _sweep(
         from tracking.mlflow_tracker import SweepTracker
         from tracking.recovery import interrupted_final, mark_final_completed
 
-        # Bad data fails here, before any store is created or opened.
-        data = load_data(cfg.data, int(cfg.seed))
+        # Bad data fails here, before any store is created or opened. A decoded set that would
+        # not fit in memory is decoded to the file cache instead (search/execution/data_fit.py).
+        trainers = pool.settings.workers if pool is not None else 1
+        data = load_data(fitted_data(cfg.data, int(cfg.seed), trainers), int(cfg.seed))
         # Only now, with the input known good, this process's temporary files (TensorFlow's
         # autograph files, the final stage's too) go under its scratch folder: a sweep refused
         # for bad input leaves nothing in a shared output folder, not even for a moment.
@@ -267,7 +303,9 @@ def _objectives(cfg: DictConfig) -> str:
     objectives = objectives_of(cfg)
     if len(objectives) == 1:
         return f"objective {cfg.train.objective}"
-    return "objectives " + ", ".join(f"{o.metric} ({o.direction})" for o in objectives)
+    line = "objectives " + ", ".join(f"{o.metric} ({o.direction})" for o in objectives)
+    target = cost_plan(cfg).target
+    return line + (f"; size and latency of each trial's {target} export" if target else "")
 
 
 def _top(search: Engine, cfg: DictConfig) -> list[Best]:

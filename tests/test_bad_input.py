@@ -5,7 +5,8 @@ files, stores, servers, `search.predict`, `search.rerun`), each run as the user 
 `python -m ...` subprocess. Most cases share one output folder that holds a real earlier sweep;
 every case snapshots the folders it could touch (tree and file hashes) before and after, and the
 paths it must not create. The cases run in parallel (they fail before TensorFlow loads, most of
-them); the last test runs a good sweep in the shared folder and checks the earlier runs.
+them), but those found after the sweep takes the shared folder's lock run one at a time, after the
+others; the last test runs a good sweep in the shared folder and checks the earlier runs.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class Case:
     seconds: float | None = None  # must fail within this wall time
     changes_store: bool = False  # a case whose store records a stopped trial (checked apart)
     slow: bool = False  # loads TensorFlow (a weights file, images, a trial): marked slow
+    # Fails after taking the shared folder's lock (search/execution/output_lock.py): run alone,
+    # after the others, as two sweeps at once on one folder are refused (and the lock file's
+    # text is the holder's while it runs).
+    alone: bool = False
 
 
 def sweep_case(
@@ -192,6 +197,26 @@ def keras_home_leftover(w: World, case: Path) -> Call:
     args = [*GOOD, f"output_dir={out}", f"keras_home={home}", "data=directory"]
     args += [f"data.path={w.files['data_corrupt']}"]
     return Call(args, [case], absent=[out, home])
+
+
+HELD: list = []  # output folder locks this test process holds for the cases (open to the end)
+
+
+def busy_output_dir(w: World, case: Path) -> Call:
+    """A copy of the shared folder whose lock another sweep holds (this test process): the
+    sweep is refused before it opens a store, naming the holder, and changes nothing there."""
+    from omegaconf import OmegaConf
+
+    from search.execution.output_lock import hold_output_dir
+
+    out = case / "out"
+    shutil.copytree(w.good, out)
+    stores = {"tracking_uri": f"sqlite:///{out}/mlflow.db"}
+    holder = OmegaConf.create(
+        {"output_dir": str(out), "search": {"engine": "optuna"}, "tracking": stores}
+    )
+    HELD.append(hold_output_dir(holder, "the-first-study"))
+    return Call([*GOOD, f"output_dir={out}"], [case])
 
 
 CASES: list[Case] = [
@@ -314,10 +339,20 @@ CASES: list[Case] = [
     ),
     # -- weights: corrupt or foreign files, found before any data or store
     sweep_case(
-        "weights_garbage", "weights", "model.weights={garbage}", base=TRANSFER, expect="{garbage}"
+        "weights_garbage",
+        "weights",
+        "model.weights={garbage}",
+        base=TRANSFER,
+        expect="{garbage}",
+        alone=True,
     ),
     sweep_case(
-        "weights_truncated", "weights", "model.weights={trunc}", base=TRANSFER, expect="{trunc}"
+        "weights_truncated",
+        "weights",
+        "model.weights={trunc}",
+        base=TRANSFER,
+        expect="{trunc}",
+        alone=True,
     ),
     sweep_case(
         "weights_other_backbone",
@@ -326,6 +361,7 @@ CASES: list[Case] = [
         base=TRANSFER,
         expect=["{mobilenet_v2}", "mobilenet with alpha=0.25"],
         slow=True,
+        alone=True,
     ),
     sweep_case(
         "weights_other_alpha",
@@ -334,9 +370,15 @@ CASES: list[Case] = [
         base=TRANSFER,
         expect=["{mobilenet_05}", "alpha=0.25"],
         slow=True,
+        alone=True,
     ),
     sweep_case(
-        "weights_missing", "weights", "model.weights={tmp}/no.h5", base=TRANSFER, expect="no.h5"
+        "weights_missing",
+        "weights",
+        "model.weights={tmp}/no.h5",
+        base=TRANSFER,
+        expect="no.h5",
+        alone=True,
     ),
     # -- data: links that leave or loop are skipped and named; a corrupt image
     sweep_case(
@@ -368,6 +410,7 @@ CASES: list[Case] = [
         "data.path={data_corrupt}",
         expect="broken.jpg",
         slow=True,
+        alone=True,
     ),
     # -- stores: files where folders belong, damaged SQLite files, paths that would be invented
     sweep_case("output_dir_file", "stores", "output_dir={image}", expect="{image}"),
@@ -412,6 +455,17 @@ CASES: list[Case] = [
         "stores",
         "keras_home=/nonexistent_sweeplab_root/keras",
         expect="/nonexistent_sweeplab_root",
+    ),
+    Case(  # issue 28: two sweeps at once on one folder trained the same trials, then crashed
+        "output_dir_in_use",
+        "stores",
+        "search.run",
+        busy_output_dir,
+        lambda w, c: [
+            f"output_dir='{c}/out' is in use by another sweep: pid {os.getpid()} on host",
+            "study 'the-first-study'",
+        ],
+        seconds=60,
     ),
     Case(
         "optuna_db_header",
@@ -660,7 +714,8 @@ def outcomes(world: World, request: pytest.FixtureRequest) -> dict[str, Outcome]
 
     chosen = [case for case in CASES if case.name in selected]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        done = {o.case.name: o for o in pool.map(run, chosen)}
+        done = {o.case.name: o for o in pool.map(run, [c for c in chosen if not c.alone])}
+    done.update({case.name: run(case) for case in chosen if case.alone})
     slowest = sorted(done.values(), key=lambda o: -o.seconds)[:8]
     print("slowest cases:", ", ".join(f"{o.case.name} {o.seconds:.0f}s" for o in slowest))
     return done

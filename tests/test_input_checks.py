@@ -198,6 +198,10 @@ def test_a_read_only_feature_cache_folder_is_refused_naming_the_key(
         (("search=keras_tuner", "search.bayesian.alpha=0"), "search.bayesian.alpha=0 must be"),
         (("+sweep=transfer", "model.feature_cache.enabled=on"), "enabled='on' must be true"),
         (("+sweep=transfer", "model.fine_tune.head_epochs=-1"), "head_epochs=-1 must be"),
+        (("final.distil_temperature=0",), "final.distil_temperature=0 must be a number above 0"),
+        (("final.distil_alpha=1.5",), "final.distil_alpha=1.5 must be a number from 0 to 1"),
+        (("final.export_target=tflite_int4",), "final.export_target='tflite_int4' must be one"),
+        (("final.export_target=tflite",), "final.export_target=tflite is not among the exported"),
     ],
 )
 def test_config_rules_and_structural_checks(overrides: tuple[str, ...], named: str) -> None:

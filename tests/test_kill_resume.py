@@ -4,6 +4,7 @@ failed in both and redone with the same parameters, exactly n_trials finished, n
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from optuna.trial import TrialState
 
 from search.config.study import study_name
 from search.engines.optuna.engine import OptunaEngine, counts_as_finished
+from search.execution.output_lock import LOCK_NAME
 from search.space.spec import flatten_space, parse_space
 from search.sweep import prepare
 from tests.conftest import ROOT, TINY, WORKERS, compose_config, run_cli
@@ -105,6 +107,9 @@ def test_killed_sweep_resumes_to_exactly_n_trials(tmp_path: Path, how: str) -> N
         assert f"resume with: python -m search.run {' '.join(args[:2])}" in stderr
     else:
         assert proc.returncode == -signal.SIGKILL
+        # The lock file still names the killed sweep: only the kernel's lock counts, and it
+        # ended with the process, so the resume below needs no manual step.
+        assert json.loads((out / LOCK_NAME).read_text())["pid"] == proc.pid
         if how.endswith("elsewhere"):
             pretend_other_host(cfg, killed, tracker)
             time.sleep(6)  # past search.grace_period since the last heartbeat
@@ -279,7 +284,9 @@ def test_final_stage_cut_short_runs_again_on_resume(
     assert final["sweeplab.final.completed"] == "true"
     assert final["sweeplab.final.source"] == "retrained_train_val"  # tested a model
     assert "tested" in final["sweeplab.final.done_steps"].split(",")
-    assert versions[0].tags["sweeplab.sweep_run_id"] == sweeps[int(step == "retraining")].info.run_id
+    assert (
+        versions[0].tags["sweeplab.sweep_run_id"] == sweeps[int(step == "retraining")].info.run_id
+    )
 
     again = run_cli("search.run", *args)  # complete now, its final stage too
     assert again.returncode == 0 and "nothing to train" in again.stdout, again.stderr[-3000:]
@@ -298,3 +305,67 @@ def killed_then_finished(cfg) -> tuple[list, list]:
     )
     assert [r.info.status for r in sweeps] == ["KILLED", "FINISHED"]
     return runs, sweeps
+
+
+def wait_for_lock(out: Path, proc: subprocess.Popen, timeout: float = 240) -> dict:
+    """Block until the sweep `proc` holds the output folder's lock; what it wrote there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-4000:]
+        try:
+            details = json.loads((out / LOCK_NAME).read_text())
+        except (OSError, ValueError):
+            details = {}
+        if details.get("pid") == proc.pid:
+            return details
+        time.sleep(0.1)
+    raise AssertionError("the sweep never took its output folder's lock")
+
+
+@pytest.mark.slow
+def test_a_second_sweep_on_a_busy_output_folder_is_refused(tmp_path: Path) -> None:
+    """Two sweeps at once on one output folder both trained the base config, then one crashed
+    (`Cannot tell a COMPLETE trial`). The second is now refused, naming the first, which
+    finishes its study alone (here with search.workers=2: its workers take no lock)."""
+    out = tmp_path / "runs"
+    overrides = [o for o in SWEEP if o not in (WORKERS, "train.epochs=20")]
+    overrides += ["train.epochs=6", "search.workers=2", "final.enabled=false"]
+    args = [*TINY, f"output_dir={out}", *overrides]
+    cfg = prepare(compose_config(overrides, out))
+    name = study_name(cfg)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "search.run", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+    )  # fmt: skip
+    try:
+        details = wait_for_lock(out, first)
+        second = run_cli("search.run", *args)
+        scratch = {p.name for p in (out / ".workers").glob("*")}
+        stdout, stderr = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    output = second.stdout + second.stderr
+    assert second.returncode == 2, output
+    assert "Traceback" not in output and second.stderr.count("sweeplab: error: ") == 1, output
+    for text in (
+        f"output_dir='{out}' is in use by another sweep: pid {first.pid} on host "
+        f"{details['host']}, started {details['started']}, study '{name}'",
+        f"command: python -m search.run {' '.join(args)}",
+        "starts nothing",
+    ):
+        assert text in second.stderr, output
+    assert scratch <= {str(first.pid)}  # the second handed nothing to workers of its own
+
+    assert first.returncode == 0, stderr[-3000:]
+    study = optuna.load_study(study_name=name, storage=cfg.search.storage)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3  # none trained twice
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 3
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment_name)
+    runs = client.search_runs([experiment.experiment_id])
+    kinds = sorted(r.data.tags["sweeplab.kind"] for r in runs)
+    assert kinds == ["sweep", "trial", "trial", "trial"]
+    assert {r.info.status for r in runs} == {"FINISHED"}

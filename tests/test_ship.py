@@ -85,3 +85,32 @@ def test_distillation_is_reserved_and_skipped_when_it_does_not_fit(capsys) -> No
     assert shipped[:3] == (ensemble, "ensemble", report)
     assert "does not fit in the 20s left of search.timeout; the ensemble ships" in shipped[3]
     assert "no student" in capsys.readouterr().out
+
+
+def test_the_student_learns_with_the_configured_temperature_and_alpha(
+    make_config, monkeypatch
+) -> None:
+    """final.distil_temperature / final.distil_alpha reach the student's loss; their defaults
+    in conf/ are the measured ones of experiments/training/distil.py (docs/distil.md)."""
+    import experiments.training.distil as distil_module
+
+    defaults = make_config().final
+    assert (defaults.distil_temperature, defaults.distil_alpha) == (
+        distil_module.DEFAULT_TEMPERATURE,
+        distil_module.DEFAULT_ALPHA,
+    )
+    seen: list[dict] = []
+    original = distil_module.run_trial
+
+    def recording(cfg, data, callbacks=None):
+        seen.append(dict(cfg.train.distil))
+        return original(cfg, data, callbacks)
+
+    monkeypatch.setattr(distil_module, "run_trial", recording)
+    cfg = make_config(
+        "search.n_trials=1", "final.retrain=true", "final.retrain_seeds=2", "final.ensemble=2",
+        "final.distil=true", "final.distil_temperature=2.5", "final.distil_alpha=0.2",
+        "final.register=false",
+    )  # fmt: skip
+    sweep(cfg)
+    assert seen == [{"temperature": 2.5, "alpha": 0.2}]

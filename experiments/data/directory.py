@@ -134,6 +134,15 @@ def load_directory(cfg: DictConfig, seed: int) -> ImageData:
     )
 
 
+def planned_size(cfg: DictConfig, seed: int) -> tuple[int, tuple[int, int, int]]:
+    """How many images `load_directory` would decode, and each one's shape (uint8 pixels):
+    from the file names alone, so a sweep can tell before decoding whether the set fits in
+    memory (search/execution/data_fit.py)."""
+    opts = options(cfg)
+    plan = plan_split(scan_folder(cfg.get("path"), warn=False), opts, seed)
+    return sum(len(files) for files in plan.values()), (*opts.hw, opts.channels)
+
+
 def plan_split(scan: FolderScan, opts: Options, seed: int) -> Plan:
     """Files per split: fixed by train/ val/ test/ folders, the rest cut stratified and seeded."""
     rng = np.random.default_rng(seed)

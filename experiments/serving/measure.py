@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from experiments.serving.export import FORMATS
-from experiments.serving.predictors import load_predictor
+from experiments.serving.predictors import Predictor, load_predictor
 
 TIMED_IMAGES = 20  # single-image calls timed per export: a stable median, seconds not minutes
 WARMUP_CALLS = 3  # untimed first calls: allocation, graph tracing, TFLite tensor resizing
@@ -74,23 +74,33 @@ def measure_export(
         raise ValueError(f"timed must be >= 1 and warmup >= 0; got {timed} and {warmup}")
     predictor = load_predictor(path)
     accuracy = float(np.mean(predictor.predict(x).argmax(axis=1) == y))
-    for i in range(warmup):
-        predictor.predict(x[i % len(x)][None])
-    count = min(timed, len(x))
-    seconds = []
-    for i in range(count):
-        one = x[i : i + 1]
-        started = time.perf_counter()
-        predictor.predict(one)
-        seconds.append(time.perf_counter() - started)
     return ExportMeasure(
         format=fmt,
         accuracy=accuracy,
         size_bytes=export_size(path),
-        ms_per_image=1000.0 * median(seconds),
+        ms_per_image=batch1_ms(predictor, x, timed, warmup),
         images=len(x),
-        timed=count,
+        timed=min(timed, len(x)),
     )
+
+
+def batch1_ms(
+    predictor: Predictor, images: np.ndarray, timed: int = TIMED_IMAGES, warmup: int = WARMUP_CALLS
+) -> float:
+    """Median milliseconds of `predictor.predict` on one image, over the first min(`timed`, N)
+    of `images` (float32 raw pixels), after `warmup` untimed calls. Shared by the final stage's
+    export table and a trial's costs in its export target (experiments/trial_cost.py), so the
+    two figures are one measurement."""
+    x = np.asarray(images, dtype="float32")
+    for i in range(warmup):
+        predictor.predict(x[i % len(x)][None])
+    seconds = []
+    for i in range(min(timed, len(x))):
+        one = x[i : i + 1]
+        started = time.perf_counter()
+        predictor.predict(one)
+        seconds.append(time.perf_counter() - started)
+    return 1000.0 * median(seconds)
 
 
 def measure_exports(

@@ -38,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.data.augment_options import FILL_MODES, FLIPS, PRESETS, STRENGTHS
 from experiments.errors import UserInputError
+from experiments.serving.export import FORMATS as EXPORT_FORMATS
 from search.space.spec import Param
 
 ENGINES = ("optuna", "keras_tuner")
@@ -367,6 +368,20 @@ RULES: tuple[Rule, ...] = (
         "final.ship",
         when=FINAL,
     ),
+    number(
+        "final.distil_temperature",
+        0,
+        low_open=True,
+        why="the softening of the ensemble's probabilities the student learns (docs/distil.md)",
+        when=FINAL,
+    ),
+    number(
+        "final.distil_alpha",
+        0,
+        1,
+        why="the weight of the true labels in the student's loss, the rest the ensemble's",
+        when=FINAL,
+    ),
     choice(
         "final.ship",
         ("fastest", "accurate"),
@@ -380,6 +395,13 @@ RULES: tuple[Rule, ...] = (
         why="the test accuracy the student may lose against the ensemble and still ship "
         "(final.ship=fastest)",
         when=FINAL,
+    ),
+    choice(
+        "final.export_target",
+        EXPORT_FORMATS,
+        "the export whose file the trials' model_bytes and latency_ms are measured from, when "
+        "they decide; it must also be in final.export",
+        null="for the Keras model in memory",
     ),
     choice(
         "final.champion_metric",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -37,22 +38,38 @@ def _watched(cfg: DictConfig) -> list[Path]:
     return paths
 
 
+@dataclass(frozen=True)
+class Before:
+    """What existed before a sweep start: which watched paths, and the output folder's entries."""
+
+    existed: dict[Path, bool]
+    entries: frozenset[Path] | None  # None: the output folder did not exist
+
+    @classmethod
+    def now(cls, cfg: DictConfig) -> Before:
+        watched = _watched(cfg)
+        output_dir = watched[0]
+        entries = frozenset(output_dir.iterdir()) if output_dir.is_dir() else None
+        return cls({path: path.exists() for path in watched}, entries)
+
+
 @contextmanager
-def removed_on_error(cfg: DictConfig) -> Iterator[None]:
+def removed_on_error(cfg: DictConfig, since: Before | None = None) -> Iterator[None]:
     """Run the sweep start; on `UserInputError`, delete the watched paths it created.
 
     Inside an output folder that existed before, only its entries that are new are deleted.
+    `since`: what existed when the start began, where it began before this block (the sweep's
+    output folder lock, `search.execution.output_lock`, is taken before the stores are opened:
+    a new folder and its lock file are this start's too).
     """
-    watched = _watched(cfg)
-    existed = {path: path.exists() for path in watched}
-    output_dir = watched[0]
-    before = set(output_dir.iterdir()) if output_dir.is_dir() else None
+    before = since or Before.now(cfg)
+    output_dir = Path(str(cfg.output_dir))
     try:
         yield
     except UserInputError:
-        created = [path for path in watched if not existed[path] and path.exists()]
-        if before is not None and output_dir.is_dir():
-            created += [entry for entry in output_dir.iterdir() if entry not in before]
+        created = [path for path, was in before.existed.items() if not was and path.exists()]
+        if before.entries is not None and output_dir.is_dir():
+            created += [entry for entry in output_dir.iterdir() if entry not in before.entries]
         for path in sorted(set(created), key=lambda p: len(p.parts), reverse=True):
             _remove(path)
         raise

@@ -24,12 +24,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 from experiments.errors import TrialFailed, UserInputError, WorkerError
 from experiments.worker import Trained
+from search.execution.memory import available_mb  # MemAvailable, or a cgroup's limit
+
+if TYPE_CHECKING:
+    from experiments.trial_cost import CostPlan
 
 TIMED_OUT = "the trial ran longer than search.trial_timeout"  # how its failure reason starts
 READY_TIMEOUT_S = 300  # a worker importing TensorFlow on a loaded machine
@@ -83,18 +87,6 @@ def worker_settings(cfg: DictConfig) -> WorkerSettings:
 
 
 WORKER_MB = 400  # one idle worker process with TensorFlow imported holds ~320 MB, a trial more
-
-
-def available_mb() -> float | None:
-    """MemAvailable from /proc/meminfo in MB; None where there is no such file."""
-    try:
-        with open("/proc/meminfo") as lines:
-            for line in lines:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def capped(settings: WorkerSettings, trials_left: int) -> WorkerSettings:
@@ -205,7 +197,7 @@ class Worker:
         return self.process.pid
 
     def send_trial(
-        self, config_yaml: str, shared: Any, costs: tuple[str, ...], timed: bool = True
+        self, config_yaml: str, shared: Any, costs: CostPlan, timed: bool = True
     ) -> None:
         """Hand the worker its next trial; `train` then follows it. Sent before the sweep records
         the trial's run, so that the worker builds its model while those store writes happen.

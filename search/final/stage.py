@@ -62,7 +62,15 @@ def check_final_config(cfg: DictConfig) -> None:
     final = cfg.get("final")
     if final is None or not final.enabled:
         return
-    check_formats(export_formats(cfg))
+    formats = check_formats(export_formats(cfg))
+    target = final.get("export_target")
+    if target is not None and target not in formats:
+        raise UserInputError(
+            f"final.export_target={target} is not among the exported formats (final.export="
+            f"{formats}): the trials would be chosen by the size and latency of a file the sweep "
+            f"does not ship; add it, e.g. final.export=[{','.join([*formats, str(target)])}], or "
+            "set final.export_target=null."
+        )
     from search.final.reevaluate import settings
 
     settings(cfg)  # final.seeds for final.top_k
@@ -222,7 +230,16 @@ def finalize(
 
     if final.register:
         _register(
-            cfg, model, data, report, recorder, result, best, study, tracker.parent_id, card,
+            cfg,
+            model,
+            data,
+            report,
+            recorder,
+            result,
+            best,
+            study,
+            tracker.parent_id,
+            card,
             resumed_from,
         )
         done_step(recorder, "registered")
@@ -474,6 +491,7 @@ def _student_or_ensemble(
     Returns (model, source, its test report, why it shipped); the ensemble when the student does
     not fit in search.timeout or diverges (said)."""
     from experiments.errors import TrialFailed, WorkerError
+    from experiments.training.distil import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 
     needed = budget.distil_seconds(best)
     if not budget.fits(needed):
@@ -485,7 +503,11 @@ def _student_or_ensemble(
         return ensemble, "ensemble", ensemble_report, why
     print("final: distilling the ensemble into one model of the crowned config", flush=True)
     try:
-        student = runner.train_final(trial_cfg, data, grown, teacher=ensemble).model
+        settings = (
+            float(cfg.final.get("distil_temperature", DEFAULT_TEMPERATURE)),
+            float(cfg.final.get("distil_alpha", DEFAULT_ALPHA)),
+        )
+        student = runner.train_final(trial_cfg, data, grown, (ensemble, *settings)).model
     except (TrialFailed, WorkerError) as err:
         why = f"no student: its training diverged ({str(err).splitlines()[0][:200]}); the ensemble ships"
         print(f"final: {why}", flush=True)

@@ -20,6 +20,7 @@ from typing import Literal
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.errors import UserInputError
+from experiments.trial_cost import FILE_COSTS, CostPlan
 from search.config.rules import DIRECTIONS
 from search.config.rules import OBJECTIVES as VALIDATION_METRICS
 
@@ -127,8 +128,29 @@ def pruning_note(cfg: DictConfig) -> str | None:
 
 def measured_costs(cfg: DictConfig) -> tuple[str, ...]:
     """The cost metrics every trial measures: size always; latency when something uses it."""
-    used = {o.metric for o in objectives_of(cfg)} | set(_select_metrics(cfg))
+    used = _used_metrics(cfg)
     return tuple(m for m in COST_METRICS if m != "latency_ms" or m in used)
+
+
+def cost_plan(cfg: DictConfig) -> CostPlan:
+    """What every trial measures, and on what: its export in `final.export_target` when a size
+    or latency decides something (an objective, or the champion rule); else the Keras model in
+    memory, whose figures cost nothing (an export costs seconds a trial) and decide nothing."""
+    names = measured_costs(cfg)
+    deciding = _used_metrics(cfg) & set(FILE_COSTS)
+    return CostPlan(names, export_target(cfg) if deciding else None)
+
+
+def export_target(cfg: DictConfig) -> str | None:
+    """`final.export_target`: the export format whose file the trials' size and latency are
+    measured from (None: the Keras model in memory, as before)."""
+    final = cfg.get("final")
+    target = final.get("export_target") if final is not None else None
+    return None if target is None else str(target)
+
+
+def _used_metrics(cfg: DictConfig) -> set[str]:
+    return {o.metric for o in objectives_of(cfg)} | set(_select_metrics(cfg))
 
 
 def _select_metrics(cfg: DictConfig) -> list[str]:

@@ -23,11 +23,12 @@ from experiments.data.splits import ImageData, train_plus_val
 from experiments.errors import TrialFailed, UserInputError
 from experiments.outcome import TrialOutcome, stopped_words
 from experiments.worker import Trained, resident_mb
+from search.execution.data_fit import fitted_data
 from search.execution.leftovers import scratch_folder
 from search.execution.store_lock import STORE_LOCK, released
 from search.space.apply import config_yaml, trial_values
 from search.trials.budget import Budget
-from search.trials.objectives import measured_costs, metric_text, objectives_of
+from search.trials.objectives import cost_plan, metric_text, objectives_of
 from search.trials.outcomes import FailureStreak, failure_reason, was_interrupted
 from search.trials.types import Best
 from tracking.mlflow_tracker import EpochLogger, SweepTracker, dataset_tags
@@ -93,7 +94,7 @@ class TrialRunner:
         limit = base.search.get("max_consecutive_failures")
         # Engines check it after each trial: `failures.raise_if_exceeded()`.
         self.failures = FailureStreak(None if limit is None else int(limit))
-        self.costs = measured_costs(base)  # cost metrics measured on every trial
+        self.costs = cost_plan(base)  # cost metrics measured on every trial, and on what
         self.started = 0  # trials this runner started
         self.ended = 0  # trials this runner saw end counted: complete, pruned, failed
         self._local = threading.local()  # search.workers > 1 runs trials in threads
@@ -127,8 +128,9 @@ class TrialRunner:
 
     def _loaded(self, data_cfg: DictConfig, seed: int) -> ImageData:
         key = loading_key(data_cfg, seed)  # augmentation, class weights: same images
-        if key not in self._data:
-            self._data[key] = load_data(data_cfg, seed)
+        if key not in self._data:  # in memory only if it fits (search/execution/data_fit.py)
+            trainers = self.pool.settings.workers if self.pool is not None else 1
+            self._data[key] = load_data(fitted_data(data_cfg, seed, trainers), seed)
         return self._data[key]
 
     def run(
@@ -328,13 +330,13 @@ class TrialRunner:
             assert cfg is not None  # built for trials that train here
             import keras
 
-            from experiments.evaluation.cost import model_costs
             from experiments.training.trial import run_trial
+            from experiments.trial_cost import trial_costs
 
             hooks = [keras.callbacks.LambdaCallback(on_epoch_end=hook.on_epoch_end)
                      for hook in (logger, *callbacks)]  # fmt: skip
             r = run_trial(cfg, data, hooks)
-            costs = model_costs(r.model, data.sample(1), self.costs)
+            costs = trial_costs(r.model, data, self.costs)
             trained = Trained(
                 r.metrics, r.history, r.seconds, resident_mb(), r.feature_cache, costs
             )
@@ -382,11 +384,16 @@ class TrialRunner:
         return self._shared[key]
 
     def train_final(
-        self, cfg: DictConfig, data: ImageData, grown: bool = False, teacher: Any = None
+        self,
+        cfg: DictConfig,
+        data: ImageData,
+        grown: bool = False,
+        teacher: tuple[Any, float, float] | None = None,
     ) -> TrialResult:
         """The final stage's trainings (re-evaluation seeds, the retraining, the distilled
-        student): `cfg` trained on `data` (train + validation when `grown`), against `teacher`'s
-        soft targets when given; raises TrialFailed as a trial's training would.
+        student): `cfg` trained on `data` (train + validation when `grown`), against the soft
+        targets of `teacher` = (model, temperature, alpha) when given; raises TrialFailed as a
+        trial's training would.
 
         With a pool they train in a worker as trials do, which saves the model to files this
         process loads back: the sweep process keeps its flat memory and a crashed worker is a
@@ -397,11 +404,15 @@ class TrialRunner:
             from experiments.training.trial import run_trial
 
             used = self._train_plus_val(data) if grown else data
-            return run_trial(cfg, used) if teacher is None else distil(cfg, used, teacher)
+            if teacher is None:
+                return run_trial(cfg, used)
+            model, temperature, alpha = teacher
+            return distil(cfg, used, model, temperature=temperature, alpha=alpha)
         if teacher is not None:  # it predicts here, once per image; the student trains there
             from experiments.training.distil import distil_config, soft_targets
 
-            cfg, data = distil_config(cfg), soft_targets(data, teacher)
+            model, temperature, alpha = teacher
+            cfg, data = distil_config(cfg, temperature, alpha), soft_targets(data, model)
         return self._trained_in_worker(cfg, data, grown)
 
     def _train_plus_val(self, data: ImageData) -> ImageData:
@@ -418,6 +429,7 @@ class TrialRunner:
 
         from experiments.serving.keras_files import DATA_FOLDER, MODEL_FILE
         from experiments.training.trial import TrialResult
+        from experiments.trial_cost import CostPlan
 
         assert self.pool is not None
         shared = self._shared_for(data).derived(data, grown)
@@ -425,7 +437,7 @@ class TrialRunner:
         text = config_yaml(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
         try:
             with self.pool.worker() as worker:
-                worker.send_trial(text, shared, (), timed=False)
+                worker.send_trial(text, shared, CostPlan(()), timed=False)
                 trained = worker.train(_no_hook, lambda done: str(folder), _no_hook)
             if trained.model_error:
                 raise TrialFailed(f"its model could not be saved ({trained.model_error})")

@@ -6,7 +6,7 @@ For each photo set (sign-language-digits; cifar10-test at 300 images per class) 
 (`sweep=recipe`, one trial) is run once and timed; then `sweep=transfer` is given 1x, 3x and 10x
 that wall time as `search.timeout`, one run each, on the same split (same data config and seed).
 The table shows test accuracy, the configurations evaluated (finished trials, pruned ones
-included), how many models the shipped one averages, and the wall time. `--before` also runs
+included; with search.staged, also the head configurations its screen trained), how many models the shipped one averages, and the wall time. `--before` also runs
 the round-9 defaults at each budget (`space=transfer_wide search.patience=null
 final.retrain_seeds=1`), the "today" the issue compares with.
 
@@ -63,7 +63,8 @@ def one_set(name: str, root: Path, quick: bool, multiples: list[float], before: 
             runs[label] = run
             print(
                 f"  {label}: test {run['test_accuracy']:.4f}, {run['trials']} configurations "
-                f"({run['pruned']} pruned), {run['members']} model(s) shipped, "
+                f"({run['pruned']} pruned) + {run['screened']} heads screened, "
+                f"{run['members']} model(s) shipped, "
                 f"{run['wall_s']:.0f}s; crowned {run['best_params']}",
                 flush=True,
             )
@@ -100,13 +101,13 @@ def main() -> None:
     rows = []
     for res in results.values():
         rec = res["recipe"]
-        rows.append([res["data"], "recipe", "-", rec["wall_s"], 1, 1, rec["test_accuracy"]])
+        rows.append([res["data"], "recipe", "-", rec["wall_s"], 1, 0, 1, rec["test_accuracy"]])
         for label, run in res["runs"].items():
             rows.append([res["data"], label, run["budget_s"], run["wall_s"], run["trials"],
-                         run["members"], run["test_accuracy"]])  # fmt: skip
+                         run["screened"], run["members"], run["test_accuracy"]])  # fmt: skip
     print_table(
         "test accuracy of the default transfer sweep by budget (x the recipe's wall time)",
-        ["data", "what", "budget_s", "wall_s", "configs", "models", "test_acc"],
+        ["data", "what", "budget_s", "wall_s", "configs", "screened", "models", "test_acc"],
         rows,
     )
     for res in results.values():

@@ -26,6 +26,11 @@ BENCHMARKS = (
     ("memory_scale", "peak memory of a transfer sweep at 1k-10k images, sweep vs workers", "#28"),
     ("chaos", "kill -9 of a worker or the sweep at random moments, resuming", "#13"),
     ("feature_cache", "transfer trial at 224 px, frozen-feature cache on vs off", "#12"),
+    (
+        "screen_rank",
+        "does a head's cached phase-1 score rank its two-phase one (search.staged)",
+        "#25",
+    ),
     ("transfer_vs_recipe", "test accuracy, default transfer sweep vs the seed's recipe", "#12"),
     ("anytime", "test accuracy of the transfer sweep at 1x, 3x, 10x the recipe's time", "#25"),
     ("transfer_augmentation", "transfer sweep's augmentation arms at one budget", "#12"),

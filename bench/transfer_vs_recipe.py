@@ -67,6 +67,17 @@ def compose(overrides: list[str]):
 
 
 def run_sweep(overrides: list[str]) -> dict[str, Any]:
+    """One sweep in a fresh process of its own (`sweep_here` there): the final stage trains in
+    the sweep process, and a benchmark running every sweep in one process grew past 15 GB
+    (docs/benchmarks.md section 11); a process per sweep gives its memory back when it ends."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(sweep_here, overrides).result()
+
+
+def sweep_here(overrides: list[str]) -> dict[str, Any]:
     """One sweep in this process; its test accuracy, wall time and trial count."""
     from search.sweep import sweep
 
@@ -94,12 +105,16 @@ def run_sweep(overrides: list[str]) -> dict[str, Any]:
             and (" pruned after epoch " in line or " stopped by the budget" in line)
             for line in lines
         ),
+        # search.staged: head configurations its screen trained on cached features ("screen N").
+        "screened": sum(line.startswith("screen ") for line in lines),
         "wall_s": round(seconds, 1),
         # What the sweep did: each trial's line, the budget's and the final stage's decisions.
         "story": [
             line
             for line in lines
-            if line.startswith(("trial ", "final:", "re-evaluat", "crowned", "search.timeout"))
+            if line.startswith(
+                ("trial ", "final:", "re-evaluat", "crowned", "search.timeout", "search.staged")
+            )
         ],
         "log_tail": lines[-12:],
     }

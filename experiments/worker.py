@@ -20,6 +20,11 @@ Per trial:
                     | ("error", kind, reason)        the trial failed; kind: "nan" (TrialFailed),
                                                      "input" (UserInputError) or "error"
 
+Once, before trial 0 under search.timeout (the plan's probe, experiments/training/probe.py):
+
+    sweep -> worker   ("probe", config yaml, SharedData, ())
+    worker -> sweep   ("probed", Probe) | ("error", kind, reason)
+
 Ctrl-C reaches the whole process group, and a job system's SIGTERM may reach every process of
 the job, but only the sweep decides what they mean (the trial interrupted and redone on resume,
 not failed by a dead worker): the worker ignores both, and the sweep ends it. A watchdog thread ends the worker as soon as its parent is
@@ -145,6 +150,17 @@ def serve(conn: Connection, parent: int, keras_home: str | None) -> None:
             except Exception as err:  # the trial's result stands; the sweep says what is missing
                 conn.send(("saved", f"{type(err).__name__}: {err}", None))
 
+    def probe(config_yaml: str, data: Any) -> None:
+        """Time the parts of a trial (search.timeout's plan) and send them back."""
+        from experiments.training.probe import probe_trial
+
+        try:
+            found = probe_trial(cast(DictConfig, OmegaConf.create(config_yaml)), data)
+        except Exception as err:
+            conn.send(("error", *_kind_and_reason(err)))
+            return
+        conn.send(("probed", found))
+
     opened: dict[str, Any] = {}
     try:
         setup = conn.recv()
@@ -159,7 +175,7 @@ def serve(conn: Connection, parent: int, keras_home: str | None) -> None:
     conn.send(("ready", os.getpid()))
     while True:
         try:
-            _, config_yaml, shared, plan = conn.recv()
+            kind, config_yaml, shared, plan = conn.recv()
         except EOFError:  # the sweep closed its end
             return
         if shared.key not in opened:
@@ -169,9 +185,12 @@ def serve(conn: Connection, parent: int, keras_home: str | None) -> None:
             # the per-trial gc.collect() (fresh_session) does not re-scan it, 0.3-0.6 s a trial
             # otherwise (the sweep process does the same).
             gc.freeze()
-        if tmp:  # made here, at a trial: the sweep's start succeeded (its folder is kept)
+        if tmp:  # made here, at a trial or the probe: removed with the sweep's scratch folder
             os.makedirs(tmp, exist_ok=True)
             tempfile.tempdir = tmp  # TensorFlow's autograph files: removed with the sweep's folder
+        if kind == "probe":
+            probe(config_yaml, opened[shared.key])
+            continue
         serve_trial(config_yaml, opened[shared.key], plan)
         # The trial's graph and model are dropped now, while the sweep records the trial and
         # asks for the next one, not on the next trial's critical path (run_trial's own

@@ -14,7 +14,7 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -24,7 +24,8 @@ from search.checks import check_config
 from search.config.models import check_models
 from search.config.stores import check_stores, create_output_dir, ui_command
 from search.config.study import study_name
-from search.engines import Engine, make_engine
+from search.engines import Engine, make_engine, stored_model
+from search.engines.staging import staged_note, staged_on
 from search.execution.data_fit import fitted_data
 from search.execution.leftovers import (
     Before,
@@ -46,10 +47,14 @@ from search.final.champion import champion, front_summary
 from search.final.reevaluate import Contenders
 from search.final.stage import FinalResult, finalize
 from search.space.spec import Param
+from search.trials import preflight
 from search.trials.budget import Budget
 from search.trials.objectives import cost_plan, objectives_of, pruning_note
 from search.trials.outcomes import no_model
 from search.trials.types import Best
+
+if TYPE_CHECKING:
+    from search.trials.runner import TrialRunner
 
 
 @dataclass
@@ -184,8 +189,17 @@ def _sweep(
         tmp = scratch_folder(cfg) / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
         tempfile.tempdir = str(tmp)  # sweep() restores it and removes the folder
+        contenders = Contenders.for_config(cfg, len(data.val))
+        scale = (len(data.train) + len(data.val)) / max(len(data.train), 1)  # final.retrain's data
+        budget = Budget.from_config(cfg, contenders, started, scale, contenders.noise)
+        # search.timeout: a trial's parts timed, and a budget too small for trial 0 and the
+        # final stage refused, before the study or any MLflow run is created.
+        stored = stored_model(cfg, name) if budget.limited else None
+        plan = preflight.check(cfg, data, budget, pool, stored, started)
         search = make_engine(cfg, space, name)
         done = search.finished()  # trials cut short by a kill never count, so recovery can wait
+        if plan is not None and stored is None:  # known now that the study is open
+            plan = preflight.confirm(plan, search.best() is not None)
         print(
             f"sweep {cfg.sweep_name!r}: study {name!r}, engine {engine}, {_objectives(cfg)}, "
             f"{done} of {cfg.search.n_trials} trials finished",
@@ -211,9 +225,10 @@ def _sweep(
                 "was cut short (killed or interrupted): running the final stage again",
                 flush=True,
             )
-    contenders = Contenders.for_config(cfg, len(data.val))
-    scale = (len(data.train) + len(data.val)) / max(len(data.train), 1)  # final.retrain's data
-    budget = Budget.from_config(cfg, contenders, started, scale, contenders.noise)
+    if resumed_from is None:
+        screen = staged_on(cfg) and staged_note(cfg) is None  # a staged search's screen share
+        share = float(cfg.search.staged.share) if screen else 0.0
+        preflight.announce(plan, budget, cfg, len(data.val), share)
     runner = TrialRunner(
         cfg,
         tracker,
@@ -251,7 +266,7 @@ def _sweep(
             import_in_background()  # the report's figure libraries, not at its end
         try:
             if resumed_from is None:
-                search.optimize(runner, int(cfg.search.n_trials) - done)
+                _search(cfg, search, runner, space, name, int(cfg.search.n_trials) - done)
         except KeyboardInterrupt:
             print_interrupted(cfg, name, search)
             raise
@@ -287,6 +302,24 @@ def _sweep(
     if best is None:  # recorded and reported above; a sweep without a model does not succeed
         raise NoModel(no_model(name, summary.finished_trials))
     return summary
+
+
+def _search(
+    cfg: DictConfig, search: Engine, runner: TrialRunner, space: list[Param], name: str, n: int
+) -> None:
+    """The search: in two stages with search.staged on where it fits (Optuna, a fine-tuning
+    schedule: search/engines/optuna/staged.py), else in one, saying why."""
+    if staged_on(cfg):
+        note = staged_note(cfg)
+        if note is None:
+            from search.engines.optuna.engine import OptunaEngine
+            from search.engines.optuna.staged import optimize_staged
+
+            assert isinstance(search, OptunaEngine)  # staged_note: the Optuna engine
+            optimize_staged(cfg, search, runner, space, name)
+            return
+        print(note, flush=True)
+    search.optimize(runner, n)
 
 
 def _plain(value: Any) -> Any:

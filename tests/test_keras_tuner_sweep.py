@@ -13,6 +13,7 @@ import pytest
 from conftest import compose_config
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
+from test_budget import jump_the_clock
 from test_sweep import runs_of
 
 from experiments.errors import NoModel, UserInputError
@@ -243,8 +244,11 @@ def test_keras_tuner_accepts_null_max_consecutive_failures(make_config) -> None:
     assert [c.info.status for c in children] == ["FAILED"] * 3
 
 
-def test_timeout_stops_between_trials(make_config, capsys) -> None:
-    cfg = kt_config(make_config, "random", "search.n_trials=5", "search.timeout=0.2", NO_MODELS)
+def test_timeout_stops_between_trials(make_config, capsys, monkeypatch) -> None:
+    """The budget runs out during trial 0 (a budget too small for it is refused before it: the
+    clock jumps at the check before trial 1): no trial 1 starts."""
+    jump_the_clock(monkeypatch, at_reading=2)  # after trial 0's plan line, before trial 1
+    cfg = kt_config(make_config, "random", "search.n_trials=5", "search.timeout=600", NO_MODELS)
     summary = sweep(cfg)
     assert summary.finished_trials == 1 and len(runs_of(cfg, "trial")) == 1
     assert (

@@ -503,6 +503,28 @@ class SweepTracker:
             yield self.parent_id
 
     @contextmanager
+    def stage_run(self, run_name: str, tags: Mapping[str, Any]) -> Iterator[str]:
+        """A child run of the sweep run under which the trial runs of one stage nest (the screen
+        of search.staged: hundreds of runs folded under one row of the MLflow UI)."""
+        parent = self.parent_id
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=run_name,
+            tags={
+                **({"mlflow.parentRunId": parent} if parent else {}),
+                TAG + "kind": "stage",
+                **{TAG + k: v for k, v in this_worker().items()},
+                **{TAG + k: mask(str(v)) for k, v in tags.items()},
+            },
+        )
+        self.parent_id = run.info.run_id
+        try:
+            with _ends_run(self.client, run.info.run_id):
+                yield run.info.run_id
+        finally:
+            self.parent_id = parent
+
+    @contextmanager
     def trial_run(
         self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, Any]
     ) -> Iterator[TrialRun]:

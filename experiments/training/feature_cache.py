@@ -88,8 +88,15 @@ class CachedPhases:
     """Builds each phase's trainee and its datasets from cached activations (see module doc)."""
 
     def __init__(
-        self, cfg: DictConfig, data: ImageData, model: keras.Model, settings: TrialSettings
+        self,
+        cfg: DictConfig,
+        data: ImageData,
+        model: keras.Model,
+        settings: TrialSettings,
+        load: bool = True,
     ) -> None:
+        """`load=False`: the plan only (cuts, copies, keys), nothing read or built (the budget's
+        probe, experiments/training/probe.py, asks which entries exist)."""
         self.cfg, self.data, self.model = cfg, data, model
         self.store = FeatureStore(settings.cache.folder, settings.cache.max_bytes)
         self.report = CacheReport(used=True, reason="cached")
@@ -104,7 +111,7 @@ class CachedPhases:
             self.report.reason = f"cached: phase 1 on {self.copies} augmented copies"
         self.backbone = model.get_layer(BACKBONE_LAYER)
         self.cuts = self._planned_cuts()
-        self.features = self._load_or_build()
+        self.features = self._load_or_build() if load else {}
         # One shuffled index sequence for both phases, as the uncached trial's one pipeline: its
         # phase 2 starts with the next epoch's order, not the first one again.
         self.train_order = index_batches(

@@ -188,6 +188,27 @@ RULES: tuple[Rule, ...] = (
         null="to search until the budget's reserve",
     ),
     boolean(
+        "search.staged.enabled",
+        "the staged search of transfer models (Optuna): a screen of head configurations on "
+        "cached features after trial 0, then two-phase trials of the best",
+    ),
+    number(
+        "search.staged.share",
+        0,
+        1,
+        why="the screen's share of the search's time left after trial 0",
+        low_open=True,
+        high_open=True,
+    ),
+    whole("search.staged.trials", 1, why="a ceiling on the screen's head configurations"),
+    whole("search.staged.carry", 1, why="the screen's best heads carried into two-phase trials"),
+    whole(
+        "search.staged.epochs",
+        1,
+        why="phase-1 epochs of a screen trial",
+        null="for model.fine_tune.head_epochs",
+    ),
+    boolean(
         "search.baseline",
         "true: trial 0 of a new study is the base config's own values; false: trial 0 is the "
         "sampler's own draw",

@@ -8,6 +8,7 @@ engine means one class that satisfies this protocol plus a line in `make_engine`
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from omegaconf import DictConfig
@@ -75,6 +76,29 @@ def make_engine(cfg: DictConfig, space: list[Param], name: str) -> Engine:
 
         return OptunaEngine(cfg, space, name)
     raise _unknown(engine)
+
+
+def stored_model(cfg: DictConfig, name: str) -> bool | None:
+    """Whether study `name` has a completed trial, found without creating anything (the budget's
+    refusal comes before any store is: search/trials/preflight.py); None: not known until the
+    study is opened (a Keras Tuner project folder that exists, a store that cannot be read)."""
+    from search.config.stores import sqlite_path
+
+    if str(cfg.search.engine) == "keras_tuner":
+        return None if Path(str(cfg.search.directory)).exists() else False
+    storage = str(cfg.search.storage)
+    path = sqlite_path(storage)
+    if path is not None and not path.exists():
+        return False
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:  # no such study in the store
+        return False
+    except Exception:  # the engine's own opening says what is wrong with the store
+        return None
+    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
 
 def _unknown(engine: str) -> UserInputError:

@@ -211,6 +211,21 @@ class Worker:
         self.busy = True  # until its last message: an error meanwhile kills the worker
         self._send(("trial", config_yaml, shared, costs), [None])
 
+    def probe(self, config_yaml: str, shared: Any) -> Any:
+        """Time the parts of the trial `config_yaml` describes (experiments/training/probe.py:
+        search.timeout's plan, before trial 0); raises as `train` does."""
+        if not self._ready:
+            self._receive(time.monotonic() + READY_TIMEOUT_S, [None], "start")
+            self._ready = True
+        self.busy = True
+        self._send(("probe", config_yaml, shared, ()), [None])
+        message = self._receive(None, [None])
+        self.busy = False
+        if message[0] == "error":
+            error = {"nan": TrialFailed, "input": UserInputError}.get(message[1], WorkerError)
+            raise error(message[2])
+        return message[1]
+
     def train(
         self,
         on_epoch: EpochHook,

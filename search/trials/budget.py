@@ -20,9 +20,13 @@ it. So the search keeps back what the final stage will spend:
 - the final stage re-evaluates the contenders, best first, only while each still fits beside the
   retraining, and retrains only if that still fits (else it tests the re-evaluated model).
 
-One exception keeps a sweep useful on any budget: until a trial of the study has completed, a
-running trial is never stopped, so a budget smaller than one trial still ends with a tested
-model (and overruns by the rest of that trial).
+A budget that cannot hold trial 0 and the final stage is refused before anything is created
+(exit 2, naming the smallest that can): the sweep times a trial's parts on a few batches of the
+user's data first and prints the plan (search/trials/plan.py, search/trials/preflight.py). A
+resumed study that has a completed trial needs no trial 0: only the final stage must fit. One
+exception remains, for a trial 0 that runs longer than planned: until a trial of the study has
+completed, a running trial is never stopped, so the sweep still ends with a tested model (and
+overruns by the rest of that trial).
 
 More time must buy a better model, and more sampling alone did not: on three photo sets the
 base config (trial 0) stayed the best by validation through 36 trials (issue 25). So with
@@ -30,12 +34,13 @@ base config (trial 0) stayed the best by validation through 36 trials (issue 25)
 beat the best by more than its seed noise (one binomial standard error of an accuracy on the
 validation images), and what is left of the budget goes to what is known to pay: more models of
 the crowned config retrained on train + validation for the shipped ensemble (`final.retrain_seeds:
-auto`, search/final/stage.py). The plan (`plan()`) is printed once the first trial of this
-invocation completes, from its measured time.
+auto`, search/final/stage.py). The plan is printed before trial 0 from the probe's estimates, and
+again (`plan()`) once the first trial of this invocation completes, from its measured time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -48,6 +53,10 @@ from search.trials.types import Best
 # A margin for what follows the trainings: testing, registering, the report. Not measured apart;
 # with it, the sweeps of docs/benchmarks.md section 6 ended 13-42 s inside their budgets.
 TEST_SECONDS = 5.0
+# search.staged: a screen given less than this is skipped (search/engines/optuna/staged.py):
+# so little time buys a few head configurations at most, and at 1x the recipe's time (where
+# trial 0 and the final stage fill the budget) the search runs as without staging.
+MIN_SCREEN_SECONDS = 20.0
 
 
 @dataclass
@@ -76,6 +85,10 @@ class Budget:
     since_gain: int = 0  # trials finished since the best last moved by more than its noise
     leading: float | None = None  # the best score of this invocation that reset the patience
     cache_build: float = 0.0  # the most seconds a trial spent building frozen features
+    planned: float | None = None  # trial 0's seconds as the plan before it estimated them
+    # search.staged: the share of the search's time a screen of head configurations takes
+    # after the first trial (search/engines/optuna/staged.py); 0: no screen ahead.
+    screen_share: float = 0.0
     _said_plateau: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -173,6 +186,15 @@ class Budget:
             seconds += self.distil_seconds(ranked[0] if ranked else None)
         return seconds + TEST_SECONDS
 
+    def reserve_after(self, seconds: float, cache_build: float = 0.0) -> float:
+        """The reserve once a first trial has trained for `seconds`, `cache_build` of them building
+        frozen features: the final stage's share in the plan before trial 0."""
+        ahead = dataclasses.replace(
+            self, completed=[], train_seconds={}, cache_build=0.0, leading=None, since_gain=0
+        )
+        ahead.record(Best(0.0, -1, {}, None), seconds, cache_build)
+        return ahead.reserve()
+
     def retrain_seconds(self, trial: Best | None) -> float:
         """Seconds `final.retrain` takes to train `trial`'s config on train + validation (0 off).
 
@@ -217,7 +239,9 @@ class Budget:
         seconds = self.estimate(trial)
         reserve, left = self.reserve(), max(self.left(), 0.0)  # one reading of the clock
         searching = max(left - reserve, 0.0)
-        more = int(searching // seconds) if seconds > 0 else 0
+        screen = self.screen_share * searching
+        screen = screen if screen >= MIN_SCREEN_SECONDS else 0.0
+        more = int((searching - screen) // seconds) if seconds > 0 else 0
         stop = (
             f", or fewer once {self.patience} trial(s) in a row bring no gain beyond the seed noise "
             "(search.patience)"
@@ -231,9 +255,17 @@ class Budget:
             if retrain
             else ""
         )
+        planned = f" (planned {self.planned:.0f}s)" if self.planned is not None else ""
+        first = (
+            f"a screen of head configurations on cached features for about {screen:.0f}s "
+            "(search.staged), then "
+            if screen
+            else ""
+        )
         return (
-            f"plan: trial {trial.number} trained in {seconds:.0f}s; {left:.0f}s of "
-            f"search.timeout left: about {more} more trials like it{stop}, then the final stage's "
+            f"plan: trial {trial.number} trained in {seconds:.0f}s{planned}; {left:.0f}s of "
+            f"search.timeout left: {first}about {more} more trials like it{stop}, then the "
+            "final stage's "
             f"{reserve:.0f}s (re-evaluation, retraining, test){extra}"
         )
 

@@ -378,9 +378,19 @@ class OptunaEngine:
         `n_trials`, this call's share when it started, is only informative): the total stays
         exact across resumes, re-queued trials and several workers sharing the study.
         """
+        self._optimize(runner, None)
+
+    def first_trial(self, runner: TrialRunner) -> None:
+        """Trial 0 alone: the staged search (search/engines/optuna/staged.py) screens after it."""
+        self._optimize(runner, 1)
+
+    def _optimize(self, runner: TrialRunner, upto: int | None) -> None:
+        """`optimize`, ending at `upto` claimed trials when that is fewer than search.n_trials."""
         # Trials forgiven when this call starts (all timed out, none completed) are redone; the
         # ones this call ends count, so a timeout every trial hits still ends the call.
         total = int(self.cfg.search.n_trials) + self._forgiven(self.study.get_trials(deepcopy=False))
+        if upto is not None:
+            total = min(total, upto)
         study_name = self.study_name
 
         def objective(trial: optuna.Trial) -> float | tuple[float, ...]:

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +27,17 @@ SHARED_DATA = Path(os.environ.get("SWEEPLAB_SHARED_DATA", ROOT.parent / "shared"
 if str(ROOT) not in sys.path:
     sys.path.insert(1, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+WEIGHTS = "mobilenet_2_5_224_tf_no_top.h5"  # MobileNet 0.25's ImageNet weights, offline
+
+
+def keras_home(tmp: Path) -> None:
+    """Use $KERAS_HOME if it has the file, else a temp one with the shared offline copy."""
+    current = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    if (current / "models" / WEIGHTS).is_file():
+        return
+    (tmp / "keras" / "models").mkdir(parents=True)
+    shutil.copy(SHARED_DATA / "keras-weights" / WEIGHTS, tmp / "keras" / "models" / WEIGHTS)
+    os.environ["KERAS_HOME"] = str(tmp / "keras")
 
 
 def parse_args(description: str, extra: Sequence[tuple[str, dict]] = ()) -> argparse.Namespace:

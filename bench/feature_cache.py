@@ -20,13 +20,11 @@ Writes bench/results/feature_cache.json.
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from _common import SHARED_DATA, parse_args, print_table, verdict, write_result
+from _common import SHARED_DATA, keras_home, parse_args, print_table, verdict, write_result
 
 from experiments.quiet import quiet_tensorflow
 
@@ -39,7 +37,6 @@ from experiments.data.load import load_data  # noqa: E402
 from experiments.training.trial import run_trial  # noqa: E402
 
 TRIAL_TARGET, EPOCH_TARGET = 3.0, 10.0
-WEIGHTS = "mobilenet_2_5_224_tf_no_top.h5"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -55,16 +52,6 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.seconds.append(time.perf_counter() - self.started)
-
-
-def keras_home(tmp: Path) -> None:
-    """Use $KERAS_HOME if it has the file, else a temp one with the shared offline copy."""
-    current = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    if (current / "models" / WEIGHTS).is_file():
-        return
-    (tmp / "keras" / "models").mkdir(parents=True)
-    shutil.copy(SHARED_DATA / "keras-weights" / WEIGHTS, tmp / "keras" / "models" / WEIGHTS)
-    os.environ["KERAS_HOME"] = str(tmp / "keras")
 
 
 def main() -> None:

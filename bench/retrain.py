@@ -27,8 +27,9 @@ from transfer_vs_recipe import SETS, compose, each_set
 def one_seed(overrides: list[str], seed: int) -> dict[str, Any]:
     """Train the base config on train and on train + validation; test both."""
     from experiments.data.load import load_data
+    from experiments.data.splits import train_plus_val
     from experiments.training.trial import run_trial
-    from search.final.stage import score_on_test, train_plus_val
+    from search.final.stage import score_on_test
     from search.sweep import prepare
 
     cfg = prepare(compose([*overrides, f"seed={seed}"]))  # absolute paths, KERAS_HOME

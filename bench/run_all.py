@@ -23,6 +23,7 @@ BENCHMARKS = (
     ("search_efficiency", "best val accuracy vs wall time per search method", "#8"),
     ("memory", "resident memory across 50 short trials (sweep + workers)", "#7, #13"),
     ("workers", "trials/hour with 2 workers vs 1; store round trips a trial", "#13"),
+    ("memory_scale", "peak memory of a transfer sweep at 1k-10k images, sweep vs workers", "#28"),
     ("chaos", "kill -9 of a worker or the sweep at random moments, resuming", "#13"),
     ("feature_cache", "transfer trial at 224 px, frozen-feature cache on vs off", "#12"),
     (

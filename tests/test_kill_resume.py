@@ -236,15 +236,21 @@ FINAL = ["search.n_trials=1", "final.retrain=true", "final.register=true", "sear
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "fault", ["retraining", "registered", "retraining:SIGINT"], ids=["kill-9-retraining",
-    "kill-9-after-registration", "ctrl-c-retraining"]
+    ("fault", "where"),
+    [("retraining", []), ("registered", []), ("retraining:SIGINT", []),
+     ("retraining", [WORKERS]), ("retraining:SIGINT", [WORKERS])],
+    ids=["kill-9-retraining", "kill-9-after-registration", "ctrl-c-retraining",
+         "kill-9-retraining-in-a-worker", "ctrl-c-retraining-in-a-worker"],
 )  # fmt: skip
-def test_final_stage_cut_short_runs_again_on_resume(tmp_path: Path, fault: str) -> None:
+def test_final_stage_cut_short_runs_again_on_resume(
+    tmp_path: Path, fault: str, where: list[str]
+) -> None:
     """A kill -9 or Ctrl-C inside the final stage used to lose it for good (the re-run said
-    "nothing to train"): the re-run now redoes it, registering once and writing the report."""
+    "nothing to train"): the re-run now redoes it, registering once and writing the report.
+    `where`: the final stage's trainings in the sweep process (TINY) or in a worker."""
     out = tmp_path / "runs"
-    args = [*TINY, f"output_dir={out}", *FINAL]
-    cfg = prepare(compose_config(FINAL, out))
+    args = [*TINY, f"output_dir={out}", *FINAL, *where]
+    cfg = prepare(compose_config([*FINAL, *where], out))
     name = study_name(cfg)
     step, _, how = fault.partition(":")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "SWEEPLAB_FAULT_AT": fault}

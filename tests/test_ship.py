@@ -81,7 +81,7 @@ def test_distillation_is_reserved_and_skipped_when_it_does_not_fit(capsys) -> No
     assert budget.reserve() == pytest.approx(2 * 30.0 + 5.0)  # the retraining and the student
     now[0] = 80.0  # 20 s left: a 30-s student does not fit
     ensemble, report = object(), object()
-    shipped = _student_or_ensemble(None, None, None, None, ensemble, report, budget, best)
+    shipped = _student_or_ensemble(None, None, None, False, None, ensemble, report, budget, best)
     assert shipped[:3] == (ensemble, "ensemble", report)
     assert "does not fit in the 20s left of search.timeout; the ensemble ships" in shipped[3]
     assert "no student" in capsys.readouterr().out

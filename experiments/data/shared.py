@@ -6,18 +6,24 @@ picklable `SharedData`; each worker's `SharedData.open()` maps those files read-
 workers hold one copy of the pixels in the page cache instead of N decoded copies. A split that
 was an in-memory array in the sweep comes back as a plain array view of the mapping, so it takes
 the same input pipeline (and gives the same training) as in the sweep process.
+
+The final stage's trainings reuse those files (`SharedData.derived`): its retraining on train +
+validation has the worker append the validation pixels to the training split's when it opens
+them, and a distilled student's soft targets travel in the skeleton, so the sweep process never
+writes or holds a grown copy of the pixels.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from experiments.data.splits import SPLITS, ImageData, Split
+from experiments.data.splits import SPLITS, ImageData, Split, train_plus_val
 
 
 @dataclass(frozen=True)
@@ -27,10 +33,27 @@ class SharedData:
     skeleton: ImageData  # every split's x is None here
     files: dict[str, str]  # split -> .npy file of its pixels (absent: no pixels, decoded per epoch)
     mapped: frozenset[str]  # splits that were memory-mapped in the sweep too (keep np.memmap)
+    grown: bool = False  # train + validation: the val pixels appended to train's when opened
+    variant: str = ""  # what else sets it apart from the loaded data (soft targets), in `key`
 
     @property
     def key(self) -> str:
-        return self.skeleton.fingerprint()
+        return self.skeleton.fingerprint() + ("+val" if self.grown else "") + self.variant
+
+    def derived(self, data: ImageData, grown: bool) -> SharedData:
+        """These pixel files for `data`, the loaded data they were written from with other
+        labels or soft targets (`Split.soft`), trained on train + validation when `grown`."""
+        bare = {name: dataclasses.replace(data.split(name), x=None) for name in SPLITS}
+        skeleton = dataclasses.replace(self.skeleton, **bare)  # type: ignore[arg-type]
+        soft = [bare[name].soft for name in SPLITS if bare[name].soft is not None]
+        digest = hashlib.sha256(b"".join(np.ascontiguousarray(s).tobytes() for s in soft))
+        variant = f"+soft{digest.hexdigest()[:12]}" if soft else ""
+        return dataclasses.replace(
+            self,
+            skeleton=train_plus_val(skeleton) if grown else skeleton,
+            grown=grown,
+            variant=variant,
+        )
 
     def open(self) -> ImageData:
         """The data as the sweep process held it, with the pixels mapped read-only."""
@@ -43,6 +66,9 @@ class SharedData:
                 if name not in self.mapped:
                     x = np.asarray(x)  # a plain view of the mapping: the in-memory pipeline
             splits[name] = dataclasses.replace(part, x=x)
+        if self.grown and "train" in self.files:  # the skeleton's train split is grown already
+            pixels = np.concatenate([splits["train"].x, np.load(self.files["val"], mmap_mode="r")])
+            splits["train"] = dataclasses.replace(splits["train"], x=pixels)
         # **splits: the train, val and test fields, a Split each (the checker matches every field)
         return dataclasses.replace(self.skeleton, **splits)  # type: ignore[arg-type]
 

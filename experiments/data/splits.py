@@ -9,6 +9,7 @@ one final evaluation: nothing in the search reads it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from collections.abc import Callable
@@ -139,6 +140,20 @@ class ImageData:
             "sizes": {name: len(self.split(name)) for name in SPLITS},
             "fingerprint": self.fingerprint(),
         }
+
+
+def train_plus_val(data: ImageData) -> ImageData:
+    """`data` with the validation images added to the training split (test untouched): what
+    `final.retrain` trains on. Soft targets (distillation) follow their images when both splits
+    have them. Here, not in the final stage, because a worker process grows its own copy
+    (experiments/data/shared.py), so the sweep process never holds one."""
+    train, val = data.train, data.val
+    pixels = None if train.x is None else np.concatenate([train.x, val.x])  # None: decoded files
+    soft = None
+    if train.soft is not None and val.soft is not None:
+        soft = np.concatenate([train.soft, val.soft])
+    grown = Split(pixels, np.concatenate([train.y, val.y]), train.files + val.files, soft)
+    return dataclasses.replace(data, train=grown)
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:

@@ -98,7 +98,7 @@ def distil(
     `cfg` is the student's config as a trial would get it (the crowned config; its seed, epochs,
     fine-tune schedule, augmentation and label smoothing apply). `data` is what it trains on, as
     the caller chooses: train, or train + validation for the final retraining
-    (search's `train_plus_val`); the teacher predicts its train and validation splits first.
+    (`experiments.data.splits.train_plus_val`); the teacher predicts its train and validation splits first.
     Loss: alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T), T = temperature.
     Returns the trial's result: its `model` is the plain student, taking raw pixels, one model's
     cost to serve.

@@ -196,13 +196,17 @@ class Worker:
     def pid(self) -> int | None:
         return self.process.pid
 
-    def send_trial(self, config_yaml: str, shared: Any, costs: CostPlan) -> None:
+    def send_trial(
+        self, config_yaml: str, shared: Any, costs: CostPlan, timed: bool = True
+    ) -> None:
         """Hand the worker its next trial; `train` then follows it. Sent before the sweep records
-        the trial's run, so that the worker builds its model while those store writes happen."""
+        the trial's run, so that the worker builds its model while those store writes happen.
+        `timed=False`: no search.trial_timeout (the final stage's trainings, which train on more
+        images than a trial and are bounded by search.timeout instead)."""
         if not self._ready:
             self._receive(time.monotonic() + READY_TIMEOUT_S, [None], "start")
             self._ready = True
-        timeout = self.settings.trial_timeout
+        timeout = self.settings.trial_timeout if timed else None
         self._deadline = None if timeout is None else time.monotonic() + float(timeout)
         self.busy = True  # until its last message: an error meanwhile kills the worker
         self._send(("trial", config_yaml, shared, costs), [None])

@@ -189,8 +189,7 @@ def reevaluate(
     re-training fit or succeeded: the best trial is then taken without re-evaluation.
     """
     from experiments.data.load import loading_key
-    from experiments.errors import TrialFailed
-    from experiments.training.trial import run_trial
+    from experiments.errors import TrialFailed, WorkerError
     from search.space.apply import apply_params
 
     objective = str(cfg.train.objective)
@@ -217,9 +216,9 @@ def reevaluate(
             seeded = trial_cfg.copy()
             with open_dict(seeded):
                 seeded.seed = int(cfg.seed) + 1 + j  # init, shuffling, augmentation; not the split
-            try:
-                result = run_trial(seeded, data)
-            except TrialFailed as err:  # a diverged re-training: skipped, the sweep goes on
+            try:  # where trials train: a worker with search.workers >= 1, else here
+                result = runner.train_final(seeded, data)
+            except (TrialFailed, WorkerError) as err:  # diverged, or its worker died: skipped
                 candidate.failed[int(seeded.seed)] = str(err)
                 print(
                     f"re-evaluation of trial {trial.number} with seed {seeded.seed} skipped: its "

@@ -142,25 +142,24 @@ def finalize(
         best = dataclasses.replace(reevaluated.crowned.trial, value=reevaluated.crowned.mean)
         trial_cfg = apply_params(cfg, best.params)
         data = runner.data_for(trial_cfg)
-    retrain = bool(final.retrain) and _retrain_fits(runner.budget, best)
-    trained_on = train_plus_val(data) if retrain else data
+    # Trained on train + validation (final.retrain); each training runs where trials do (in a
+    # worker with search.workers >= 1, which grows its own copy of the images).
+    grown = bool(final.retrain) and _retrain_fits(runner.budget, best)
     began = time.perf_counter()
-    if retrain:
+    if grown:
         fault_point("retraining")
-    model, source = _retrained(trial_cfg, trained_on, best) if retrain else (None, None)
+    model, source = _retrained(runner, trial_cfg, data, best) if grown else (None, None)
     seeds: list[Member] = []
     if model is not None:
         done_step(recorder, "retrained")
         # Its measured time prices the next seeds (final.retrain_seeds).
-        seeds = _more_seeds(
-            cfg, trial_cfg, trained_on, runner.budget, best, time.perf_counter() - began
-        )
+        seeds = _more_seeds(cfg, trial_cfg, runner, data, best, time.perf_counter() - began)
     if model is None:  # no retraining asked, fitting or succeeding
-        trained_on = data
+        grown = False
         if reevaluated is not None and reevaluated.model is not None:
             model, source = reevaluated.model, "reevaluated_seed"
         else:
-            model, source = _final_model(trial_cfg, data, recorder, best)
+            model, source = _final_model(runner, trial_cfg, data, recorder, best)
     if model is None:
         print(
             f"final stage skipped: trial {best.number}'s model was not logged and training its "
@@ -181,7 +180,7 @@ def finalize(
     report = score_on_test(model, data, int(cfg.seed))
     if source == "ensemble" and bool(final.get("distil")):  # one model's latency, if it holds up
         model, source, report, shipped_why = _student_or_ensemble(
-            cfg, trial_cfg, trained_on, data, model, report, runner.budget, best
+            cfg, trial_cfg, runner, grown, data, model, report, runner.budget, best
         )
     else:
         shipped_why = ""
@@ -211,7 +210,7 @@ def finalize(
             "best_run_id": best.run_id,
             "test_images": len(data.test),
             # The images the tested model trained on (final.retrain: train + validation).
-            **({} if members else {"train_images": len(trained_on.train)}),
+            **({} if members else {"train_images": len(data.train) + grown * len(data.val)}),
             **({"ensemble_members": "; ".join(members)} if members else {}),
             **({"shipped_why": shipped_why} if shipped_why else {}),
         },
@@ -437,7 +436,9 @@ def _retrain_fits(budget: Budget, best: Best) -> bool:
     return False
 
 
-def _final_model(cfg: DictConfig, data, recorder, best) -> tuple[Any, str | None]:
+def _final_model(
+    runner: TrialRunner, cfg: DictConfig, data, recorder, best
+) -> tuple[Any, str | None]:
     """The model to test without retraining on train + validation: the logged trial model, or
     its config trained again on train; (None, None) when that training fails (said)."""
     model = recorder.trial_model(best.run_id)
@@ -447,29 +448,30 @@ def _final_model(cfg: DictConfig, data, recorder, best) -> tuple[Any, str | None
     # when it finished): the seeded trial is reproduced.
     print("final: the best trial's model was not logged; retraining its config on train")
     what = f"training trial {best.number}'s config on train"
-    return _trained(cfg, data, what, "there is no model to test"), "retrained_train"
+    model = _trained(runner, cfg, data, False, what, "there is no model to test")
+    return model, "retrained_train"
 
 
-def _retrained(cfg: DictConfig, data, best) -> tuple[Any, str | None]:
-    """The best config retrained on `data` (train + validation); (None, None) when that
+def _retrained(runner: TrialRunner, cfg: DictConfig, data, best) -> tuple[Any, str | None]:
+    """The best config retrained on train + validation of `data`; (None, None) when that
     training fails (said: the final stage goes on with the trial's own model)."""
     print("final: retraining the best config on train + validation")
     then = "the model trained on train is tested instead"
-    model = _trained(
-        cfg, data, f"retraining trial {best.number}'s config on train + validation", then
-    )
+    what = f"retraining trial {best.number}'s config on train + validation"
+    model = _trained(runner, cfg, data, True, what, then)
     return (model, "retrained_train_val") if model is not None else (None, None)
 
 
-def _trained(cfg: DictConfig, data, what: str, then: str) -> Any:
-    """`cfg` trained on `data`; None, said in one line, when its training fails (TrialFailed:
-    the loss diverged), so a failed final step never ends the sweep after its search."""
-    from experiments.errors import TrialFailed
-    from experiments.training.trial import run_trial
+def _trained(runner: TrialRunner, cfg: DictConfig, data, grown: bool, what: str, then: str) -> Any:
+    """`cfg` trained on `data` (train + validation when `grown`), where trials train; None, said
+    in one line, when its training fails (TrialFailed: the loss diverged or its worker died;
+    WorkerError: it raised in its worker), so a failed final step never ends the sweep after
+    its search."""
+    from experiments.errors import TrialFailed, WorkerError
 
     try:
-        return run_trial(cfg, data).model
-    except TrialFailed as err:
+        return runner.train_final(cfg, data, grown).model
+    except (TrialFailed, WorkerError) as err:
         print(
             f"final: {what} failed ({str(err).splitlines()[0][:160]}): skipped, {then}",
             flush=True,
@@ -478,7 +480,7 @@ def _trained(cfg: DictConfig, data, what: str, then: str) -> Any:
 
 
 def _student_or_ensemble(
-    cfg: DictConfig, trial_cfg: DictConfig, trained_on: ImageData, data: ImageData,
+    cfg: DictConfig, trial_cfg: DictConfig, runner: TrialRunner, grown: bool, data: ImageData,
     ensemble: Any, ensemble_report: TestReport, budget: Budget, best: Best,
 ) -> tuple[Any, str, TestReport, str]:  # fmt: skip
     """`final.distil`: one student of the crowned config trained on the members' images against
@@ -488,8 +490,8 @@ def _student_or_ensemble(
     `final.ship_within` of the ensemble, accurate ships the better one (the student on a tie).
     Returns (model, source, its test report, why it shipped); the ensemble when the student does
     not fit in search.timeout or diverges (said)."""
-    from experiments.errors import TrialFailed
-    from experiments.training.distil import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, distil
+    from experiments.errors import TrialFailed, WorkerError
+    from experiments.training.distil import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 
     needed = budget.distil_seconds(best)
     if not budget.fits(needed):
@@ -501,14 +503,12 @@ def _student_or_ensemble(
         return ensemble, "ensemble", ensemble_report, why
     print("final: distilling the ensemble into one model of the crowned config", flush=True)
     try:
-        student = distil(
-            trial_cfg,
-            trained_on,
-            ensemble,
-            temperature=float(cfg.final.get("distil_temperature", DEFAULT_TEMPERATURE)),
-            alpha=float(cfg.final.get("distil_alpha", DEFAULT_ALPHA)),
-        ).model
-    except TrialFailed as err:
+        settings = (
+            float(cfg.final.get("distil_temperature", DEFAULT_TEMPERATURE)),
+            float(cfg.final.get("distil_alpha", DEFAULT_ALPHA)),
+        )
+        student = runner.train_final(trial_cfg, data, grown, (ensemble, *settings)).model
+    except (TrialFailed, WorkerError) as err:
         why = f"no student: its training diverged ({str(err).splitlines()[0][:200]}); the ensemble ships"
         print(f"final: {why}", flush=True)
         return ensemble, "ensemble", ensemble_report, why
@@ -581,10 +581,10 @@ def retrain_seeds(cfg: DictConfig) -> int | None:
 
 
 def _more_seeds(
-    cfg: DictConfig, trial_cfg: DictConfig, grown: ImageData, budget: Budget, best: Best,
+    cfg: DictConfig, trial_cfg: DictConfig, runner: TrialRunner, data: ImageData, best: Best,
     first_seconds: float,
 ) -> list[Member]:  # fmt: skip
-    """The crowned config retrained on `grown` (train + validation) with new training seeds, after the
+    """The crowned config retrained on train + validation of `data` with new training seeds, after the
     first (`first_seconds` long), while `final.retrain_seeds` asks for more and they fit in what
     is left of search.timeout; each joins the shipped ensemble (search/final/ensemble.py).
 
@@ -599,7 +599,7 @@ def _more_seeds(
     if limit <= 1 or effective_rule(cfg) is not None:  # a rule's champion ships alone
         return []
     made: list[Member] = []
-    seconds = first_seconds
+    budget, seconds = runner.budget, first_seconds
     while 1 + len(made) < limit:
         if not budget.fits(seconds):
             print(
@@ -614,22 +614,12 @@ def _more_seeds(
         print(f"final: retraining the best config on train + validation, seed {seeded.seed}")
         label = f"trial {best.number} retrained on train + validation, seed {seeded.seed}"
         began = time.perf_counter()
-        model = _trained(seeded, grown, label, "the ensemble goes on with what it has")
+        model = _trained(runner, seeded, data, True, label, "the ensemble goes on with what it has")
         if model is None:  # a diverged seed (said)
             break
         seconds = time.perf_counter() - began  # its features are cached now: the next costs as much
         made.append(Member(label, best.number, None, in_memory(model)))
     return made
-
-
-def train_plus_val(data: ImageData) -> ImageData:
-    """`data` with the validation images added to the training split (test untouched)."""
-    train, val = data.train, data.val
-    pixels = None if train.x is None else np.concatenate([train.x, val.x])  # None: decoded files
-    return dataclasses.replace(
-        data,
-        train=type(train)(pixels, np.concatenate([train.y, val.y]), train.files + val.files),
-    )
 
 
 def _print(result: FinalResult, report: TestReport) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.data.load import load_data, loading_key
-from experiments.data.splits import ImageData
+from experiments.data.splits import ImageData, train_plus_val
 from experiments.errors import TrialFailed, UserInputError
 from experiments.outcome import TrialOutcome, stopped_words
 from experiments.worker import Trained, resident_mb
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the sweep process with workers never imports TensorFlow
     import keras
 
     from experiments.data.shared import SharedData
+    from experiments.training.trial import TrialResult
     from search.execution.pool import Worker, WorkerPool
 
 
@@ -87,6 +88,7 @@ class TrialRunner:
         self.maximize = base.train.direction == "maximize"
         self.best: Best | None = None
         self._data: dict[str, ImageData] = {}
+        self._grown: tuple[ImageData, ImageData] | None = None  # (data, train + val), no pool
         if data is not None:  # already loaded (and checked) for the base config
             self._data[loading_key(base.data, int(base.seed))] = data
         limit = base.search.get("max_consecutive_failures")
@@ -163,7 +165,8 @@ class TrialRunner:
         if self._resolved is None:
             self._resolved = OmegaConf.to_container(self.base, resolve=True)
         values = trial_values(self._resolved, {**params, **(overrides or {})})
-        data = self._loaded(OmegaConf.create(values["data"]), int(values["seed"]))
+        data_cfg = OmegaConf.create(values["data"])
+        data = self._loaded(data_cfg, int(values["seed"]))
         run_tags = {**self.tags, "trial_number": number}
         text = config_yaml(values)
         # The whole config as OmegaConf nodes only where the trial trains here (a worker gets
@@ -174,6 +177,8 @@ class TrialRunner:
                 worker, failed = self._hand_over(text, data, hold), None  # None: trains here
             except Exception as err:  # no worker could take it: recorded as the trial's failure
                 worker, failed = None, err
+            if self.pool is not None:  # shared now: the mapped pixels, not the decoded copy
+                data = self._loaded(data_cfg, int(values["seed"]))
             planned = int(values.get("train", {}).get("epochs") or 0) or None
             return self._record(
                 number, params, cfg, text, data, worker, failed, callbacks, run_tags, tags, planned
@@ -361,14 +366,86 @@ class TrialRunner:
             return worker.train(on_epoch, keep, after_epoch), None
 
     def _shared_for(self, data: ImageData) -> SharedData:
-        """`data` written once for the workers to map (see `experiments.data.shared`)."""
+        """`data` written once for the workers to map (see `experiments.data.shared`).
+
+        From then on this process holds the pixels as the workers do, mapped from those files:
+        it only reads them again for the final test and exports, so its own decoded copy is
+        dropped rather than held beside the page cache for the whole sweep.
+        """
         from experiments.data.shared import share
 
         key = data.fingerprint()
         if key not in self._shared:
             (self.scratch / "models").mkdir(parents=True, exist_ok=True)
             self._shared[key] = share(data, self.scratch / "data")
+            for loaded, held in self._data.items():
+                if held is data:
+                    self._data[loaded] = self._shared[key].open()
         return self._shared[key]
+
+    def train_final(
+        self,
+        cfg: DictConfig,
+        data: ImageData,
+        grown: bool = False,
+        teacher: tuple[Any, float, float] | None = None,
+    ) -> TrialResult:
+        """The final stage's trainings (re-evaluation seeds, the retraining, the distilled
+        student): `cfg` trained on `data` (train + validation when `grown`), against the soft
+        targets of `teacher` = (model, temperature, alpha) when given; raises TrialFailed as a
+        trial's training would.
+
+        With a pool they train in a worker as trials do, which saves the model to files this
+        process loads back: the sweep process keeps its flat memory and a crashed worker is a
+        TrialFailed that says how it died. Without one (search.workers=0), here, as before.
+        """
+        if self.pool is None:
+            from experiments.training.distil import distil
+            from experiments.training.trial import run_trial
+
+            used = self._train_plus_val(data) if grown else data
+            if teacher is None:
+                return run_trial(cfg, used)
+            model, temperature, alpha = teacher
+            return distil(cfg, used, model, temperature=temperature, alpha=alpha)
+        if teacher is not None:  # it predicts here, once per image; the student trains there
+            from experiments.training.distil import distil_config, soft_targets
+
+            model, temperature, alpha = teacher
+            cfg, data = distil_config(cfg, temperature, alpha), soft_targets(data, model)
+        return self._trained_in_worker(cfg, data, grown)
+
+    def _train_plus_val(self, data: ImageData) -> ImageData:
+        """train + validation of `data`, concatenated once for the retraining and its seeds."""
+        if self._grown is None or self._grown[0] is not data:
+            self._grown = (data, train_plus_val(data))
+        return self._grown[1]
+
+    def _trained_in_worker(self, cfg: DictConfig, data: ImageData, grown: bool) -> TrialResult:
+        """A trial's path to a worker (the shared pixel files, `Worker.send_trial`, `train`),
+        with the model always kept: saved by the worker, loaded here for the test, the ensemble
+        and the exports, its files then removed. No search.trial_timeout: it is no trial."""
+        import keras
+
+        from experiments.serving.keras_files import DATA_FOLDER, MODEL_FILE
+        from experiments.training.trial import TrialResult
+        from experiments.trial_cost import CostPlan
+
+        assert self.pool is not None
+        shared = self._shared_for(data).derived(data, grown)
+        folder = self.scratch / "models" / uuid.uuid4().hex
+        text = config_yaml(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+        try:
+            with self.pool.worker() as worker:
+                worker.send_trial(text, shared, CostPlan(()), timed=False)
+                trained = worker.train(_no_hook, lambda done: str(folder), _no_hook)
+            if trained.model_error:
+                raise TrialFailed(f"its model could not be saved ({trained.model_error})")
+            model = keras.saving.load_model(folder / DATA_FOLDER / MODEL_FILE, compile=False)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        history, fc = trained.history, trained.feature_cache
+        return TrialResult(trained.metrics, history, model, trained.seconds, fc)
 
     def _update_best(self, value: float, number: int, params: dict, run_id: str) -> None:
         if math.isnan(value):
@@ -388,6 +465,10 @@ class TrialRunner:
             print(f"trial {number:>3}  {outcome:<24} {timing}  {shown}", flush=True)
             return
         print(f"trial {number:>3}  {outcome:<24} {timing}  {best}  {shown}", flush=True)
+
+
+def _no_hook(epoch: int, logs: dict[str, float]) -> None:
+    """A final-stage training's epochs: no pruner decides, no trial run records the curves."""
 
 
 def first_trial_failed(reason: str) -> UserInputError:

@@ -110,6 +110,19 @@ def test_the_plan_says_what_the_screen_takes() -> None:
     assert "screen" not in budget.plan(Best(0.9, 0, {}, None))
 
 
+def test_no_screen_when_no_two_phase_trial_would_fit_after_it() -> None:
+    """At about 1x the recipe's time a screen could fit but none of its heads could then be
+    fine-tuned: it is skipped, and the plan says no screen."""
+    now = [0.0]
+    budget = Budget(300.0, clock=lambda: now[0], screen_share=0.3)
+    budget.record(Best(0.9, 0, {}, None), 60.0)
+    now[0] = 200.0  # 100 s left, 95 s of search: a 28.5-s screen leaves 66.5 s, one 60-s trial
+    assert budget.screen_seconds(0.3) == pytest.approx(0.3 * 95.0)
+    now[0] = 220.0  # 75 s of search: a 22.5-s screen would leave 52.5 s, under one trial
+    assert budget.screen_seconds(0.3) == 0.0
+    assert "screen" not in budget.plan(Best(0.9, 0, {}, None))
+
+
 def test_the_screen_ends_when_its_share_is_spent_and_says_so_once(capsys) -> None:
     now = [0.0]
     budget = ScreenBudget(30.0, clock=lambda: now[0], has_model=True)

@@ -233,14 +233,29 @@ class Budget:
         stage's, and a model exists without it (see the module doc)."""
         return self.has_model and self.left() <= self.reserve()
 
+    def screen_seconds(
+        self, share: float, searching: float | None = None, trial: float | None = None
+    ) -> float:
+        """Seconds a staged search's screen gets: `share` of the search's time (`searching`, the
+        time left after the reserve), or 0 when that is under MIN_SCREEN_SECONDS or leaves no
+        time for one two-phase trial (`trial`, by default the median so far) of a head it
+        carries: a screen whose heads are never fine-tuned only takes time from the final stage
+        (cifar10-test at 1x screened 6 heads, then started a trial the budget stopped)."""
+        if searching is None:
+            searching = max(self.left() - self.reserve(), 0.0)
+        trial = self.estimate(None) if trial is None else trial
+        screen = share * searching
+        if screen < MIN_SCREEN_SECONDS or searching - screen < trial:
+            return 0.0
+        return screen
+
     def plan(self, trial: Best) -> str:
         """What the rest of the budget buys, from `trial`'s measured time (the first trial this
         invocation completed): printed so a user knows what to expect before waiting for it."""
         seconds = self.estimate(trial)
         reserve, left = self.reserve(), max(self.left(), 0.0)  # one reading of the clock
         searching = max(left - reserve, 0.0)
-        screen = self.screen_share * searching
-        screen = screen if screen >= MIN_SCREEN_SECONDS else 0.0
+        screen = self.screen_seconds(self.screen_share, searching, seconds)
         more = int((searching - screen) // seconds) if seconds > 0 else 0
         stop = (
             f", or fewer once {self.patience} trial(s) in a row bring no gain beyond the seed noise "

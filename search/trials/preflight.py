@@ -87,8 +87,9 @@ def announce(
     `screen_share`: the search's share a staged search's screen takes (0: one stage)."""
     if plan is None:
         return
-    screen = screen_share * plan.searching
-    plan = dataclasses.replace(plan, screen=screen if screen >= MIN_SCREEN_SECONDS else 0.0)
+    screen = screen_share * plan.searching  # as Budget.screen_seconds will decide after trial 0
+    worth = screen >= MIN_SCREEN_SECONDS and plan.searching - screen >= plan.later
+    plan = dataclasses.replace(plan, screen=screen if worth else 0.0)
     patience = cfg.search.get("patience")
     for line in plan_lines(plan, val_images, None if patience is None else int(patience)):
         print(line, flush=True)

@@ -155,11 +155,11 @@ class Screen:
         return CARRIED in main.study.user_attrs
 
     def seconds(self, budget: Budget) -> float | None:
-        """The screen's share of the search's time now left (None: no time budget)."""
+        """The screen's share of the search's time now left (None: no time budget; 0: too little
+        for a screen and a two-phase trial after it, `Budget.screen_seconds`)."""
         if not budget.limited:
             return None
-        share = float(self.cfg.search.staged.share)
-        return share * max(budget.left() - budget.reserve(), 0.0)
+        return budget.screen_seconds(float(self.cfg.search.staged.share))
 
     def run(self, main: OptunaEngine, runner: TrialRunner) -> list[Best]:
         """Screen head configurations on cached features, then queue the best in `main`."""
@@ -168,9 +168,9 @@ class Screen:
         seconds = self.seconds(runner.budget)
         if seconds is not None and seconds < MIN_SCREEN_SECONDS:
             print(
-                f"search.staged: {seconds:.0f}s for a screen (search.staged.share of the time "
-                f"left after the final stage's reserve) is under {MIN_SCREEN_SECONDS:.0f}s; "
-                "the search goes on in one stage",
+                "search.staged: the time left after the final stage's reserve holds no screen "
+                f"of {MIN_SCREEN_SECONDS:.0f}s or more (search.staged.share of it) with a "
+                "two-phase trial of its best head after it; the search goes on in one stage",
                 flush=True,
             )
             main.study.set_user_attr(CARRIED, [])

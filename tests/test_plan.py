@@ -239,7 +239,7 @@ def test_the_plan_matches_what_ran(tmp_path, monkeypatch, capsys) -> None:
         tmp_path, "search.n_trials=100", "search.timeout=120", "search.pruner=none",
         "search.patience=null", "search.variants=[]", "~space.train", "~space.data",
         "~space.model", "final.top_k=0", "final.retrain=false", "final.ensemble=1",
-        "final.register=false",
+        "final.register=false", "search.staged.enabled=false",
     )  # fmt: skip
     summary = sweep(cfg)
     out = capsys.readouterr().out

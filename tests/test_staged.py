@@ -16,13 +16,14 @@ from pathlib import Path
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 from transfer_helpers import NO_AUGMENTATION, make_keras_home, transfer_config
 
 from experiments.errors import UserInputError
 from search.checks import check_config
 from search.config.study import study_name
-from search.engines.optuna.staged import CARRIED, ScreenBudget, fixed_by_screen
+from search.engines.optuna.staged import CARRIED, ScreenBudget, fixed_by_screen, screen_trials
 from search.engines.staging import staged_note
 from search.sweep import prepare, sweep
 from search.trials import preflight
@@ -108,6 +109,18 @@ def test_the_plan_says_what_the_screen_takes() -> None:
     assert "then about 4 more trials like it" in plan
     budget.screen_share = 0.05  # 13 s: too little for a screen, which is then skipped
     assert "screen" not in budget.plan(Best(0.9, 0, {}, None))
+
+
+def test_without_a_time_budget_the_screen_is_sized_by_the_search() -> None:
+    cfg = OmegaConf.create(
+        {"search": {"timeout": None, "n_trials": 2, "staged": {"share": 0.3, "trials": 500}}}
+    )
+    assert screen_trials(cfg) == 4  # ceil(0.3 / 0.7 x 4.5 x 2): not the 500 ceiling
+    cfg.search.n_trials = 1000
+    assert screen_trials(cfg) == 500
+    cfg.search.timeout = 600  # the share of the time ends the screen; the ceiling is a ceiling
+    cfg.search.n_trials = 2
+    assert screen_trials(cfg) == 500
 
 
 def test_no_screen_when_no_two_phase_trial_would_fit_after_it() -> None:

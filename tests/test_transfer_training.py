@@ -165,6 +165,7 @@ def test_two_trial_transfer_sweep_on_sign_language_folder(tmp_path, monkeypatch)
         "final.top_k=0",
         "space.model.fine_tune.head_epochs.high=3",
         "~space.data",  # no augmentation sampled either: every trial can use the feature cache
+        "search.staged.enabled=false",  # two two-phase trials, no screen (tests/test_staged.py)
     )
     cfg.space.optimizer.learning_rate.low = 0.005  # a few steps per epoch: a brisk head
     summary = sweep(cfg)

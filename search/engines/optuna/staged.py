@@ -39,6 +39,7 @@ from search.trials.types import Best
 CARRIED = "staged.carried"  # main study user attr: the screen trials whose heads were queued
 # Two-phase trials queued per carried head at most: a ceiling, the budget ends them sooner.
 MAX_SLOTS = 20
+SCREEN_COST = 4.5  # a two-phase trial / a screen trial, in seconds (section 11's rank bench)
 
 
 def fixed_by_screen(name: str) -> bool:
@@ -52,6 +53,20 @@ def head_space(space: list[Param]) -> list[Param]:
     return [p for p in space if not fixed_by_screen(p.name)]
 
 
+def screen_trials(cfg: DictConfig) -> int:
+    """The screen's head configurations: `search.staged.trials` under a time budget (the share
+    of the time ends it first). Without one, the heads that cost about `share` of a search of
+    `search.n_trials` two-phase trials, a screen trial costing 1/SCREEN_COST of one (docs/
+    benchmarks.md section 11: 7-13 s against 37-67 s): a 2-trial sweep once screened 120 heads."""
+    staged = cfg.search.staged
+    ceiling = int(staged.trials)
+    if cfg.search.get("timeout") is not None:
+        return ceiling
+    share = float(staged.share)
+    heads = math.ceil(share / (1 - share) * SCREEN_COST * int(cfg.search.n_trials))
+    return max(1, min(ceiling, heads))
+
+
 def screen_config(cfg: DictConfig) -> DictConfig:
     """The base config of a screen trial: phase 1 only, on cached features, pruned by Hyperband
     over its epochs; no variants (the base head is the screen's trial 0)."""
@@ -62,7 +77,7 @@ def screen_config(cfg: DictConfig) -> DictConfig:
         screen.train.epochs = epochs
         screen.model.fine_tune.head_epochs = epochs
         screen.data.augmentation = OmegaConf.create({"preset": "none"})
-        screen.search.n_trials = int(staged.trials)
+        screen.search.n_trials = screen_trials(cfg)
         screen.search.variants = []
         screen.search.patience = None
         screen.search.pruner = "hyperband"

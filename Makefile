@@ -11,7 +11,7 @@ WORKERS ?=
 RUNARGS = $(if $(WORKERS),search.workers=$(WORKERS)) $(ARGS)
 export TF_CPP_MIN_LOG_LEVEL = 3
 
-.PHONY: help setup run sweep test test-slow test-all ui dashboard report postgres lint bench clean
+.PHONY: help setup run sweep test test-slow test-all ui dashboard report postgres lint bench bench-plan clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,10 +34,10 @@ test: setup  ## the test suite (real training at tiny sizes), without the cases 
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 test-slow: setup  ## the long end-to-end cases (kill and resume, clusters, many workers); CI runs them too
-	$(PY) -m pytest -q -m slow $(ARGS)
+	$(PY) -m pytest -q -m "slow and not timing" $(ARGS)
 
 test-all: setup  ## everything: make test, then make test-slow, in one pytest run
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -m "not timing" $(ARGS)
 
 # MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: the same UI with 2 processes instead of ~10 (280 MB each).
 ui: setup  ## the MLflow UI on 127.0.0.1:$(PORT) over the sweeps' store; prints the sweep's link
@@ -74,6 +74,9 @@ ray: setup  ## JOBS workers as Ray tasks on RAY_ADDRESS (default auto), JOB_CPUS
 
 bench: setup  ## benchmarks -> bench/results/*.json; QUICK=1: minutes; ARGS="overhead": only that
 	$(PY) bench/run_all.py $(if $(QUICK),--quick) $(ARGS)
+
+bench-plan: setup  ## the plan printed before trial 0 against what ran, within 25 % (tests marked timing)
+	$(PY) -m pytest -q -m timing $(ARGS)
 
 lint: setup  ## ruff, the import contracts of pyproject's [tool.importlinter] (lint-imports), then mypy
 	$(VENV)/bin/ruff check .

@@ -223,6 +223,7 @@ def test_a_resumed_study_with_a_model_is_not_refused(tmp_path, monkeypatch, caps
 
 
 @pytest.mark.slow
+@pytest.mark.timing  # `make bench-plan`: wall-clock against wall-clock moves with a shared machine's load
 def test_the_plan_matches_what_ran(tmp_path, monkeypatch, capsys) -> None:
     """A roomy budget, every trial like trial 0 (its activations cached): trial 0's seconds and
     the number of trials come within 25 % of the plan printed before trial 0."""

@@ -25,8 +25,8 @@ from search.config.models import check_models
 from search.config.stores import check_stores, create_output_dir, ui_command
 from search.config.study import study_name
 from search.engines import Engine, make_engine, stored_model
-from search.engines.staging import staged_note, staged_on
-from search.execution.data_fit import fitted_data
+from search.engines.staging import staged_note, staged_on, staged_runs
+from search.execution.data_fit import load_fitted
 from search.execution.leftovers import (
     Before,
     remove_dead_scratch,
@@ -173,7 +173,6 @@ def _sweep(
         from experiments.quiet import quiet_logs, quiet_tensorflow
 
         quiet_tensorflow() if pool is None else quiet_logs()
-        from experiments.data.load import load_data
         from search.execution.resume import print_final_interrupted, print_interrupted, recover
         from search.trials.runner import TrialRunner
         from tracking.mlflow_tracker import SweepTracker
@@ -181,8 +180,7 @@ def _sweep(
 
         # Bad data fails here, before any store is created or opened. A decoded set that would
         # not fit in memory is decoded to the file cache instead (search/execution/data_fit.py).
-        trainers = pool.settings.workers if pool is not None else 1
-        data = load_data(fitted_data(cfg.data, int(cfg.seed), trainers), int(cfg.seed))
+        data = load_fitted(cfg.data, int(cfg.seed), pool)
         # Only now, with the input known good, this process's temporary files (TensorFlow's
         # autograph files, the final stage's too) go under its scratch folder: a sweep refused
         # for bad input leaves nothing in a shared output folder, not even for a moment.
@@ -226,8 +224,7 @@ def _sweep(
                 flush=True,
             )
     if resumed_from is None:
-        screen = staged_on(cfg) and staged_note(cfg) is None  # a staged search's screen share
-        share = float(cfg.search.staged.share) if screen else 0.0
+        share = float(cfg.search.staged.share) if staged_runs(cfg) else 0.0  # the screen's
         preflight.announce(plan, budget, cfg, len(data.val), share)
     runner = TrialRunner(
         cfg,

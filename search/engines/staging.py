@@ -34,3 +34,8 @@ def staged_note(cfg: DictConfig) -> str | None:
     if len(objectives_of(cfg)) > 1:
         return "search.staged: several objectives (train.objectives): the search runs in one stage"
     return None
+
+
+def staged_runs(cfg: DictConfig) -> bool:
+    """Whether this sweep searches in two stages: search.staged on, and nothing that rules it out."""
+    return staged_on(cfg) and staged_note(cfg) is None

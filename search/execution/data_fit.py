@@ -22,12 +22,25 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, open_dict
 
 from experiments.errors import UserInputError
 from search.execution.memory import available_mb
-from search.execution.pool import WORKER_MB
+from search.execution.pool import WORKER_MB, WorkerPool
+
+if TYPE_CHECKING:  # TensorFlow's data loading imports only where a set is loaded
+    from experiments.data.splits import ImageData
+
+
+def load_fitted(data: DictConfig, seed: int, pool: WorkerPool | None) -> ImageData:
+    """`load_data` of `data`, decoded to the file cache when it will not fit (`fitted_data`); its
+    trainers are `pool`'s workers, or this process without one (the sweep's and the runner's)."""
+    from experiments.data.load import load_data
+
+    trainers = pool.settings.workers if pool is not None else 1
+    return load_data(fitted_data(data, seed, trainers), seed)
 
 
 def fitted_data(data: DictConfig, seed: int, trainers: int) -> DictConfig:

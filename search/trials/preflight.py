@@ -22,7 +22,7 @@ from experiments.data.splits import ImageData
 from experiments.errors import UserInputError
 from search.execution.leftovers import scratch_folder
 from search.space.apply import config_yaml
-from search.trials.budget import MIN_SCREEN_SECONDS, Budget
+from search.trials.budget import Budget
 from search.trials.plan import TRIAL_SECONDS, Plan, Shape, make_plan, plan_lines, refusal
 
 if TYPE_CHECKING:
@@ -87,9 +87,9 @@ def announce(
     `screen_share`: the search's share a staged search's screen takes (0: one stage)."""
     if plan is None:
         return
-    screen = screen_share * plan.searching  # as Budget.screen_seconds will decide after trial 0
-    worth = screen >= MIN_SCREEN_SECONDS and plan.searching - screen >= plan.later
-    plan = dataclasses.replace(plan, screen=screen if worth else 0.0)
+    # The screen's seconds by the rule the budget applies after trial 0, from the plan's figures.
+    screen = budget.screen_seconds(screen_share, plan.searching, plan.later)
+    plan = dataclasses.replace(plan, screen=screen)
     patience = cfg.search.get("patience")
     for line in plan_lines(plan, val_images, None if patience is None else int(patience)):
         print(line, flush=True)

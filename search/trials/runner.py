@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.data.load import load_data, loading_key
+from experiments.data.load import loading_key
 from experiments.data.splits import ImageData, train_plus_val
 from experiments.errors import TrialFailed, UserInputError
 from experiments.outcome import TrialOutcome, stopped_words
 from experiments.worker import Trained, resident_mb
-from search.execution.data_fit import fitted_data
+from search.execution.data_fit import load_fitted
 from search.execution.leftovers import scratch_folder
 from search.execution.store_lock import STORE_LOCK, released
 from search.space.apply import config_yaml, trial_values
@@ -129,8 +129,7 @@ class TrialRunner:
     def _loaded(self, data_cfg: DictConfig, seed: int) -> ImageData:
         key = loading_key(data_cfg, seed)  # augmentation, class weights: same images
         if key not in self._data:  # in memory only if it fits (search/execution/data_fit.py)
-            trainers = self.pool.settings.workers if self.pool is not None else 1
-            self._data[key] = load_data(fitted_data(data_cfg, seed, trainers), seed)
+            self._data[key] = load_fitted(data_cfg, seed, self.pool)
         return self._data[key]
 
     def run(

@@ -443,8 +443,8 @@ def arm_sweeplab(spec: dict, rec: dict, started: Clock) -> None:
     search.execution.pool.start_early()
     import optuna
 
-    import search.engines.optuna.engine as backend
     import experiments.data.load as data_load
+    import search.engines.optuna.engine as backend
     import search.trials.runner as runner
     import tracking.mlflow_tracker as tracker
 

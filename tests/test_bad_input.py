@@ -238,8 +238,8 @@ CASES: list[Case] = [
     sweep_case(
         "study_name_apostrophe",
         "config",
-        "search.study_name=\"x'y\"",
-        expect=["search.study_name=\"x'y\"", "/ : . % ' \""],
+        'search.study_name="x\'y"',
+        expect=['search.study_name="x\'y"', "/ : . % ' \""],
     ),
     sweep_case("plus_epoch_typo", "config", "+train.epoch=3", expect=["train.epoch", "epochs"]),
     sweep_case("plus_model_typo", "config", "+model.filterz=3", expect="model.filterz"),

@@ -16,7 +16,8 @@ from search.config.study import study_name
 from search.engines.optuna.engine import ObjectivePruning
 from search.final.reevaluate import Candidate, Contenders, crown
 from search.sweep import prepare, sweep
-from search.trials.budget import TEST_SECONDS, Budget
+from search.trials import preflight
+from search.trials.budget import PLAIN, TEST_SECONDS, Budget, kind_of
 from search.trials.types import Best
 
 
@@ -311,3 +312,90 @@ def test_a_retraining_is_priced_with_the_features_it_must_build_again() -> None:
     budget.record(trial(0, 0.9), seconds=40.0, cache_build=16.0)  # trial 0 built the features
     budget.record(trial(1, 0.95), seconds=24.0)  # trial 1 read them
     assert budget.retrain_seconds(trial(1, 0.95)) == pytest.approx(1.25 * (24.0 + 16.0))
+
+
+def test_a_trial_is_priced_by_its_kind_before_it_starts() -> None:
+    """An augmented trial trains phase 2 uncached and, the first of its preset, builds its copies:
+    it is priced by the plan until one ran, then by what it took; a plain one by trial 0 less
+    the features trial 0 built (cached now). cifar10-test at 1x the recipe's time started the
+    flip variant on trial 0's price, and the budget stopped it in the retraining's time."""
+    clock = Clock()
+    budget = Budget(300.0, retrain=True, clock=clock)
+    budget.unseen_augmented = 90.0  # the plan's: phase 2 uncached, copies built
+    budget.record(trial(0, 0.9), seconds=60.0, cache_build=20.0, kind=PLAIN)
+    flip = kind_of({"preset": "flip"})
+    assert flip != PLAIN and kind_of({"preset": "none"}) == PLAIN == kind_of(None)
+    assert budget.price(PLAIN) == budget.price(None) == pytest.approx(40.0)
+    assert budget.price(flip) == pytest.approx(90.0)
+    reserve = budget.reserve()  # the retraining: trial 0 again, with the build it pays again
+    assert reserve == pytest.approx(60.0 + TEST_SECONDS)
+    clock.now = 300.0 - reserve - 60.0  # room for a plain trial, not for a flip one
+    assert not budget.search_over(PLAIN) and not budget.search_over(None)
+    assert budget.search_over(flip) and budget.too_long(flip)
+    assert not budget.too_long(PLAIN)  # what search_over let start: no clock read, no stop
+    # Once a flip trial ran, its own time prices the next (its copies exist: build left out).
+    budget.record(trial(1, 0.91), seconds=70.0, cache_build=25.0, kind=flip)
+    assert budget.price(flip) == pytest.approx(45.0)
+    assert budget.price(kind_of({"preset": "light"})) == pytest.approx(90.0)  # not seen yet
+
+
+def test_a_running_trial_stops_an_epoch_before_the_reserve() -> None:
+    """The stop comes when one more epoch as long as the last would reach the final stage's time:
+    stopped only once there, a trial overran the reserve by up to an epoch, and the retraining
+    then no longer fit."""
+    clock = Clock()
+    budget = Budget(100.0, retrain=True, clock=clock)
+    budget.record(trial(0, 0.9), seconds=20.0)
+    clock.now = 100.0 - budget.reserve() - 5.0  # 5 s before the reserve
+    assert not budget.stops_running_trial(0.0)
+    assert not budget.stops_running_trial(4.0)
+    assert budget.stops_running_trial(6.0)
+
+
+@pytest.mark.parametrize("queued", [True, False], ids=["queued-variant", "sampled"])
+def test_a_trial_too_dear_for_the_time_left_is_not_started(
+    make_config, monkeypatch, capsys, queued
+) -> None:
+    """A real sweep whose plan prices a trial of an augmentation not trained yet beyond the time
+    left: after trial 0, trial 1 is not started, whether queued (the flip variant after the
+    plain base: it stays queued for a resume) or sampled (the grid's other preset after trial 0's:
+    PRUNED, marked, no MLflow run), and the final stage keeps its time: the retraining runs."""
+    announce = preflight.announce
+
+    def dear_augmentation(plan, budget, *args, **kwargs):
+        announce(plan, budget, *args, **kwargs)
+        budget.unseen_augmented = 1e5  # as a plan of a slow augmented phase 2 would say
+
+    monkeypatch.setattr(preflight, "announce", dear_augmentation)
+    cfg = make_config(
+        "search.n_trials=4", "search.timeout=600", "final.top_k=0", "final.retrain=true",
+        "search.workers=0", "data.augmentation.preset=none", "~space.optimizer",
+        "~space.model",
+        *(
+            ["+space.data.augmentation.preset={type:categorical,choices:[none,flip]}",
+             "search.variants=[{data.augmentation.preset:flip}]"]
+            if queued  # the base (none) is trial 0, the variant is queued after it
+            else ["+space.data.augmentation.preset={type:categorical,choices:[flip,light]}",
+                  "search.sampler=grid"]  # no base in the space: the grid's two presets
+        ),
+    )  # fmt: skip
+    summary = sweep(cfg)
+
+    out = capsys.readouterr().out
+    study = optuna.load_study(
+        study_name=study_name(prepare(cfg)), storage=prepare(cfg).search.storage
+    )
+    assert study.trials[0].state == TrialState.COMPLETE
+    if queued:
+        assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.WAITING], out
+        assert "search.timeout: the time left is the final stage's; no new trial" in out
+    else:
+        assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED], out
+        presets = [t.params["data.augmentation.preset"] for t in study.trials]
+        assert sorted(presets) == ["flip", "light"]  # trial 1's preset had not trained yet
+        kind = kind_of({"preset": presets[1]})
+        assert study.trials[1].user_attrs["not_started"] == kind
+        assert f"search.timeout: trial 1 not started: a trial with augmentation {kind}" in out
+    assert [r.data.tags["mlflow.runName"] for r in runs_of(cfg, "trial")] == ["trial-0"]
+    assert summary.final is not None and summary.final.source != "trial_model"
+    assert "final: retraining the best config on train + validation" in out, out

@@ -115,7 +115,11 @@ def _compose_plain(*overrides: str):
 
 @pytest.mark.parametrize(
     ("model", "entry"),
-    [("cnn", "model.conv_blocks"), ("branched", "model.branches"), ("transfer", "model.fine_tune.head_epochs")],
+    [
+        ("cnn", "model.conv_blocks"),
+        ("branched", "model.branches"),
+        ("transfer", "model.fine_tune.head_epochs"),
+    ],
 )
 def test_a_model_alone_brings_its_default_space(model: str, entry: str) -> None:
     """model=transfer used to fail with the CNN's space (model.conv_blocks is no transfer key)."""

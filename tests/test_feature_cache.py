@@ -159,7 +159,9 @@ def test_augmented_phase_1_cycles_over_k_cached_copies(tmp_path, photos, monkeyp
     copies = [phases.features[("train", cut, k)] for k in range(2)]
     assert np.abs(copies[0] - copies[1]).max() > 1e-3  # two different augmented passes
     unaugmented = config(tmp_path, photos)
-    plain = CachedPhases(unaugmented, data, again.model, trial_settings(unaugmented))  # no augmentation
+    plain = CachedPhases(
+        unaugmented, data, again.model, trial_settings(unaugmented)
+    )  # no augmentation
     np.testing.assert_array_equal(phases.features[("val", cut, None)],
                                   plain.features[("val", cut, None)])  # fmt: skip
     shorter = config(

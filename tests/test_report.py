@@ -83,7 +83,7 @@ def test_leaderboard_lists_trials_in_order_with_recorded_values(small_sweep) -> 
         (["--format", "xml"], "--format 'xml'"),
         (["no-such-study"], "no sweep 'no-such-study'"),
         # quotes in the name once broke MLflow's filter ("Invalid clause(s)"), a traceback
-        (["x'y"], "no sweep \"x'y\""),
+        (["x'y"], 'no sweep "x\'y"'),
         (["x'y\"z"], "no sweep 'x\\'y\"z'"),
     ],
 )

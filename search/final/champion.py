@@ -29,7 +29,9 @@ def _rows(cfg: DictConfig, tracker: SweepTracker) -> SweepView:
     return view_of(ref, trial_records(tracker.tracking_uri, ref))
 
 
-def within_rule(cfg: DictConfig, tracker: SweepTracker, trials: list[Best], chosen: Best) -> list[Best]:
+def within_rule(
+    cfg: DictConfig, tracker: SweepTracker, trials: list[Best], chosen: Best
+) -> list[Best]:
     """The trials of `trials` the champion rule admits, with `chosen` (its pick) among them:
     the final stage's re-evaluation crowns one of them, so it must never crown a trial the rule
     excludes (a latency over the limit). All of `trials` without a rule. None are left (said)

@@ -193,8 +193,10 @@ def _parse_numeric(where: str, name: str, kind: Kind, spec: Mapping, when: dict)
     step = given = spec.get("step")
     if step is not None:
         whole = isinstance(step, int) or (isinstance(step, float) and step.is_integer())
-        if isinstance(step, bool) or not isinstance(step, int | float) or (
-            kind == "int" and not whole
+        if (
+            isinstance(step, bool)
+            or not isinstance(step, int | float)
+            or (kind == "int" and not whole)
         ):
             what = "a whole number" if kind == "int" else "a number"
             raise UserInputError(

@@ -11,11 +11,17 @@ it. So the search keeps back what the final stage will spend:
   own training time, plus, with `final.retrain=true`, one training of the best on train +
   validation (its time scaled by the larger training split); a lone contender is not
   re-evaluated when it will be retrained (there is nothing to choose between);
-- no trial starts unless the shortest trial so far would still end before the reserve's time (a
-  trial cut short is wasted), and a running one is stopped at its next epoch end once the time
-  left is no more than the reserve (pruned, so it is never a contender): `BudgetStop`, an epoch
-  listener the engine hands the runner, raises `OutOfTime` there. It needs no pruner, so it
-  stops the trials of a multi-objective study too (Optuna prunes only single-objective ones);
+- no trial starts unless it would still end before the reserve's time (a trial cut short is
+  wasted, and its last epoch eats into the reserve): a trial is priced by its kind (`kind_of`:
+  its augmentation; `price`), since a trial with an augmentation preset trains phase 2
+  uncached and, the first of its preset, builds its augmented copies: on cifar10-test at 1x the
+  recipe's time, the flip variant queued after trial 0 was started on trial 0's price, stopped
+  by the budget, and took the retraining's time (issue 25). A kind not trained yet is priced by
+  the plan before trial 0 (`unseen_augmented`); a trial not yet sampled, by the cheapest kind;
+- a running trial is stopped at an epoch end once the time left, less one more epoch as long as
+  its last, is no more than the reserve (pruned, so it is never a contender): `BudgetStop`, an
+  epoch listener the engine hands the runner, raises `OutOfTime` there. It needs no pruner, so
+  it stops the trials of a multi-objective study too (Optuna prunes only single-objective ones);
   the single-objective Optuna engine makes the same check in its pruning callback;
 - the final stage re-evaluates the contenders, best first, only while each still fits beside the
   retraining, and retrains only if that still fits (else it tests the re-evaluated model).
@@ -43,11 +49,13 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import DictConfig
 
+from experiments.data.augment_options import resolve_preset
 from search.trials.types import Best
 
 # A margin for what follows the trainings: testing, registering, the report. Not measured apart;
@@ -57,6 +65,20 @@ TEST_SECONDS = 5.0
 # so little time buys a few head configurations at most, and at 1x the recipe's time (where
 # trial 0 and the final stage fill the budget) the search runs as without staging.
 MIN_SCREEN_SECONDS = 20.0
+# The kind of a trial without augmentation: its activations cached in both phases.
+PLAIN = "none"
+
+
+def kind_of(augmentation: Mapping[str, Any] | None) -> str:
+    """A trial's kind, as the budget prices it: its augmentation's active settings (`PLAIN` for
+    none). Trials of one kind cost alike; a new augmented kind also builds its cached copies."""
+    settings = resolve_preset(augmentation)
+    active = sorted(
+        (key, value)
+        for key, value in settings.items()
+        if key != "fill_mode" and value not in (None, 0, 0.0, "none")
+    )
+    return ",".join(f"{key}={value}" for key, value in active) or PLAIN
 
 
 @dataclass
@@ -79,6 +101,10 @@ class Budget:
     has_model: bool = False  # a trial of the study has completed (here or in an earlier run)
     completed: list[Best] = field(default_factory=list)  # this invocation's, in finishing order
     train_seconds: dict[int, float] = field(default_factory=dict)  # trial number -> seconds
+    builds: dict[int, float] = field(default_factory=dict)  # trial number -> of which, builds
+    kinds: dict[int, str] = field(default_factory=dict)  # trial number -> `kind_of` it
+    # The plan's seconds for a trial of an augmented kind not trained yet (None: no plan).
+    unseen_augmented: float | None = None
     patience: int | None = None  # search.patience: trials without a real gain that end the search
     noise: Callable[[float], float] = lambda value: 0.0  # one seed-noise unit of a score
     maximize: bool = True
@@ -136,13 +162,18 @@ class Budget:
         assert self.started is not None  # set in __post_init__
         return self.started + self.seconds - self.clock()
 
-    def record(self, trial: Best, seconds: float, cache_build: float = 0.0) -> None:
-        """A trial completed, having trained for `seconds`, of which `cache_build` built frozen
-        features that were not cached yet (the first trial on a split pays it)."""
+    def record(
+        self, trial: Best, seconds: float, cache_build: float = 0.0, kind: str = PLAIN
+    ) -> None:
+        """A trial of `kind` completed, having trained for `seconds`, of which `cache_build`
+        built frozen features that were not cached yet (the first trial on a split, or of an
+        augmented kind, pays it)."""
         self.cache_build = max(self.cache_build, cache_build)
         self.has_model = True
         self.completed.append(trial)
         self.train_seconds[trial.number] = seconds
+        self.builds[trial.number] = min(cache_build, seconds)
+        self.kinds[trial.number] = kind
         lead = self.leading
         gain = None if lead is None else (trial.value - lead) * (1 if self.maximize else -1)
         if lead is None or (gain is not None and gain > self.noise(lead)):
@@ -166,12 +197,32 @@ class Budget:
         )
 
     def estimate(self, trial: Best | None) -> float:
-        """Seconds one re-training of `trial` takes: its own training time when it ran here, else
-        the median of this invocation's (None, or a trial of an earlier invocation), else 0."""
+        """Seconds one re-training of `trial` takes on its split: its own training time when it
+        ran here, less the features it built (they are cached now), else the median of this
+        invocation's (None, or a trial of an earlier invocation), else 0."""
         if trial is not None and trial.number in self.train_seconds:
-            return self.train_seconds[trial.number]
-        known = list(self.train_seconds.values())
+            return self._again(trial.number)
+        known = [self._again(number) for number in self.train_seconds]
         return statistics.median(known) if known else 0.0
+
+    def _again(self, number: int) -> float:
+        """Trial `number`'s seconds without its feature build: what training its kind again costs."""
+        return self.train_seconds[number] - self.builds.get(number, 0.0)
+
+    def price(self, kind: str | None = None) -> float:
+        """Seconds a new trial of `kind` is expected to train: the shortest of this invocation's
+        trials of that kind (their builds left out), else, for an augmented kind, the plan's
+        `unseen_augmented` (its copies built, phase 2 uncached); None (not sampled yet) or no
+        figure: the shortest trial of any kind."""
+        shortest = min((self._again(n) for n in self.train_seconds), default=0.0)
+        if kind is None:
+            return shortest
+        same = [self._again(n) for n, k in self.kinds.items() if k == kind]
+        if same:
+            return min(same)
+        if kind == PLAIN or self.unseen_augmented is None:
+            return shortest
+        return max(shortest, self.unseen_augmented)
 
     def reserve(self) -> float:
         """Seconds the final stage needs for the trials completed so far."""
@@ -190,7 +241,14 @@ class Budget:
         """The reserve once a first trial has trained for `seconds`, `cache_build` of them building
         frozen features: the final stage's share in the plan before trial 0."""
         ahead = dataclasses.replace(
-            self, completed=[], train_seconds={}, cache_build=0.0, leading=None, since_gain=0
+            self,
+            completed=[],
+            train_seconds={},
+            builds={},
+            kinds={},
+            cache_build=0.0,
+            leading=None,
+            since_gain=0,
         )
         ahead.record(Best(0.0, -1, {}, None), seconds, cache_build)
         return ahead.reserve()
@@ -210,9 +268,9 @@ class Budget:
         model trains on (train + validation with final.retrain)."""
         return self.retrain_seconds(trial) if self.retrain else self.estimate(trial)
 
-    def search_over(self) -> bool:
-        """Whether no trial may start: not even the shortest so far would end before the time
-        left is the final stage's."""
+    def search_over(self, kind: str | None = None) -> bool:
+        """Whether no trial may start: the next, of `kind` (None: not sampled yet, so the
+        cheapest), would not end before the time left is the final stage's (`price`)."""
         if self.plateaued():
             if not self._said_plateau:
                 self._said_plateau = True
@@ -225,13 +283,23 @@ class Budget:
                     flush=True,
                 )
             return True
-        shortest = min(self.train_seconds.values(), default=0.0)
-        return self.left() <= self.reserve() + shortest
+        return self.left() <= self.reserve() + self.price(kind)
 
-    def stops_running_trial(self) -> bool:
-        """Whether a running trial must stop at this epoch's end: the time left is the final
-        stage's, and a model exists without it (see the module doc)."""
-        return self.has_model and self.left() <= self.reserve()
+    def too_long(self, kind: str) -> bool:
+        """Whether a trial just sampled, of `kind`, must not start: it costs more than the
+        cheapest kind that `search_over` let start, and would not end before the final stage's
+        time. Trial 0 (no model yet) always starts. The clock is read only when the kind costs
+        more."""
+        if not self.limited or not self.has_model or self.price(kind) <= self.price(None):
+            return False
+        return self.left() <= self.reserve() + self.price(kind)
+
+    def stops_running_trial(self, next_epoch: float = 0.0) -> bool:
+        """Whether a running trial must stop at this epoch's end: the time left, less
+        `next_epoch` (one more epoch as long as its last), is the final stage's, and a model
+        exists without it (see the module doc). Stopped only when the time was already spent,
+        each stop overran the reserve by up to an epoch, and the retraining no longer fit."""
+        return self.has_model and self.left() - next_epoch <= self.reserve()
 
     def screen_seconds(
         self, share: float, searching: float | None = None, trial: float | None = None
@@ -252,11 +320,12 @@ class Budget:
     def plan(self, trial: Best) -> str:
         """What the rest of the budget buys, from `trial`'s measured time (the first trial this
         invocation completed): printed so a user knows what to expect before waiting for it."""
-        seconds = self.estimate(trial)
+        seconds = self.train_seconds.get(trial.number, self.estimate(trial))
+        later = self.estimate(trial)  # a later trial like it: its features cached
         reserve, left = self.reserve(), max(self.left(), 0.0)  # one reading of the clock
         searching = max(left - reserve, 0.0)
-        screen = self.screen_seconds(self.screen_share, searching, seconds)
-        more = int((searching - screen) // seconds) if seconds > 0 else 0
+        screen = self.screen_seconds(self.screen_share, searching, later)
+        more = int((searching - screen) // later) if later > 0 else 0
         stop = (
             f", or fewer once {self.patience} trial(s) in a row bring no gain beyond the seed noise "
             "(search.patience)"
@@ -300,6 +369,21 @@ def out_of_time(epoch: int) -> str:
     )
 
 
+class EpochTimer:
+    """How long a running trial's last epoch took, between the epoch ends its listener sees: the
+    stop check's `next_epoch`. 0 at the first epoch's end, which includes building the model (and
+    its features): the next epoch is no guide to it."""
+
+    def __init__(self) -> None:
+        self._ended: float | None = None
+
+    def lap(self) -> float:
+        now = time.monotonic()
+        last = 0.0 if self._ended is None else now - self._ended
+        self._ended = now
+        return last
+
+
 class BudgetStop:
     """An epoch listener (`search.trials.runner.EpochListener`) that stops a running trial at
     its epoch end once `budget.stops_running_trial()`, by raising `OutOfTime`; an engine hands
@@ -310,7 +394,9 @@ class BudgetStop:
         self.budget = budget
         self.decides = budget.limited  # without a budget a worker never waits for it
         self._last = None if not epochs else int(epochs) - 1  # never stopped: it completes
+        self._timer = EpochTimer()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        if epoch != self._last and self.budget.stops_running_trial():
+        last = self._timer.lap()
+        if epoch != self._last and self.budget.stops_running_trial(last):
             raise OutOfTime(out_of_time(epoch))

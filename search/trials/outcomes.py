@@ -97,7 +97,8 @@ def forgiven(outcomes: list[tuple[TrialOutcome | None, str]]) -> int:
     if any(outcome is TrialOutcome.COMPLETE for outcome, _ in outcomes):
         return 0
     return sum(
-        outcome is TrialOutcome.FAILED and reason.startswith(TIMED_OUT) for outcome, reason in outcomes
+        outcome is TrialOutcome.FAILED and reason.startswith(TIMED_OUT)
+        for outcome, reason in outcomes
     )
 
 

@@ -52,13 +52,16 @@ class Shape:
     batch_size: int
     epochs: int
     head_epochs: int  # phase 1's epochs (all of them for a one-phase model)
+    copies: int = 0  # augmented copies an augmented trial's phase 1 cycles over (built once)
 
     @classmethod
     def of(cls, cfg: DictConfig, train_images: int, val_images: int) -> Shape:
         epochs = int(cfg.train.epochs)
         fine_tune = cfg.model.get("fine_tune")
         head = epochs if fine_tune is None else min(int(fine_tune.head_epochs), epochs)
-        return cls(train_images, val_images, int(cfg.train.batch_size), epochs, head)
+        cache = cfg.model.get("feature_cache") or {}
+        copies = min(int(cache.get("augmented_copies") or 0), head) if fine_tune else 0
+        return cls(train_images, val_images, int(cfg.train.batch_size), epochs, head, copies)
 
     def steps(self) -> tuple[int, int]:
         """(training batches, validation batches) of one epoch."""
@@ -119,6 +122,19 @@ def build_seconds(probe: Probe) -> float:
     return inference + probe.build_bytes / WRITE_BYTES_PER_SECOND
 
 
+def copies_seconds(probe: Probe, shape: Shape) -> float:
+    """Building the augmented copies of the training images' activations, which the first trial
+    of an augmentation preset pays: the frozen part's inference of each copy, and its writing."""
+    if not probe.cached or not shape.copies:
+        return 0.0
+    cached = probe.build_images or shape.train_images + shape.val_images
+    image_bytes = (probe.build_bytes + probe.stored_bytes) / max(cached, 1)
+    images = shape.copies * shape.train_images
+    return probe.extract_fixed + images * (
+        probe.extract_image + image_bytes / WRITE_BYTES_PER_SECOND
+    )
+
+
 def _read(nbytes: int) -> float:
     return nbytes / READ_BYTES_PER_SECOND
 
@@ -145,6 +161,7 @@ class Plan:
     has_model: bool = False  # the study has a completed trial (resumed): no trial 0 needed
     final_parts: str = "test"  # what the final stage's share buys, as the plan says it
     screen: float = 0.0  # search.staged: the search's seconds a screen of heads takes first
+    copies: float = 0.0  # building a preset's augmented copies (its first trial pays them)
 
     @property
     def needed(self) -> float:
@@ -193,7 +210,7 @@ def make_plan(
     ]
     return Plan(
         budget.seconds, spent, probe.seconds, trial0, later, augmented, final, has_model,
-        ", ".join([*parts, "test"]),
+        ", ".join([*parts, "test"]), copies=copies_seconds(probe, shape),
     )  # fmt: skip
 
 
@@ -216,9 +233,10 @@ def plan_lines(plan: Plan, val_images: int, patience: int | None) -> list[str]:
     )
     if plan.augmented is not None:
         fewer = int(plan.searching // plan.augmented) if plan.augmented > 0 else 0
+        first = f", the first of each preset {plan.copies:.0f}s more" if plan.copies else ""
         search += (
             f", or {fewer} with an augmentation preset ({plan.augmented:.0f}s each, phase 2 "
-            "uncached)"
+            f"uncached{first})"
         )
     if patience is not None:
         search += f"; fewer once {patience} trials in a row bring no gain (search.patience)"

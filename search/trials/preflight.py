@@ -94,3 +94,5 @@ def announce(
     for line in plan_lines(plan, val_images, None if patience is None else int(patience)):
         print(line, flush=True)
     budget.planned = plan.later - TRIAL_SECONDS if plan.has_model else plan.trial0
+    if plan.augmented is not None:  # the first trial of a preset builds its copies too
+        budget.unseen_augmented = plan.augmented - TRIAL_SECONDS + plan.copies

@@ -27,7 +27,7 @@ from search.execution.data_fit import load_fitted
 from search.execution.leftovers import scratch_folder
 from search.execution.store_lock import STORE_LOCK, released
 from search.space.apply import config_yaml, trial_values
-from search.trials.budget import Budget
+from search.trials.budget import Budget, kind_of
 from search.trials.objectives import cost_plan, metric_text, objectives_of
 from search.trials.outcomes import FailureStreak, failure_reason, was_interrupted
 from search.trials.types import Best
@@ -161,9 +161,7 @@ class TrialRunner:
     ) -> Outcome:
         self.last_run_id = None
         self.started += 1
-        if self._resolved is None:
-            self._resolved = OmegaConf.to_container(self.base, resolve=True)
-        values = trial_values(self._resolved, {**params, **(overrides or {})})
+        values = self._values({**params, **(overrides or {})})
         data_cfg = OmegaConf.create(values["data"])
         data = self._loaded(data_cfg, int(values["seed"]))
         run_tags = {**self.tags, "trial_number": number}
@@ -182,6 +180,16 @@ class TrialRunner:
             return self._record(
                 number, params, cfg, text, data, worker, failed, callbacks, run_tags, tags, planned
             )
+
+    def _values(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The trial config of `params`, as plain values."""
+        if self._resolved is None:
+            self._resolved = OmegaConf.to_container(self.base, resolve=True)
+        return trial_values(self._resolved, params)
+
+    def kind(self, params: Mapping[str, Any]) -> str:
+        """The budget's kind of a trial with `params` (`search.trials.budget.kind_of`)."""
+        return kind_of(self._values(params).get("data", {}).get("augmentation"))
 
     def _hand_over(self, config_text: str, data: ImageData, hold: ExitStack) -> Worker | None:
         """With a pool, a worker (held by `hold`) that has the trial and starts on it while this
@@ -288,7 +296,8 @@ class TrialRunner:
             self._update_best(value, number, dict(params), record.run_id)
             if not math.isnan(value):
                 done = Best(value, number, dict(params), record.run_id)
-                self.budget.record(done, result.seconds, result.feature_cache.build_seconds)
+                build = result.feature_cache.build_seconds
+                self.budget.record(done, result.seconds, build, self.kind(params))
             shown = " ".join(
                 f"{m}={metric_text(m, result.metrics.get(m, math.nan))}" for m in self.objectives
             )

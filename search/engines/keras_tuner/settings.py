@@ -48,7 +48,6 @@ def check_settings(search: DictConfig) -> TunerSettings:
     return TunerSettings(kind, search.get("seed"), oracle, directory)
 
 
-
 def pruner_note(search: DictConfig) -> str | None:
     """The line saying `search.pruner` is not used, when it names one (None: `none` or unset).
 

@@ -39,7 +39,7 @@ from search.engines.optuna.threads import optimize_in_threads
 from search.space.baseline import announce, baseline
 from search.space.spec import Param
 from search.space.variants import announce_variants, variants
-from search.trials.budget import Budget, BudgetStop, OutOfTime, out_of_time
+from search.trials.budget import Budget, BudgetStop, EpochTimer, OutOfTime, out_of_time
 from search.trials.objectives import Direction, Objective, objectives_of
 from search.trials.outcomes import failure_reason, forgiven, is_finished
 from search.trials.runner import EpochListener, TrialRunner
@@ -105,9 +105,11 @@ class ObjectivePruning:
         # to wait for.
         no_pruner = isinstance(trial.study.pruner, optuna.pruners.NopPruner)
         self.decides = not no_pruner or self._budget.limited
+        self._timer = EpochTimer()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = logs or {}
+        last = self._timer.lap()
         if self._monitor not in logs:
             raise MonitorMissing(
                 f"train.objective={self._monitor!r} is not among the metrics training reports "
@@ -122,7 +124,7 @@ class ObjectivePruning:
             return  # trained all its epochs: it completes
         if self._trial.should_prune():
             raise optuna.TrialPruned(f"Trial was pruned after epoch {epoch + 1}.")
-        if self._budget.stops_running_trial():  # the time left is the final stage's
+        if self._budget.stops_running_trial(last):  # the time left is the final stage's
             raise optuna.TrialPruned(out_of_time(epoch))
 
 
@@ -288,7 +290,9 @@ class OptunaEngine:
     @staticmethod
     def _forgiven(trials: list[FrozenTrial]) -> int:
         """Timed-out trials that do not count, as no trial completed (trials/outcomes.py)."""
-        return forgiven([(outcome_of(t), str(t.user_attrs.get("failure_reason", ""))) for t in trials])
+        return forgiven(
+            [(outcome_of(t), str(t.user_attrs.get("failure_reason", ""))) for t in trials]
+        )
 
     def best(self) -> Best | None:
         return best_of(self.study)
@@ -388,14 +392,22 @@ class OptunaEngine:
         """`optimize`, ending at `upto` claimed trials when that is fewer than search.n_trials."""
         # Trials forgiven when this call starts (all timed out, none completed) are redone; the
         # ones this call ends count, so a timeout every trial hits still ends the call.
-        total = int(self.cfg.search.n_trials) + self._forgiven(self.study.get_trials(deepcopy=False))
+        total = int(self.cfg.search.n_trials) + self._forgiven(
+            self.study.get_trials(deepcopy=False)
+        )
         if upto is not None:
             total = min(total, upto)
         study_name = self.study_name
 
+        not_started: list[int] = []
+
         def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
             trial.set_user_attr("worker", this_worker())
             params = suggest(trial, self.space)
+            kind = runner.kind(params)
+            if runner.budget.too_long(kind):  # drawn now, dearer than the check before it
+                not_started.append(trial.number)
+                raise optuna.TrialPruned(self._not_started(trial, kind, runner.budget))
             # Optuna cannot prune a multi-objective trial (no pruning callback then); the budget
             # still stops it at an epoch end (search.timeout: BudgetStop, without the pruner).
             multi = len(self.objectives) > 1
@@ -447,9 +459,9 @@ class OptunaEngine:
         said: list[bool] = []
 
         def done() -> bool:
-            if runner.failures.stop_reason or self.claimed() >= total:
+            if runner.failures.stop_reason or self.claimed() >= total or not_started:
                 return True
-            if runner.budget.search_over():
+            if runner.budget.search_over(self.next_kind(runner)):
                 if not said and not runner.budget.plateaued():  # a plateau says so itself
                     said.append(True)
                     print("search.timeout: the time left is the final stage's; no new trial")
@@ -479,6 +491,32 @@ class OptunaEngine:
                 callbacks=[stop_when_done],
             )
         runner.failures.raise_if_exceeded()
+
+    def next_kind(self, runner: TrialRunner) -> str | None:
+        """The budget's kind of the trial Optuna hands out next: the first queued one (a variant,
+        a carried head, a retry) when its parameters fix its augmentation; None when it is
+        sampled (its kind is known only then: `too_long` checks it)."""
+        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if not waiting:
+            return None
+        fixed = min(waiting, key=lambda t: t.number).system_attrs.get("fixed_params") or {}
+        drawn = [p.name for p in self.space if p.name.startswith("data.augmentation.")]
+        if any(name not in fixed for name in drawn):
+            return None
+        return runner.kind(fixed)
+
+    @staticmethod
+    def _not_started(trial: optuna.Trial, kind: str, budget: Budget) -> str:
+        """Mark a trial sampled too dear for the time left (PRUNED, no run, no model) and say so."""
+        trial.set_user_attr("stopped_by", "budget")
+        trial.set_user_attr("not_started", kind)
+        reason = (
+            f"search.timeout: trial {trial.number} not started: a trial with augmentation "
+            f"{kind} takes about {budget.price(kind):.0f}s, and {max(budget.left(), 0):.0f}s are "
+            f"left of which the final stage's is {budget.reserve():.0f}s; no new trial"
+        )
+        print(reason, flush=True)
+        return reason
 
     def claimed(self) -> int:
         """Trials that count toward n_trials plus those running now (here or in other workers).

@@ -112,9 +112,10 @@ class ScreenBudget(Budget):
     def reserve(self) -> float:
         return 0.0
 
-    def search_over(self) -> bool:
+    def search_over(self, kind: str | None = None) -> bool:
         """Whether the screen's share is spent: not even its shortest trial would fit; said once
-        here, as the screen's end (the engine's line would say the time is the final stage's)."""
+        here, as the screen's end (the engine's line would say the time is the final stage's).
+        Every screen trial is of one kind (no augmentation): `kind` changes nothing."""
         shortest = min(self.train_seconds.values(), default=0.0)
         over = self.limited and self.left() <= shortest
         if over and not self._said_plateau:
@@ -279,7 +280,7 @@ def optimize_staged(
     left = total - main.finished()
     # Optuna starts a trial before its first stop check: ask the budget first (at 1x the
     # recipe's time, trial 0 and the final stage fill it).
-    if left > 0 and runner.budget.search_over():
+    if left > 0 and runner.budget.search_over(main.next_kind(runner)):
         if not runner.budget.plateaued():  # a plateau says so itself
             print("search.timeout: the time left is the final stage's; no new trial", flush=True)
     elif left > 0:

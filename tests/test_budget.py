@@ -306,12 +306,21 @@ def test_retrain_seeds_is_checked(make_config) -> None:
 
 
 def test_a_retraining_is_priced_with_the_features_it_must_build_again() -> None:
-    """Train + validation is a split no trial cached: the retraining pays the feature build the
-    first trial paid, scaled like the training (a 106-s retraining was estimated at 30 s)."""
+    """Train + validation joins the trials' entries, so a retraining without augmentation builds
+    nothing; one with augmentation builds its copies of train + validation again (its kind's
+    largest build, scaled like the training); a trial not measured here, the largest build."""
     budget = Budget(1000.0, retrain=True, retrain_scale=1.25, clock=Clock())
     budget.record(trial(0, 0.9), seconds=40.0, cache_build=16.0)  # trial 0 built the features
     budget.record(trial(1, 0.95), seconds=24.0)  # trial 1 read them
-    assert budget.retrain_seconds(trial(1, 0.95)) == pytest.approx(1.25 * (24.0 + 16.0))
+    flip = kind_of({"preset": "flip"})
+    budget.record(trial(2, 0.96), seconds=50.0, cache_build=20.0, kind=flip)  # built its copies
+    budget.record(trial(3, 0.97), seconds=31.0, kind=flip)  # read them
+    assert budget.retrain_seconds(trial(0, 0.9)) == pytest.approx(1.25 * 24.0)
+    assert budget.retrain_seconds(trial(1, 0.95)) == pytest.approx(1.25 * 24.0)
+    assert budget.retrain_seconds(trial(3, 0.97)) == pytest.approx(1.25 * (31.0 + 20.0))
+    assert budget.retrain_seconds(trial(9, 0.9)) == pytest.approx(
+        1.25 * (budget.estimate(None) + 20.0)
+    )
 
 
 def test_a_trial_is_priced_by_its_kind_before_it_starts() -> None:
@@ -327,8 +336,8 @@ def test_a_trial_is_priced_by_its_kind_before_it_starts() -> None:
     assert flip != PLAIN and kind_of({"preset": "none"}) == PLAIN == kind_of(None)
     assert budget.price(PLAIN) == budget.price(None) == pytest.approx(40.0)
     assert budget.price(flip) == pytest.approx(90.0)
-    reserve = budget.reserve()  # the retraining: trial 0 again, with the build it pays again
-    assert reserve == pytest.approx(60.0 + TEST_SECONDS)
+    reserve = budget.reserve()  # the retraining: trial 0 again, its features read, not built
+    assert reserve == pytest.approx(40.0 + TEST_SECONDS)
     clock.now = 300.0 - reserve - 60.0  # room for a plain trial, not for a flip one
     assert not budget.search_over(PLAIN) and not budget.search_over(None)
     assert budget.search_over(flip) and budget.too_long(flip)

@@ -383,3 +383,42 @@ def test_cli_bad_cache_setting_is_one_paragraph_and_exit_2(tmp_path, monkeypatch
     assert "Traceback" not in done.stderr
     assert "model.feature_cache.max_gb=-1" in done.stderr
     assert not (tmp_path / "runs" / "feature_cache").exists()
+
+
+def test_the_retrainings_train_plus_val_reads_the_trials_entries(tmp_path, photos, monkeypatch):
+    """The retraining's split concatenates train and validation: its activations are those
+    entries joined (all hits, nothing built), equal to building them afresh; in a worker too,
+    where the grown split is opened from the trials' shared pixel files."""
+    import keras
+
+    from experiments.data.shared import share
+    from experiments.data.splits import train_plus_val
+    from experiments.models.build import build_model
+
+    make_keras_home(tmp_path, monkeypatch)
+    cfg = config(tmp_path, photos, "train.epochs=2")
+    data = load_data(cfg.data, int(cfg.seed))
+    trial = run_trial(cfg, data)
+    assert (trial.feature_cache.hits, trial.feature_cache.misses) == (0, 4)
+    grown = train_plus_val(data)
+    settings = trial_settings(cfg)
+    keras.backend.clear_session()  # as a trial starts: the layers' names are in the key
+    fresh_model = build_model(cfg.model, data.image_shape, data.num_classes)
+    joined = CachedPhases(cfg, grown, fresh_model, settings)
+    assert (joined.report.hits, joined.report.misses) == (4, 0)  # train + val from 2 x 2 entries
+    assert joined.report.build_seconds == 0.0
+    elsewhere = config(tmp_path, photos, "train.epochs=2", f"model.feature_cache.dir={tmp_path}/b")
+    built = CachedPhases(elsewhere, grown, fresh_model, trial_settings(elsewhere))
+    assert built.report.misses == 4  # a cache without the trials' entries builds them
+    for cut in {c.name for c in joined.cuts.values()}:
+        ours, fresh = joined.features[("train", cut, None)], built.features[("train", cut, None)]
+        assert ours.shape == fresh.shape and ours.shape[0] == len(data.train) + len(data.val)
+        np.testing.assert_allclose(ours, fresh, atol=1e-4)
+    # In a worker: the grown split opened from the shared files keys its parts as trials do.
+    shared = share(data, tmp_path / "shared")
+    opened, grown_opened = shared.open(), shared.derived(data, grown=True).open()
+    parts = grown_opened.train.parts
+    assert [split_digest(p) for p in parts] == [
+        split_digest(opened.train),
+        split_digest(opened.val),
+    ]

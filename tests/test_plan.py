@@ -116,17 +116,29 @@ def test_the_plan_adds_up_and_names_the_smallest_budget() -> None:
     after.record(Best(0.9, 0, {}, None), trial0, build_seconds(timings))
     assert plan.final == pytest.approx(after.reserve())
     assert plan.final > TEST_SECONDS
-    assert plan.needed == pytest.approx(12.0 + trial0 + TRIAL_SECONDS + plan.final)
-    assert plan.fits and plan.trials() == int((600.0 - plan.needed) // plan.later)
+    # A tested model needs trial 0 and its test; the whole final stage, its reserve too.
+    assert plan.needed == pytest.approx(12.0 + trial0 + TRIAL_SECONDS + TEST_SECONDS)
+    assert plan.whole == pytest.approx(12.0 + trial0 + TRIAL_SECONDS + plan.final)
+    assert plan.fits and plan.complete
+    assert plan.trials() == int((600.0 - plan.whole) // plan.later)
     assert plan.smallest() % 10 == 0 and plan.needed <= plan.smallest() < plan.needed + 10
+    assert plan.whole <= plan.smallest(whole=True) < plan.whole + 10
     tight = make_plan(timings, SHAPE, budget(plan.smallest() - 10.0), spent=12.0)
     assert not tight.fits and tight.trials() == 0
     text = refusal(tight)
     assert f"search.timeout={plan.smallest() - 10} is too small" in text
-    assert f"Give search.timeout={plan.smallest()} or more" in text
-    # A resumed study with a model needs no trial 0: only the final stage must fit.
+    assert f"Give search.timeout={plan.smallest()} or more ({plan.smallest(whole=True)} for" in text
+    # Trial 0 and its test fit, the retraining not: it runs, and the plan says what is skipped.
+    short = make_plan(timings, SHAPE, budget(plan.whole - 1.0), spent=12.0)
+    assert short.fits and not short.complete and short.trials() == 0
+    said = "\n".join(plan_lines(short, val_images=200, patience=None))
+    assert "does not fit whole after trial 0" in said
+    assert f"search.timeout={plan.smallest(whole=True)} gives the whole final stage" in said
+    assert "does not fit whole" not in "\n".join(plan_lines(plan, 200, None))
+    # A resumed study with a model needs no trial 0: only the test must fit.
     resumed = make_plan(timings, SHAPE, budget(plan.smallest() - 10.0), 12.0, has_model=True)
-    assert resumed.fits and resumed.needed == pytest.approx(12.0 + plan.final)
+    assert resumed.fits and resumed.needed == pytest.approx(12.0 + TEST_SECONDS)
+    assert resumed.whole == pytest.approx(12.0 + plan.final)
 
 
 def test_the_printed_plan_says_each_stage_and_what_to_watch() -> None:

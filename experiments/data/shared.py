@@ -67,8 +67,14 @@ class SharedData:
                     x = np.asarray(x)  # a plain view of the mapping: the in-memory pipeline
             splits[name] = dataclasses.replace(part, x=x)
         if self.grown and "train" in self.files:  # the skeleton's train split is grown already
-            pixels = np.concatenate([splits["train"].x, np.load(self.files["val"], mmap_mode="r")])
-            splits["train"] = dataclasses.replace(splits["train"], x=pixels)
+            grown, val = splits["train"], splits["val"]
+            pixels = np.concatenate([grown.x, np.load(self.files["val"], mmap_mode="r")])
+            # Its parts as a trial opened them (same pixels, labels and files: the feature
+            # cache's keys of train and val), so the retraining reads their activations.
+            n = len(grown.y) - len(val.y)
+            soft = None if grown.soft is None else grown.soft[:n]
+            train = Split(grown.x, grown.y[:n], grown.files[:n], soft)
+            splits["train"] = dataclasses.replace(grown, x=pixels, parts=(train, val))
         # **splits: the train, val and test fields, a Split each (the checker matches every field)
         return dataclasses.replace(self.skeleton, **splits)  # type: ignore[arg-type]
 

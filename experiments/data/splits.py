@@ -41,6 +41,9 @@ class Split:
     y: np.ndarray
     files: tuple[str, ...] = ()
     soft: np.ndarray | None = None
+    # The splits this one concatenates, in order (train + validation, `train_plus_val`): the
+    # feature cache reads their entries rather than building the same activations again.
+    parts: tuple[Split, ...] = field(default=(), repr=False, compare=False)
 
     def targets(self) -> np.ndarray:
         """What a pipeline feeds as each item's target: int32 labels (N,), or with `soft` set,
@@ -152,7 +155,9 @@ def train_plus_val(data: ImageData) -> ImageData:
     soft = None
     if train.soft is not None and val.soft is not None:
         soft = np.concatenate([train.soft, val.soft])
-    grown = Split(pixels, np.concatenate([train.y, val.y]), train.files + val.files, soft)
+    grown = Split(
+        pixels, np.concatenate([train.y, val.y]), train.files + val.files, soft, (train, val)
+    )
     return dataclasses.replace(data, train=grown)
 
 

@@ -220,6 +220,12 @@ class CachedPhases:
                     else:
                         found[(split, cut.name, copy)] = array
                         self.report.hits += 1
+                if missing and copy is None:  # train + validation: its parts' entries, joined
+                    joined = self._joined(split, missing)
+                    for name, array in joined.items():
+                        found[(split, name, copy)] = array
+                        self.report.hits += 1
+                    missing = [cut for cut in missing if cut.name not in joined]
                 if missing:
                     started = time.perf_counter()
                     built = self._extract(split, missing, copy)
@@ -230,6 +236,24 @@ class CachedPhases:
                         self.report.misses += 1
         self.report.corrupt = len(self.store.corrupt)
         return found
+
+    def _joined(self, split: str, cuts: list[Cut]) -> dict[str, np.ndarray]:
+        """The activations of a split that concatenates others (`Split.parts`: the retraining's
+        train + validation), joined from their stored entries, for each cut all of whose parts
+        are stored: each image's activations depend on the image alone, so they are the same
+        arrays. Without this the retraining built them again (its price doubled on
+        sign-language-digits, 106 s for a 30-s trial: docs/benchmarks.md section 11)."""
+        parts = self.data.split(split).parts
+        names = ("train", "val")  # the entries' split names, as trials stored them
+        if len(parts) != len(names):
+            return {}
+        joined: dict[str, np.ndarray] = {}
+        for cut in cuts:
+            keys = [self.key(n, cut, rows=p) for n, p in zip(names, parts, strict=True)]
+            arrays = [self.store.load(key) for key in keys]
+            if all(array is not None for array in arrays):
+                joined[cut.name] = np.concatenate(arrays)  # type: ignore[arg-type]
+        return joined
 
     def _extract(self, split: str, cuts: list[Cut], copy: int | None = None) -> list[np.ndarray]:
         """Activations at `cuts` of every image of `split`, in the split's order; of augmented
@@ -255,8 +279,9 @@ class CachedPhases:
         """The augmentation layers' seed for copy `copy` (they use seed .. seed + 5)."""
         return int(self.cfg.seed) + 10 * copy
 
-    def key(self, split: str, cut: Cut, copy: int | None = None) -> str:
-        """The entry's name: a digest of everything the activations depend on."""
+    def key(self, split: str, cut: Cut, copy: int | None = None, rows: Split | None = None) -> str:
+        """The entry's name: a digest of everything the activations depend on; `rows`: another
+        split's images than this data's `split` (a part of it, `_joined`)."""
         model_cfg = self.cfg.model
         weights = resolve_weights(model_cfg, input_size(model_cfg, self.data.image_shape[0]))
         layers = self.model.layers  # topological: input, resize, gray_to_rgb, preprocess first
@@ -264,7 +289,7 @@ class CachedPhases:
         parts: dict[str, Any] = {
             "data": self.data.fingerprint(),
             "split": split,
-            "rows": split_digest(self.data.split(split)),  # also when a split is swapped
+            "rows": split_digest(rows or self.data.split(split)),  # also when a split is swapped
             "image_shape": list(self.data.image_shape),
             "backbone": str(model_cfg.backbone),
             "alpha": model_cfg.get("alpha"),

@@ -26,8 +26,9 @@ it. So the search keeps back what the final stage will spend:
 - the final stage re-evaluates the contenders, best first, only while each still fits beside the
   retraining, and retrains only if that still fits (else it tests the re-evaluated model).
 
-A budget that cannot hold trial 0 and the final stage is refused before anything is created
-(exit 2, naming the smallest that can): the sweep times a trial's parts on a few batches of the
+A budget that cannot hold trial 0 and its test is refused before anything is created (exit 2,
+naming the smallest that can; one that holds them but not the whole final stage runs, skipping
+what does not fit, and the plan says so): the sweep times a trial's parts on a few batches of the
 user's data first and prints the plan (search/trials/plan.py, search/trials/preflight.py). A
 resumed study that has a completed trial needs no trial 0: only the final stage must fit. One
 exception remains, for a trial 0 that runs longer than planned: until a trial of the study has
@@ -232,14 +233,17 @@ class Budget:
         seconds = 0.0
         if len(ranked) > 1 or not self.retrain:  # one contender and a retraining: nothing to rank
             seconds = sum(self.seeds * self.estimate(t) for t in ranked)
-        seconds += self.retrain_seconds(ranked[0] if ranked else None)  # None: no ranking
+        # Without a ranking (final.top_k=0) the final stage retrains the best by its score.
+        sign = 1 if self.maximize else -1
+        crowned = ranked[0] if ranked else max(self.completed, key=lambda t: sign * t.value)
+        seconds += self.retrain_seconds(crowned)
         if self.distil:
-            seconds += self.distil_seconds(ranked[0] if ranked else None)
+            seconds += self.distil_seconds(crowned)
         return seconds + TEST_SECONDS
 
-    def reserve_after(self, seconds: float, cache_build: float = 0.0) -> float:
-        """The reserve once a first trial has trained for `seconds`, `cache_build` of them building
-        frozen features: the final stage's share in the plan before trial 0."""
+    def reserve_after(self, seconds: float, cache_build: float = 0.0, kind: str = PLAIN) -> float:
+        """The reserve once a first trial of `kind` has trained for `seconds`, `cache_build` of
+        them building frozen features: the final stage's share in the plan before trial 0."""
         ahead = dataclasses.replace(
             self,
             completed=[],
@@ -250,18 +254,29 @@ class Budget:
             leading=None,
             since_gain=0,
         )
-        ahead.record(Best(0.0, -1, {}, None), seconds, cache_build)
+        ahead.record(Best(0.0, -1, {}, None), seconds, cache_build, kind)
         return ahead.reserve()
 
     def retrain_seconds(self, trial: Best | None) -> float:
-        """Seconds `final.retrain` takes to train `trial`'s config on train + validation (0 off).
-
-        Train + validation is a split no trial has seen, so its frozen features are built again:
-        the largest build a trial paid, scaled like the training. Without it a 3x-budget sweep on
-        sign-language-digits overran by 87 s (a 106-s retraining estimated at 30 s)."""
+        """Seconds `final.retrain` takes to train `trial`'s config on train + validation (0 off):
+        its training scaled by the larger split, plus the features it must build (`_rebuilt`)."""
         if not self.retrain:
             return 0.0
-        return self.retrain_scale * (self.estimate(trial) + self.cache_build)
+        return self.retrain_scale * (self.estimate(trial) + self._rebuilt(trial))
+
+    def _rebuilt(self, trial: Best | None) -> float:
+        """Seconds of frozen features a retraining of `trial` builds. Without augmentation none:
+        the train + validation activations are the trials' entries joined (`Split.parts`). With
+        it, the augmented copies of train + validation, as long as its kind's largest build so
+        far. A trial not measured here: the largest build a trial paid (before the entries were
+        joined, a 3x-budget sweep on sign-language-digits overran by 87 s: a 106-s retraining
+        estimated at 30 s)."""
+        if trial is None or trial.number not in self.kinds:
+            return self.cache_build
+        kind = self.kinds[trial.number]
+        if kind == PLAIN:
+            return 0.0
+        return max(self.builds.get(n, 0.0) for n, k in self.kinds.items() if k == kind)
 
     def distil_seconds(self, trial: Best | None) -> float:
         """Seconds `final.distil`'s student of `trial`'s config takes: it trains on what the final

@@ -10,8 +10,9 @@ process that trains trials. Here they become seconds, without TensorFlow (unit-t
 
 and the trial count is what the search's share (the budget less the time spent, trial 0 and the
 final stage's reserve, `Budget.reserve_after`) holds at a later trial's cost plus TRIAL_SECONDS.
-A budget that cannot hold the time spent, trial 0 and the final stage is refused before anything
-is created (`refusal`), naming the smallest that can.
+A budget that cannot hold the time spent, trial 0 and its test is refused before anything is
+created (`refusal`), naming the smallest that can; one that holds them but not the whole final
+stage runs, and the plan says what it skips.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from experiments.training.timings import PhaseCost, Probe
-from search.trials.budget import Budget
+from search.trials.budget import PLAIN, TEST_SECONDS, Budget
 
 # An epoch's cost beyond the fit's own (timed by the probe): the trial's callbacks, the worker's
 # report and the verdict it waits for (docs/benchmarks.md, section 13).
@@ -165,27 +166,43 @@ class Plan:
 
     @property
     def needed(self) -> float:
-        """The smallest budget that fits what was spent, trial 0 and the final stage."""
+        """The smallest budget that ends with a tested model: what was spent, trial 0 and its
+        test. The rest of the final stage (re-evaluation, retraining) runs only where it fits,
+        as after any trial (search/trials/budget.py): at 1x the seed's recipe's time on a quiet
+        machine, cifar10-test fit trial 0 but not its retraining (81 s given, 92 s for both)."""
+        return self._before() + TEST_SECONDS
+
+    @property
+    def whole(self) -> float:
+        """The smallest budget that fits the whole final stage after trial 0."""
+        return self._before() + self.final
+
+    def _before(self) -> float:
         if self.has_model:
-            return self.spent + self.final
-        return self.spent + self.trial0 + TRIAL_SECONDS + self.final
+            return self.spent
+        return self.spent + self.trial0 + TRIAL_SECONDS
 
     @property
     def fits(self) -> bool:
         return self.budget >= self.needed
 
     @property
+    def complete(self) -> bool:
+        """Whether the whole final stage fits after trial 0."""
+        return self.budget >= self.whole
+
+    @property
     def searching(self) -> float:
         """Seconds for the trials after trial 0."""
-        return max(self.budget - self.needed, 0.0)
+        return max(self.budget - self.whole, 0.0)
 
     def trials(self) -> int:
         """About how many more trials like trial 0 the search's share holds (after the screen)."""
         return int((self.searching - self.screen) // self.later) if self.later > 0 else 0
 
-    def smallest(self) -> int:
-        """`needed`, rounded up to a multiple of 10 s (what the refusal names)."""
-        return int(math.ceil(self.needed / 10.0) * 10)
+    def smallest(self, whole: bool = False) -> int:
+        """`needed` (`whole`: with the whole final stage), rounded up to a multiple of 10 s."""
+        return int(math.ceil((self.whole if whole else self.needed) / 10.0) * 10)
 
 
 def make_plan(
@@ -198,7 +215,9 @@ def make_plan(
     augmented = None
     if uncached_phase2(probe, shape) is not None:
         augmented = trial_seconds(probe, shape, first=False, augmented=True) + TRIAL_SECONDS
-    final = budget.reserve_after(trial0, build_seconds(probe))
+    # Trial 0 with augmentation (its phase 2 timed uncached) retrains with its copies built.
+    kind = "augmented" if probe.phase2_uncached else PLAIN
+    final = budget.reserve_after(trial0, build_seconds(probe), kind)
     parts = [
         name
         for name, on in (
@@ -241,6 +260,12 @@ def plan_lines(plan: Plan, val_images: int, patience: int | None) -> list[str]:
     if patience is not None:
         search += f"; fewer once {patience} trials in a row bring no gain (search.patience)"
     lines.append(search + "; pruned trials cost less, so more of them fit")
+    if not plan.complete:
+        lines.append(
+            f"plan: the final stage's {plan.final_parts} (about {plan.final:.0f}s) does not fit "
+            f"whole after trial 0: what does not fit is skipped, and trial 0's model is tested "
+            f"as it is; search.timeout={plan.smallest(whole=True)} gives the whole final stage"
+        )
     if plan.screen:  # the stage's line (search/engines/optuna/staged.py)
         lines.append(
             f"plan: of the search, about {plan.screen:.0f}s go first to a screen of head "
@@ -258,13 +283,15 @@ def plan_lines(plan: Plan, val_images: int, patience: int | None) -> list[str]:
 
 
 def refusal(plan: Plan) -> str:
-    """The paragraph that refuses a budget too small for trial 0 and the final stage."""
+    """The paragraph that refuses a budget too small for trial 0 and its test."""
     return (
         f"search.timeout={plan.budget:g} is too small: this sweep needs about "
         f"{plan.needed:.0f}s to end with a tested model: {plan.spent:.0f}s to start (checks, "
         f"data, timing a trial's parts on a few batches of your data), ~{plan.trial0:.0f}s for "
-        f"trial 0 and ~{plan.final:.0f}s for the final stage ({plan.final_parts}). Give "
-        f"search.timeout={plan.smallest()} or more, shrink the trial (train.epochs, "
+        f"trial 0 and ~{TEST_SECONDS:.0f}s to test it; the whole final stage "
+        f"({plan.final_parts}) takes ~{plan.final:.0f}s. Give search.timeout={plan.smallest()} "
+        f"or more ({plan.smallest(whole=True)} for the whole final stage), shrink the trial "
+        "(train.epochs, "
         "model.input_size, data.image_size) or the final stage "
         "(final.retrain=false, final.top_k=0), or search.timeout=null for no limit. Nothing "
         "was created."

@@ -54,7 +54,7 @@ def check(
     started: float,
 ) -> Plan | None:
     """The plan of `budget`, or None without one; raises `UserInputError` (the refusal) when the
-    budget cannot fit trial 0 and the final stage. `has_model`: whether the study has a completed
+    budget cannot fit trial 0 and its test. `has_model`: whether the study has a completed
     trial (None: not known before it is opened; then `confirm` decides once it is); `started`:
     the invocation's start (time.monotonic()), where search.timeout counts from."""
     if not budget.limited:
@@ -70,7 +70,7 @@ def check(
 
 def confirm(plan: Plan | None, has_model: bool) -> Plan | None:
     """The plan once the study is open and it is known whether it has a model: refused when it
-    has none and the budget cannot fit trial 0 and the final stage."""
+    has none and the budget cannot fit trial 0 and its test."""
     if plan is None:
         return None
     if has_model != plan.has_model:

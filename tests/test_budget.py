@@ -408,3 +408,17 @@ def test_a_trial_too_dear_for_the_time_left_is_not_started(
     assert [r.data.tags["mlflow.runName"] for r in runs_of(cfg, "trial")] == ["trial-0"]
     assert summary.final is not None and summary.final.source != "trial_model"
     assert "final: retraining the best config on train + validation" in out, out
+
+
+def test_the_reserve_holds_the_retraining_of_whichever_contender_is_crowned() -> None:
+    """The re-evaluation may crown any contender: the reserve keeps the dearest one's retraining,
+    not the search's best's (a 10x sweep on cifar10-test crowned a contender whose 95-s
+    retraining then no longer fit, and shipped 3 models instead of 5)."""
+    budget = Budget(
+        1000.0, top_k=2, seeds=1, retrain=True, retrain_scale=1.25,
+        contenders=Contenders(2, True), clock=Clock(),
+    )  # fmt: skip
+    budget.record(trial(0, 0.90), seconds=20.0)  # the search's best: cheap
+    budget.record(trial(1, 0.89), seconds=60.0)  # a contender within the noise: dear
+    assert budget.retrain_reserve([trial(0, 0.90), trial(1, 0.89)]) == pytest.approx(1.25 * 60.0)
+    assert budget.reserve() == pytest.approx(20.0 + 60.0 + 1.25 * 60.0 + TEST_SECONDS)

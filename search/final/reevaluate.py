@@ -201,7 +201,7 @@ def reevaluate(
     trained: list[Member] = []
     for trial in top:
         needed = seeds * budget.estimate(trial)
-        if not budget.fits(needed + budget.retrain_seconds(top[0])):  # final.retrain comes first
+        if not budget.fits(needed + budget.retrain_reserve(top)):  # final.retrain comes first
             print(
                 f"re-evaluation of trial {trial.number} skipped: its {needed:.0f}s of re-training "
                 f"do not fit in the {max(budget.left(), 0):.0f}s left of search.timeout",

@@ -405,6 +405,7 @@ def test_a_trial_too_dear_for_the_time_left_is_not_started(
         kind = kind_of({"preset": presets[1]})
         assert study.trials[1].user_attrs["not_started"] == kind
         assert f"search.timeout: trial 1 not started: a trial with augmentation {kind}" in out
+        assert "another draw may cost less" in out  # the grid had no other: the search ended
     assert [r.data.tags["mlflow.runName"] for r in runs_of(cfg, "trial")] == ["trial-0"]
     assert summary.final is not None and summary.final.source != "trial_model"
     assert "final: retraining the best config on train + validation" in out, out

@@ -47,6 +47,11 @@ from search.trials.types import Best
 from tracking.liveness import is_alive, this_worker
 
 STORAGE_TRIES = 3  # writes of an interrupted trial's mark (OptunaEngine._note_interrupted)
+# Sampled trials in a row too dear for the time left (`Budget.too_long`: not started) that end
+# the search. After one, a cheaper draw may still fit (a plain trial after a `light` one: at 3x
+# on cifar10-test, a screened head drawn with `light` ended the search with 41 s for one more
+# trial); a sampler that keeps drawing dear ones must not fill the study with trials not run.
+NOT_STARTED_IN_A_ROW = 3
 
 
 def outcome_of(trial: FrozenTrial) -> TrialOutcome | None:
@@ -407,7 +412,9 @@ class OptunaEngine:
             kind = runner.kind(params)
             if runner.budget.too_long(kind):  # drawn now, dearer than the check before it
                 not_started.append(trial.number)
-                raise optuna.TrialPruned(self._not_started(trial, kind, runner.budget))
+                last = len(not_started) >= NOT_STARTED_IN_A_ROW
+                raise optuna.TrialPruned(self._not_started(trial, kind, runner.budget, last))
+            not_started.clear()  # in a row only
             # Optuna cannot prune a multi-objective trial (no pruning callback then); the budget
             # still stops it at an epoch end (search.timeout: BudgetStop, without the pruner).
             multi = len(self.objectives) > 1
@@ -459,7 +466,11 @@ class OptunaEngine:
         said: list[bool] = []
 
         def done() -> bool:
-            if runner.failures.stop_reason or self.claimed() >= total or not_started:
+            if (
+                runner.failures.stop_reason
+                or self.claimed() >= total
+                or len(not_started) >= NOT_STARTED_IN_A_ROW
+            ):
                 return True
             if runner.budget.search_over(self.next_kind(runner)):
                 if not said and not runner.budget.plateaued():  # a plateau says so itself
@@ -506,14 +517,16 @@ class OptunaEngine:
         return runner.kind(fixed)
 
     @staticmethod
-    def _not_started(trial: optuna.Trial, kind: str, budget: Budget) -> str:
-        """Mark a trial sampled too dear for the time left (PRUNED, no run, no model) and say so."""
+    def _not_started(trial: optuna.Trial, kind: str, budget: Budget, last: bool) -> str:
+        """Mark a trial sampled too dear for the time left (PRUNED, no run, no model) and say so;
+        `last`: the search ends with it (NOT_STARTED_IN_A_ROW)."""
         trial.set_user_attr("stopped_by", "budget")
         trial.set_user_attr("not_started", kind)
+        after = "no new trial" if last else "another draw may cost less"
         reason = (
             f"search.timeout: trial {trial.number} not started: a trial with augmentation "
             f"{kind} takes about {budget.price(kind):.0f}s, and {max(budget.left(), 0):.0f}s are "
-            f"left of which the final stage's is {budget.reserve():.0f}s; no new trial"
+            f"left of which the final stage's is {budget.reserve():.0f}s; {after}"
         )
         print(reason, flush=True)
         return reason

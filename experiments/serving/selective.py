@@ -49,18 +49,13 @@ class LayerError:
 
 class Int8Debugger:
     """A SavedModel calibrated for int8 on `calibration` images, each layer's error measured on
-    `debug_images` (default: the same images), and any selection of float layers converted.
+    the same images, and any selection of float layers converted.
 
     Images: float32 raw pixels (N, H, W, C), fed one at a time at their own size, as
-    `convert_to_tflite` calibrates.
+    `convert_to_tflite` calibrates: training images (the layers are chosen on them).
     """
 
-    def __init__(
-        self,
-        saved_model: Path,
-        calibration: np.ndarray,
-        debug_images: np.ndarray | None = None,
-    ) -> None:
+    def __init__(self, saved_model: Path, calibration: np.ndarray) -> None:
         import tensorflow as tf
 
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
@@ -69,9 +64,8 @@ class Int8Debugger:
         ops = tf.lite.OpsSet
         converter.target_spec.supported_ops = [ops.TFLITE_BUILTINS_INT8, ops.TFLITE_BUILTINS]
         converter.representative_dataset = _one_by_one(calibration)
-        debug = calibration if debug_images is None else debug_images
         self._debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=_one_by_one(debug)
+            converter=converter, debug_dataset=_one_by_one(calibration)
         )
         self._debugger.run()
         self.errors = _layer_errors(self._debugger)
@@ -132,7 +126,7 @@ def within_size(
 
     A layer's float weights cost 3 bytes each over int8, so a wide layer with a large error can
     cost more than the budget while several small ones fit; each candidate is converted and its
-    real size checked (the quantizer alone reruns: about 0.1 s each). Layers at or under
+    real size checked (the quantizer alone reruns: under 0.1 s each). Layers at or under
     `threshold` steps are not worth any bytes. Returns the kept layers and the converted model.
     """
     kept: list[str] = []
@@ -162,11 +156,10 @@ def _layer_errors(debugger) -> list[LayerError]:
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
     dump.seek(0)
-    return [
-        LayerError(
-            tensor=row["tensor_name"],
-            op=row["op_name"],
-            rmse_per_step=math.sqrt(float(row["mean_squared_error"])) / float(row["scale"]),
-        )
-        for row in csv.DictReader(dump)
-    ]
+    errors = []
+    for row in csv.DictReader(dump):
+        rmse, scale = math.sqrt(float(row["mean_squared_error"])), float(row["scale"])
+        # A zero scale is a constant tensor: nothing to round.
+        steps = rmse / scale if scale > 0 else 0.0
+        errors.append(LayerError(row["tensor_name"], row["op_name"], steps))
+    return errors

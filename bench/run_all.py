@@ -38,7 +38,7 @@ BENCHMARKS = (
     ("ensemble", "final.ensemble: averages of transfer models vs their members, test", "#12"),
     ("exports", "every export measured from its file: accuracy, size, ms; int8 vs float32", "#26"),
     ("distil", "one student of a 3-model ensemble: test accuracy and latency vs one model", "#26"),
-    ("int8_modes", "int8 TFLite vs float32: calibration size, per-tensor, 16x8 activations", "#26"),
+    ("int8_modes", "int8 TFLite vs float32: selective, calibration size, per-tensor, 16x8", "#26"),
 )
 
 

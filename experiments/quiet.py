@@ -11,25 +11,35 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def quiet_tensorflow() -> None:
     """Import tensorflow and keras silently and turn down their Python-side warnings."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" not in sys.modules:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, 2)
+        with silenced_stderr():
             import tensorflow  # noqa: F401
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            os.close(devnull)
     import keras  # noqa: F401
 
     quiet_logs()
+
+
+@contextmanager
+def silenced_stderr() -> Iterator[None]:
+    """File descriptor 2 pointed at /dev/null inside the block: C++ log lines written there (which
+    Python's logging cannot reach) are dropped; exceptions still propagate, after it is restored."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def quiet_logs() -> None:

@@ -9,7 +9,8 @@ preprocesses) itself. So every export takes raw pixels in [0, 255] of any size, 
 TFLite comes in three precisions: `tflite` (float32, the same predictions as Keras),
 `tflite_float16` (weights stored as float16: about half the size, computed in float32) and
 `tflite_int8` (post-training quantization: int8 weights and activations, calibrated on training
-images, about a quarter of the size). The quantized ones keep float32 input and output, so every
+images, the few layers quantization hurts most kept float32; 0.37-0.45 of float32's size). The
+quantized ones keep float32 input and output, so every
 export is called the same way; the quantize / dequantize steps at the edges are two cheap ops.
 All three keep the SavedModel's dynamic height and width (shape_signature [-1, -1, -1, C]):
 a runtime resizes the input tensor to the image it is given, as `predictors._tflite` does.
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from experiments.errors import UserInputError
+from experiments.serving.selective import selective_int8
 
 if TYPE_CHECKING:
     import keras
@@ -173,10 +175,13 @@ def convert_to_tflite(
     """Convert a SavedModel to TFLite at the precision `fmt` names (one of TFLITE_FORMATS).
 
     tflite: float32, no quantization (the same predictions as Keras). tflite_float16: weights
-    stored as float16 and dequantized on load. tflite_int8: full-integer quantization of weights
-    and activations (int8 kernels only, so a layer that cannot be quantized fails the conversion
-    instead of silently staying float), ranges calibrated on `calibration` (float32 training
-    images, required); input and output stay float32.
+    stored as float16 and dequantized on load. tflite_int8: int8 weights and activations, ranges
+    calibrated on `calibration` (float32 training images, required); input and output stay
+    float32. Selective: full-integer int8 lost 2-4 points on a narrow MobileNet, so TFLite's
+    quantization debugger measures each layer's int8 error on the same calibration images and the
+    worst layers stay float32 while the file stays within `selective.MAX_SIZE_RATIO` (0.45) of
+    float32's (`selective.selective_int8`; within 1 point of float32 on cifar10-test, where full
+    int8 lost 3.8: docs/benchmarks.md section 12, round 12). Every other layer is int8.
     """
     import tensorflow as tf
 
@@ -187,10 +192,8 @@ def convert_to_tflite(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif fmt == "tflite_int8":
-        images = calibration_images(calibration)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        # One image per step, at its own size: the input's height and width stay dynamic.
-        converter.representative_dataset = lambda: ([image[None]] for image in images)
+        model, _ = selective_int8(saved_model, calibration_images(calibration))
+        path.write_bytes(model)
+        return path
     path.write_bytes(converter.convert())
     return path

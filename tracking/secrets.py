@@ -14,9 +14,7 @@ MASK = "***"
 # user:password@ in a URL's authority (the user may be empty: scheme://:password@host). A user
 # name holds no [ or ] (RFC 3986 reserves them, percent-encoded in a real URL): so the usage
 # pattern USER[:PASSWORD]@HOST in an error's example stays as written, not USER[:***@HOST.
-_USERINFO = re.compile(
-    r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s'\"\[\]]*:)[^\s'\"/]+(?=@)"
-)
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s'\"\[\]]*:)[^\s'\"/]+(?=@)")
 # password=..., pwd=... in a query string or a libpq key=value string.
 _KEYWORD = re.compile(r"(?i)(?P<head>\b(?:password|passwd|pwd)\s*=\s*)[^&\s'\";,]+")
 

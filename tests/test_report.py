@@ -241,7 +241,7 @@ def sweep_with_a_pruned_and_a_budget_stopped_trial(make_config, monkeypatch):
         calls["prune"] += 1
         return calls["prune"] == 2  # trial 1, epoch 0 (2 epochs a trial)
 
-    def stops_running_trial(self) -> bool:
+    def stops_running_trial(self, next_epoch: float = 0.0) -> bool:
         calls["budget"] += 1
         return calls["budget"] == 2  # trial 2, epoch 0
 

@@ -256,9 +256,7 @@ def fault_point(step: str) -> None:
     The kill/resume tests must land a kill -9 at one precise step of the final stage (during
     retraining, just after registration); a kill timed from outside would race those steps.
     Unset, this does nothing. The signal is raised in this thread (`signal.raise_signal`), whose
-    handler runs before it returns. Sent to the process (`os.kill`), the Ctrl-C case twice ran on
-    and exited 0 in a full slow-suite run (never alone): the likely cause, a signal delivered to
-    another thread while this one was in a C call that checks for signals and clears them.
+    handler runs before it returns, so the step it lands in is exact.
     """
     at, _, how = os.environ.get(FAULT_ENV, "").partition(":")
     if at == step:

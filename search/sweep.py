@@ -45,7 +45,7 @@ from search.execution.pool import (
 from search.execution.store_wal import finish, write_ahead
 from search.final.champion import champion, front_summary
 from search.final.reevaluate import Contenders
-from search.final.stage import FinalResult, finalize
+from search.final.stage import FinalResult, finalize, retrained_models
 from search.space.spec import Param
 from search.trials import preflight
 from search.trials.budget import Budget
@@ -189,7 +189,9 @@ def _sweep(
         tempfile.tempdir = str(tmp)  # sweep() restores it and removes the folder
         contenders = Contenders.for_config(cfg, len(data.val))
         scale = (len(data.train) + len(data.val)) / max(len(data.train), 1)  # final.retrain's data
-        budget = Budget.from_config(cfg, contenders, started, scale, contenders.noise)
+        budget = Budget.from_config(
+            cfg, contenders, started, scale, contenders.noise, retrained_models(cfg)
+        )
         # search.timeout: a trial's parts timed, and a budget too small for trial 0 and the
         # final stage refused, before the study or any MLflow run is created.
         stored = stored_model(cfg, name) if budget.limited else None

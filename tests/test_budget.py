@@ -17,7 +17,7 @@ from search.engines.optuna.engine import ObjectivePruning
 from search.final.reevaluate import Candidate, Contenders, crown
 from search.sweep import prepare, sweep
 from search.trials import preflight
-from search.trials.budget import PLAIN, TEST_SECONDS, Budget, kind_of
+from search.trials.budget import MEMBER_SHARE, PLAIN, TEST_SECONDS, Budget, kind_of
 from search.trials.types import Best
 
 
@@ -38,8 +38,10 @@ def jump_the_clock(monkeypatch, at_reading: int) -> None:
     clock, reads = Clock(), []
     original = Budget.from_config.__func__
 
-    def from_config(cls, config, contenders, started=None, retrain_scale=1.0, noise=None):
-        made = original(cls, config, contenders, 0.0, retrain_scale, noise)
+    def from_config(
+        cls, config, contenders, started=None, retrain_scale=1.0, noise=None, members=1
+    ):
+        made = original(cls, config, contenders, 0.0, retrain_scale, noise, members)
         made.clock = ticking
         return made
 
@@ -262,16 +264,19 @@ def test_patience_needs_a_time_budget() -> None:
 def test_the_plan_says_what_the_budget_buys() -> None:
     clock = Clock()
     budget = Budget(
-        400.0, top_k=1, seeds=1, retrain=True, retrain_scale=1.5,
+        400.0, top_k=1, seeds=1, retrain=True, retrain_scale=1.5, members=None, ensemble=5,
         contenders=Contenders(1, True), clock=clock, patience=10,
     )  # fmt: skip
     clock.now = 20.0
     budget.record(trial(0, 0.9), seconds=20.0)
     plan = budget.plan(trial(0, 0.9))
-    # 380 s left; the reserve is one retraining (30 s) and the test margin; 20-s trials fit 17x.
-    assert budget.reserve() == pytest.approx(30.0 + TEST_SECONDS)
-    assert "380s of search.timeout left: about 17 more trials like it" in plan
-    assert "search.patience" in plan and "costs about 30s (final.retrain_seeds)" in plan
+    # 380 s left; the reserve is five retrainings (30 s each: half the budget holds 6, the
+    # ensemble takes 5) and the test margin; 20-s trials fit 11x in the 225 s left.
+    assert budget.reserve() == pytest.approx(5 * 30.0 + TEST_SECONDS)
+    assert "380s of search.timeout left: about 11 more trials like it" in plan
+    assert "search.patience" in plan
+    assert "it holds 5 model(s) of the crowned config retrained on train + validation at about " \
+        "30s each (final.retrain_seeds)" in plan
 
 
 def test_patience_ends_a_sweep_and_the_rest_buys_retrained_seeds(make_config, capsys) -> None:
@@ -423,3 +428,58 @@ def test_the_reserve_holds_the_retraining_of_whichever_contender_is_crowned() ->
     budget.record(trial(1, 0.89), seconds=60.0)  # a contender within the noise: dear
     assert budget.retrain_reserve([trial(0, 0.90), trial(1, 0.89)]) == pytest.approx(1.25 * 60.0)
     assert budget.reserve() == pytest.approx(20.0 + 60.0 + 1.25 * 60.0 + TEST_SECONDS)
+
+
+def test_the_reserve_holds_the_ensembles_retrained_members() -> None:
+    """final.retrain_seeds=auto reserves as many retrainings of the crowned config as half the
+    budget holds (MEMBER_SHARE), from 1 to final.ensemble; a number reserves that many. Reserved
+    for one only, a 10x sweep on cifar10-test searched to its end and shipped 3 models of 5."""
+
+    def budget(seconds: float, members: int | None) -> Budget:
+        made = Budget(
+            seconds, retrain=True, retrain_scale=1.5, members=members, ensemble=5, clock=Clock()
+        )
+        made.record(trial(0, 0.9), seconds=20.0)  # its retraining: 1.5 x 20 = 30 s
+        return made
+
+    assert MEMBER_SHARE == 0.5
+    assert budget(1000.0, None).retrained(30.0) == 5  # 500 s hold 16: up to final.ensemble
+    assert budget(1000.0, None).reserve() == pytest.approx(5 * 30.0 + TEST_SECONDS)
+    assert budget(200.0, None).retrained(30.0) == 3  # 100 s hold 3
+    assert budget(200.0, None).reserve() == pytest.approx(3 * 30.0 + TEST_SECONDS)
+    assert budget(40.0, None).retrained(30.0) == 1  # 20 s hold none: one all the same
+    assert budget(1000.0, 2).reserve() == pytest.approx(2 * 30.0 + TEST_SECONDS)  # a number
+    assert budget(1000.0, 1).reserve() == pytest.approx(30.0 + TEST_SECONDS)
+    # The members are of the dearest contender's config, as any may be crowned.
+    dear = Budget(
+        1000.0, top_k=2, seeds=1, retrain=True, members=None, ensemble=5,
+        contenders=Contenders(2, True), clock=Clock(),
+    )  # fmt: skip
+    dear.record(trial(0, 0.90), seconds=20.0)
+    dear.record(trial(1, 0.89), seconds=90.0)  # 500 s hold 5 of its 90-s retrainings
+    assert dear.reserve() == pytest.approx(20.0 + 90.0 + 5 * 90.0 + TEST_SECONDS)
+
+
+def test_the_reevaluation_gives_way_to_the_reserved_members(make_config, capsys) -> None:
+    """With the time for the reserved members and no more, the re-evaluation is skipped and the
+    members are trained: they are the measured gain, the re-evaluation only chooses."""
+    from search.final.reevaluate import reevaluate
+
+    cfg = prepare(make_config("search.n_trials=1"))
+    budget = Budget(
+        1000.0, top_k=2, seeds=1, retrain=True, members=3, ensemble=3,
+        contenders=Contenders(2, True), clock=Clock(),
+    )  # fmt: skip
+    top = [trial(0, 0.90), trial(1, 0.89)]
+    for t in top:
+        budget.record(t, seconds=40.0)
+    budget.clock.now = 1000.0 - (3 * 40.0 + 30.0 + TEST_SECONDS)  # members fit, a 40-s seed not
+
+    class Untouched:  # the runner a re-evaluation would train with: it must not be asked
+        def data_for(self, trial_cfg):
+            raise AssertionError("a re-evaluation trained where the members needed the time")
+
+    assert reevaluate(cfg, Untouched(), top, 1, budget) is None
+    out = capsys.readouterr().out
+    assert "re-evaluation of trial 0 skipped: its 40s of re-training do not fit" in out
+    assert "re-evaluation of trial 1 skipped" in out

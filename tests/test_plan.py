@@ -97,11 +97,12 @@ def test_an_augmented_trials_phase_2_is_priced_uncached() -> None:
     )
 
 
-def budget(seconds: float) -> Budget:
-    """sweep=transfer's final stage: 3 contenders, 1 seed each, retraining on train + val."""
+def budget(seconds: float, members: int | None = 1) -> Budget:
+    """sweep=transfer's final stage: 3 contenders, 1 seed each, retraining on train + val
+    (`members` models: None is final.retrain_seeds=auto, up to final.ensemble=5)."""
     return Budget(
-        seconds, top_k=3, seeds=1, retrain=True, retrain_scale=1.25,
-        contenders=Contenders(3, True), clock=lambda: 0.0, started=0.0,
+        seconds, top_k=3, seeds=1, retrain=True, retrain_scale=1.25, members=members,
+        ensemble=5, contenders=Contenders(3, True), clock=lambda: 0.0, started=0.0,
     )  # fmt: skip
 
 
@@ -120,7 +121,8 @@ def test_the_plan_adds_up_and_names_the_smallest_budget() -> None:
     assert plan.needed == pytest.approx(12.0 + trial0 + TRIAL_SECONDS + TEST_SECONDS)
     assert plan.whole == pytest.approx(12.0 + trial0 + TRIAL_SECONDS + plan.final)
     assert plan.fits and plan.complete
-    assert plan.trials() == int((600.0 - plan.whole) // plan.later)
+    assert plan.trials() == int((600.0 - plan.whole) // plan.later)  # one member: whole = final
+    assert "retraining (1 model)" in plan.final_parts
     assert plan.smallest() % 10 == 0 and plan.needed <= plan.smallest() < plan.needed + 10
     assert plan.whole <= plan.smallest(whole=True) < plan.whole + 10
     tight = make_plan(timings, SHAPE, budget(plan.smallest() - 10.0), spent=12.0)
@@ -139,6 +141,26 @@ def test_the_plan_adds_up_and_names_the_smallest_budget() -> None:
     resumed = make_plan(timings, SHAPE, budget(plan.smallest() - 10.0), 12.0, has_model=True)
     assert resumed.fits and resumed.needed == pytest.approx(12.0 + TEST_SECONDS)
     assert resumed.whole == pytest.approx(12.0 + plan.final)
+
+
+def test_with_auto_members_the_plan_reserves_them_and_the_smallest_whole_budget_one() -> None:
+    """final.retrain_seeds=auto: the final stage's share holds as many retrained models as half
+    the budget does (up to final.ensemble), and the search gets what is left; the whole final
+    stage needs only one, so the smallest budget named for it is the one-model budget's."""
+    timings = probe()
+    one, auto = (make_plan(timings, SHAPE, budget(600.0, m), spent=12.0) for m in (1, None))
+    after = budget(600.0, None)
+    after.record(Best(0.9, 0, {}, None), auto.trial0, build_seconds(timings))
+    each = after.retrain_seconds(after.completed[0])
+    members = after.retrained(each)
+    assert 1 < members <= 5 and members == min(5, int(0.5 * 600.0 // each))
+    assert f"retraining ({members} models)" in auto.final_parts
+    assert auto.final == pytest.approx(after.reserve()) == pytest.approx(
+        one.final + (members - 1) * each
+    )
+    assert auto.whole == pytest.approx(one.whole)  # one model is the whole final stage's least
+    assert auto.searching == pytest.approx(one.searching - (members - 1) * each)
+    assert auto.trials() < one.trials()
 
 
 def test_the_printed_plan_says_each_stage_and_what_to_watch() -> None:

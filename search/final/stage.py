@@ -581,6 +581,18 @@ def retrain_seeds(cfg: DictConfig) -> int | None:
     return value
 
 
+def retrained_models(cfg: DictConfig) -> int | None:
+    """How many models of the crowned config the final stage retrains on train + validation, as
+    the budget reserves them: 1 when one model ships alone (final.ensemble=1, or a champion
+    rule's choice), else final.retrain_seeds (None: auto, as many as search.timeout leaves time
+    for, up to final.ensemble)."""
+    from search.final.champion_rule import effective_rule
+
+    if ensemble_size(cfg) <= 1 or effective_rule(cfg) is not None:  # a rule's champion: alone
+        return 1
+    return retrain_seeds(cfg)
+
+
 def _more_seeds(
     cfg: DictConfig, trial_cfg: DictConfig, runner: TrialRunner, data: ImageData, best: Best,
     first_seconds: float,
@@ -593,11 +605,9 @@ def _more_seeds(
     average of seeds of the best config did (docs/benchmarks.md section 10); a model trained on
     train + validation is the strongest member the sweep can make.
     """
-    from search.final.champion_rule import effective_rule
-
-    wanted = retrain_seeds(cfg)
+    wanted = retrained_models(cfg)
     limit = ensemble_size(cfg) if wanted is None else wanted
-    if limit <= 1 or effective_rule(cfg) is not None:  # a rule's champion ships alone
+    if limit <= 1:
         return []
     made: list[Member] = []
     budget, seconds = runner.budget, first_seconds

@@ -8,9 +8,10 @@ it. So the search keeps back what the final stage will spend:
 
 - the reserve is `final.seeds` re-trainings of each current contender (`contenders`: the top
   `final.top_k` distinct configs within the noise of the best), each estimated by that trial's
-  own training time, plus, with `final.retrain=true`, one training of the best on train +
-  validation (its time scaled by the larger training split); a lone contender is not
-  re-evaluated when it will be retrained (there is nothing to choose between);
+  own training time, plus, with `final.retrain=true`, the crowned config's trainings on train +
+  validation (each its time scaled by the larger training split; `final.retrain_seeds` of them,
+  with auto as many as MEMBER_SHARE of the budget holds: the shipped ensemble's members); a lone
+  contender is not re-evaluated when it will be retrained (there is nothing to choose between);
 - no trial starts unless it would still end before the reserve's time (a trial cut short is
   wasted, and its last epoch eats into the reserve): a trial is priced by its kind (`kind_of`:
   its augmentation; `price`), since a trial with an augmentation preset trains phase 2
@@ -68,6 +69,14 @@ TEST_SECONDS = 5.0
 MIN_SCREEN_SECONDS = 20.0
 # The kind of a trial without augmentation: its activations cached in both phases.
 PLAIN = "none"
+# final.retrain_seeds=auto: the share of search.timeout the reserve may hold for the crowned
+# config's models retrained on train + validation (the shipped ensemble's members), as many as
+# it holds up to final.ensemble and at least one. Why (docs/benchmarks.md section 11, round 13):
+# averaged retrained seeds are the one measured gain (+2 to +4 points, section 10), and reserved
+# for only one, a 10x sweep on cifar10-test searched to its end and shipped 3 models where 3x
+# shipped 5. Half leaves the search the other half: at 1x the recipe's time one member is
+# reserved (the search ends after trial 0 there anyway), at 3x and more up to five.
+MEMBER_SHARE = 0.5
 
 
 def kind_of(augmentation: Mapping[str, Any] | None) -> str:
@@ -95,6 +104,10 @@ class Budget:
     retrain: bool = False
     retrain_scale: float = 1.0  # (train + validation images) / training images
     distil: bool = False  # final.distil: one student trained after the ensemble (reserved)
+    # Models of the crowned config retrained on train + validation (final.retrain_seeds; 1 when
+    # one model ships alone); None: auto, as many as MEMBER_SHARE of the budget holds.
+    members: int | None = 1
+    ensemble: int = 1  # final.ensemble: auto reserves no more members than this
     # Best first: the trials the final stage would re-evaluate (search.final.reevaluate.Contenders).
     contenders: Callable[[list[Best]], list[Best]] = lambda trials: trials[:1]
     clock: Callable[[], float] = time.monotonic
@@ -130,10 +143,12 @@ class Budget:
         started: float | None = None,
         retrain_scale: float = 1.0,
         noise: Callable[[float], float] | None = None,
+        members: int | None = 1,
     ) -> Budget:
         """The budget of `search.timeout` from `started` (a time.monotonic() reading), reserving
-        for `final.top_k` x `final.seeds` re-trainings and `final.retrain`'s training; `noise`:
-        one seed-noise unit of a score (search.patience counts trials that gain no more)."""
+        for `final.top_k` x `final.seeds` re-trainings and `final.retrain`'s `members` trainings
+        (search.final.stage.retrained_models); `noise`: one seed-noise unit of a score
+        (search.patience counts trials that gain no more)."""
         timeout = config.search.get("timeout")
         final = config.get("final") or {}
         enabled = bool(final.get("enabled", False))
@@ -145,6 +160,8 @@ class Budget:
             retrain=enabled and bool(final.get("retrain")),
             retrain_scale=retrain_scale,
             distil=enabled and bool(final.get("distil")) and int(final.get("ensemble") or 1) > 1,
+            members=members,
+            ensemble=int(final.get("ensemble") or 1),
             contenders=contenders,
             started=started,
             patience=None if patience is None else int(patience),
@@ -242,15 +259,32 @@ class Budget:
         return seconds + TEST_SECONDS
 
     def retrain_reserve(self, contenders: list[Best]) -> float:
-        """The retraining the final stage keeps time for: the dearest of `contenders`', as the
-        re-evaluation may crown any of them. Priced by the search's best alone, a 10x sweep on
-        cifar10-test crowned another contender whose retraining (95 s) no longer fit, and
-        shipped 3 models instead of 5 (docs/benchmarks.md section 11, round 12)."""
-        return max((self.retrain_seconds(t) for t in contenders), default=0.0)
+        """The retrainings the final stage keeps time for: `retrained` models of the dearest of
+        `contenders`' configs, as the re-evaluation may crown any of them. Priced by the search's
+        best alone, a 10x sweep on cifar10-test crowned another contender whose retraining (95 s)
+        no longer fit, and shipped 3 models instead of 5 (docs/benchmarks.md section 11, round
+        12). The re-evaluation gives way to them (search/final/reevaluate.py)."""
+        each = max((self.retrain_seconds(t) for t in contenders), default=0.0)
+        return each * self.retrained(each)
+
+    def retrained(self, each: float) -> int:
+        """How many models of the crowned config, retrained for `each` seconds apiece, the
+        reserve holds: final.retrain_seeds, or with auto as many as MEMBER_SHARE of the budget
+        holds, from 1 to final.ensemble (all of them without a budget: nothing is reserved)."""
+        if self.members is not None:
+            return self.members
+        if self.seconds is None or each <= 0:
+            return self.ensemble
+        return max(1, min(self.ensemble, int(MEMBER_SHARE * self.seconds // each)))
 
     def reserve_after(self, seconds: float, cache_build: float = 0.0, kind: str = PLAIN) -> float:
         """The reserve once a first trial of `kind` has trained for `seconds`, `cache_build` of
         them building frozen features: the final stage's share in the plan before trial 0."""
+        return self.ahead(seconds, cache_build, kind).reserve()
+
+    def ahead(self, seconds: float, cache_build: float = 0.0, kind: str = PLAIN) -> Budget:
+        """A copy of this budget as it will be once a first trial of `kind` has trained for
+        `seconds` (`cache_build` of them building frozen features); this one is untouched."""
         ahead = dataclasses.replace(
             self,
             completed=[],
@@ -262,7 +296,7 @@ class Budget:
             since_gain=0,
         )
         ahead.record(Best(0.0, -1, {}, None), seconds, cache_build, kind)
-        return ahead.reserve()
+        return ahead
 
     def retrain_seconds(self, trial: Best | None) -> float:
         """Seconds `final.retrain` takes to train `trial`'s config on train + validation (0 off):
@@ -356,8 +390,9 @@ class Budget:
         )
         retrain = self.retrain_seconds(trial)
         extra = (
-            f"; then each more model of the crowned config retrained on train + validation costs "
-            f"about {retrain:.0f}s (final.retrain_seeds)"
+            f"; it holds {self.retrained(retrain)} model(s) of the crowned config retrained on "
+            f"train + validation at about {retrain:.0f}s each (final.retrain_seeds), and time "
+            "left over buys more"
             if retrain
             else ""
         )

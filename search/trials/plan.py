@@ -17,6 +17,8 @@ stage runs, and the plan says what it skips.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass
 
@@ -159,6 +161,9 @@ class Plan:
     later: float  # a later trial like trial 0 (its activations cached), with the sweep's part
     augmented: float | None  # a later trial with an augmentation preset (phase 2 uncached)
     final: float  # the final stage's reserve after trial 0
+    # The least of it: with final.retrain_seeds=auto, one retrained model (the reserve holds more
+    # as the budget grows); None: `final`.
+    least_final: float | None = None
     has_model: bool = False  # the study has a completed trial (resumed): no trial 0 needed
     final_parts: str = "test"  # what the final stage's share buys, as the plan says it
     screen: float = 0.0  # search.staged: the search's seconds a screen of heads takes first
@@ -174,8 +179,10 @@ class Plan:
 
     @property
     def whole(self) -> float:
-        """The smallest budget that fits the whole final stage after trial 0."""
-        return self._before() + self.final
+        """The smallest budget that fits the whole final stage after trial 0 (with auto, one
+        retrained model: a larger budget reserves more, up to final.ensemble)."""
+        least = self.final if self.least_final is None else self.least_final
+        return self._before() + least
 
     def _before(self) -> float:
         if self.has_model:
@@ -194,7 +201,7 @@ class Plan:
     @property
     def searching(self) -> float:
         """Seconds for the trials after trial 0."""
-        return max(self.budget - self.whole, 0.0)
+        return max(self.budget - self._before() - self.final, 0.0)
 
     def trials(self) -> int:
         """About how many more trials like trial 0 the search's share holds (after the screen)."""
@@ -217,19 +224,21 @@ def make_plan(
         augmented = trial_seconds(probe, shape, first=False, augmented=True) + TRIAL_SECONDS
     # Trial 0 with augmentation (its phase 2 timed uncached) retrains with its copies built.
     kind = "augmented" if probe.phase2_uncached else PLAIN
-    final = budget.reserve_after(trial0, build_seconds(probe), kind)
+    ahead = budget.ahead(trial0, build_seconds(probe), kind)
+    members = ahead.retrained(ahead.retrain_seconds(ahead.completed[0]))
+    least = dataclasses.replace(ahead, members=ahead.members or 1).reserve()
     parts = [
         name
         for name, on in (
             ("re-evaluation", budget.top_k and budget.seeds),
-            ("retraining", budget.retrain),
+            (f"retraining ({members} model{'s' * (members > 1)})", budget.retrain),
             ("distillation", budget.distil),
         )
         if on
     ]
     return Plan(
-        budget.seconds, spent, probe.seconds, trial0, later, augmented, final, has_model,
-        ", ".join([*parts, "test"]), copies=copies_seconds(probe, shape),
+        budget.seconds, spent, probe.seconds, trial0, later, augmented, ahead.reserve(), least,
+        has_model, ", ".join([*parts, "test"]), copies=copies_seconds(probe, shape),
     )  # fmt: skip
 
 

@@ -44,6 +44,7 @@ from search.execution.pool import (
 )
 from search.execution.store_wal import finish, write_ahead
 from search.final.champion import champion, front_summary
+from search.final.faults import fault_point
 from search.final.reevaluate import Contenders
 from search.final.stage import FinalResult, finalize, retrained_models
 from search.space.spec import Param
@@ -292,6 +293,7 @@ def _sweep(
             )
             from search.reporting.publish import publish_report
 
+            fault_point("report")  # tests: a kill after registration, before the report
             publish_report(cfg, tracker, name)  # the HTML report on the parent run
         except KeyboardInterrupt:
             print_final_interrupted(cfg, name)

@@ -230,24 +230,52 @@ def test_interrupted_keras_tuner_sweep_ends_killed_and_resumes(tmp_path: Path, h
     assert trials[0].data.tags["mlflow.parentRunId"] == sweeps[0].info.run_id
 
 
-# The final stage after a one-trial search, retraining on train + validation and registering.
-FINAL = ["search.n_trials=1", "final.retrain=true", "final.register=true", "search.pruner=none"]
+# A final stage in which every step happens after a two-trial search: both trials re-evaluated
+# (one seed each; contender_se=null keeps the weaker one a contender), the crowned config
+# retrained on train + validation, averaged with its re-evaluation seed (an ensemble of 2),
+# tested, exported, registered, then the HTML report.
+FINAL = [
+    "search.n_trials=2",
+    "search.pruner=none",
+    "final.top_k=2",
+    "final.seeds=1",
+    "final.contender_se=null",
+    "final.retrain=true",
+    "final.ensemble=2",
+    "final.export=[keras]",
+    "final.register=true",
+]
+# The steps recorded on the parent run (sweeplab.final.done_steps), in order, and those each
+# fault point comes after: a kill at `ensemble` lands after the retraining, before the test.
+DONE_STEPS = ["retrained", "tested", "exported", "registered"]
+DONE_BEFORE = {
+    "reevaluation": 0,
+    "retraining": 0,
+    "ensemble": 1,
+    "tested": 2,
+    "exported": 3,
+    "registered": 4,
+    "report": 4,
+}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("fault", "where"),
-    [("retraining", []), ("registered", []), ("retraining:SIGINT", []),
+    [("reevaluation", []), ("retraining", []), ("ensemble", []), ("tested", []),
+     ("exported", []), ("registered", []), ("report", []), ("retraining:SIGINT", []),
      ("retraining", [WORKERS]), ("retraining:SIGINT", [WORKERS])],
-    ids=["kill-9-retraining", "kill-9-after-registration", "ctrl-c-retraining",
-         "kill-9-retraining-in-a-worker", "ctrl-c-retraining-in-a-worker"],
+    ids=["kill-9-reevaluation", "kill-9-retraining", "kill-9-ensemble", "kill-9-after-test",
+         "kill-9-after-export", "kill-9-after-registration", "kill-9-before-report",
+         "ctrl-c-retraining", "kill-9-retraining-in-a-worker", "ctrl-c-retraining-in-a-worker"],
 )  # fmt: skip
 def test_final_stage_cut_short_runs_again_on_resume(
     tmp_path: Path, fault: str, where: list[str]
 ) -> None:
     """A kill -9 or Ctrl-C inside the final stage used to lose it for good (the re-run said
-    "nothing to train"): the re-run now redoes it, registering once and writing the report.
-    `where`: the final stage's trainings in the sweep process (TINY) or in a worker."""
+    "nothing to train"): the re-run now finishes it exactly once, whichever step the kill landed
+    in: one registered version, one report, no RUNNING run. `where`: the final stage's
+    trainings in the sweep process (TINY) or in a worker."""
     out = tmp_path / "runs"
     args = [*TINY, f"output_dir={out}", *FINAL, *where]
     cfg = prepare(compose_config([*FINAL, *where], out))
@@ -268,25 +296,39 @@ def test_final_stage_cut_short_runs_again_on_resume(
         assert killed.returncode == -signal.SIGKILL
     reports = out / "reports"
     assert not reports.exists() or list(reports.iterdir()) == []
+    registered_before = DONE_BEFORE[step] == len(DONE_STEPS)  # by the killed run
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    assert len(client.search_model_versions()) == int(registered_before)
+    exports = out / "exports" / name
+    if step == "exported":  # as if cut short while writing: the re-run replaces the folder
+        (exports / "model.keras").write_bytes(b"")
+        (exports / "half-written.tmp").write_bytes(b"x")
 
     resumed = run_cli("search.run", *args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "the final stage of its parent run" in resumed.stdout
     assert "nothing to train" not in resumed.stdout
-    if step == "registered":
+    if registered_before:  # the killed run's registration stands: not repeated
         assert "already registered as version 1" in resumed.stdout
+    else:
+        assert "final: registered: the first champion" in resumed.stdout
 
-    client = MlflowClient(cfg.tracking.tracking_uri)
     versions = client.search_model_versions()
     assert len(versions) == 1, [(v.name, v.version) for v in versions]
     assert [p.name for p in reports.iterdir()] == [f"{name}.html"]
+    assert sorted(p.name for p in exports.iterdir()) == ["class_names.json", "model.keras"]
+    assert (exports / "model.keras").stat().st_size > 0
     _, sweeps = killed_then_finished(cfg)
+    cut = sweeps[0].data.tags.get("sweeplab.final.done_steps", "")
+    assert (cut.split(",") if cut else []) == DONE_STEPS[: DONE_BEFORE[step]]
     final = sweeps[1].data.tags
     assert final["sweeplab.final.completed"] == "true"
-    assert final["sweeplab.final.source"] == "retrained_train_val"  # tested a model
-    assert "tested" in final["sweeplab.final.done_steps"].split(",")
+    assert final["sweeplab.final.source"] == "ensemble"  # tested the shipped average
+    assert final["sweeplab.final.done_steps"] == ",".join(DONE_STEPS)  # each step once
+    assert final["sweeplab.final.reevaluated_trials"] == "2"
     assert (
-        versions[0].tags["sweeplab.sweep_run_id"] == sweeps[int(step == "retraining")].info.run_id
+        versions[0].tags["sweeplab.sweep_run_id"]
+        == sweeps[0 if registered_before else 1].info.run_id
     )
 
     again = run_cli("search.run", *args)  # complete now, its final stage too

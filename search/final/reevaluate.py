@@ -190,6 +190,7 @@ def reevaluate(
     """
     from experiments.data.load import loading_key
     from experiments.errors import TrialFailed, WorkerError
+    from search.final.faults import fault_point
     from search.space.apply import apply_params
 
     objective = str(cfg.train.objective)
@@ -216,6 +217,7 @@ def reevaluate(
             seeded = trial_cfg.copy()
             with open_dict(seeded):
                 seeded.seed = int(cfg.seed) + 1 + j  # init, shuffling, augmentation; not the split
+            fault_point("reevaluation")  # tests: a kill before a re-evaluation training
             try:  # where trials train: a worker with search.workers >= 1, else here
                 result = runner.train_final(seeded, data)
             except (TrialFailed, WorkerError) as err:  # diverged, or its worker died: skipped

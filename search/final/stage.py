@@ -9,8 +9,6 @@ report and plots go to the parent run, the model is registered with an alias and
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from experiments.errors import UserInputError
 from search.final.card import card_text, validation_words
 from search.final.ensemble import Member, ensemble_size, in_memory, shipped_model, with_crowned
+from search.final.faults import fault_point
 from search.final.registry import Decision, data_label, decide, registered_name
 
 if TYPE_CHECKING:  # mlflow and TensorFlow load only when the final stage runs
@@ -176,6 +175,7 @@ def finalize(
             cfg, recorder, (model, source), best, with_crowned(contenders, best), reevaluated,
             seeds,
         )  # fmt: skip
+        fault_point("ensemble")  # the shipped model built (an average), not yet tested
 
     report = score_on_test(model, data, int(cfg.seed))
     if source == "ensemble" and bool(final.get("distil")):  # one model's latency, if it holds up
@@ -245,23 +245,6 @@ def finalize(
         done_step(recorder, "registered")
     _print(result, report)
     return result
-
-
-FAULT_ENV = "SWEEPLAB_FAULT_AT"  # tests: the final-stage step at which the sweep kills itself
-
-
-def fault_point(step: str) -> None:
-    """SIGKILL this process when $SWEEPLAB_FAULT_AT names `step` (`step:SIGINT`: Ctrl-C).
-
-    The kill/resume tests must land a kill -9 at one precise step of the final stage (during
-    retraining, just after registration); a kill timed from outside would race those steps.
-    Unset, this does nothing. The signal is raised in this thread (`signal.raise_signal`), whose
-    handler runs before it returns, so the step it lands in is exact.
-    """
-    at, _, how = os.environ.get(FAULT_ENV, "").partition(":")
-    if at == step:
-        print(f"fault injected: killed at {step}", flush=True)
-        signal.raise_signal(getattr(signal, how or "SIGKILL"))
 
 
 def done_step(recorder: FinalRecorder, step: str) -> None:

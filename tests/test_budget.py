@@ -275,8 +275,10 @@ def test_the_plan_says_what_the_budget_buys() -> None:
     assert budget.reserve() == pytest.approx(5 * 30.0 + TEST_SECONDS)
     assert "380s of search.timeout left: about 11 more trials like it" in plan
     assert "search.patience" in plan
-    assert "it holds 5 model(s) of the crowned config retrained on train + validation at about " \
+    assert (
+        "it holds 5 model(s) of the crowned config retrained on train + validation at about "
         "30s each (final.retrain_seeds)" in plan
+    )
 
 
 def test_patience_ends_a_sweep_and_the_rest_buys_retrained_seeds(make_config, capsys) -> None:

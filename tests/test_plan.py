@@ -155,8 +155,10 @@ def test_with_auto_members_the_plan_reserves_them_and_the_smallest_whole_budget_
     members = after.retrained(each)
     assert 1 < members <= 5 and members == min(5, int(0.5 * 600.0 // each))
     assert f"retraining ({members} models)" in auto.final_parts
-    assert auto.final == pytest.approx(after.reserve()) == pytest.approx(
-        one.final + (members - 1) * each
+    assert (
+        auto.final
+        == pytest.approx(after.reserve())
+        == pytest.approx(one.final + (members - 1) * each)
     )
     assert auto.whole == pytest.approx(one.whole)  # one model is the whole final stage's least
     assert auto.searching == pytest.approx(one.searching - (members - 1) * each)

@@ -18,7 +18,6 @@ stage runs, and the plan says what it skips.
 from __future__ import annotations
 
 import dataclasses
-
 import math
 from dataclasses import dataclass
 

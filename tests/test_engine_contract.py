@@ -29,7 +29,7 @@ from test_baseline import IN_SPACE, base_values
 from test_budget import jump_the_clock
 from test_sweep import runs_of
 
-import search.trials.budget as budget_module
+import search.trials.budget_stop as budget_stop
 from experiments.errors import UserInputError
 from search.cli.exit_codes import exit_codes
 from search.config.study import study_name
@@ -130,7 +130,7 @@ def test_an_engine_has_the_protocols_attributes_and_answers_on_a_new_study(
     assert made.recover() == []
     assert made.trial_alive({"sweeplab.trial_number": "0"}) is None
     assert not made.is_pruned(ValueError("not a stop"))
-    assert made.is_pruned(budget_module.OutOfTime("search.timeout")) is (engine == "optuna")
+    assert made.is_pruned(budget_stop.OutOfTime("search.timeout")) is (engine == "optuna")
 
 
 def _same_hint(a, b) -> bool:

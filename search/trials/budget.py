@@ -21,11 +21,12 @@ it. So the search keeps back what the final stage will spend:
   the plan before trial 0 (`unseen_augmented`); a trial not yet sampled, by the cheapest kind;
 - a running trial is stopped at an epoch end once the time left, less one more epoch as long as
   its last, is no more than the reserve (pruned, so it is never a contender): `BudgetStop`, an
-  epoch listener the engine hands the runner, raises `OutOfTime` there. It needs no pruner, so
+  epoch listener the engine hands the runner, raises `OutOfTime` there (search/trials/budget_stop.py). It needs no pruner, so
   it stops the trials of a multi-objective study too (Optuna prunes only single-objective ones);
   the single-objective Optuna engine makes the same check in its pruning callback;
 - the final stage re-evaluates the contenders, best first, only while each still fits beside the
-  retraining, and retrains only if that still fits (else it tests the re-evaluated model).
+  reserved retrainings, and retrains only if that still fits (else it tests the re-evaluated
+  model).
 
 A budget that cannot hold trial 0 and its test is refused before anything is created (exit 2,
 naming the smallest that can; one that holds them but not the whole final stage runs, skipping
@@ -91,6 +92,20 @@ def kind_of(augmentation: Mapping[str, Any] | None) -> str:
     return ",".join(f"{key}={value}" for key, value in active) or PLAIN
 
 
+@dataclass(frozen=True)
+class Trained:
+    """A completed trial's time, as the budget prices others by it."""
+
+    seconds: float  # its training
+    build: float  # of which, building frozen features not cached yet (trial 0's, a new kind's)
+    kind: str  # `kind_of` it
+
+    @property
+    def again(self) -> float:
+        """What training its kind again costs: its seconds without the build (cached now)."""
+        return self.seconds - self.build
+
+
 @dataclass
 class Budget:
     """The invocation's deadline and the final stage's reserve, from the trials completed so far.
@@ -114,9 +129,7 @@ class Budget:
     started: float | None = None  # clock() at the invocation's start; None: now
     has_model: bool = False  # a trial of the study has completed (here or in an earlier run)
     completed: list[Best] = field(default_factory=list)  # this invocation's, in finishing order
-    train_seconds: dict[int, float] = field(default_factory=dict)  # trial number -> seconds
-    builds: dict[int, float] = field(default_factory=dict)  # trial number -> of which, builds
-    kinds: dict[int, str] = field(default_factory=dict)  # trial number -> `kind_of` it
+    trained: dict[int, Trained] = field(default_factory=dict)  # trial number -> its time
     # The plan's seconds for a trial of an augmented kind not trained yet (None: no plan).
     unseen_augmented: float | None = None
     patience: int | None = None  # search.patience: trials without a real gain that end the search
@@ -189,9 +202,7 @@ class Budget:
         self.cache_build = max(self.cache_build, cache_build)
         self.has_model = True
         self.completed.append(trial)
-        self.train_seconds[trial.number] = seconds
-        self.builds[trial.number] = min(cache_build, seconds)
-        self.kinds[trial.number] = kind
+        self.trained[trial.number] = Trained(seconds, min(cache_build, seconds), kind)
         lead = self.leading
         gain = None if lead is None else (trial.value - lead) * (1 if self.maximize else -1)
         if lead is None or (gain is not None and gain > self.noise(lead)):
@@ -218,24 +229,20 @@ class Budget:
         """Seconds one re-training of `trial` takes on its split: its own training time when it
         ran here, less the features it built (they are cached now), else the median of this
         invocation's (None, or a trial of an earlier invocation), else 0."""
-        if trial is not None and trial.number in self.train_seconds:
-            return self._again(trial.number)
-        known = [self._again(number) for number in self.train_seconds]
+        if trial is not None and trial.number in self.trained:
+            return self.trained[trial.number].again
+        known = [t.again for t in self.trained.values()]
         return statistics.median(known) if known else 0.0
-
-    def _again(self, number: int) -> float:
-        """Trial `number`'s seconds without its feature build: what training its kind again costs."""
-        return self.train_seconds[number] - self.builds.get(number, 0.0)
 
     def price(self, kind: str | None = None) -> float:
         """Seconds a new trial of `kind` is expected to train: the shortest of this invocation's
         trials of that kind (their builds left out), else, for an augmented kind, the plan's
         `unseen_augmented` (its copies built, phase 2 uncached); None (not sampled yet) or no
         figure: the shortest trial of any kind."""
-        shortest = min((self._again(n) for n in self.train_seconds), default=0.0)
+        shortest = min((t.again for t in self.trained.values()), default=0.0)
         if kind is None:
             return shortest
-        same = [self._again(n) for n, k in self.kinds.items() if k == kind]
+        same = [t.again for t in self.trained.values() if t.kind == kind]
         if same:
             return min(same)
         if kind == PLAIN or self.unseen_augmented is None:
@@ -288,9 +295,7 @@ class Budget:
         ahead = dataclasses.replace(
             self,
             completed=[],
-            train_seconds={},
-            builds={},
-            kinds={},
+            trained={},
             cache_build=0.0,
             leading=None,
             since_gain=0,
@@ -312,12 +317,12 @@ class Budget:
         far. A trial not measured here: the largest build a trial paid (before the entries were
         joined, a 3x-budget sweep on sign-language-digits overran by 87 s: a 106-s retraining
         estimated at 30 s)."""
-        if trial is None or trial.number not in self.kinds:
+        if trial is None or trial.number not in self.trained:
             return self.cache_build
-        kind = self.kinds[trial.number]
+        kind = self.trained[trial.number].kind
         if kind == PLAIN:
             return 0.0
-        return max(self.builds.get(n, 0.0) for n, k in self.kinds.items() if k == kind)
+        return max(t.build for t in self.trained.values() if t.kind == kind)
 
     def distil_seconds(self, trial: Best | None) -> float:
         """Seconds `final.distil`'s student of `trial`'s config takes: it trains on what the final
@@ -376,7 +381,8 @@ class Budget:
     def plan(self, trial: Best) -> str:
         """What the rest of the budget buys, from `trial`'s measured time (the first trial this
         invocation completed): printed so a user knows what to expect before waiting for it."""
-        seconds = self.train_seconds.get(trial.number, self.estimate(trial))
+        known = self.trained.get(trial.number)
+        seconds = self.estimate(trial) if known is None else known.seconds
         later = self.estimate(trial)  # a later trial like it: its features cached
         reserve, left = self.reserve(), max(self.left(), 0.0)  # one reading of the clock
         searching = max(left - reserve, 0.0)
@@ -413,47 +419,3 @@ class Budget:
     def fits(self, seconds: float) -> bool:
         """Whether `seconds` more of the final stage fit in what is left."""
         return seconds + TEST_SECONDS <= self.left()
-
-
-class OutOfTime(Exception):  # noqa: N818 (a stop, not an error: the trial ends pruned)
-    """A running trial stopped at an epoch end because the time left is the final stage's."""
-
-
-def out_of_time(epoch: int) -> str:
-    """The reason a trial stopped by the budget carries (the runner's line says search.timeout)."""
-    return (  # epochs counted from 1, as the trial line says them
-        f"search.timeout: stopped after epoch {epoch + 1}, the time left is the final stage's"
-    )
-
-
-class EpochTimer:
-    """How long a running trial's last epoch took, between the epoch ends its listener sees: the
-    stop check's `next_epoch`. 0 at the first epoch's end, which includes building the model (and
-    its features): the next epoch is no guide to it."""
-
-    def __init__(self) -> None:
-        self._ended: float | None = None
-
-    def lap(self) -> float:
-        now = time.monotonic()
-        last = 0.0 if self._ended is None else now - self._ended
-        self._ended = now
-        return last
-
-
-class BudgetStop:
-    """An epoch listener (`search.trials.runner.EpochListener`) that stops a running trial at
-    its epoch end once `budget.stops_running_trial()`, by raising `OutOfTime`; an engine hands
-    it to the runner where no pruning callback makes the check (several objectives), and counts
-    `OutOfTime` as pruned (`Engine.is_pruned`)."""
-
-    def __init__(self, budget: Budget, epochs: int | None = None) -> None:
-        self.budget = budget
-        self.decides = budget.limited  # without a budget a worker never waits for it
-        self._last = None if not epochs else int(epochs) - 1  # never stopped: it completes
-        self._timer = EpochTimer()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        last = self._timer.lap()
-        if epoch != self._last and self.budget.stops_running_trial(last):
-            raise OutOfTime(out_of_time(epoch))

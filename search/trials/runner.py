@@ -27,7 +27,7 @@ from search.execution.data_fit import load_fitted
 from search.execution.leftovers import scratch_folder
 from search.execution.store_lock import STORE_LOCK, released
 from search.space.apply import config_yaml, trial_values
-from search.trials.budget import Budget, kind_of
+from search.trials.budget import PLAIN, Budget, kind_of
 from search.trials.objectives import cost_plan, metric_text, objectives_of
 from search.trials.outcomes import FailureStreak, failure_reason, was_interrupted
 from search.trials.types import Best
@@ -177,9 +177,11 @@ class TrialRunner:
             if self.pool is not None:  # shared now: the mapped pixels, not the decoded copy
                 data = self._loaded(data_cfg, int(values["seed"]))
             planned = int(values.get("train", {}).get("epochs") or 0) or None
+            kind = kind_of(values["data"].get("augmentation"))  # its price, for the budget
             return self._record(
-                number, params, cfg, text, data, worker, failed, callbacks, run_tags, tags, planned
-            )
+                number, params, cfg, text, data, worker, failed, callbacks, run_tags, tags,
+                planned, kind,
+            )  # fmt: skip
 
     def _values(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The trial config of `params`, as plain values."""
@@ -215,10 +217,12 @@ class TrialRunner:
         run_tags: dict[str, Any],
         tags: Mapping[str, Any] | None,
         planned: int | None = None,
+        kind: str = PLAIN,
     ) -> Outcome:
         """The trial's MLflow run around its training (here, or followed in `worker`); `failed`:
         why no worker took the trial (a worker that died starting), raised in the run; `planned`:
-        the epochs the trial was set to train (train.epochs), for "after epoch 2 of 10"."""
+        the epochs the trial was set to train (train.epochs), for "after epoch 2 of 10"; `kind`:
+        its `kind_of`, under which the budget records its time."""
         described = data.describe()
         with self.tracker.trial_run(
             f"trial-{number}", params, {**run_tags, **dataset_tags(described), **(tags or {})}
@@ -297,7 +301,7 @@ class TrialRunner:
             if not math.isnan(value):
                 done = Best(value, number, dict(params), record.run_id)
                 build = result.feature_cache.build_seconds
-                self.budget.record(done, result.seconds, build, self.kind(params))
+                self.budget.record(done, result.seconds, build, kind)
             shown = " ".join(
                 f"{m}={metric_text(m, result.metrics.get(m, math.nan))}" for m in self.objectives
             )

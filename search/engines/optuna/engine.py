@@ -39,7 +39,8 @@ from search.engines.optuna.threads import optimize_in_threads
 from search.space.baseline import announce, baseline
 from search.space.spec import Param
 from search.space.variants import announce_variants, variants
-from search.trials.budget import Budget, BudgetStop, EpochTimer, OutOfTime, out_of_time
+from search.trials.budget import Budget
+from search.trials.budget_stop import BudgetStop, EpochTimer, OutOfTime, out_of_time
 from search.trials.objectives import Direction, Objective, objectives_of
 from search.trials.outcomes import failure_reason, forgiven, is_finished
 from search.trials.runner import EpochListener, TrialRunner
@@ -404,17 +405,18 @@ class OptunaEngine:
             total = min(total, upto)
         study_name = self.study_name
 
-        not_started: list[int] = []
+        too_dear = 0  # sampled trials in a row not started: too dear for the time left
 
         def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
+            nonlocal too_dear
             trial.set_user_attr("worker", this_worker())
             params = suggest(trial, self.space)
             kind = runner.kind(params)
             if runner.budget.too_long(kind):  # drawn now, dearer than the check before it
-                not_started.append(trial.number)
-                last = len(not_started) >= NOT_STARTED_IN_A_ROW
+                too_dear += 1
+                last = too_dear >= NOT_STARTED_IN_A_ROW
                 raise optuna.TrialPruned(self._not_started(trial, kind, runner.budget, last))
-            not_started.clear()  # in a row only
+            too_dear = 0  # in a row only
             # Optuna cannot prune a multi-objective trial (no pruning callback then); the budget
             # still stops it at an epoch end (search.timeout: BudgetStop, without the pruner).
             multi = len(self.objectives) > 1
@@ -469,7 +471,7 @@ class OptunaEngine:
             if (
                 runner.failures.stop_reason
                 or self.claimed() >= total
-                or len(not_started) >= NOT_STARTED_IN_A_ROW
+                or too_dear >= NOT_STARTED_IN_A_ROW
             ):
                 return True
             if runner.budget.search_over(self.next_kind(runner)):

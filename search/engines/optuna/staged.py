@@ -116,13 +116,13 @@ class ScreenBudget(Budget):
         """Whether the screen's share is spent: not even its shortest trial would fit; said once
         here, as the screen's end (the engine's line would say the time is the final stage's).
         Every screen trial is of one kind (no augmentation): `kind` changes nothing."""
-        shortest = min(self.train_seconds.values(), default=0.0)
+        shortest = min((t.seconds for t in self.trained.values()), default=0.0)
         over = self.limited and self.left() <= shortest
         if over and not self._said_plateau:
             self._said_plateau = True
             print(
                 f"screen: its share of search.timeout (search.staged.share) is spent after "
-                f"{len(self.train_seconds)} complete head configuration(s)",
+                f"{len(self.trained)} complete head configuration(s)",
                 flush=True,
             )
         return over

@@ -309,3 +309,26 @@ def test_a_budget_spent_by_trial_0_starts_no_other_trial(tmp_path, monkeypatch, 
     main = optuna.load_study(study_name=summary.study_name, storage=cfg.search.storage)
     states = [t.state for t in main.trials]
     assert states == [TrialState.COMPLETE], out  # not one draw stopped
+
+
+@pytest.mark.slow  # a transfer sweep: 3 two-phase trials, 2 screen heads, its final stage
+def test_the_variants_run_before_the_screen(tmp_path, monkeypatch) -> None:
+    """Trial 0's variants (their kinds price the reserve) train before the screen takes its
+    share: run after it, the flip variant raised the reserve past the time the screen had left
+    for its heads, and a 10x sweep on cifar10-test screened 51 heads and fine-tuned none."""
+    home = make_keras_home(tmp_path, monkeypatch)
+    cfg = transfer_config(
+        tmp_path, *STAGED, "search.variants=[{data.augmentation.preset:flip}]",
+        "search.staged.trials=2", "search.staged.carry=1", f"keras_home={home}",
+    )  # fmt: skip
+    summary = sweep(cfg)
+    main = optuna.load_study(study_name=summary.study_name, storage=cfg.search.storage)
+    screen = optuna.load_study(
+        study_name=f"{summary.study_name}-screen", storage=cfg.search.storage
+    )
+    variant = main.trials[1]
+    assert "variant" in variant.user_attrs and variant.state == TrialState.COMPLETE
+    assert variant.params["data.augmentation.preset"] == "flip"
+    assert len(screen.trials) == 2
+    assert variant.datetime_complete < min(t.datetime_start for t in screen.trials)
+    assert main.trials[2].user_attrs["screen_head"] in main.user_attrs[CARRIED]  # then its head

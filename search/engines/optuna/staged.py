@@ -3,7 +3,8 @@
 A two-phase transfer trial spends most of its time in phase 2 (the backbone partly open, every
 epoch through it), while a phase-1 epoch on cached frozen features costs a few percent of an
 uncached one (docs/benchmarks.md section 11). So after trial 0 (the base config, unchanged, so a
-budget that only fits it is spent as before) a *screen* trains many head configurations, phase 1
+budget that only fits it is spent as before) and its `search.variants` (their kinds priced in the
+reserve before the screen takes its share) a *screen* trains many head configurations, phase 1
 only (train.epochs = model.fine_tune.head_epochs = search.staged.epochs), without augmentation, so
 on cached activations throughout, with a Hyperband pruner over those epochs (successive halving).
 It samples only the head's knobs (every space key except `model.fine_tune.*`,
@@ -259,14 +260,13 @@ class Screen:
 def optimize_staged(
     cfg: DictConfig, main: OptunaEngine, runner: TrialRunner, space: list[Param], name: str
 ) -> None:
-    """The staged search of study `name`: trial 0 alone, the screen (unless an earlier run
-    carried its heads), then the main study's trials, the carried heads first."""
+    """The staged search of study `name`: trial 0 and its variants, the screen (unless an
+    earlier run carried its heads), then the main study's trials, the carried heads first."""
     screen = Screen(cfg, space, name)
     total = int(cfg.search.n_trials)
     if not screen.done(main):
         runner.budget.screen_share = float(cfg.search.staged.share)
-        if main.finished() < 1:
-            main.first_trial(runner)
+        main.first_trials(runner)  # trial 0, then its variants
         runner.budget.screen_share = 0.0
         if main.finished() < total and not runner.budget.search_over():
             screen.run(main, runner)

@@ -27,7 +27,7 @@ from search.engines.optuna.staged import CARRIED, ScreenBudget, fixed_by_screen,
 from search.engines.staging import staged_note
 from search.sweep import prepare, sweep
 from search.trials import preflight
-from search.trials.budget import PLAIN, Budget
+from search.trials.budget import Budget
 from search.trials.types import Best
 from tests.conftest import ROOT, run_cli
 
@@ -332,24 +332,3 @@ def test_the_variants_run_before_the_screen(tmp_path, monkeypatch) -> None:
     assert len(screen.trials) == 2
     assert variant.datetime_complete < min(t.datetime_start for t in screen.trials)
     assert main.trials[2].user_attrs["screen_head"] in main.user_attrs[CARRIED]  # then its head
-
-
-@pytest.mark.slow  # a transfer sweep of one trial and its final stage
-def test_no_screen_when_the_queued_variant_does_not_fit(tmp_path, monkeypatch, capsys) -> None:
-    """A variant too dear for the time left stays first in the queue and ends the search: no
-    screen then, whose heads would queue behind it and never be fine-tuned (cifar10-test at 3x
-    screened 6 heads for 23 s, then said the time left was the final stage's)."""
-    home = make_keras_home(tmp_path, monkeypatch)
-    # Every trial fits but one with augmentation (the flip variant): its kind never does.
-    monkeypatch.setattr(Budget, "search_over", lambda self, kind=None: kind not in (None, PLAIN))
-    cfg = transfer_config(
-        tmp_path, "search.timeout=600", "train.epochs=2", "model.fine_tune.head_epochs=1",
-        "search.variants=[{data.augmentation.preset:flip}]", "final.top_k=0",
-        "final.retrain=false", f"keras_home={home}", "search.workers=0",
-    )  # fmt: skip
-    summary = sweep(cfg)
-    out = capsys.readouterr().out
-    assert "screen stage" not in out
-    main = optuna.load_study(study_name=summary.study_name, storage=cfg.search.storage)
-    assert [t.state for t in main.trials] == [TrialState.COMPLETE, TrialState.WAITING], out
-    assert "variant" in main.trials[1].user_attrs  # queued still, for a resume with more time

@@ -401,8 +401,10 @@ class OptunaEngine:
             "baseline" in t.user_attrs or "variant" in t.user_attrs
             for t in self.study.get_trials(deepcopy=False)
         )
-        first = max(queued, 1)
-        if self.finished() < first:
+        first, done = max(queued, 1), self.finished()
+        # Optuna starts a trial before its first stop check: with trial 0 done (a resumed
+        # study), the next variant starts only if it fits in the time left.
+        if done < first and not (done and runner.budget.search_over(self.next_kind(runner))):
             self._optimize(runner, first)
 
     def _optimize(self, runner: TrialRunner, upto: int | None) -> None:
